@@ -1,0 +1,86 @@
+"""The ``cinet`` command line: thin — parses, then hands over to the subcommand's module.
+
+Each subcommand lives in a module exposing ``add_arguments(parser)`` (cheap: no torch import at module level)
+and ``run(args) -> int``. User errors (:class:`cinet.errors.CinetError`) print one line and exit with code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# name -> (module, help). Modules are imported lazily, only for the subcommand that runs (and for --help).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("cinet.engine.cli_train", "train CI-Net: the paper's three stages (or stage=N)"),
+    "eval": ("cinet.engine.cli_eval", "evaluate a checkpoint: metrics table + metrics.json"),
+    "ablate": ("cinet.engine.cli_ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
+    "predict": ("cinet.inference.cli_predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
+    "export": ("cinet.inference.cli_export", "export a checkpoint to ONNX (checked with onnxruntime)"),
+    "bench": ("cinet.bench.cli", "benchmarks (attention, train-step, inference), JSON output"),
+    "data": ("cinet.data.cli", "dataset tools (preview)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every subcommand registered)."""
+    parser = argparse.ArgumentParser(prog="cinet", description="CI-Net: joint depth estimation and segmentation.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a subcommand not built yet in this checkout
+            if exc.name is None or not module_name.startswith(exc.name):
+                raise
+            p.set_defaults(_module=None)
+            continue
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cinet`` console script. Returns the process exit code."""
+    from cinet.errors import CinetError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from cinet import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose)
+    module = args._module
+    if module is None:
+        print(f"error: 'cinet {args.command}' is not available in this build", file=sys.stderr)
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except CinetError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

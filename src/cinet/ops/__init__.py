@@ -1,0 +1,16 @@
+"""Low-level tensor operations behind the SUM (paper Eq. 1–2) and the attention loss (Eq. 4).
+
+Everything the model and the losses need from the N x N attention map goes through the functions of this
+package, so that the naive path (materialises the map) and the memory-efficient paths (tiles, Triton) are
+interchangeable and checked against each other.
+"""
+
+from cinet.ops.sigmoid_attention import (
+    downsample_labels,
+    ATTENTION_IMPLS,
+    attention_bce,
+    ideal_attention_apply,
+    sigmoid_attention,
+)
+
+__all__ = ["ATTENTION_IMPLS", "attention_bce", "downsample_labels", "ideal_attention_apply", "sigmoid_attention"]
