@@ -1,0 +1,171 @@
+"""Dilated ResNet encoder at output stride 8 (paper Sec. 3.1).
+
+The last two residual stages of a torchvision ResNet keep the resolution of ``layer2`` (1/8 of the input) and
+use dilation 2 (``layer3``) and 4 (``layer4``) instead of stride 2, "reducing the detailed information loss"
+of the usual 1/32 output.
+
+* ResNet-50/101 (Bottleneck): torchvision's ``replace_stride_with_dilation=[False, True, True]``.
+* ResNet-18/34 (BasicBlock rejects ``dilation > 1``): the torchvision model is built and then dilated by hand,
+  following torchvision's Bottleneck convention: stride 1 in the first block (``conv1`` and the downsample
+  conv), the first block of a dilated stage keeps the previous stage's dilation (1 in ``layer3``, 2 in
+  ``layer4``), the other blocks use the stage's dilation (2, 4) on both 3x3 convs, with ``padding = dilation``.
+
+Dilation changes no weight shape, so torchvision ImageNet state dicts load directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from cinet.errors import CheckpointError, ConfigError, where
+
+logger = logging.getLogger(__name__)
+
+ENCODERS: dict[str, tuple[str, str]] = {
+    # name: (torchvision builder, weights enum)
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "resnet34": ("resnet34", "ResNet34_Weights"),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "resnet101": ("resnet101", "ResNet101_Weights"),
+}
+
+# Keys torchvision's ImageNet files may lack (written before BN tracked its step count).
+_OPTIONAL_SUFFIXES = ("num_batches_tracked",)
+
+
+def _dilate_basic_layer(layer: nn.Sequential, dilation: int, previous_dilation: int) -> None:
+    """Turn a stride-2 stage of BasicBlocks into a stride-1 stage with dilation (torchvision convention)."""
+    for i, block in enumerate(layer):
+        d = previous_dilation if i == 0 else dilation
+        if i == 0:
+            block.conv1.stride = (1, 1)
+            block.stride = 1
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+        for conv in (block.conv1, block.conv2):
+            conv.dilation = (d, d)
+            conv.padding = (d, d)
+
+
+class DilatedResNet(nn.Module):
+    """torchvision ResNet trunk (no avgpool/fc) with output stride 8.
+
+    Submodule names equal torchvision's (``conv1``, ``bn1``, ``layer1``..``layer4``), so its state dicts load
+    as they are.
+
+    Args:
+        name: ``resnet18 | resnet34 | resnet50 | resnet101``.
+        weights: ``None`` (random init), ``"imagenet"`` (torchvision's ``IMAGENET1K_V1`` through its weights
+            API and torch hub's cache), or the path of a local torchvision ResNet state dict (``fc.*`` ignored).
+
+    Attributes:
+        out_channels: Channels of the 1/8 output (512 for 18/34, 2048 for 50/101).
+    """
+
+    def __init__(self, name: str = "resnet50", weights: str | Path | None = None) -> None:
+        super().__init__()
+        if name not in ENCODERS:
+            raise ConfigError(f"model.encoder: unknown encoder {name!r}; valid: {', '.join(ENCODERS)}")
+        self.name = name
+        builder = getattr(torchvision.models, ENCODERS[name][0])
+        if name in ("resnet50", "resnet101"):
+            net = builder(weights=None, replace_stride_with_dilation=[False, True, True])
+        else:
+            net = builder(weights=None)
+            _dilate_basic_layer(net.layer3, dilation=2, previous_dilation=1)
+            _dilate_basic_layer(net.layer4, dilation=4, previous_dilation=2)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.out_channels: int = net.fc.in_features
+        if weights is not None:
+            self.load_pretrained(weights)
+
+    def load_pretrained(self, weights: str | Path) -> None:
+        """Load ``"imagenet"`` or a local torchvision state-dict file into the trunk (strict, ``fc.*`` ignored).
+
+        Raises:
+            ConfigError: ``"imagenet"`` requested but the weights cannot be fetched (offline, no cache).
+            CheckpointError: Local file missing/unreadable, or a missing, unexpected or mismatched key.
+        """
+        if isinstance(weights, str) and weights == "imagenet":
+            state, source = self._imagenet_state_dict(), f"torchvision {ENCODERS[self.name][1]}.IMAGENET1K_V1"
+        else:
+            path = Path(weights)
+            source = str(path)
+            if not path.is_file():
+                raise CheckpointError(where(path, "encoder weights file not found"))
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                first = (str(exc).splitlines() or [""])[0]
+                raise CheckpointError(
+                    where(path, f"cannot read encoder weights ({type(exc).__name__}: {first})")
+                ) from exc
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+                state = state["state_dict"]
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CheckpointError(where(path, "not a ResNet state dict (expected a dict of tensors)"))
+        self._load_checked(state, source)
+        logger.info("loaded %s encoder weights from %s", self.name, source)
+
+    def _imagenet_state_dict(self) -> dict[str, torch.Tensor]:
+        enum = getattr(tv_resnet, ENCODERS[self.name][1]).IMAGENET1K_V1
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        hint = f"download {enum.url} elsewhere and pass its path as model.encoder_weights"
+        if os.environ.get("CINET_NO_NETWORK") and not cached.is_file():
+            raise ConfigError(f"model.encoder_weights=imagenet: not in cache {cached} and network disabled; {hint}")
+        try:
+            return enum.get_state_dict(progress=False)
+        except Exception as exc:
+            raise ConfigError(
+                f"model.encoder_weights=imagenet: cannot fetch {enum.url} ({type(exc).__name__}); {hint}"
+            ) from exc
+
+    def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
+        own = self.state_dict()
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        for key, ref in own.items():
+            if key not in state:
+                if key.endswith(_OPTIONAL_SUFFIXES):
+                    continue
+                raise CheckpointError(where(source, f"missing key {key!r} for {self.name}"))
+            if tuple(state[key].shape) != tuple(ref.shape):
+                raise CheckpointError(
+                    where(
+                        source,
+                        f"key {key!r} has shape {tuple(state[key].shape)} but {self.name} expects {tuple(ref.shape)}",
+                    )
+                )
+        unexpected = [k for k in state if k not in own]
+        if unexpected:
+            raise CheckpointError(where(source, f"unexpected key {unexpected[0]!r} for {self.name}"))
+        self.load_state_dict(state, strict=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Encode images.
+
+        Args:
+            x: Images [B,3,H,W].
+
+        Returns:
+            Features [B,out_channels,h8,w8] and the spatial sizes after each stride-2 op,
+            ``[(h2, w2), (h4, w4), (h8, w8)]`` (exact sizes for odd inputs; the decoder upsamples to them).
+        """
+        sizes: list[tuple[int, int]] = []
+        x = self.relu(self.bn1(self.conv1(x)))  # [B,64,H/2,W/2]
+        sizes.append((x.shape[-2], x.shape[-1]))
+        x = self.maxpool(x)  # [B,64,H/4,W/4]
+        sizes.append((x.shape[-2], x.shape[-1]))
+        x = self.layer1(x)
+        x = self.layer2(x)  # [B,C2,H/8,W/8]
+        sizes.append((x.shape[-2], x.shape[-1]))
+        x = self.layer3(x)  # dilation 2, still 1/8
+        x = self.layer4(x)  # dilation 4, still 1/8
+        return x, sizes

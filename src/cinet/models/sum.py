@@ -1,0 +1,111 @@
+"""Scene-Understanding Module, SUM (paper Sec. 3.2, Eq. 1–3).
+
+Like a non-local block: 1x1 convs map X [B,C,h,w] to Q, K (``qk_channels``) and V (C); with N = h*w,
+
+    A~ = sigmoid(Q K^T)              [B,N,N]   (Eq. 1)
+    Y  = A~ V * scale + X            [B,N,C]   (Eq. 2)
+
+Notes on fidelity:
+
+* The paper's Fig. 2 draws a softmax, but Eq. 1 and the BCE attention loss of Eq. 4 (targets 0/1 per pair)
+  need an element-wise sigmoid: sigmoid is used.
+* Eq. 2 has no normalisation. ``A~ V`` sums N terms, so its scale grows with the feature size (N = 4800 at
+  480x640); by default (``normalize="n"``) the product is divided by N, as the paper's reference [15] does.
+  ``normalize="none"`` gives Eq. 2 literally.
+* Stage 1 of training replaces A~ by the ideal map A = M M^T built from the labels (Eq. 3); this is the
+  ``ideal_labels`` mode (computed as M (M^T V), never N x N). An explicit ``attention_map`` [B,N,N] is also
+  accepted (tests, analysis).
+
+The N x N product goes through :func:`cinet.ops.sigmoid_attention`, which picks the naive or a
+memory-efficient implementation (``attention_impl``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cinet.models.outputs import AttentionState
+from cinet.ops import ATTENTION_IMPLS, ideal_attention_apply, sigmoid_attention
+
+ATTENTION_NORMS = ("n", "none")
+
+
+class SceneUnderstandingModule(nn.Module):
+    """SUM: sigmoid self-attention with a residual connection (Eq. 1–2).
+
+    Args:
+        channels: Channels C of the input X (and of V and Y).
+        qk_channels: Channels of Q and K (C_q = C_k).
+        normalize: ``"n"`` multiplies ``A~ V`` by 1/N (default), ``"none"`` by 1 (paper's Eq. 2 as written).
+        attention_impl: ``naive | tiled | triton | auto`` (see :mod:`cinet.ops.sigmoid_attention`).
+        ignore_index: Label value excluded from the ideal map.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        qk_channels: int = 64,
+        normalize: str = "n",
+        attention_impl: str = "auto",
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if normalize not in ATTENTION_NORMS:
+            raise ValueError(f"normalize must be one of {ATTENTION_NORMS}, got {normalize!r}")
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}")
+        self.channels = channels
+        self.qk_channels = qk_channels
+        self.normalize = normalize
+        self.attention_impl = attention_impl
+        self.ignore_index = ignore_index
+        self.query = nn.Conv2d(channels, qk_channels, 1)
+        self.key = nn.Conv2d(channels, qk_channels, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+
+    def scale(self, n: int) -> float:
+        """Multiplier of ``A~ V``: ``1/N`` for ``normalize="n"``, else 1."""
+        return 1.0 / n if self.normalize == "n" else 1.0
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        ideal_labels: torch.Tensor | None = None,
+        attention_map: torch.Tensor | None = None,
+        num_classes: int | None = None,
+    ) -> tuple[torch.Tensor, AttentionState]:
+        """Apply the SUM.
+
+        Args:
+            x: Features X [B,C,h,w].
+            ideal_labels: Optional labels [B,h,w] at the feature size (``ignore_index`` = ignore): use the
+                ideal map A = M M^T (Eq. 3) instead of A~ (stage 1 of training).
+            attention_map: Optional explicit map [B,N,N] with values in [0, 1] instead of A~.
+            num_classes: Classes of the one-hot M (needed with ``ideal_labels``; default: max label + 1).
+
+        Returns:
+            Y [B,C,h,w] (Eq. 2) and the :class:`AttentionState` (Q, K for the attention loss of Eq. 4).
+        """
+        b, c, h, w = x.shape
+        n = h * w
+        q = self.query(x).flatten(2).transpose(1, 2)  # [B,N,D]
+        k = self.key(x).flatten(2).transpose(1, 2)  # [B,N,D]
+        v = self.value(x).flatten(2).transpose(1, 2)  # [B,N,C]
+        scale = self.scale(n)
+        given = ideal_labels is not None or attention_map is not None
+        if ideal_labels is not None:
+            labels = ideal_labels.reshape(b, n).long()  # [B,N]
+            if num_classes is None:
+                valid = labels[labels != self.ignore_index]
+                num_classes = int(valid.max()) + 1 if valid.numel() else 1
+            y = ideal_attention_apply(labels, v, num_classes, scale=scale, ignore_index=self.ignore_index)
+        elif attention_map is not None:
+            if tuple(attention_map.shape) != (b, n, n):
+                raise ValueError(f"attention_map must be [B,N,N] = {(b, n, n)}, got {tuple(attention_map.shape)}")
+            y = torch.bmm(attention_map.to(v.dtype), v) * scale  # [B,N,C]
+        else:
+            y = sigmoid_attention(q, k, v, scale=scale, impl=self.attention_impl)  # [B,N,C]
+        y = y.transpose(1, 2).reshape(b, c, h, w) + x  # [B,C,h,w]
+        return y, AttentionState(query=q, key=k, size=(h, w), given=given)
