@@ -17,7 +17,7 @@ Protocol (BTS / AdaBins convention, the common NYU protocol):
 * predictions are clamped to ``[min_depth, max_depth]`` before the metrics are computed (NaN predictions
   become ``min_depth``; ``+inf`` becomes ``max_depth`` when one is given), so ``ln d~`` is always defined;
 * ``crop="eigen"`` is NYU's Eigen crop, the numpy slice ``[45:471, 41:601]`` defined at 480x640 and scaled
-  proportionally (rounded) to other resolutions; a tuple ``(top, bottom, left, right)`` is a numpy slice
+  proportionally (rounded half up) to other resolutions; a tuple ``(top, bottom, left, right)`` is a numpy slice
   ``[top:bottom, left:right]`` at the resolution of the inputs (``None`` entries and negative bounds
   behave as in numpy).
 
@@ -54,12 +54,14 @@ Reduction = Literal["per_image", "pooled"]
 _SUM_KEYS = ("delta1", "delta2", "delta3", "sq", "sq_log", "abs_rel", "sq_rel")
 
 
-def resolve_crop(crop: Crop, height: int, width: int) -> tuple[int | None, int | None, int | None, int | None]:
+def resolve_crop(
+    crop: Crop, height: int, width: int
+) -> tuple[int | None, int | None, int | None, int | None]:
     """Turn a crop spec into numpy slice bounds ``(top, bottom, left, right)`` at ``height x width``.
 
     Args:
         crop: ``None`` (no crop), ``"eigen"`` (``[45:471, 41:601]`` at 480x640, scaled proportionally and
-            rounded at other sizes) or four slice bounds ``(top, bottom, left, right)``.
+            rounded half up at other sizes) or four slice bounds ``(top, bottom, left, right)``.
         height: Image height in pixels.
         width: Image width in pixels.
 
@@ -77,9 +79,12 @@ def resolve_crop(crop: Crop, height: int, width: int) -> tuple[int | None, int |
         top, bottom, left, right = EIGEN_CROP
         ref_h, ref_w = EIGEN_CROP_SIZE
         sy, sx = height / ref_h, width / ref_w
-        return (round(top * sy), round(bottom * sy), round(left * sx), round(right * sx))
+        # Round half up (not Python's banker's rounding): 45 * 0.5 = 22.5 -> 23.
+        return tuple(math.floor(v * s + 0.5) for v, s in ((top, sy), (bottom, sy), (left, sx), (right, sx)))  # type: ignore[return-value]
     bounds = tuple(crop)
-    if len(bounds) != 4 or not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+    if len(bounds) != 4 or not all(
+        b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds
+    ):
         raise ValueError(f"crop must be (top, bottom, left, right) ints or None, got {crop!r}")
     return bounds  # type: ignore[return-value]
 
@@ -150,19 +155,17 @@ def _depth_sums(
     ratio = torch.maximum(g / p, p / g)
     diff = g - p
     sq = diff.square()
-    per_pixel = torch.stack(
-        [
-            (ratio < 1.25).to(torch.float64),
-            (ratio < 1.25**2).to(torch.float64),
-            (ratio < 1.25**3).to(torch.float64),
-            sq,
-            (torch.log(g) - torch.log(p)).square(),
-            diff.abs() / g,
-            sq / g,
-        ],
-        dim=1,
-    )  # [B, 7, H, W]
-    sums = (per_pixel * m.unsqueeze(1)).sum(dim=(-2, -1))
+    terms = (
+        ratio < 1.25,
+        ratio < 1.25**2,
+        ratio < 1.25**3,
+        sq,
+        (torch.log(g) - torch.log(p)).square(),
+        diff.abs() / g,
+        sq / g,
+    )
+    # One term at a time (no [B, 7, H, W] float64 tensor); invalid pixels contribute 0.
+    sums = torch.stack([(term * m).sum(dim=(-2, -1)) for term in terms], dim=1)  # [B, 7]
     counts = m.sum(dim=(-2, -1))
     return counts, sums
 
@@ -171,7 +174,15 @@ def _metrics_from_sums(count: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
     """``[..., 7]`` sums and ``[...]`` counts -> ``[..., 7]`` metrics (order ``DEPTH_KEYS``)."""
     mean = sums / count.unsqueeze(-1)
     return torch.stack(
-        [mean[..., 0], mean[..., 1], mean[..., 2], mean[..., 3].sqrt(), mean[..., 4].sqrt(), mean[..., 5], mean[..., 6]],
+        [
+            mean[..., 0],
+            mean[..., 1],
+            mean[..., 2],
+            mean[..., 3].sqrt(),
+            mean[..., 4].sqrt(),
+            mean[..., 5],
+            mean[..., 6],
+        ],
         dim=-1,
     )
 

@@ -31,13 +31,17 @@ class LabelRangeError(CinetError, ValueError):
 def _labels(x: torch.Tensor, num_classes: int, name: str, like_ndim: int | None = None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if like_ndim is not None and x.is_floating_point() and x.ndim == like_ndim + 1 and x.shape[1] == num_classes:
+    if (
+        like_ndim is not None
+        and x.is_floating_point()
+        and x.ndim == like_ndim + 1
+        and x.shape[1] == num_classes
+    ):
         x = x.argmax(dim=1)  # logits / probabilities [B, C, H, W] -> labels
     if x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
-    if x.is_floating_point():
-        if not bool((x == x.round()).all()):
-            raise ValueError(f"{name} must hold integer class labels (or [B, C, H, W] scores for pred)")
+    if x.is_floating_point() and not bool((x == x.round()).all()):
+        raise ValueError(f"{name} must hold integer class labels (or [B, C, H, W] scores for pred)")
     return x.long()
 
 

@@ -1,0 +1,212 @@
+"""Metric tables and JSON in the paper's layout, with the evaluation protocol stated.
+
+Column order follows the paper's tables: ``δ1 δ2 δ3`` (higher is better), ``rms rms_log abs_rel sq_rel``
+(lower is better), then ``pAcc mIoU`` (higher is better, shown in %).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cinet.metrics.depth import EIGEN_CROP, EIGEN_CROP_SIZE, resolve_crop
+
+__all__ = [
+    "DATASET_DEFAULTS",
+    "HIGHER_IS_BETTER",
+    "METRIC_KEYS",
+    "METRIC_LABELS",
+    "PERCENT_KEYS",
+    "EvalProtocol",
+    "format_table",
+    "metrics_json",
+]
+
+METRIC_KEYS: tuple[str, ...] = (
+    "delta1",
+    "delta2",
+    "delta3",
+    "rms",
+    "rms_log",
+    "abs_rel",
+    "sq_rel",
+    "pixel_acc",
+    "miou",
+)
+
+#: True: higher is better (↑); False: lower is better (↓).
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "delta1": True,
+    "delta2": True,
+    "delta3": True,
+    "rms": False,
+    "rms_log": False,
+    "abs_rel": False,
+    "sq_rel": False,
+    "pixel_acc": True,
+    "miou": True,
+}
+
+METRIC_LABELS: dict[str, str] = {
+    "delta1": "δ1",
+    "delta2": "δ2",
+    "delta3": "δ3",
+    "rms": "rms",
+    "rms_log": "rms log",
+    "abs_rel": "abs rel",
+    "sq_rel": "sq rel",
+    "pixel_acc": "pAcc (%)",
+    "miou": "mIoU (%)",
+}
+
+#: Stored as fractions, shown in % by :func:`format_table`.
+PERCENT_KEYS: frozenset[str] = frozenset({"pixel_acc", "miou"})
+
+#: Default depth protocol per dataset (see shared/data/README.md): NYU Eigen crop + 10 m, SUN 8 m,
+#: Cityscapes 80 m (a project choice: the paper states no cap).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "nyuv2": {"crop": "eigen", "min_depth": 1e-3, "max_depth": 10.0, "image_size": (480, 640)},
+    "sunrgbd": {"crop": None, "min_depth": 1e-3, "max_depth": 8.0, "image_size": None},
+    "cityscapes": {"crop": None, "min_depth": 1e-3, "max_depth": 80.0, "image_size": None},
+}
+
+
+def _arrow(key: str) -> str:
+    return "↑" if HIGHER_IS_BETTER[key] else "↓"
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How the numbers were obtained; stated next to every table and in ``metrics.json``.
+
+    Attributes:
+        dataset: Dataset name (``nyuv2``, ``sunrgbd``, ``cityscapes``, ``synthetic``, ...).
+        crop: ``None``, ``"eigen"`` or ``(top, bottom, left, right)`` slice bounds.
+        min_depth: Valid ground truth is ``> min_depth`` (predictions clamped to it).
+        max_depth: Valid ground truth is ``< max_depth`` (predictions clamped to it); ``None``: no cap.
+        reduction: ``"per_image"`` (mean of per-image depth metrics) or ``"pooled"`` (over all pixels).
+        ignore_index: Segmentation label left out of the confusion matrix.
+        image_size: ``(H, W)`` at which metrics are computed; ``None`` if not fixed/known.
+    """
+
+    dataset: str
+    crop: str | tuple[int | None, ...] | None = None
+    min_depth: float = 1e-3
+    max_depth: float | None = None
+    reduction: str = "per_image"
+    ignore_index: int | None = 255
+    image_size: tuple[int, int] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("per_image", "pooled"):
+            raise ValueError(f"reduction must be 'per_image' or 'pooled', got {self.reduction!r}")
+        if self.crop is not None and not isinstance(self.crop, str):
+            object.__setattr__(self, "crop", tuple(self.crop))
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        if self.crop is not None:
+            h, w = self.image_size if self.image_size is not None else EIGEN_CROP_SIZE
+            resolve_crop(self.crop, h, w)  # validates
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides: Any) -> EvalProtocol:
+        """The common protocol of ``dataset`` (``DATASET_DEFAULTS``), with ``overrides`` applied."""
+        kwargs: dict[str, Any] = dict(DATASET_DEFAULTS.get(dataset.lower(), {}))
+        kwargs.update(overrides)
+        return cls(dataset=dataset, **kwargs)
+
+    def depth_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~cinet.metrics.DepthMetrics` / :func:`~cinet.metrics.depth_metrics`."""
+        kw: dict[str, Any] = {"min_depth": self.min_depth, "max_depth": self.max_depth, "crop": self.crop}
+        return kw
+
+    def _crop_text(self) -> str:
+        if self.crop is None:
+            return "no crop"
+        if isinstance(self.crop, str):
+            t, b, lf, rt = EIGEN_CROP
+            text = f"Eigen crop [{t}:{b}, {lf}:{rt}]@{EIGEN_CROP_SIZE[0]}x{EIGEN_CROP_SIZE[1]}"
+            if self.image_size is not None and tuple(self.image_size) != EIGEN_CROP_SIZE:
+                t, b, lf, rt = resolve_crop(self.crop, *self.image_size)
+                text += f" (scaled: [{t}:{b}, {lf}:{rt}])"
+            return text
+        t, b, lf, rt = ("" if v is None else v for v in self.crop)
+        return f"crop [{t}:{b}, {lf}:{rt}]"
+
+    def describe(self) -> str:
+        """One line, e.g. ``nyuv2 @480x640 | depth: Eigen crop ..., 0.001 < gt < 10 m, ... | seg: ignore 255``."""
+        size = f" @{self.image_size[0]}x{self.image_size[1]}" if self.image_size is not None else ""
+        cap = (
+            f"{self.min_depth:g} < gt < {self.max_depth:g} m"
+            if self.max_depth is not None
+            else (f"gt > {self.min_depth:g} m, no cap")
+        )
+        red = "per-image mean" if self.reduction == "per_image" else "pooled over pixels"
+        ign = f"ignore {self.ignore_index}" if self.ignore_index is not None else "no ignore label"
+        return (
+            f"{self.dataset}{size} | depth: {self._crop_text()}, {cap}, preds clamped, {red} "
+            f"| seg: one confusion matrix, {ign}, mIoU over classes in gt or pred"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields plus ``description``."""
+        d = asdict(self)
+        for k in ("crop", "image_size"):
+            if isinstance(d[k], tuple):
+                d[k] = list(d[k])
+        d["description"] = self.describe()
+        return d
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    v = float(value)
+    if math.isnan(v):
+        return "–"
+    if key in PERCENT_KEYS:
+        v *= 100.0
+    return f"{v:.3f}"
+
+
+def format_table(rows: Mapping[str, Mapping[str, Any]], protocol: EvalProtocol | None = None) -> str:
+    """Markdown table, one row per entry of ``rows`` (name -> metrics dict), paper column order.
+
+    Only the metric columns present in at least one row are shown (all nine if none is). Values have
+    3 decimals; pAcc and mIoU are shown in %; a missing or NaN value is ``–``. The protocol line
+    (:meth:`EvalProtocol.describe`) is written above the table when given.
+    """
+    keys = [k for k in METRIC_KEYS if any(k in r for r in rows.values())] or list(METRIC_KEYS)
+    header = "| Method | " + " | ".join(f"{METRIC_LABELS[k]} {_arrow(k)}" for k in keys) + " |"
+    align = "|:--|" + "|".join("--:" for _ in keys) + "|"
+    lines = []
+    if protocol is not None:
+        lines += [f"Protocol: {protocol.describe()}", ""]
+    lines += [header, align]
+    for name, metrics in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(k, metrics.get(k)) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # strict JSON has no NaN/inf
+    return v
+
+
+def metrics_json(metrics: Mapping[str, Any], protocol: EvalProtocol) -> dict[str, Any]:
+    """JSON-ready dict: the ``METRIC_KEYS`` found in ``metrics`` (fractions, NaN -> null), any other
+    entries of ``metrics`` (e.g. ``per_class_iou``, counts), and ``protocol`` (:meth:`EvalProtocol.to_dict`).
+    """
+    out: dict[str, Any] = {k: _json_value(metrics[k]) for k in METRIC_KEYS if k in metrics}
+    for k, v in metrics.items():
+        if k not in out and k != "protocol":
+            out[k] = _json_value(v)
+    out["protocol"] = protocol.to_dict()
+    return out
