@@ -120,7 +120,9 @@ class DilatedResNet(nn.Module):
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
         hint = f"download {enum.url} elsewhere and pass its path as model.encoder_weights"
         if os.environ.get("CINET_NO_NETWORK") and not cached.is_file():
-            raise ConfigError(f"model.encoder_weights=imagenet: not in cache {cached} and network disabled; {hint}")
+            raise ConfigError(
+                f"model.encoder_weights=imagenet: not in cache {cached} and network disabled; {hint}"
+            )
         try:
             return enum.get_state_dict(progress=False)
         except Exception as exc:

@@ -44,8 +44,9 @@ class CINetOutput:
         depth: [B,1,H,W] metric depth in metres (> 0), at the input resolution.
         seg_logits: [B,C,H,W] class logits at the input resolution.
         attention: SUM state (None for variants without SUM).
-        depth_features: Depth-branch features entering each sharing stage / upsampling block
-            (list, coarse to fine); the consistency loss (Eq. 7) uses them.
+        depth_features: Depth-branch features after each sharing stage (f_d^{t+1} of Eq. 5/6), i.e. the inputs
+            of the three upsampling blocks (list, coarse to fine: 1/8, 1/4, 1/2); for variants without sharing,
+            the branch features at the same points. The consistency loss (Eq. 7) uses them.
         seg_features: Segmentation-branch features, same layout as ``depth_features``.
         shared_features: Per sharing stage, the allocated features (F_d, F_s) of Eq. 14 (FSM or LSU) used
             by the paper's Fig. 8; empty for variants without sharing.

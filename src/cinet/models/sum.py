@@ -103,7 +103,9 @@ class SceneUnderstandingModule(nn.Module):
             y = ideal_attention_apply(labels, v, num_classes, scale=scale, ignore_index=self.ignore_index)
         elif attention_map is not None:
             if tuple(attention_map.shape) != (b, n, n):
-                raise ValueError(f"attention_map must be [B,N,N] = {(b, n, n)}, got {tuple(attention_map.shape)}")
+                raise ValueError(
+                    f"attention_map must be [B,N,N] = {(b, n, n)}, got {tuple(attention_map.shape)}"
+                )
             y = torch.bmm(attention_map.to(v.dtype), v) * scale  # [B,N,C]
         else:
             y = sigmoid_attention(q, k, v, scale=scale, impl=self.attention_impl)  # [B,N,C]

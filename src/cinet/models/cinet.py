@@ -1,0 +1,173 @@
+"""CI-Net assembly (paper Sec. 3.1, Fig. 1).
+
+    images [B,3,H,W]
+      -> dilated ResNet (1/8)                       encoder.py
+      -> 3x3 conv-BN-ReLU to ``channels``           (C = 512 by default)
+      -> SUM (optional)                             sum.py, Eq. 1–2
+      -> two branches (depth, segmentation); before each of the three upsampling blocks a sharing stage
+         (FSM Eq. 5, LSU Eq. 6, or none) exchanges features between the branches   fsm.py, decoder.py
+      -> heads at the input resolution: depth [B,1,H,W] metres (> 0), seg logits [B,K,H,W]
+
+The upsampling blocks go back to the exact sizes the encoder's stride-2 ops produced (1/4, 1/2) and then to
+the input size, so any input size works (e.g. 97 x 131).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cinet.models.decoder import DepthHead, SegHead, UpsampleBlock, conv_bn_relu
+from cinet.models.encoder import DilatedResNet
+from cinet.models.fsm import FeatureSharingModule, LateralSharingUnit
+from cinet.models.outputs import AttentionState, CINetOutput
+from cinet.models.sum import SceneUnderstandingModule
+from cinet.ops import downsample_labels
+
+SHARING = ("none", "fsm", "lsu")
+
+
+class CINet(nn.Module):
+    """Joint depth estimation and semantic segmentation network with contextual interaction.
+
+    Args:
+        num_classes: Number of segmentation classes K.
+        encoder: ``resnet18 | resnet34 | resnet50 | resnet101``.
+        encoder_weights: ``None``, ``"imagenet"`` or a local torchvision state-dict path (see
+            :class:`DilatedResNet`).
+        use_sum: Insert the SUM after the channel reduction.
+        sharing: ``none | fsm | lsu``: module before each upsampling block.
+        channels: Channels C at 1/8 (SUM and the first sharing stage).
+        qk_channels: Channels of Q and K in the SUM.
+        decoder_channels: Output channels of the three upsampling blocks.
+        attention_norm: ``n`` (A~V / N) or ``none`` (Eq. 2 as written); see :mod:`cinet.models.sum`.
+        attention_impl: ``naive | tiled | triton | auto``.
+        depth_init: Initial depth prediction in metres.
+        ignore_index: Ignored label value of ``ideal_labels``.
+        variant: Name recorded for checkpoint checks (the factory passes the table name).
+
+    Attributes:
+        variant, encoder_name, num_classes, use_sum, sharing: The configuration, for checkpoint checks.
+        build_kwargs: Keyword arguments of :func:`cinet.models.build_model` that rebuild this model (empty when
+            constructed directly).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str = "resnet50",
+        encoder_weights: str | None = None,
+        use_sum: bool = True,
+        sharing: str = "fsm",
+        channels: int = 512,
+        qk_channels: int = 64,
+        decoder_channels: tuple[int, ...] = (256, 128, 64),
+        attention_norm: str = "n",
+        attention_impl: str = "auto",
+        depth_init: float = 3.0,
+        ignore_index: int = 255,
+        variant: str = "custom",
+    ) -> None:
+        super().__init__()
+        if sharing not in SHARING:
+            raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
+        if len(decoder_channels) != 3:
+            raise ValueError(
+                f"decoder_channels needs 3 entries (1/8 -> 1/4 -> 1/2 -> 1/1), got {decoder_channels}"
+            )
+        self.variant = variant
+        self.encoder_name = encoder
+        self.num_classes = num_classes
+        self.use_sum = use_sum
+        self.sharing = sharing
+        self.ignore_index = ignore_index
+        self.build_kwargs: dict[str, Any] = {}  # set by cinet.models.build_model (checkpoint payload)
+
+        self.encoder = DilatedResNet(encoder, weights=encoder_weights)
+        self.reduce = conv_bn_relu(self.encoder.out_channels, channels)
+        self.sum = (
+            SceneUnderstandingModule(channels, qk_channels, attention_norm, attention_impl, ignore_index)
+            if use_sum
+            else None
+        )
+        stage_channels = (channels, *decoder_channels[:-1])  # inputs of the three blocks, e.g. 512, 256, 128
+        if sharing == "fsm":
+            self.share = nn.ModuleList(FeatureSharingModule(c) for c in stage_channels)
+        elif sharing == "lsu":
+            self.share = nn.ModuleList(LateralSharingUnit(c) for c in stage_channels)
+        else:
+            self.share = None
+        self.depth_blocks = nn.ModuleList(
+            UpsampleBlock(cin, cout) for cin, cout in zip(stage_channels, decoder_channels)
+        )
+        self.seg_blocks = nn.ModuleList(
+            UpsampleBlock(cin, cout) for cin, cout in zip(stage_channels, decoder_channels)
+        )
+        self.depth_head = DepthHead(decoder_channels[-1], depth_init=depth_init)
+        self.seg_head = SegHead(decoder_channels[-1], num_classes)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"encoder": backbone params (pretrained, 0.1x lr), "new": all others}`` — a partition."""
+        enc = list(self.encoder.parameters())
+        enc_ids = {id(p) for p in enc}
+        return {"encoder": enc, "new": [p for p in self.parameters() if id(p) not in enc_ids]}
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        ideal_labels: torch.Tensor | None = None,
+        attention_map: torch.Tensor | None = None,
+    ) -> CINetOutput:
+        """Predict depth and segmentation.
+
+        Args:
+            images: Normalised images [B,3,H,W] (any H, W).
+            ideal_labels: Optional labels [B,H,W] (full or feature resolution, ``ignore_index`` = ignore): the
+                SUM uses the ideal map A = M M^T (Eq. 3) instead of its learned map (training stage 1).
+                Nearest-downsampled to the feature size with :func:`cinet.ops.downsample_labels`. Ignored by
+                variants without SUM.
+            attention_map: Optional explicit attention map [B,N,N] (N = h*w at 1/8), values in [0, 1].
+                Ignored by variants without SUM.
+
+        Returns:
+            :class:`CINetOutput`; ``depth_features`` / ``seg_features`` hold each branch's features after each
+            sharing stage (f^{t+1}, coarse to fine: 1/8, 1/4, 1/2), the inputs of the upsampling blocks.
+        """
+        in_size = (images.shape[-2], images.shape[-1])
+        x, enc_sizes = self.encoder(images)  # [B,Cenc,h8,w8], [(h2,w2),(h4,w4),(h8,w8)]
+        x = self.reduce(x)  # [B,C,h8,w8]
+        attention: AttentionState | None = None
+        if self.sum is not None:
+            labels = None
+            if ideal_labels is not None:
+                if ideal_labels.dim() == 4:
+                    ideal_labels = ideal_labels.squeeze(1)
+                labels = downsample_labels(ideal_labels, (x.shape[-2], x.shape[-1]))  # [B,h8,w8]
+            x, attention = self.sum(
+                x, ideal_labels=labels, attention_map=attention_map, num_classes=self.num_classes
+            )
+
+        targets = [enc_sizes[1], enc_sizes[0], in_size]  # 1/4, 1/2, 1/1
+        f_d, f_s = x, x
+        depth_features: list[torch.Tensor] = []
+        seg_features: list[torch.Tensor] = []
+        shared: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for i, size in enumerate(targets):
+            if self.share is not None:
+                f_d, f_s, alloc = self.share[i](f_d, f_s)
+                shared.append(alloc)
+            depth_features.append(f_d)
+            seg_features.append(f_s)
+            f_d = self.depth_blocks[i](f_d, size)
+            f_s = self.seg_blocks[i](f_s, size)
+        return CINetOutput(
+            depth=self.depth_head(f_d),
+            seg_logits=self.seg_head(f_s),
+            attention=attention,
+            depth_features=depth_features,
+            seg_features=seg_features,
+            shared_features=shared,
+        )

@@ -1,0 +1,84 @@
+"""Task-branch building blocks: upsampling blocks and the depth / segmentation heads (paper Sec. 3.1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
+    """``conv (no bias) -> BN -> ReLU`` with "same" padding."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UpsampleBlock(nn.Module):
+    """x2 bilinear upsampling to an explicit size, then ``num_convs`` 3x3 conv-BN-ReLU (the first changes C).
+
+    Upsampling goes to the size given at call time (the encoder's size at that stride), not by a factor, so odd
+    input sizes come back exactly.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels (the branch halves them: 512 -> 256 -> 128 -> 64).
+        num_convs: Number of 3x3 conv-BN-ReLU after the upsampling.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_convs: int = 2) -> None:
+        super().__init__()
+        layers = [conv_bn_relu(in_channels, out_channels)]
+        layers += [conv_bn_relu(out_channels, out_channels) for _ in range(num_convs - 1)]
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[B,Cin,h,w] -> [B,Cout,*size]."""
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.convs(x)
+
+
+class DepthHead(nn.Module):
+    """Depth in metres: ``softplus(conv3x3(x)) + min_depth`` (positive everywhere).
+
+    The bias is initialised so that the initial prediction is about ``depth_init`` metres (the typical depth of
+    the data set), which makes the first steps of the scale-dependent BerHu loss (Eq. 8) well behaved.
+
+    Args:
+        in_channels: Input channels.
+        depth_init: Initial prediction in metres (> ``min_depth``).
+        min_depth: Small positive offset in metres.
+    """
+
+    def __init__(self, in_channels: int, depth_init: float = 3.0, min_depth: float = 1e-3) -> None:
+        super().__init__()
+        if depth_init <= min_depth:
+            raise ValueError(f"depth_init must be > min_depth={min_depth}, got {depth_init}")
+        self.min_depth = min_depth
+        self.conv = nn.Conv2d(in_channels, 1, 3, padding=1)
+        nn.init.constant_(self.conv.bias, math.log(math.expm1(depth_init - min_depth)))  # softplus^-1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,Cin,H,W] -> depth [B,1,H,W] float32 (> 0)."""
+        return F.softplus(self.conv(x).float()) + self.min_depth
+
+
+class SegHead(nn.Module):
+    """Class logits: 3x3 conv to ``num_classes`` channels.
+
+    Args:
+        in_channels: Input channels.
+        num_classes: Number of classes.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,Cin,H,W] -> logits [B,num_classes,H,W]."""
+        return self.conv(x)

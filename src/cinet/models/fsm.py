@@ -1,0 +1,116 @@
+"""Feature sharing between the depth and segmentation branches (paper Sec. 3.3).
+
+* :class:`FeatureSharingModule` (FSM, Eq. 5): ``concat(f_d, f_s)`` goes through C(.), a small
+  encoder-decoder of depthwise-separable convolutions (the "sampling" that enlarges the receptive field),
+  and is allocated to each branch by its own 1x1 conv, followed by a residual add.
+* :class:`LateralSharingUnit` (LSU of the paper's ref. [13], Eq. 6): element-wise sums of 1x1 convs.
+
+Both return ``(f_d', f_s', (F_d, F_s))`` where ``F_d, F_s`` are the allocated features of Eq. 14 (what is added
+to each branch), shown in the paper's Fig. 8.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DSConv(nn.Sequential):
+    """Depthwise-separable conv: depthwise 3x3 (stride s) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels, bias=False),
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SharedContext(nn.Module):
+    """C(.) of Eq. 5: a two-level encoder-decoder of depthwise-separable convs on ``concat(f_d, f_s)``.
+
+    ``2C -> C`` (full size) -> two stride-2 DSConvs (1/2, 1/4 of the stage size) -> two bilinear upsamplings
+    to the exact sizes of the encoder side (works for odd sizes), each followed by a DSConv and an additive
+    skip from the encoder side of the same size.
+
+    Args:
+        in_channels: Channels of the concatenated input (2C).
+        channels: Working/output channels C.
+    """
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.stem = DSConv(in_channels, channels)
+        self.down1 = DSConv(channels, channels, stride=2)
+        self.down2 = DSConv(channels, channels, stride=2)
+        self.up1 = DSConv(channels, channels)
+        self.up2 = DSConv(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = self.stem(x)  # [B,C,h,w]
+        s1 = self.down1(s0)  # [B,C,h/2,w/2]
+        s2 = self.down2(s1)  # [B,C,h/4,w/4]
+        u1 = self.up1(_resize(s2, s1.shape[-2:])) + s1  # [B,C,h/2,w/2]
+        return self.up2(_resize(u1, s0.shape[-2:])) + s0  # [B,C,h,w]
+
+
+class FeatureSharingModule(nn.Module):
+    """FSM (Eq. 5): ``f_d' = f_d + C_d(C(concat(f_d, f_s)))``, ``f_s' = f_s + C_s(C(concat(f_d, f_s)))``.
+
+    Args:
+        channels: Channels C of each branch's features.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.context = SharedContext(2 * channels, channels)
+        self.to_depth = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fd}
+        self.to_seg = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fs}
+
+    def forward(
+        self, f_d: torch.Tensor, f_s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Share features between the branches.
+
+        Args:
+            f_d: Depth features f_d^t [B,C,h,w].
+            f_s: Segmentation features f_s^t [B,C,h,w].
+
+        Returns:
+            ``f_d^{t+1}``, ``f_s^{t+1}`` (Eq. 5) and the allocated features ``(F_d, F_s)`` (Eq. 14).
+        """
+        shared = self.context(torch.cat([f_d, f_s], dim=1))  # [B,C,h,w]
+        alloc_d = self.to_depth(shared)
+        alloc_s = self.to_seg(shared)
+        return f_d + alloc_d, f_s + alloc_s, (alloc_d, alloc_s)
+
+
+class LateralSharingUnit(nn.Module):
+    """LSU (Eq. 6): ``f_d' = f_d + C_d1(f_d) + C_s2(f_s)``, ``f_s' = f_s + C_d2(f_d) + C_s1(f_s)``.
+
+    Args:
+        channels: Channels C of each branch's features.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.d1 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fd1}: depth -> depth
+        self.d2 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fd2}: depth -> seg
+        self.s1 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fs1}: seg -> seg
+        self.s2 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fs2}: seg -> depth
+
+    def forward(
+        self, f_d: torch.Tensor, f_s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Share features between the branches (same contract as :class:`FeatureSharingModule`)."""
+        alloc_d = self.d1(f_d) + self.s2(f_s)  # F_d^{LSU}
+        alloc_s = self.d2(f_d) + self.s1(f_s)  # F_s^{LSU}
+        return f_d + alloc_d, f_s + alloc_s, (alloc_d, alloc_s)
