@@ -1,0 +1,110 @@
+"""Datasets: a built-in synthetic RGB-D-semantic world, user folders, NYUv2, SUN RGB-D and Cityscapes.
+
+Every dataset returns the same sample dict (see :mod:`cinet.data.base`)::
+
+    image float [3,H,W] (normalised), depth float [1,H,W] metres (0 = invalid),
+    labels long [H,W] (0-based train ids, 255 = ignore), meta dict (id, intrinsics, orig_size)
+
+and has ``.info`` (:class:`DatasetInfo`). Use :func:`load_dataset` to build one, :func:`dataset_info` to get
+its description without reading files, :func:`collate` as the DataLoader ``collate_fn``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from cinet.data.info import DatasetInfo, load_meta, scale_intrinsics
+from cinet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cinet.data.base import BaseDataset
+
+# torch-dependent names are imported on first use, so ``import cinet.data.cli`` (the CLI parser) stays cheap
+_LAZY = {
+    name: "cinet.data.base"
+    for name in ("BaseDataset", "collate", "denormalize", "normalize_image", "to_uint8_image")
+}
+
+# name -> (module, class)
+DATASETS: dict[str, tuple[str, str]] = {
+    "synthetic": ("cinet.data.synthetic", "SyntheticDataset"),
+    "folder": ("cinet.data.folder", "FolderDataset"),
+    "nyuv2": ("cinet.data.nyuv2", "NYUv2Dataset"),
+    "sunrgbd": ("cinet.data.sunrgbd", "SUNRGBDDataset"),
+    "cityscapes": ("cinet.data.cityscapes", "CityscapesDataset"),
+}
+
+__all__ = [
+    "DATASETS",
+    "BaseDataset",
+    "DatasetInfo",
+    "collate",
+    "dataset_class",
+    "dataset_info",
+    "denormalize",
+    "load_dataset",
+    "load_meta",
+    "normalize_image",
+    "scale_intrinsics",
+    "to_uint8_image",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cinet.data' has no attribute {name!r}")
+
+
+def dataset_class(name: str) -> type:
+    """The dataset class registered under ``name``; :class:`ConfigError` for an unknown name."""
+    if name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    module, cls = DATASETS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _check_options(name: str, cls: type, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(cls.OPTIONS))
+    if unknown:
+        allowed = ", ".join(cls.OPTIONS) or "none"
+        raise ConfigError(f"data.{unknown[0]}: unknown option for dataset {name!r} (options: {allowed})")
+
+
+def load_dataset(
+    name: str, root: Any = None, split: str = "train", *, transform: Any = None, **options: Any
+) -> BaseDataset:
+    """Build a dataset.
+
+    Args:
+        name: ``synthetic`` | ``folder`` | ``nyuv2`` | ``sunrgbd`` | ``cityscapes``.
+        root: Dataset folder (ignored by ``synthetic``).
+        split: Split name (``train``/``test``; ``val`` where the dataset has one).
+        transform: Joint transform on the sample dict (e.g. :func:`cinet.data.transforms.build_transforms`).
+        **options: Dataset-specific options (each class lists them in ``OPTIONS``).
+
+    Raises:
+        ConfigError: Unknown dataset name or option.
+        DataError: Missing or broken files.
+    """
+    cls = dataset_class(name)
+    _check_options(name, cls, options)
+    if name == "synthetic":
+        return cls(split, transform=transform, **options)
+    return cls(root, split, transform=transform, **options)
+
+
+def dataset_info(name: str, **options: Any) -> DatasetInfo:
+    """The :class:`DatasetInfo` of dataset ``name`` with ``options``, without reading dataset files."""
+    cls = dataset_class(name)
+    root = options.pop("root", None)
+    options = {k: v for k, v in options.items() if k not in ("split", "transform")}
+    _check_options(name, cls, options)
+    make = cls.make_info
+    params = inspect.signature(make).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if root is not None and (takes_any or "root" in params):
+        options["root"] = root
+    return make(**{k: v for k, v in options.items() if takes_any or k in params})

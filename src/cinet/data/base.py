@@ -1,0 +1,215 @@
+"""Common dataset machinery: the sample dict, file readers with one-line errors, collate, denormalise.
+
+A sample is a dict::
+
+    image   float32 [3, H, W], normalised with ``info.mean`` / ``info.std``
+    depth   float32 [1, H, W], metres, 0 = invalid
+    labels  int64 [H, W], 0-based train ids, 255 = ignore
+    meta    dict: id (str), intrinsics ((fx, fy, cx, cy) at the current size, or None), orig_size ((H, W))
+
+Every loader implements :meth:`BaseDataset._load` returning numpy arrays (``image`` uint8 HxWx3, ``depth``
+float HxW metres, ``labels`` integer HxW train ids) plus ``meta`` and ``files`` (the paths read, for error
+messages). :meth:`BaseDataset.__getitem__` validates them, converts to tensors (image in 0..1), applies the
+transform and finally normalises the image (unless the transform already ran :class:`Normalize`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from cinet.errors import DataError, where
+
+log = logging.getLogger(__name__)
+
+Sample = dict[str, Any]
+
+
+class BaseDataset(torch.utils.data.Dataset):
+    """Base class of every cinet dataset.
+
+    Args:
+        info: The dataset description.
+        split: Split name.
+        transform: Callable on the sample dict (see :mod:`cinet.data.transforms`), applied to tensors with
+            the image in 0..1; normalisation happens afterwards unless the transform contains ``Normalize``.
+    """
+
+    def __init__(self, info: DatasetInfo, split: str, transform: Callable[[Sample], Sample] | None = None):
+        self.info = info
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _load(self, index: int) -> Sample:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(
+                f"index {index} out of range for {self.info.name}/{self.split} ({len(self)} samples)"
+            )
+        raw = self._load(index)
+        sample = to_tensor_sample(raw, self.info)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        if not sample["meta"].pop("normalized", False):
+            sample["image"] = normalize_image(sample["image"], self.info.mean, self.info.std)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.info.name!r}, split={self.split!r}, len={len(self)})"
+
+
+def to_tensor_sample(raw: Sample, info: DatasetInfo) -> Sample:
+    """Validate a raw numpy sample and turn it into tensors (image float in 0..1, not normalised)."""
+    files: Sequence[str | Path] = raw.get("files") or [raw["meta"].get("id", "?")]
+    image, depth, labels = raw["image"], raw["depth"], raw["labels"]
+    shapes = {"image": image.shape[:2], "depth": depth.shape[:2], "labels": labels.shape[:2]}
+    if len(set(shapes.values())) != 1:
+        desc = ", ".join(f"{k} {h}x{w}" for k, (h, w) in shapes.items())
+        raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc})")
+    depth = np.asarray(depth, dtype=np.float32)
+    bad = ~np.isfinite(depth)
+    if bad.any():
+        log.warning("%s: %d non-finite depth values set to 0 (invalid)", files[0], int(bad.sum()))
+        depth = np.where(bad, np.float32(0), depth)
+    if (depth < 0).any():
+        log.warning("%s: negative depth values set to 0 (invalid)", files[0])
+        depth = np.maximum(depth, 0)
+    labels = np.asarray(labels)
+    check_labels(labels, info.num_classes, raw.get("label_file") or files[-1])
+    h, w = image.shape[:2]
+    meta = dict(raw["meta"])
+    meta.setdefault("intrinsics", info.intrinsics_for(w, h))
+    meta["orig_size"] = (h, w)
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+        "depth": torch.from_numpy(np.ascontiguousarray(depth))[None],
+        "labels": torch.from_numpy(labels.astype(np.int64)),
+        "meta": meta,
+    }
+
+
+def check_labels(labels: np.ndarray, num_classes: int, path: str | Path) -> None:
+    """Raise :class:`DataError` when a label is >= ``num_classes`` and not 255 (or negative)."""
+    bad = ((labels >= num_classes) & (labels != 255)) | (labels < 0)
+    if bad.any():
+        value = int(labels[bad].flat[0])
+        raise DataError(where(path, f"label value {value} outside 0..{num_classes - 1} (255 = ignore)"))
+
+
+def normalize_image(
+    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """``(image - mean) / std`` per channel for ``[3,H,W]`` or ``[B,3,H,W]``."""
+    m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+    return (image - m) / s
+
+
+def denormalize(
+    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """Undo :func:`normalize_image`: ``[3,H,W]`` or ``[B,3,H,W]`` back to 0..1 (clamped), for visualisation."""
+    m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+    return (image * s + m).clamp_(0.0, 1.0)
+
+
+def to_uint8_image(image: torch.Tensor, info: DatasetInfo | None = None) -> np.ndarray:
+    """A normalised ``[3,H,W]`` image as a uint8 HxWx3 array (for previews)."""
+    mean = info.mean if info else IMAGENET_MEAN
+    std = info.std if info else IMAGENET_STD
+    x = denormalize(image.detach().float().cpu(), mean, std)
+    return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def collate(batch: Sequence[Sample]) -> Sample:
+    """Stack ``image``, ``depth``, ``labels`` (and any other tensor) into batches; ``meta`` stays a list."""
+    if not batch:
+        raise ValueError("collate: empty batch")
+    out: Sample = {}
+    for key in batch[0]:
+        values = [s[key] for s in batch]
+        if key == "meta" or not isinstance(values[0], torch.Tensor):
+            out[key] = values
+        else:
+            out[key] = torch.stack(values)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- file readers
+
+
+def require_dir(path: Path, what: str = "dataset root") -> Path:
+    """Return ``path`` if it is a directory, else raise :class:`DataError` naming it."""
+    if path is None:
+        raise DataError(f"{what}: no root given (root=...)")
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DataError(where(path, f"{what} not found"))
+    return path
+
+
+def require_file(path: Path, what: str = "file") -> Path:
+    """Return ``path`` if it is a file, else raise :class:`DataError` naming it."""
+    if not Path(path).is_file():
+        raise DataError(where(path, f"{what} not found"))
+    return Path(path)
+
+
+def _open(path: Path) -> Image.Image:
+    require_file(path)
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as exc:  # PIL raises many types for corrupt / truncated files
+        raise DataError(
+            where(path, f"cannot read image ({type(exc).__name__}: {exc})".replace("\n", " "))
+        ) from None
+    return img
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as uint8 HxWx3 RGB."""
+    img = _open(path)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """A single-channel 16-bit PNG as uint16 HxW; 8-bit or colour files raise :class:`DataError`."""
+    img = _open(path)
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise DataError(where(path, f"expected a 16-bit single-channel PNG, got PIL mode {img.mode!r}"))
+    arr = np.asarray(img)
+    if arr.dtype != np.uint16:
+        if arr.min() < 0 or arr.max() > 65535:
+            raise DataError(where(path, "16-bit PNG values outside 0..65535"))
+        arr = arr.astype(np.uint16)
+    return arr
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """A label PNG (mode L or P: the stored indices, not colours) as uint8 HxW."""
+    img = _open(path)
+    if img.mode not in ("L", "P"):
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.asarray(img).astype(np.int64)
+        raise DataError(
+            where(path, f"expected a single-channel label PNG (mode L or P), got mode {img.mode!r}")
+        )
+    return np.asarray(img, dtype=np.uint8)

@@ -1,0 +1,243 @@
+"""User data in a plain folder layout.
+
+::
+
+    root/rgb/<stem>.png|jpg|jpeg    RGB images
+    root/depth/<stem>.png           16-bit PNG, ``depth_scale`` units per metre (default 1000 = mm), 0 = invalid
+    root/labels/<stem>.png          8-bit (or 16-bit) class ids, 255 = ignore
+    root/<split>.txt                optional: one stem per line (blank lines and ``#`` comments skipped)
+    root/classes.yaml|json          optional: a list of class names, or {names: [...], palette: [[r,g,b], ...]}
+
+Files are matched by stem. Without any ``<split>.txt`` every stem belongs to every split (a warning says so
+for splits other than ``train``); when some split files exist, the requested one must exist. A folder without
+a ``depth/`` (``labels/``) directory gives all-invalid depth (all-ignore labels); when the directory exists,
+each stem must have its file. The number of classes comes from ``class_names`` / ``num_classes`` options or
+from ``classes.yaml|json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cinet.data.base import BaseDataset, Sample, read_label_png, read_png16, read_rgb, require_dir
+from cinet.data.info import DatasetInfo, voc_palette
+from cinet.errors import ConfigError, DataError, where
+
+log = logging.getLogger(__name__)
+
+RGB_EXTS = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "val", "test")
+
+
+def _read_classes_file(root: Path) -> tuple[list[str] | None, list[list[int]] | None]:
+    for name in ("classes.yaml", "classes.yml", "classes.json"):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            if path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+        except Exception as exc:
+            raise DataError(
+                where(path, f"cannot parse ({type(exc).__name__}: {exc})".replace("\n", " "))
+            ) from None
+        palette = None
+        if isinstance(data, dict):
+            palette = data.get("palette")
+            data = data.get("names", data.get("classes"))
+        if not isinstance(data, list) or not data or not all(isinstance(n, str) for n in data):
+            raise DataError(where(path, "expected a list of class names (or a mapping with 'names')"))
+        return list(data), palette
+    return None, None
+
+
+def folder_info(
+    *,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    palette: list[list[int]] | None = None,
+    depth_cap: float = 10.0,
+    min_depth: float = 1e-3,
+    intrinsics: tuple[float, float, float, float] | None = None,
+    intrinsics_size: tuple[int, int] | None = None,
+    root: Path | None = None,
+    **_: Any,
+) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a folder dataset (reads only ``root/classes.*`` when no classes are given)."""
+    file_palette = None
+    if class_names is None and num_classes is None and root is not None:
+        class_names, file_palette = _read_classes_file(Path(root))
+    if class_names is None and num_classes is None:
+        where_ = f"{root}/classes.yaml" if root is not None else "data.num_classes"
+        raise ConfigError(f"{where_}: folder dataset needs num_classes or class_names (or root/classes.yaml)")
+    if class_names is not None:
+        class_names = [str(n) for n in class_names]
+        if num_classes is not None and int(num_classes) != len(class_names):
+            raise ConfigError(f"data.num_classes: {num_classes} but {len(class_names)} class_names given")
+        num_classes = len(class_names)
+    else:
+        num_classes = int(num_classes)  # type: ignore[arg-type]
+        class_names = [f"class_{i}" for i in range(num_classes)]
+    if not 1 <= num_classes <= 255:
+        raise ConfigError(f"data.num_classes: must be in 1..255, got {num_classes}")
+    palette = palette or file_palette or voc_palette(num_classes)
+    if len(palette) != num_classes:
+        raise ConfigError(f"data.palette: {len(palette)} colours for {num_classes} classes")
+    if intrinsics is not None and len(intrinsics) != 4:
+        raise ConfigError(f"data.intrinsics: expected (fx, fy, cx, cy), got {intrinsics!r}")
+    return DatasetInfo(
+        name="folder",
+        num_classes=num_classes,
+        class_names=class_names,
+        palette=[[int(c) for c in p] for p in palette],
+        depth_cap=float(depth_cap),
+        min_depth=float(min_depth),
+        intrinsics=tuple(float(v) for v in intrinsics) if intrinsics is not None else None,  # type: ignore[arg-type]
+        reference_size=tuple(int(v) for v in intrinsics_size) if intrinsics_size is not None else None,  # type: ignore[arg-type]
+    )
+
+
+class FolderDataset(BaseDataset):
+    """RGB-D-semantic samples from ``root/rgb``, ``root/depth``, ``root/labels`` (see the module docstring).
+
+    Args:
+        root: Dataset folder.
+        split: Split name (selects ``root/<split>.txt`` when present).
+        transform: Joint transform on the sample dict.
+        depth_scale: Depth PNG units per metre (1000 = millimetres; NYU-style exports often use 5000).
+        num_classes: Number of classes (or give ``class_names`` / ``root/classes.yaml``).
+        class_names: Class names, one per id.
+        palette: Colours for previews (default: the PASCAL-VOC colormap).
+        depth_cap: Largest depth used in evaluation (metres).
+        min_depth: Smallest valid depth (metres).
+        intrinsics: ``(fx, fy, cx, cy)`` of the camera (0-based pixel centres).
+        intrinsics_size: ``(width, height)`` the intrinsics belong to; None = every image's own size.
+    """
+
+    OPTIONS = (
+        "depth_scale",
+        "num_classes",
+        "class_names",
+        "palette",
+        "depth_cap",
+        "min_depth",
+        "intrinsics",
+        "intrinsics_size",
+    )
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transform: Any = None,
+        depth_scale: float = 1000.0,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        palette: list[list[int]] | None = None,
+        depth_cap: float = 10.0,
+        min_depth: float = 1e-3,
+        intrinsics: tuple[float, float, float, float] | None = None,
+        intrinsics_size: tuple[int, int] | None = None,
+    ):
+        root = require_dir(root, "folder dataset root")
+        info = folder_info(
+            num_classes=num_classes,
+            class_names=class_names,
+            palette=palette,
+            depth_cap=depth_cap,
+            min_depth=min_depth,
+            intrinsics=intrinsics,
+            intrinsics_size=intrinsics_size,
+            root=root,
+        )
+        super().__init__(info, split, transform)
+        if not depth_scale or float(depth_scale) <= 0:
+            raise ConfigError(f"data.depth_scale: must be > 0, got {depth_scale!r}")
+        self.root = root
+        self.depth_scale = float(depth_scale)
+        self.fixed_intrinsics = info.intrinsics if info.reference_size is None else None
+        rgb_dir = require_dir(root / "rgb", "rgb folder")
+        by_stem: dict[str, Path] = {}
+        for p in sorted(rgb_dir.iterdir()):
+            if p.suffix.lower() in RGB_EXTS and p.is_file():
+                by_stem.setdefault(p.stem, p)
+        stems = self._split_stems(root, split, by_stem)
+        self.depth_dir = root / "depth" if (root / "depth").is_dir() else None
+        self.labels_dir = root / "labels" if (root / "labels").is_dir() else None
+        if self.depth_dir is None:
+            log.warning("%s: no depth/ folder, depth is all invalid", root)
+        if self.labels_dir is None:
+            log.warning("%s: no labels/ folder, labels are all ignore (255)", root)
+        self.items: list[tuple[str, Path]] = []
+        for stem in stems:
+            if stem not in by_stem:
+                raise DataError(where(rgb_dir / f"{stem}.png", f"RGB image listed in {split}.txt not found"))
+            self.items.append((stem, by_stem[stem]))
+            for d in (self.depth_dir, self.labels_dir):
+                if d is not None and not (d / f"{stem}.png").is_file():
+                    raise DataError(where(d / f"{stem}.png", f"missing for RGB image {by_stem[stem].name}"))
+        if not self.items:
+            raise DataError(where(rgb_dir, f"no images for split {split!r}"))
+
+    @staticmethod
+    def _split_stems(root: Path, split: str, by_stem: dict[str, Path]) -> list[str]:
+        list_file = root / f"{split}.txt"
+        if list_file.is_file():
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+            return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+        existing = [s for s in SPLITS if (root / f"{s}.txt").is_file()]
+        if existing:
+            raise DataError(
+                where(list_file, f"split list not found (found {', '.join(e + '.txt' for e in existing)})")
+            )
+        if split != "train":
+            log.warning("%s: no split lists, split %r uses all %d images", root, split, len(by_stem))
+        return sorted(by_stem)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, index: int) -> Sample:
+        stem, rgb_path = self.items[index]
+        image = read_rgb(rgb_path)
+        h, w = image.shape[:2]
+        files: list[Path] = [rgb_path]
+        if self.depth_dir is not None:
+            dpath = self.depth_dir / f"{stem}.png"
+            depth = read_png16(dpath).astype(np.float32) / np.float32(self.depth_scale)
+            files.append(dpath)
+        else:
+            depth = np.zeros((h, w), np.float32)
+        label_file = None
+        if self.labels_dir is not None:
+            label_file = self.labels_dir / f"{stem}.png"
+            labels = read_label_png(label_file)
+            files.append(label_file)
+        else:
+            labels = np.full((h, w), 255, np.uint8)
+        meta: dict[str, Any] = {"id": f"folder/{stem}"}
+        if self.fixed_intrinsics is not None:
+            meta["intrinsics"] = self.fixed_intrinsics
+        return {
+            "image": image,
+            "depth": depth,
+            "labels": labels,
+            "meta": meta,
+            "files": files,
+            "label_file": label_file,
+        }
+
+    @staticmethod
+    def make_info(**options: Any) -> DatasetInfo:
+        return folder_info(**options)

@@ -1,0 +1,378 @@
+"""Joint augmentations on the sample dict (torch tensors), torchvision-style.
+
+Every transform takes and returns a sample dict with
+
+* ``image``  float [3, H, W] in 0..1 (before :class:`Normalize`),
+* ``depth``  float [1, H, W] metres, 0 = invalid,
+* ``labels`` int64 [H, W], 255 = ignore,
+* ``meta``   dict; ``meta["intrinsics"]`` ``(fx, fy, cx, cy)``, when not None, is updated by scale, crop, pad,
+  resize and flip (rotation keeps it: a small in-plane rotation about the image centre is not a pinhole
+  re-parameterisation, the approximation is documented here).
+
+Geometric transforms move image, depth and labels together: the image is resampled bilinearly, depth and
+labels with nearest neighbour; uncovered or padded area is depth 0 (invalid) and label 255 (ignore).
+:class:`RandomScale` divides the depth by ``s`` when it zooms in by ``s`` (the scene looks ``s`` times closer).
+Randomness comes from ``torch``'s generator (seeded per DataLoader worker by PyTorch).
+:class:`Normalize` marks ``meta["normalized"]``; a dataset normalises the image itself when no transform did.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from cinet.data.base import Sample, normalize_image
+from cinet.data.info import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, scale_intrinsics
+
+__all__ = [
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "Normalize",
+    "PadToMultiple",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomRotation",
+    "RandomScale",
+    "Resize",
+    "build_transforms",
+]
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return float(lo + (hi - lo) * torch.rand(()).item())
+
+
+def _copy(sample: Sample) -> Sample:
+    out = dict(sample)
+    out["meta"] = dict(sample.get("meta") or {})
+    return out
+
+
+def _size(sample: Sample) -> tuple[int, int]:
+    h, w = sample["image"].shape[-2:]
+    return int(h), int(w)
+
+
+def _resize_all(sample: Sample, h: int, w: int) -> Sample:
+    oh, ow = _size(sample)
+    out = _copy(sample)
+    out["image"] = TF.resize(
+        sample["image"], [h, w], interpolation=v2.InterpolationMode.BILINEAR, antialias=True
+    )
+    if "depth" in sample:
+        out["depth"] = TF.resize(sample["depth"], [h, w], interpolation=v2.InterpolationMode.NEAREST)
+    if "labels" in sample:
+        lab = sample["labels"][None].float()
+        out["labels"] = TF.resize(lab, [h, w], interpolation=v2.InterpolationMode.NEAREST)[0].long()
+    k = out["meta"].get("intrinsics")
+    if k is not None:
+        out["meta"]["intrinsics"] = scale_intrinsics(tuple(k), (ow, oh), (w, h))
+    return out
+
+
+def _pad(sample: Sample, top: int, bottom: int, left: int, right: int) -> Sample:
+    if top == bottom == left == right == 0:
+        return sample
+    out = _copy(sample)
+    pad = (left, right, top, bottom)
+    out["image"] = F.pad(sample["image"], pad, value=0.0)
+    if "depth" in sample:
+        out["depth"] = F.pad(sample["depth"], pad, value=0.0)
+    if "labels" in sample:
+        out["labels"] = F.pad(sample["labels"], pad, value=IGNORE_INDEX)
+    k = out["meta"].get("intrinsics")
+    if k is not None:
+        fx, fy, cx, cy = k
+        out["meta"]["intrinsics"] = (fx, fy, cx + left, cy + top)
+    return out
+
+
+def _crop(sample: Sample, top: int, left: int, h: int, w: int) -> Sample:
+    out = _copy(sample)
+    for key in ("image", "depth", "labels"):
+        if key in sample:
+            out[key] = sample[key][..., top : top + h, left : left + w]
+    k = out["meta"].get("intrinsics")
+    if k is not None:
+        fx, fy, cx, cy = k
+        out["meta"]["intrinsics"] = (fx, fy, cx - left, cy - top)
+    return out
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Sample], Sample]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"Compose([{inner}\n])"
+
+
+class RandomRotation:
+    """Rotate by an angle drawn from ``[-degrees, degrees]`` about the image centre.
+
+    Image bilinear, depth and labels nearest; uncovered area: image 0, depth 0, labels 255.
+    """
+
+    def __init__(self, degrees: float):
+        self.degrees = float(degrees)
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.degrees <= 0:
+            return sample
+        angle = _uniform(-self.degrees, self.degrees)
+        return rotate(sample, angle)
+
+    def __repr__(self) -> str:
+        return f"RandomRotation(degrees={self.degrees})"
+
+
+def rotate(sample: Sample, angle: float) -> Sample:
+    """Rotate a sample by ``angle`` degrees (counter-clockwise), see :class:`RandomRotation`."""
+    out = _copy(sample)
+    out["image"] = TF.rotate(sample["image"], angle, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0)
+    if "depth" in sample:
+        out["depth"] = TF.rotate(sample["depth"], angle, interpolation=v2.InterpolationMode.NEAREST, fill=0.0)
+    if "labels" in sample:
+        lab = sample["labels"][None].float()
+        rot = TF.rotate(lab, angle, interpolation=v2.InterpolationMode.NEAREST, fill=float(IGNORE_INDEX))
+        out["labels"] = rot[0].long()
+    return out
+
+
+class RandomScale:
+    """Resize by ``s`` drawn from ``[min_scale, max_scale]``; depth is divided by ``s``.
+
+    Zooming in by ``s`` makes the scene look ``s`` times closer, so metric depth shrinks by ``s``
+    (the CI-Net / Eigen augmentation). Intrinsics scale with the image.
+    """
+
+    def __init__(self, min_scale: float, max_scale: float):
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"RandomScale: need 0 < min <= max, got {min_scale}, {max_scale}")
+        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+
+    def __call__(self, sample: Sample) -> Sample:
+        s = _uniform(self.min_scale, self.max_scale)
+        if s == 1.0:
+            return sample
+        h, w = _size(sample)
+        out = _resize_all(sample, max(1, round(h * s)), max(1, round(w * s)))
+        if "depth" in out:
+            out["depth"] = out["depth"] / s
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomScale({self.min_scale}, {self.max_scale})"
+
+
+class RandomCrop:
+    """Random crop of ``size`` (H, W); a smaller sample is first padded (bottom/right) with invalid/ignore."""
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        ch, cw = self.size
+        h, w = _size(sample)
+        sample = _pad(sample, 0, max(0, ch - h), 0, max(0, cw - w))
+        h, w = _size(sample)
+        top = int(torch.randint(0, h - ch + 1, ()).item())
+        left = int(torch.randint(0, w - cw + 1, ()).item())
+        return _crop(sample, top, left, ch, cw)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(size={self.size})"
+
+
+class CenterCrop:
+    """Centre crop of ``size`` (H, W) (padded with invalid/ignore like :class:`RandomCrop` when smaller)."""
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        ch, cw = self.size
+        h, w = _size(sample)
+        sample = _pad(sample, 0, max(0, ch - h), 0, max(0, cw - w))
+        h, w = _size(sample)
+        return _crop(sample, (h - ch) // 2, (w - cw) // 2, ch, cw)
+
+
+class RandomHorizontalFlip:
+    """Mirror image, depth and labels left-right with probability ``p`` (``cx -> W - 1 - cx``)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = float(p)
+
+    def __call__(self, sample: Sample) -> Sample:
+        if torch.rand(()).item() >= self.p:
+            return sample
+        return hflip(sample)
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+def hflip(sample: Sample) -> Sample:
+    """Mirror a sample left-right."""
+    out = _copy(sample)
+    for key in ("image", "depth", "labels"):
+        if key in sample:
+            out[key] = sample[key].flip(-1)
+    k = out["meta"].get("intrinsics")
+    if k is not None:
+        fx, fy, cx, cy = k
+        out["meta"]["intrinsics"] = (fx, fy, _size(sample)[1] - 1 - cx, cy)
+    return out
+
+
+class ColorJitter:
+    """torchvision's ColorJitter on the image only (expects the 0..1 image, i.e. before Normalize)."""
+
+    def __init__(
+        self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.0
+    ):
+        self.jitter = v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+
+    def __call__(self, sample: Sample) -> Sample:
+        out = _copy(sample)
+        out["image"] = self.jitter(sample["image"]).clamp(0.0, 1.0)
+        return out
+
+    def __repr__(self) -> str:
+        return f"ColorJitter({self.jitter})"
+
+
+class Resize:
+    """Resize to ``size`` (H, W), or so that the shorter side is ``size`` when an int (eval policy)."""
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = size if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample) -> Sample:
+        h, w = _size(sample)
+        if isinstance(self.size, int):
+            s = self.size / min(h, w)
+            nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        else:
+            nh, nw = self.size
+        if (nh, nw) == (h, w):
+            return sample
+        return _resize_all(sample, nh, nw)
+
+    def __repr__(self) -> str:
+        return f"Resize(size={self.size})"
+
+
+class PadToMultiple:
+    """Pad bottom/right so H and W are multiples of ``multiple`` (invalid/ignore); records ``meta["pad"]``.
+
+    ``meta["pad"] = (bottom, right)`` lets a caller crop predictions back to the unpadded size.
+    """
+
+    def __init__(self, multiple: int = 8):
+        self.multiple = int(multiple)
+
+    def __call__(self, sample: Sample) -> Sample:
+        h, w = _size(sample)
+        m = self.multiple
+        pb, pr = (-h) % m, (-w) % m
+        out = _pad(sample, 0, pb, 0, pr)
+        out = _copy(out)
+        out["meta"]["pad"] = (pb, pr)
+        return out
+
+    def __repr__(self) -> str:
+        return f"PadToMultiple({self.multiple})"
+
+
+class Normalize:
+    """``(image - mean) / std``; marks ``meta["normalized"]`` so the dataset does not normalise again."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, sample: Sample) -> Sample:
+        out = _copy(sample)
+        out["image"] = normalize_image(sample["image"], self.mean, self.std)
+        out["meta"]["normalized"] = True
+        return out
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+def build_transforms(
+    train: bool,
+    *,
+    crop_size: int | Sequence[int] | None = None,
+    scale_range: Sequence[float] | None = (1.0, 1.5),
+    rotation: float = 5.0,
+    flip: bool = True,
+    color_jitter: float | Sequence[float] | None = 0.4,
+    resize: int | Sequence[int] | None = None,
+    pad_multiple: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Compose:
+    """The training or evaluation pipeline.
+
+    Train: rotation -> scale (depth / s) -> crop (when ``crop_size``) -> flip -> colour jitter -> normalise.
+    Eval: resize (when ``resize``) -> pad to a multiple (when ``pad_multiple``) -> normalise.
+
+    Args:
+        train: Training (random) or evaluation (deterministic) pipeline.
+        crop_size: Training crop (H, W) or int; None keeps the full image.
+        scale_range: ``(min, max)`` of the random scale; None or (1, 1) disables it.
+        rotation: Maximum absolute rotation in degrees (0 disables).
+        flip: Random horizontal flips (p = 0.5).
+        color_jitter: Brightness/contrast/saturation strength, or a ``(b, c, s, hue)`` tuple; None/0 disables.
+        resize: Evaluation resize (H, W) or shorter side.
+        pad_multiple: Evaluation padding to a multiple of this (e.g. the network's output stride).
+        mean: Normalisation mean.
+        std: Normalisation std.
+    """
+    ts: list[Callable[[Sample], Sample]] = []
+    if train:
+        if rotation and rotation > 0:
+            ts.append(RandomRotation(rotation))
+        if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
+            ts.append(RandomScale(float(scale_range[0]), float(scale_range[1])))
+        if crop_size is not None:
+            ts.append(RandomCrop(crop_size))
+        if flip:
+            ts.append(RandomHorizontalFlip(0.5))
+        if color_jitter:
+            if isinstance(color_jitter, (int, float)):
+                b = c = s = float(color_jitter)
+                hue = 0.0
+            else:
+                b, c, s, *rest = (float(v) for v in color_jitter)
+                hue = rest[0] if rest else 0.0
+            ts.append(ColorJitter(b, c, s, hue))
+    else:
+        if resize is not None:
+            ts.append(Resize(resize))
+        if pad_multiple:
+            ts.append(PadToMultiple(pad_multiple))
+    ts.append(Normalize(mean, std))
+    return Compose(ts)
+
+
+def seed_worker(worker_id: int) -> None:  # pragma: no cover - used as DataLoader worker_init_fn
+    """Seed Python's ``random`` from torch's per-worker seed (our transforms only use torch)."""
+    random.seed(torch.initial_seed() % 2**32 + worker_id)

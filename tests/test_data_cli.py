@@ -1,0 +1,43 @@
+"""``cinet data preview``: writes a grid PNG and prints its path; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cinet.cli import main
+
+
+def test_preview_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(
+        ["data", "preview", "synthetic", "--num", "2", "--out", str(tmp_path), "size=[24,32]", "seed=5"]
+    )
+    assert rc == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert out == tmp_path / "synthetic_train_preview.png" and out.is_file()
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 * (24 + 4), 3 * 32 + 2 * 4, 3)
+    # third panel of the first row uses the dataset palette (floor / wall colours of NYU13)
+    labels_panel = grid[:24, 2 * 36 :].reshape(-1, 3)
+    colours = {tuple(c) for c in labels_panel}
+    assert (222, 241, 23) in colours or (249, 139, 0) in colours
+
+
+def test_preview_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "preview", "nyuv2", "--root", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'none'}: NYUv2 root not found" in capsys.readouterr().err
+    assert main(["data", "preview", "synthetic", "colour=red", "--out", str(tmp_path)]) == 2
+    assert "data.colour: unknown option" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_module_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, cinet.data.cli, cinet.data; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
