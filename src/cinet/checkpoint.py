@@ -57,7 +57,211 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated / not a checkpoint
-        raise CheckpointError(f"{p}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:160]
+        raise CheckpointError(
+            f"{p}: cannot read checkpoint, truncated or not a torch file ({type(exc).__name__}: {first})"
+        ) from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "cinet" not in ckpt:
         raise CheckpointError(f"{p}: not a cinet checkpoint (missing 'state_dict' or 'cinet' entry)")
     return ckpt
+
+
+def _shape(t: Any) -> str:
+    return "[" + ",".join(str(int(s)) for s in getattr(t, "shape", ())) + "]"
+
+
+def _prefixes(keys: list[str], limit: int = 4) -> str:
+    """Group state-dict keys by their top-level module (``sum.query.weight`` -> ``sum.*``) for messages."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        head = k.split(".", 1)[0]
+        groups[head] = groups.get(head, 0) + 1
+    items = [f"{head}.* ({n})" for head, n in groups.items()]
+    more = f", +{len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+_RESNET_LAYER3_BLOCKS = {
+    (False, 2): "resnet18",
+    (False, 6): "resnet34",
+    (True, 6): "resnet50",
+    (True, 23): "resnet101",
+}
+
+
+def guess_architecture(state: dict[str, Any]) -> dict[str, Any]:
+    """What a model state dict looks like: ``encoder`` (resnet name or None), ``use_sum``, ``sharing``."""
+    bottleneck = any(k.startswith("encoder.layer1.0.conv3.") for k in state)
+    blocks = {k.split(".")[2] for k in state if k.startswith("encoder.layer3.")}
+    if any(k.startswith("share.0.context.") for k in state):
+        sharing = "fsm"
+    elif any(k.startswith("share.0.d1.") for k in state):
+        sharing = "lsu"
+    else:
+        sharing = "none"
+    return {
+        "encoder": _RESNET_LAYER3_BLOCKS.get((bottleneck, len(blocks))),
+        "use_sum": any(k.startswith("sum.") for k in state),
+        "sharing": sharing,
+    }
+
+
+def describe_mismatch(
+    state: dict[str, Any], expected: dict[str, Any], model_kwargs: dict[str, Any] | None = None
+) -> str | None:
+    """Say in one line how the weights ``state`` differ from a model's ``expected`` state dict.
+
+    Returns None when they fit (same keys, same shapes). Otherwise the message names what differs: a class
+    count (segmentation head), missing / unexpected modules (another variant: SUM, FSM or LSU present in one
+    and not the other) and tensors of another shape (another encoder or channel width).
+    """
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = sorted(
+        k
+        for k in expected
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)
+    )
+    if not (missing or unexpected or wrong):
+        return None
+    parts: list[str] = []
+    kw = model_kwargs or {}
+    num_classes = kw.get("num_classes")
+    # A tensor whose first dimension is the model's class count and whose other dims agree is a
+    # segmentation-head tensor: then the class count is what differs.
+    class_keys = [
+        k
+        for k in wrong
+        if num_classes is not None
+        and len(expected[k].shape) >= 1
+        and expected[k].shape[0] == num_classes
+        and tuple(expected[k].shape[1:]) == tuple(state[k].shape[1:])
+    ]
+    if class_keys:
+        n_got = int(state[class_keys[0]].shape[0])
+        parts.append(f"class count differs (weights have {n_got} classes, model has {num_classes})")
+    got = guess_architecture(state)
+    want = guess_architecture(expected)
+    if got["encoder"] != want["encoder"] and got["encoder"] and want["encoder"]:
+        parts.append(f"encoder differs (weights are {got['encoder']}, model is {want['encoder']})")
+    if (got["use_sum"], got["sharing"]) != (want["use_sum"], want["sharing"]):
+        parts.append(
+            f"variant differs (weights: SUM {'yes' if got['use_sum'] else 'no'}, sharing {got['sharing']}; "
+            f"model {kw.get('variant', '?')!r}: SUM {'yes' if want['use_sum'] else 'no'}, sharing {want['sharing']})"
+        )
+    if parts:
+        return "; ".join(parts)
+    if missing or unexpected:
+        variant = kw.get("variant")
+        what = f"variant {variant!r} " if variant is not None else ""
+        if missing:
+            parts.append(f"{what}model needs modules the weights lack: {_prefixes(missing)}")
+        if unexpected:
+            parts.append(f"weights have modules the {what}model lacks: {_prefixes(unexpected)}")
+        parts[-1] += " (another variant?)"
+    other = [k for k in wrong if k not in class_keys]
+    if other:
+        k = other[0]
+        enc = kw.get("encoder")
+        hint = f" (another encoder or channel width than {enc!r}?)" if enc is not None else ""
+        parts.append(
+            f"{len(other)} tensor(s) differ in shape, e.g. {k}: weights {_shape(state[k])} vs model "
+            f"{_shape(expected[k])}{hint}"
+        )
+    return "; ".join(parts)
+
+
+def save_model_checkpoint(
+    path: str | Path,
+    model: Any,
+    model_kwargs: dict[str, Any] | None = None,
+    dataset_info: Any = None,
+    config: dict[str, Any] | None = None,
+    git: str | None = None,
+) -> Path:
+    """Write a minimal cinet checkpoint (same layout as the engine's) atomically.
+
+    Used by tests and tools that build a model outside of training.
+
+    Args:
+        path: Destination ``.ckpt`` file.
+        model: The :class:`cinet.models.CINet` whose weights are stored (prefix ``model.``).
+        model_kwargs: Keyword arguments of :func:`cinet.models.build_model` that rebuild ``model``
+            (default: ``model.build_kwargs``, set by build_model).
+        dataset_info: A :class:`cinet.data.DatasetInfo` or its dict (palette, classes, mean/std, intrinsics).
+        config: Optional run config (plain types).
+        git: Optional code revision.
+
+    Returns:
+        The path written.
+    """
+    import dataclasses
+
+    import torch
+
+    from cinet.utils.io import atomic_save
+
+    if model_kwargs is None:
+        model_kwargs = getattr(model, "build_kwargs", None)
+        if model_kwargs is None:
+            raise ValueError(
+                "save_model_checkpoint: model_kwargs is required for a model not made by build_model"
+            )
+    if dataset_info is not None and dataclasses.is_dataclass(dataset_info):
+        dataset_info = dataclasses.asdict(dataset_info)
+    state = {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt = {"state_dict": state, "cinet": cinet_payload(model_kwargs, dataset_info, config, git)}
+    p = Path(path)
+    atomic_save(p, lambda fh: torch.save(ckpt, fh))
+    return p
+
+
+def load_model(
+    path: str | Path, device: Any = "cpu", *, overrides: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights (``weights_only=True``), in eval mode.
+
+    Args:
+        path: A cinet checkpoint (``checkpoint["cinet"]`` + ``state_dict``).
+        device: Where to put the model.
+        overrides: build_model keyword arguments that replace the stored ones without changing the weights'
+            layout (e.g. ``{"attention_impl": "naive"}`` for export).
+
+    Returns:
+        ``(model, payload)`` where ``payload`` is ``checkpoint["cinet"]``.
+
+    Raises:
+        CheckpointError: One line naming the file when it is missing, truncated, not a cinet checkpoint, of
+            an unknown format, or when its weights do not fit the model its own entry describes (what
+            differs: variant, class count, encoder / channel shapes).
+    """
+    import torch
+
+    from cinet.errors import CheckpointError, ConfigError
+    from cinet.models import build_model
+
+    p = Path(path)
+    ckpt = read_checkpoint(p, map_location="cpu")
+    payload = ckpt["cinet"]
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{p}: checkpoint['cinet'] has no 'model' entry (build_model arguments)")
+    fmt = payload.get("format")
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{p}: checkpoint format {fmt!r} is not supported (expected {CHECKPOINT_FORMAT})"
+        )
+    kwargs = dict(payload["model"])
+    kwargs.update(overrides or {})
+    try:
+        model = build_model(**kwargs)
+    except (TypeError, ValueError, KeyError, ConfigError) as exc:
+        raise CheckpointError(f"{p}: cannot build the model it describes ({exc})") from exc
+    state = model_state_dict(ckpt)
+    if not state:
+        raise CheckpointError(f"{p}: state_dict holds no '{STATE_PREFIX}*' weights")
+    diff = describe_mismatch(state, model.state_dict(), kwargs)
+    if diff is not None:
+        raise CheckpointError(f"{p}: weights do not fit the model: {diff}")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model.to(torch.device(device)), payload

@@ -1,0 +1,353 @@
+"""``cinet predict``: depth + segmentation files for images, folders and globs.
+
+Per image ``<stem>``: ``_depth.png`` (uint16 mm, 0 = invalid), ``_depth_color.png``, ``_labels.png`` (uint8 ids),
+``_seg_color.png``, ``_overlay.png``, ``_panel.png``; optionally ``.ply`` (``--ply``), the SUM attention of a
+pixel (``--attention X,Y``, Fig. 7) and the FSM / LSU features of Eq. 14 (``--features``, Fig. 8).
+
+No torch import at module level (``cinet --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cinet.errors import InputError
+
+if TYPE_CHECKING:
+    from cinet.inference.predictor import Prediction, Predictor
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
+DEPTH_CMAPS = ("turbo", "magma", "viridis", "inferno", "plasma")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``cinet predict``."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
+    src.add_argument("--onnx", type=Path, help="ONNX file written by 'cinet export' (runs with onnxruntime)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="resize images whose longer side is larger down to this first",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=("pad", "resize"),
+        default="pad",
+        help="make the network input a multiple of 8 by reflect padding (default) or by resizing",
+    )
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable / non-image files with a warning"
+    )
+    parser.add_argument(
+        "--cmap", choices=DEPTH_CMAPS, default="turbo", help="depth colour map (default: turbo)"
+    )
+    parser.add_argument(
+        "--depth-range", metavar="MIN,MAX", default=None, help="fixed depth range of the colour map in metres"
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the segmentation overlay (0..1)")
+    parser.add_argument(
+        "--ply", action="store_true", help="also write <stem>.ply (coloured, labelled points)"
+    )
+    parser.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
+    parser.add_argument("--ply-stride", type=int, default=1, help="keep every N-th row and column in the PLY")
+    parser.add_argument(
+        "--intrinsics",
+        metavar="FX,FY,CX,CY",
+        default=None,
+        help="pinhole intrinsics at the image size (0-based pixel centres); default: the dataset's, scaled",
+    )
+    parser.add_argument(
+        "--attention",
+        metavar="X,Y",
+        action="append",
+        default=[],
+        help="write the SUM attention map of pixel (X column, Y row) over the image (Fig. 7); repeatable",
+    )
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="write the allocated features F_d, F_s of each FSM/LSU stage (Eq. 14, Fig. 8)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def _is_image_header(path: Path) -> str | None:
+    """None when PIL recognises ``path`` as an image (header only), else the reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018 - header parsed
+        return None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files, folders (their images, sorted, not recursive) and glob patterns -> file paths, duplicates dropped.
+
+    Raises:
+        InputError: A path that does not exist, a folder without images, or a pattern matching nothing.
+    """
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise InputError(f"{path}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            found = [m for m in matches if m.is_file()]
+            found += [
+                p
+                for m in matches
+                if m.is_dir()
+                for p in sorted(m.iterdir())
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+            ]
+            if not found:
+                raise InputError(f"{item}: no file matches this pattern")
+            files += found
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def check_images(files: list[Path], skip_bad: bool) -> list[Path]:
+    """Keep the files PIL can identify; a bad one raises InputError naming it unless ``skip_bad``."""
+    good = []
+    for f in files:
+        reason = _is_image_header(f)
+        if reason is None:
+            good.append(f)
+        elif skip_bad:
+            logger.warning("%s: skipped, not an image (%s)", f, reason)
+        else:
+            raise InputError(f"{f}: not an image ({reason}); use --skip-bad to skip such files")
+    return good
+
+
+def unique_stems(files: list[Path]) -> list[str]:
+    """Output stems; files with the same name in different folders get ``_2``, ``_3``... appended."""
+    used: dict[str, int] = {}
+    stems = []
+    for f in files:
+        stem = f.stem
+        n = used.get(stem, 0) + 1
+        used[stem] = n
+        stems.append(stem if n == 1 else f"{stem}_{n}")
+        if n > 1:
+            logger.warning("%s: another input has the stem %r; writing it as %r", f, stem, stems[-1])
+    return stems
+
+
+def ensure_output_dir(out: Path) -> None:
+    """Create ``out`` and check that a file can be written there (InputError naming it otherwise)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"{out}: output folder is not writable ({exc.strerror or type(exc).__name__})"
+        ) from exc
+
+
+def _pair(text: str, option: str, kind: type = float) -> tuple[Any, Any]:
+    try:
+        a, b = (kind(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{option}: expected two numbers 'A,B', got {text!r}") from None
+    return a, b
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def write_outputs(
+    pred: Prediction,
+    stem: str,
+    out: Path,
+    predictor: Predictor,
+    args: argparse.Namespace,
+    attention_points: list[tuple[float, float]],
+    source: Path,
+) -> list[Path]:
+    """Write every requested file of one prediction (each atomically) and return their paths."""
+    import numpy as np
+
+    from cinet.inference import figures, pointcloud, visualize
+
+    info = predictor.info
+    h, w = pred.depth.shape
+    for x, y in attention_points:
+        if not (0 <= x < w and 0 <= y < h):
+            raise InputError(f"{source}: --attention pixel ({x:g}, {y:g}) is outside the {w}x{h} image")
+
+    vmin, vmax = args.depth_range_pair if args.depth_range_pair else (None, None)
+    depth_rgb, (lo, hi) = visualize.colorize_depth(pred.depth, vmin, vmax, args.cmap)
+    seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
+    range_text = {"depth_range_m": f"{lo:.4f},{hi:.4f}", "colormap": args.cmap}
+    files: dict[str, tuple[np.ndarray, dict[str, str] | None]] = {
+        f"{stem}_depth.png": (
+            visualize.depth_to_uint16(pred.depth),
+            {"depth_unit": "millimetre (uint16); 0 = invalid; 65535 = 65.535 m or more"},
+        ),
+        f"{stem}_depth_color.png": (depth_rgb, range_text),
+        f"{stem}_labels.png": (pred.labels, {"classes": ",".join(info.class_names)}),
+        f"{stem}_seg_color.png": (seg_rgb, None),
+        f"{stem}_overlay.png": (visualize.overlay(pred.image, seg_rgb, args.alpha), None),
+        f"{stem}_panel.png": (
+            visualize.make_panel(
+                [pred.image, depth_rgb, seg_rgb],
+                ["input", f"depth {lo:.2f}-{hi:.2f} m ({args.cmap})", f"segmentation ({info.name})"],
+            ),
+            range_text,
+        ),
+    }
+    for x, y in attention_points:
+        fig, _ = figures.attention_figure(pred, x, y, source=str(predictor.source))
+        files[f"{stem}_attention_{x:g}_{y:g}.png"] = (
+            fig,
+            {"figure": "Fig. 7: SUM attention row, min-max scaled"},
+        )
+    if args.features:
+        for k, (f_d, f_s) in enumerate(figures.feature_figures(pred, source=str(predictor.source)), start=1):
+            note = {"figure": "Fig. 8 / Eq. 14: allocated features summed over channels, normalised 0-1"}
+            files[f"{stem}_features_stage{k}_d.png"] = (f_d, note)
+            files[f"{stem}_features_stage{k}_s.png"] = (f_s, note)
+
+    written = []
+    for name, (array, text) in files.items():
+        written.append(visualize.save_png(out / name, array, text))
+    if args.ply:
+        intr = args.intrinsics_tuple or info.intrinsics_for(w, h)
+        cloud = pointcloud.point_cloud(pred.depth, pred.image, pred.labels, intr, stride=args.ply_stride)
+        comment = [f"cinet {source.name}", "intrinsics fx,fy,cx,cy = " + ",".join(f"{v:.6g}" for v in intr)]
+        written.append(
+            pointcloud.write_ply(out / f"{stem}.ply", cloud, binary=not args.ply_ascii, comments=comment)
+        )
+    return written
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def _check_requests(predictor: Predictor, args: argparse.Namespace) -> None:
+    """Fail early, before any file is written, when the model cannot produce what was asked."""
+    if args.attention or args.features:
+        predictor.require_output_features("attention" if args.attention else "features")
+    variant = predictor.model_kwargs.get("variant", "?")
+    if args.attention and getattr(predictor.model, "sum", True) is None:
+        raise InputError(
+            f"{predictor.source}: --attention needs a model with the SUM; variant {variant!r} has none "
+            "(use sum, sum_fsm or cinet)"
+        )
+    if args.features and getattr(predictor.model, "share", True) is None:
+        raise InputError(
+            f"{predictor.source}: --features needs a feature-sharing module (FSM / LSU); variant {variant!r} has none"
+        )
+    if args.ply and args.intrinsics_tuple is None and predictor.info.intrinsics is None:
+        raise InputError(
+            f"{predictor.source}: dataset {predictor.info.name!r} has no default intrinsics; "
+            "pass --intrinsics fx,fy,cx,cy"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cinet predict``; prints one line per image and a summary. Returns the exit code."""
+    from tqdm import tqdm
+
+    from cinet.inference.pointcloud import parse_intrinsics
+    from cinet.inference.predictor import Predictor, load_image
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.ply_stride < 1:
+        raise InputError(f"--ply-stride: must be >= 1, got {args.ply_stride}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
+    if args.max_side is not None and args.max_side < 8:
+        raise InputError(f"--max-side: must be >= 8, got {args.max_side}")
+    args.depth_range_pair = _pair(args.depth_range, "--depth-range") if args.depth_range else None
+    if args.depth_range_pair and not 0 <= args.depth_range_pair[0] < args.depth_range_pair[1]:
+        raise InputError(f"--depth-range: need 0 <= MIN < MAX, got {args.depth_range}")
+    args.intrinsics_tuple = parse_intrinsics(args.intrinsics) if args.intrinsics else None
+    points = [_pair(a, "--attention") for a in args.attention]
+
+    files = check_images(expand_inputs(args.inputs), args.skip_bad)
+    if not files:
+        raise InputError(f"{', '.join(args.inputs)}: no readable images")
+    ensure_output_dir(args.out)
+    opts = {"mode": args.fit, "max_side": args.max_side}
+    if args.onnx is not None:
+        predictor = Predictor.from_onnx(args.onnx, device=args.device, **opts)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
+    _check_requests(predictor, args)
+    keep_output = bool(points or args.features)
+
+    stems = unique_stems(files)
+    n_written = 0
+    n_images = 0
+    bar = tqdm(
+        total=len(files), unit="img", disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr
+    )
+    try:
+        for start in range(0, len(files), args.batch_size):
+            chunk = list(zip(files[start : start + args.batch_size], stems[start : start + args.batch_size]))
+            loaded = []
+            for path, stem in chunk:
+                try:
+                    loaded.append((path, stem, load_image(path)))
+                except InputError:
+                    if not args.skip_bad:
+                        raise
+                    logger.warning("%s: skipped, cannot decode", path)
+                    bar.update(1)
+            if not loaded:
+                continue
+            preds = predictor.predict_batch(
+                [img for _, _, img in loaded], batch_size=args.batch_size, return_output=keep_output
+            )
+            for (path, stem, _), pred in zip(loaded, preds):
+                written = write_outputs(pred, stem, args.out, predictor, args, points, path)
+                n_written += len(written)
+                n_images += 1
+                lo, hi = float(pred.depth.min()), float(pred.depth.max())
+                msg = f"{path} -> {args.out / stem}_*.png ({len(written)} files, depth {lo:.2f}-{hi:.2f} m)"
+                tqdm.write(msg, file=sys.stdout)
+                bar.update(1)
+    finally:
+        bar.close()
+    print(f"wrote {n_written} files for {n_images} image(s) to {os.fspath(args.out)}")
+    return 0

@@ -1,0 +1,467 @@
+"""Run CI-Net on arbitrary images: :class:`Predictor` and its result, :class:`Prediction`.
+
+An image of any size and mode is turned into an RGB array, optionally resized down (``max_side``), then either
+padded (reflect) or resized to a multiple of ``pad_multiple`` (8: the network's output stride), normalised with
+the checkpoint's :class:`~cinet.data.DatasetInfo` mean/std and run under ``torch.inference_mode``. The depth
+map and the class logits are cropped back to the content and resized to the original image size, so a
+:class:`Prediction` is always at the input's resolution.
+
+The same :class:`Predictor` runs a PyTorch model (:meth:`Predictor.from_checkpoint`, :meth:`Predictor.__init__`)
+or an exported ONNX file through onnxruntime (:meth:`Predictor.from_onnx`); the raw :class:`CINetOutput`
+(SUM attention of Fig. 7, shared features of Eq. 14 / Fig. 8) is only available with PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cinet.data.info import DatasetInfo
+from cinet.errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    from cinet.models.outputs import CINetOutput
+
+logger = logging.getLogger(__name__)
+
+ImageLike = Union[str, Path, "PILImage.Image", np.ndarray]
+RESIZE_MODES = ("pad", "resize")
+
+
+# --------------------------------------------------------------------------------------------- image input
+
+
+def _to_rgb_pil(img: PILImage.Image) -> PILImage.Image:
+    """Any PIL mode -> RGB (palette, greyscale, RGBA/LA with alpha dropped, CMYK, 16-bit and float greyscale)."""
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit-depth greyscale: stretch to 0..255
+        arr = np.asarray(img, dtype=np.float64)
+        finite = np.isfinite(arr)
+        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 1.0)
+        arr = np.where(finite, (arr - lo) / max(hi - lo, 1e-12) * 255.0, 0.0)
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_image(image: ImageLike) -> np.ndarray:
+    """Read an image as an ``HxWx3`` uint8 RGB array.
+
+    Args:
+        image: A file path, a PIL image of any mode, or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
+            ``HxWx4`` (alpha dropped).
+
+    Returns:
+        ``HxWx3`` uint8, C-contiguous.
+
+    Raises:
+        InputError: The file is missing or not a readable image, or the array has another shape / dtype.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        try:
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)  # camera photos: apply the EXIF orientation
+                return np.ascontiguousarray(np.asarray(_to_rgb_pil(img), dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{path}: not a readable image ({reason})") from exc
+    if isinstance(image, Image.Image):
+        return np.ascontiguousarray(np.asarray(_to_rgb_pil(image), dtype=np.uint8))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise InputError(f"<array>: image arrays must be uint8 (0..255), got {image.dtype}")
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+            raise InputError(
+                f"<array>: expected an HxW, HxWx1, HxWx3 or HxWx4 array, got shape {image.shape}"
+            )
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        return np.ascontiguousarray(image[:, :, :3])
+    raise InputError(
+        f"<{type(image).__name__}>: not an image (expected a path, a PIL image or a uint8 array)"
+    )
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an image was fitted to the network input.
+
+    The image (``orig`` = (H, W)) is resized to ``scaled`` (identical when no resizing was needed), then padded
+    at the bottom and right to ``padded``, the network input size. The content occupies
+    ``[0:scaled[0], 0:scaled[1]]`` of the network input.
+    """
+
+    orig: tuple[int, int]
+    scaled: tuple[int, int]
+    padded: tuple[int, int]
+
+    def to_network(self, x: float, y: float) -> tuple[float, float]:
+        """Image pixel (x column, y row; 0-based centres) -> the same point in network-input pixels."""
+        sx = self.scaled[1] / self.orig[1]
+        sy = self.scaled[0] / self.orig[0]
+        return (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5
+
+    def feature_cell(self, x: float, y: float, size: tuple[int, int]) -> tuple[int, int]:
+        """Image pixel (x, y) -> (column, row) of the cell of a feature grid ``size`` = (h, w) that holds it."""
+        xn, yn = self.to_network(x, y)
+        h, w = size
+        col = math.floor((xn + 0.5) * w / self.padded[1])
+        row = math.floor((yn + 0.5) * h / self.padded[0])
+        return min(max(col, 0), w - 1), min(max(row, 0), h - 1)
+
+    def content_cells(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Rows and columns of a feature grid ``size`` that cover image content (not padding)."""
+        h, w = size
+        rows = max(1, min(h, math.ceil(self.scaled[0] * h / self.padded[0])))
+        cols = max(1, min(w, math.ceil(self.scaled[1] * w / self.padded[1])))
+        return rows, cols
+
+    def restore(self, t: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+        """A map ``[B,C,h,w]`` over the network input (any resolution) -> ``[B,C,H,W]`` at the image size.
+
+        Crops the padding (scaled proportionally at a coarser resolution), then resizes to ``orig``.
+        """
+        h, w = t.shape[-2:]
+        if (h, w) == self.padded:
+            t = t[..., : self.scaled[0], : self.scaled[1]]
+        else:
+            rows, cols = self.content_cells((h, w))
+            t = t[..., :rows, :cols]
+        if tuple(t.shape[-2:]) != self.orig:
+            if mode == "nearest":
+                t = F.interpolate(t, size=self.orig, mode="nearest")
+            else:
+                t = F.interpolate(t, size=self.orig, mode="bilinear", align_corners=False)
+        return t
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Predictor.predict` for one image (everything at the input image size).
+
+    Attributes:
+        depth: ``HxW`` float32 depth in metres (> 0).
+        labels: ``HxW`` class ids (uint8; uint16 for more than 256 classes), argmax of the logits.
+        probs: ``CxHxW`` float32 softmax probabilities, or None unless ``return_probs=True``.
+        image: ``HxWx3`` uint8 RGB image the prediction was made from (for visualisations).
+        geometry: How the image was fitted to the network input.
+        output: The raw :class:`~cinet.models.outputs.CINetOutput` of this image (batch of one, at the network
+            input size) when ``return_output=True``; None otherwise.
+    """
+
+    depth: np.ndarray
+    labels: np.ndarray
+    image: np.ndarray
+    geometry: Geometry
+    probs: np.ndarray | None = None
+    output: CINetOutput | None = None
+
+
+# --------------------------------------------------------------------------------------------- predictor
+
+
+def _slice_output(out: CINetOutput, i: int) -> CINetOutput:
+    """Image ``i`` of a batched CINetOutput, as a batch of one."""
+    from cinet.models.outputs import AttentionState, CINetOutput
+
+    att = out.attention
+    if att is not None:
+        att = AttentionState(att.query[i : i + 1], att.key[i : i + 1], att.size, att.given)
+    return CINetOutput(
+        depth=out.depth[i : i + 1],
+        seg_logits=out.seg_logits[i : i + 1],
+        attention=att,
+        depth_features=[f[i : i + 1] for f in out.depth_features],
+        seg_features=[f[i : i + 1] for f in out.seg_features],
+        shared_features=[(d[i : i + 1], s[i : i + 1]) for d, s in out.shared_features],
+    )
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """Depth + segmentation for any image with a trained CI-Net.
+
+    Args:
+        model: A :class:`~cinet.models.CINet` (put in eval mode), or a callable mapping a normalised batch
+            ``[B,3,H,W]`` to ``(depth [B,1,H,W], seg_logits [B,C,H,W])`` (used for ONNX).
+        info: The dataset description (classes, palette, mean/std, intrinsics), e.g. from the checkpoint.
+        device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
+        mode: ``pad`` (reflect-pad bottom/right to a multiple of ``pad_multiple``, default) or ``resize``
+            (resize to the nearest multiple).
+        pad_multiple: Network input sides are made multiples of this (8 = output stride of the encoder).
+        max_side: Resize images whose longer side exceeds this down first (results are resized back up).
+        input_size: Fixed network input ``(H, W)`` (fixed-size ONNX models); every image is resized to it.
+        source: Where the model came from (checkpoint path), used in error messages.
+        model_kwargs: build_model arguments of the model, if known (shown in messages).
+
+    Example:
+        >>> from cinet import Predictor
+        >>> pred = Predictor.from_checkpoint("runs/demo/last.ckpt").predict("room.jpg")
+        >>> pred.depth.shape, pred.labels.dtype
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        info: DatasetInfo | dict[str, Any],
+        *,
+        device: str | torch.device = "cpu",
+        mode: str = "pad",
+        pad_multiple: int = 8,
+        max_side: int | None = None,
+        input_size: tuple[int, int] | None = None,
+        source: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"mode must be one of {RESIZE_MODES}, got {mode!r}")
+        if pad_multiple < 1:
+            raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
+        if max_side is not None and max_side < pad_multiple:
+            raise ValueError(f"max_side must be >= pad_multiple ({pad_multiple}), got {max_side}")
+        self.info = info if isinstance(info, DatasetInfo) else DatasetInfo.from_dict(info)
+        self.device = _resolve_device(device)
+        self.mode = mode
+        self.pad_multiple = pad_multiple
+        self.max_side = max_side
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.source = source or "<model>"
+        self.model_kwargs = dict(model_kwargs or getattr(model, "build_kwargs", {}) or {})
+        self.is_torch = isinstance(model, torch.nn.Module)
+        if self.is_torch:
+            model = model.to(self.device).eval()
+        self.model = model
+        mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.info.std, dtype=torch.float32).view(1, 3, 1, 1)
+        if float(mean.max()) > 1.0:  # mean/std given on the 0..255 scale
+            mean, std = mean / 255.0, std / 255.0
+        self._mean = mean.to(self.device)
+        self._std = std.to(self.device)
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> Predictor:
+        """Load a cinet checkpoint (weights_only) and wrap it.
+
+        Args:
+            path: The ``.ckpt`` file written by ``cinet train`` or :func:`cinet.checkpoint.save_model_checkpoint`.
+            device: ``cpu``, ``cuda`` or ``auto``.
+            **kwargs: Options of :class:`Predictor` (``mode``, ``pad_multiple``, ``max_side``).
+
+        Raises:
+            CheckpointError: One line naming the file (missing, truncated, weights that do not fit).
+        """
+        from cinet.checkpoint import load_model
+        from cinet.errors import CheckpointError
+
+        dev = _resolve_device(device)
+        model, payload = load_model(path, dev)
+        dataset = payload.get("dataset") or {}
+        if not dataset:
+            raise CheckpointError(f"{path}: checkpoint has no dataset info (classes, palette, mean/std)")
+        try:
+            info = DatasetInfo.from_dict(dataset)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: bad dataset info in checkpoint ({exc})") from exc
+        return cls(model, info, device=dev, source=str(path), model_kwargs=payload.get("model"), **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
+        """Wrap an ONNX file written by :func:`cinet.inference.export.export_onnx` (onnxruntime).
+
+        The dataset info comes from the file's metadata; a fixed-size export resizes every image to its size.
+
+        Raises:
+            InputError: The file is missing, not ONNX, or lacks the cinet metadata.
+        """
+        from cinet.inference.export import OnnxRunner
+
+        runner = OnnxRunner(path, device=device)
+        if runner.fixed_size is not None:
+            kwargs.setdefault("input_size", runner.fixed_size)
+        return cls(
+            runner,
+            runner.dataset_info,
+            device="cpu",
+            source=str(path),
+            model_kwargs=runner.model_kwargs,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def network_size(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(scaled, padded)`` sizes used for an image of ``height`` x ``width``."""
+        if self.input_size is not None:
+            return self.input_size, self.input_size
+        h, w = height, width
+        if self.max_side is not None and max(h, w) > self.max_side:
+            s = self.max_side / max(h, w)
+            h, w = max(1, round(h * s)), max(1, round(w * s))
+        m = self.pad_multiple
+        if self.mode == "resize":
+            h, w = max(m, round(h / m) * m), max(m, round(w / m) * m)
+            return (h, w), (h, w)
+        return (h, w), (math.ceil(h / m) * m, math.ceil(w / m) * m)
+
+    def prepare(self, image: ImageLike) -> tuple[np.ndarray, torch.Tensor, Geometry]:
+        """Load an image and make its normalised network input.
+
+        Returns:
+            ``(rgb HxWx3 uint8, input [3,Hp,Wp] float32 on the device, geometry)``.
+        """
+        rgb = load_image(image)
+        h, w = rgb.shape[:2]
+        scaled, padded = self.network_size(h, w)
+        x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0  # [1,3,H,W]
+        if scaled != (h, w):
+            antialias = scaled[0] < h or scaled[1] < w
+            x = F.interpolate(x, size=scaled, mode="bilinear", align_corners=False, antialias=antialias)
+        x = (x - self._mean) / self._std
+        pad_h, pad_w = padded[0] - scaled[0], padded[1] - scaled[1]
+        if pad_h or pad_w:
+            reflect = pad_h < scaled[0] and pad_w < scaled[1]
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if reflect else "replicate")
+        return rgb, x[0], Geometry(orig=(h, w), scaled=scaled, padded=padded)
+
+    # ------------------------------------------------------------------ inference
+
+    def _forward(self, batch: torch.Tensor, keep_output: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        if self.is_torch:
+            out = self.model(batch)
+            return out.depth, out.seg_logits, (out if keep_output else None)
+        if keep_output:
+            raise InputError(
+                f"{self.source}: the raw model output (attention, shared features) needs a PyTorch checkpoint, "
+                "not an ONNX file"
+            )
+        depth, logits = self.model(batch)
+        return depth, logits, None
+
+    def _finish(
+        self,
+        rgb: np.ndarray,
+        geom: Geometry,
+        depth: torch.Tensor,
+        logits: torch.Tensor,
+        return_probs: bool,
+        output: CINetOutput | None,
+    ) -> Prediction:
+        depth = geom.restore(depth.float())[0, 0]
+        logits = geom.restore(logits.float())[0]
+        labels = logits.argmax(0)
+        probs = torch.softmax(logits, dim=0).cpu().numpy().astype(np.float32) if return_probs else None
+        label_dtype = np.uint8 if logits.shape[0] <= 256 else np.uint16
+        return Prediction(
+            depth=depth.cpu().numpy().astype(np.float32),
+            labels=labels.cpu().numpy().astype(label_dtype),
+            image=rgb,
+            geometry=geom,
+            probs=probs,
+            output=output,
+        )
+
+    def predict(
+        self, image: ImageLike, *, return_probs: bool = False, return_output: bool = False
+    ) -> Prediction:
+        """Predict depth and segmentation for one image.
+
+        Args:
+            image: A path, a PIL image (any mode) or an ``HxWx3`` uint8 array (``HxW``/``HxWx4`` also accepted).
+            return_probs: Also return the ``CxHxW`` class probabilities.
+            return_output: Keep the raw :class:`CINetOutput` (PyTorch models only), e.g. for the figures.
+
+        Returns:
+            A :class:`Prediction` at the image's size.
+        """
+        return self.predict_batch(
+            [image], batch_size=1, return_probs=return_probs, return_output=return_output
+        )[0]
+
+    def predict_batch(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        batch_size: int = 4,
+        return_probs: bool = False,
+        return_output: bool = False,
+    ) -> list[Prediction]:
+        """Predict many images, ``batch_size`` at a time (images of the same network size share a batch).
+
+        Args:
+            images: Paths, PIL images or arrays, in any mix of sizes.
+            batch_size: Images per forward pass.
+            return_probs: See :meth:`predict`.
+            return_output: See :meth:`predict`.
+
+        Returns:
+            One :class:`Prediction` per image, in order.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[Prediction | None] = []
+        pending: list[tuple[int, np.ndarray, torch.Tensor, Geometry]] = []
+
+        def flush() -> None:
+            batch = torch.stack([p[2] for p in pending])
+            with torch.inference_mode():
+                depth, logits, out = self._forward(batch, return_output)
+                for j, (idx, rgb, _, geom) in enumerate(pending):
+                    one = _slice_output(out, j) if out is not None else None
+                    results[idx] = self._finish(
+                        rgb, geom, depth[j : j + 1], logits[j : j + 1], return_probs, one
+                    )
+            pending.clear()
+
+        for image in images:
+            rgb, x, geom = self.prepare(image)
+            if pending and (pending[0][3].padded != geom.padded or len(pending) >= batch_size):
+                flush()
+            results.append(None)
+            pending.append((len(results) - 1, rgb, x, geom))
+        if pending:
+            flush()
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ helpers
+
+    def require_output_features(self, what: str) -> None:
+        """Raise InputError when the model cannot give ``what`` (``attention`` / ``features``)."""
+        if not self.is_torch:
+            raise InputError(f"{self.source}: --{what} needs a PyTorch checkpoint, not an ONNX file")
