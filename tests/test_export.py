@@ -14,7 +14,7 @@ from PIL import Image
 from cinet.cli import main
 from cinet.inference.export import OnnxRunner, export_onnx, onnx_parity
 from cinet.inference.predictor import Predictor
-from test_inference_fixtures import save_tiny_checkpoint, synthetic_image, tiny_info, tiny_model
+from inference_fixtures import save_tiny_checkpoint, synthetic_image, tiny_info, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from cinet.checkpoint import load_model, save_model_checkpoint
 from cinet.errors import CheckpointError, InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.predictor import Predictor, load_image
-from test_inference_fixtures import INTRINSICS, save_tiny_checkpoint, synthetic_image, tiny_info, tiny_model
+from inference_fixtures import INTRINSICS, save_tiny_checkpoint, synthetic_image, tiny_info, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 from cinet.cli import main
 from cinet.inference import pointcloud
 from cinet.inference.predictor import Predictor
-from test_inference_fixtures import INTRINSICS, save_tiny_checkpoint, synthetic_image
+from inference_fixtures import INTRINSICS, save_tiny_checkpoint, synthetic_image
 
 SUFFIXES = ("_depth.png", "_depth_color.png", "_labels.png", "_seg_color.png", "_overlay.png", "_panel.png")
 
@@ -150,7 +150,7 @@ def test_mismatched_and_truncated_checkpoint(
     ckpt: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cinet.checkpoint import save_model_checkpoint
-    from test_inference_fixtures import tiny_info, tiny_model
+    from inference_fixtures import tiny_info, tiny_model
 
     model, _ = tiny_model(num_classes=9)
     _, kwargs = tiny_model()

@@ -6,11 +6,19 @@ interchangeable and checked against each other.
 """
 
 from cinet.ops.sigmoid_attention import (
-    downsample_labels,
     ATTENTION_IMPLS,
     attention_bce,
+    downsample_labels,
     ideal_attention_apply,
+    resolve_impl,
     sigmoid_attention,
 )
 
-__all__ = ["ATTENTION_IMPLS", "attention_bce", "downsample_labels", "ideal_attention_apply", "sigmoid_attention"]
+__all__ = [
+    "ATTENTION_IMPLS",
+    "attention_bce",
+    "downsample_labels",
+    "ideal_attention_apply",
+    "resolve_impl",
+    "sigmoid_attention",
+]

@@ -8,16 +8,29 @@ Shapes (nanoGPT style): B batch, N = h*w positions (row-major), D = C_qk query/k
 * :func:`ideal_attention_apply` — ``Y = (M M^T) V * scale`` computed as ``M (M^T V)`` (stage 1 of training
   feeds the ideal map into the SUM); never materialises N x N.
 
-``impl`` selects the path: ``naive`` materialises the B x N x N map; ``tiled`` and ``triton`` (memory-efficient,
-added in the fast-path work) never do; ``auto`` picks the best available one.
+``impl`` selects the path: ``naive`` materialises the B x N x N map; ``tiled`` (plain PyTorch, blocks of query
+rows, :mod:`cinet.ops.tiled`) and ``triton`` (fused kernels, :mod:`cinet.ops.triton_kernels`) never do; ``auto``
+picks ``triton`` on CUDA when Triton is importable and the inputs qualify, else ``tiled`` when
+``N >= $CINET_ATTENTION_TILED_MIN_N`` (default 1024), else ``naive``. An explicit ``triton`` falls back to
+``tiled`` where Triton cannot run (CPU without ``TRITON_INTERPRET=1``, float64, unsupported sizes).
+The tile size (query rows per block) is the ``tile_size`` argument, else ``$CINET_ATTENTION_TILE`` (256).
+
+Under autocast, the attention product runs in the autocast dtype (like the naive ``bmm``), and the BCE in
+float32 in every path.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
+from cinet.ops import tiled as _tiled
+
 ATTENTION_IMPLS = ("naive", "tiled", "triton", "auto")
+TILED_MIN_N_ENV = "CINET_ATTENTION_TILED_MIN_N"
+DEFAULT_TILED_MIN_N = 1024
 
 
 def _check_impl(impl: str) -> str:
@@ -26,12 +39,65 @@ def _check_impl(impl: str) -> str:
     return impl
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """Map ``auto`` (and unavailable choices) to a concrete implementation for ``device``."""
+def _tiled_min_n() -> int:
+    env = os.environ.get(TILED_MIN_N_ENV, "")
+    return int(env) if env else DEFAULT_TILED_MIN_N
+
+
+def triton_usable(
+    device: torch.device, dtype: torch.dtype | None = None, head_dim: int | None = None
+) -> bool:
+    """Whether the Triton kernels can run here: CUDA (or ``TRITON_INTERPRET=1``), Triton importable,
+    fp16/bf16/fp32 inputs and query/key channels ``D <= 256``."""
+    from cinet.ops import triton_kernels
+
+    if not triton_kernels.available(torch.device(device)):
+        return False
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return False
+    return head_dim is None or head_dim <= triton_kernels.MAX_HEAD_DIM
+
+
+def resolve_impl(
+    impl: str,
+    device: torch.device,
+    n: int | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    head_dim: int | None = None,
+) -> str:
+    """Map ``auto`` (and unavailable choices) to a concrete implementation.
+
+    Args:
+        impl: ``naive | tiled | triton | auto``.
+        device: Device of the inputs.
+        n: Number of positions N (``auto`` picks ``naive`` below the tiled threshold; unknown N -> not naive).
+        dtype: Input dtype (Triton needs fp16/bf16/fp32).
+        head_dim: Query/key channels D.
+
+    Returns:
+        ``naive``, ``tiled`` or ``triton``.
+    """
     _check_impl(impl)
+    device = torch.device(device)
+    if impl == "triton":
+        return "triton" if triton_usable(device, dtype, head_dim) else "tiled"
     if impl == "auto":
+        if device.type == "cuda" and triton_usable(device, dtype, head_dim):
+            return "triton"
+        if n is None or n >= _tiled_min_n():
+            return "tiled"
         return "naive"
     return impl
+
+
+def _autocast_cast(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cast floating inputs to the autocast dtype when autocast is on for their device (as ``bmm`` would)."""
+    device_type = tensors[0].device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
 def sigmoid_attention_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -41,7 +107,13 @@ def sigmoid_attention_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
 
 
 def sigmoid_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float = 1.0, impl: str = "auto"
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    impl: str = "auto",
+    tile_size: int | None = None,
 ) -> torch.Tensor:
     """``sigmoid(Q K^T) V * scale`` (Eq. 1 and the product of Eq. 2).
 
@@ -51,15 +123,26 @@ def sigmoid_attention(
         v: Values [B,N,C].
         scale: Multiplier of the aggregated values (``1/N`` by default in the SUM).
         impl: ``naive | tiled | triton | auto``.
+        tile_size: Query rows per block of the tiled/Triton paths (default ``$CINET_ATTENTION_TILE`` or 256).
 
     Returns:
         [B,N,C] aggregated values.
     """
-    impl = resolve_impl(impl, q.device)
-    return sigmoid_attention_naive(q, k, v, scale)
+    impl = resolve_impl(impl, q.device, q.shape[1], dtype=q.dtype, head_dim=q.shape[-1])
+    if impl == "naive":
+        return sigmoid_attention_naive(q, k, v, scale)
+    q, k, v = _autocast_cast(q, k, v)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        if impl == "triton":
+            from cinet.ops import triton_kernels
+
+            return triton_kernels.sigmoid_attention_triton(q, k, v, scale, tile_size)
+        return _tiled.sigmoid_attention_tiled(q, k, v, scale, tile_size)
 
 
-def _valid_onehot(labels: torch.Tensor, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _valid_onehot(
+    labels: torch.Tensor, num_classes: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     valid = labels != ignore_index  # [B,N]
     safe = torch.where(valid, labels, torch.zeros_like(labels))
     m = F.one_hot(safe, num_classes).to(torch.float32) * valid.unsqueeze(-1)  # [B,N,C]
@@ -80,7 +163,13 @@ def attention_bce_naive(
 
 
 def attention_bce(
-    q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = 255, impl: str = "auto"
+    q: torch.Tensor,
+    k: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = 255,
+    impl: str = "auto",
+    tile_size: int | None = None,
 ) -> torch.Tensor:
     """Attention loss (Eq. 4): BCE between the ideal map (Eq. 3) and ``sigmoid(Q K^T)``, from logits.
 
@@ -90,12 +179,21 @@ def attention_bce(
         labels: Class ids at the feature resolution, flattened row-major [B,N]; ``ignore_index`` excluded.
         ignore_index: Label value of pixels excluded from rows and columns of the map.
         impl: ``naive | tiled | triton | auto``.
+        tile_size: Query rows per block of the tiled/Triton paths.
 
     Returns:
         Scalar mean over valid pairs (0 with a gradient path when no pair is valid).
     """
-    impl = resolve_impl(impl, q.device)
-    return attention_bce_naive(q, k, labels, ignore_index)
+    impl = resolve_impl(impl, q.device, q.shape[1], dtype=q.dtype, head_dim=q.shape[-1])
+    if impl == "naive":
+        return attention_bce_naive(q, k, labels, ignore_index)
+    if impl == "triton":
+        from cinet.ops import triton_kernels
+
+        return _tiled.attention_bce_tiled(
+            q, k, labels, ignore_index, tile_size, softplus_sum=triton_kernels.softplus_pair_sum_triton
+        )
+    return _tiled.attention_bce_tiled(q, k, labels, ignore_index, tile_size)
 
 
 def ideal_attention_apply(
