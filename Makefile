@@ -6,6 +6,9 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make demo: config and output folder (the demo replaces its own previous run)
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_DIR ?= runs/demo
 
 .PHONY: install test test-all lint demo clean
 
@@ -23,6 +26,9 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m '' $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m cinet.engine.demo --config $(DEMO_CONFIG) --run-dir $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -1,8 +1,9 @@
 """The ``cinet`` command line: thin — parses, then hands over to the subcommand's module.
 
 Each subcommand lives in a module exposing ``add_arguments(parser)`` (cheap: no torch import at module level)
-and ``run(args) -> int``. User errors (:class:`cinet.errors.CinetError`) print one line and exit with code 2;
-``--debug`` shows the traceback instead.
+and ``run(args) -> int``. User errors (:class:`cinet.errors.CinetError`, and an ``OSError`` naming a file,
+e.g. an output that cannot be written) print one line and exit with code 2; ``--debug`` shows the traceback
+instead.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand registered)."""
-    parser = argparse.ArgumentParser(prog="cinet", description="CI-Net: joint depth estimation and segmentation.")
+    parser = argparse.ArgumentParser(
+        prog="cinet", description="CI-Net: joint depth estimation and segmentation."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -49,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line (an error message must never span several)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or "unknown error"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,8 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CinetError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # a file the tool was told to read or write could not be (permissions, disk full, not a folder, ...)
+        if args.debug or exc.filename is None:
+            raise
+        reason = exc.strerror or type(exc).__name__
+        print(f"error: {_one_line(f'{exc.filename}: {reason}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

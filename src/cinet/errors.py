@@ -7,13 +7,46 @@ key and says what is wrong. The CLI prints that line and exits with code 2 (no t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# The last line of a formatted traceback: ``package.module.ErrorName: message``.
+_LAST_LINE = re.compile(r"^[A-Za-z_][\w.]*: (?P<msg>.*)$")
+
+
+def _unwrap_worker_message(msg: str) -> tuple[str, str | None]:
+    """``(one-line message, original text or None)`` of a message re-raised by a DataLoader worker.
+
+    ``torch.utils.data`` re-raises a worker's exception in the main process as
+    ``type(exc)("Caught X in DataLoader worker process N.\nOriginal Traceback ...\nmodule.X: <message>")``;
+    the user-facing line is the ``<message>`` at the end.
+    """
+    if not (msg.startswith("Caught ") and "\nOriginal Traceback" in msg):
+        return msg, None
+    for line in reversed(msg.rstrip().splitlines()):
+        m = _LAST_LINE.match(line)
+        if m:
+            return m.group("msg"), msg
+    return msg, None
 
 
 class CinetError(Exception):
-    """Base class of all user-facing errors (CLI exit code 2)."""
+    """Base class of all user-facing errors (CLI exit code 2).
+
+    A message re-raised by a DataLoader worker (``Caught DataError in DataLoader worker process 0 ...``) is
+    reduced to the original one-line message; the worker's traceback is kept as a note (shown by ``--debug``).
+    """
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        note = None
+        if len(args) == 1 and isinstance(args[0], str):
+            msg, note = _unwrap_worker_message(args[0])
+            args = (msg,)
+        super().__init__(*args)
+        if note is not None:
+            self.add_note(note)
 
 
 class ConfigError(CinetError):

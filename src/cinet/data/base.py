@@ -15,8 +15,9 @@ transform and finally normalises the image (unless the transform already ran :cl
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from PIL import Image
 
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from cinet.errors import DataError, where
+from cinet.errors import CinetError, DataError, where
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,45 @@ class BaseDataset(torch.utils.data.Dataset):
             raise IndexError(
                 f"index {index} out of range for {self.info.name}/{self.split} ({len(self)} samples)"
             )
-        raw = self._load(index)
-        sample = to_tensor_sample(raw, self.info)
-        if self.transform is not None:
-            sample = self.transform(sample)
-        if not sample["meta"].pop("normalized", False):
-            sample["image"] = normalize_image(sample["image"], self.info.mean, self.info.std)
+        with self.sample_context(index):
+            raw = self._load(index)
+            sample = to_tensor_sample(raw, self.info)
+            if self.transform is not None:
+                sample = self.transform(sample)
+            if not sample["meta"].pop("normalized", False):
+                sample["image"] = normalize_image(sample["image"], self.info.mean, self.info.std)
         return sample
+
+    def sample_ref(self, index: int) -> str:
+        """The file (or id) of sample ``index`` for error messages; subclasses name their main file."""
+        return f"{self.info.name}/{self.split}/{index}"
+
+    @contextlib.contextmanager
+    def sample_context(self, index: int) -> Iterator[None]:
+        """Make any failure while reading sample ``index`` name it (dataset, split, index, file or id).
+
+        A :class:`CinetError` (already naming its file) gets `` [sample I of NAME/SPLIT]`` appended; any other
+        exception (a decoder or transform failing, e.g. in a DataLoader worker) becomes a :class:`DataError`
+        ``"<file or id>: cannot load sample I of NAME/SPLIT (<Type>: <message>)"`` chained to the original.
+        """
+        where_ = f"sample {index} of {self.info.name}/{self.split}"
+        try:
+            yield
+        except CinetError as exc:
+            if getattr(exc, "_cinet_sample", False):
+                raise
+            new = type(exc)(f"{exc} [{where_}]")
+            new._cinet_sample = True  # type: ignore[attr-defined]
+            raise new.with_traceback(exc.__traceback__) from exc.__cause__
+        except Exception as exc:
+            try:
+                ref = self.sample_ref(index)
+            except Exception:  # the failure may be in the lookup itself
+                ref = f"{self.info.name}/{self.split}/{index}"
+            first = (str(exc).splitlines() or [""])[0][:200]
+            new_err = DataError(where(ref, f"cannot load {where_} ({type(exc).__name__}: {first})"))
+            new_err._cinet_sample = True  # type: ignore[attr-defined]
+            raise new_err from exc
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.info.name!r}, split={self.split!r}, len={len(self)})"
@@ -145,8 +178,19 @@ def collate(batch: Sequence[Sample]) -> Sample:
         values = [s[key] for s in batch]
         if key == "meta" or not isinstance(values[0], torch.Tensor):
             out[key] = values
-        else:
-            out[key] = torch.stack(values)
+            continue
+        shapes = [tuple(v.shape) for v in values]
+        if len(set(shapes)) > 1:
+            ids = [
+                str(s.get("meta", {}).get("id", "?")) if isinstance(s.get("meta"), dict) else "?"
+                for s in batch
+            ]
+            desc = ", ".join(f"{i} {'x'.join(map(str, sh[-2:]))}" for i, sh in zip(ids, shapes))
+            raise DataError(
+                f"{ids[0]}: samples of one batch differ in '{key}' size ({desc}); "
+                "set data.image_size or data.crop_size"
+            )
+        out[key] = torch.stack(values)
     return out
 
 

@@ -109,6 +109,9 @@ class CityscapesDataset(BaseDataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def sample_ref(self, index: int) -> str:
+        return str(self.images[index])
+
     def paths(self, index: int) -> dict[str, Path]:
         """The four files of sample ``index``."""
         img = self.images[index]

@@ -101,10 +101,11 @@ def preview(
     from PIL import Image
 
     from cinet.data import load_dataset, to_uint8_image
-    from cinet.utils.io import atomic_write_bytes
+    from cinet.utils.io import atomic_write_bytes, check_writable_dir
 
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")
+    check_writable_dir(out)
     ds = load_dataset(name, root, split, **options)
     if len(ds) == 0:
         raise DataError(f"{name}/{split}: no samples to preview")

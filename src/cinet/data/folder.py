@@ -208,6 +208,9 @@ class FolderDataset(BaseDataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def sample_ref(self, index: int) -> str:
+        return str(self.items[index][1])
+
     def _load(self, index: int) -> Sample:
         stem, rgb_path = self.items[index]
         image = read_rgb(rgb_path)

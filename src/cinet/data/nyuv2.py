@@ -160,9 +160,8 @@ class NYUv2Dataset(BaseDataset):
             try:
                 self._h5 = h5py.File(self.mat_path, "r")
             except OSError as exc:
-                raise DataError(
-                    where(self.mat_path, f"not a MATLAB v7.3 (HDF5) file ({exc})".replace("\n", " "))
-                ) from None
+                what = "truncated HDF5 file" if "truncated" in str(exc) else "not a MATLAB v7.3 (HDF5) file"
+                raise DataError(where(self.mat_path, f"{what} ({exc})".replace("\n", " "))) from None
             self._pid = os.getpid()
         return self._h5
 
@@ -173,6 +172,9 @@ class NYUv2Dataset(BaseDataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def sample_ref(self, index: int) -> str:
+        return f"{self.mat_path}[{int(self.indices[index])}]"
 
     def _load(self, index: int) -> Sample:
         n1 = int(self.indices[index])
@@ -191,7 +193,7 @@ class NYUv2Dataset(BaseDataset):
             raise DataError(where(self.mat_path, f"sample {n1}: raw label value {value} outside 0..894"))
         labels = self.lut[raw.astype(np.int64)]
         cap = np.float32(self.info.depth_cap)
-        depth = np.where(depth > cap, cap, depth)
+        depth = np.where(np.isfinite(depth) & (depth > cap), cap, depth)  # inf stays invalid, not 10 m
         meta = {"id": f"nyuv2/{n1:04d}"}
         return {
             "image": np.ascontiguousarray(image, dtype=np.uint8),

@@ -147,6 +147,9 @@ class SUNRGBDDataset(BaseDataset):
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def sample_ref(self, index: int) -> str:
+        return str(self.data_root / self.sequences[index])
+
     @staticmethod
     def _one(folder: Path, pattern: str, what: str) -> Path:
         require_dir(folder, what + " folder")

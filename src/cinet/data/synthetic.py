@@ -637,6 +637,9 @@ class SyntheticDataset(BaseDataset):
     def __len__(self) -> int:
         return self.length
 
+    def sample_ref(self, index: int) -> str:
+        return f"synthetic/{self.split}/{index:06d}"
+
     def rng(self, index: int) -> np.random.Generator:
         """The Generator of sample ``index`` (seeded from (seed, split, index))."""
         return np.random.default_rng([self.seed, SPLIT_CODES[self.split], int(index)])

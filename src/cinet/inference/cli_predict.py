@@ -89,15 +89,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def _is_image_header(path: Path) -> str | None:
-    """None when PIL recognises ``path`` as an image (header only), else the reason."""
+def _image_problem(path: Path) -> str | None:
+    """None when PIL can decode ``path`` completely, else the reason (not an image, corrupt, truncated).
+
+    Every input is decoded once before anything is written, so a bad file stops the run with no output.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img.size  # noqa: B018 - header parsed
+            img.load()
         return None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
@@ -143,16 +146,16 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 
 def check_images(files: list[Path], skip_bad: bool) -> list[Path]:
-    """Keep the files PIL can identify; a bad one raises InputError naming it unless ``skip_bad``."""
+    """Keep the files PIL can decode; a bad one raises InputError naming it unless ``skip_bad``."""
     good = []
     for f in files:
-        reason = _is_image_header(f)
+        reason = _image_problem(f)
         if reason is None:
             good.append(f)
         elif skip_bad:
             logger.warning("%s: skipped, not an image (%s)", f, reason)
         else:
-            raise InputError(f"{f}: not an image ({reason}); use --skip-bad to skip such files")
+            raise InputError(f"{f}: not an image, or corrupt ({reason}); use --skip-bad to skip such files")
     return good
 
 

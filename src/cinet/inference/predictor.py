@@ -82,7 +82,13 @@ def load_image(image: ImageLike) -> np.ndarray:
                 img.load()
                 img = ImageOps.exif_transpose(img)  # camera photos: apply the EXIF orientation
                 return np.ascontiguousarray(np.asarray(_to_rgb_pil(img), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (
+            UnidentifiedImageError,
+            OSError,
+            ValueError,
+            SyntaxError,
+            Image.DecompressionBombError,
+        ) as exc:
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise InputError(f"{path}: not a readable image ({reason})") from exc
     if isinstance(image, Image.Image):

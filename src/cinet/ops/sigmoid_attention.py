@@ -11,8 +11,9 @@ Shapes (nanoGPT style): B batch, N = h*w positions (row-major), D = C_qk query/k
 ``impl`` selects the path: ``naive`` materialises the B x N x N map; ``tiled`` (plain PyTorch, blocks of query
 rows, :mod:`cinet.ops.tiled`) and ``triton`` (fused kernels, :mod:`cinet.ops.triton_kernels`) never do; ``auto``
 picks ``triton`` on CUDA when Triton is importable and the inputs qualify, else ``tiled`` when
-``N >= $CINET_ATTENTION_TILED_MIN_N`` (default 1024), else ``naive``. An explicit ``triton`` falls back to
-``tiled`` where Triton cannot run (CPU without ``TRITON_INTERPRET=1``, float64, unsupported sizes).
+``N >= $CINET_ATTENTION_TILED_MIN_N`` (default 1024), else ``naive``; ``CINET_ATTENTION_NO_TRITON=1`` keeps
+``auto`` off Triton. An explicit ``triton`` falls back to ``tiled`` where Triton cannot run (CPU without
+``TRITON_INTERPRET=1``, float64, unsupported sizes).
 The tile size (query rows per block) is the ``tile_size`` argument, else ``$CINET_ATTENTION_TILE`` (256).
 
 Under autocast, the attention product runs in the autocast dtype (like the naive ``bmm``), and the BCE in
@@ -31,6 +32,7 @@ from cinet.ops import tiled as _tiled
 ATTENTION_IMPLS = ("naive", "tiled", "triton", "auto")
 TILED_MIN_N_ENV = "CINET_ATTENTION_TILED_MIN_N"
 DEFAULT_TILED_MIN_N = 1024
+NO_TRITON_ENV = "CINET_ATTENTION_NO_TRITON"  # "1": ``auto`` never picks Triton (escape hatch)
 
 
 def _check_impl(impl: str) -> str:
@@ -83,7 +85,8 @@ def resolve_impl(
     if impl == "triton":
         return "triton" if triton_usable(device, dtype, head_dim) else "tiled"
     if impl == "auto":
-        if device.type == "cuda" and triton_usable(device, dtype, head_dim):
+        no_triton = os.environ.get(NO_TRITON_ENV, "0") == "1"
+        if device.type == "cuda" and not no_triton and triton_usable(device, dtype, head_dim):
             return "triton"
         if n is None or n >= _tiled_min_n():
             return "tiled"

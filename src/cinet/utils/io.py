@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _file_mode(path: Path) -> int:
+    """Permission bits for ``path``: those of the file it replaces, else ``0o666`` minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it atomically replaces ``path``.
@@ -30,14 +40,18 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the mode a plain open() would give
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # e.g. ENOSPC from write(): name the destination, so that the CLI reports it as one line
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -62,3 +76,22 @@ def atomic_save(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
     """Call ``writer(fh)`` on a temporary binary file, then move it to ``path`` (e.g. ``torch.save``)."""
     with atomic_open(path, "wb") as fh:
         writer(fh)
+
+
+def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
+    """Raise :class:`cinet.errors.InputError` naming ``path`` if it cannot be (or become) a writable folder.
+
+    Creates nothing: the nearest existing ancestor must be a folder the process may write into. Commands
+    call this before any long work, so that an unwritable output fails at once instead of at the end.
+    """
+    from cinet.errors import InputError
+
+    target = Path(path).absolute()
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        detail = "is a file" if probe == target else f"{probe} is a file, not a folder"
+        raise InputError(f"{path}: {what} cannot be created ({detail})")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: {what} is not writable (no write permission on {probe})")

@@ -1,0 +1,90 @@
+"""``cinet bench attention|train-step|inference [options]``: benchmarks printing JSON.
+
+No torch import at module level (``cinet --help`` stays fast); each benchmark imports what it needs in
+:func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+BENCHMARKS = ("attention", "train-step", "inference")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``bench`` sub-subcommands and their options on ``parser``."""
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when available)")
+        p.add_argument("--repeat", type=int, default=3, help="timed repetitions (median reported)")
+        p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
+        p.add_argument("--tiny", action="store_true", help="tiny sizes (tests, smoke runs)")
+        p.add_argument("--out", default=None, help="also write the JSON to this file")
+
+    att = sub.add_parser("attention", help="SUM attention + BCE: naive vs tiled (memory, time)")
+    common(att)
+    att.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated BxNxCxD (default 8x4800x512x64,2x8192x512x64,1x32768x512x64)",
+    )
+    att.add_argument(
+        "--impls", default=None, help="comma-separated implementations (default naive,tiled[,triton])"
+    )
+    att.add_argument("--tile", type=int, default=None, help="tile size (query rows per block)")
+
+    tr = sub.add_parser("train-step", help="images/s and FLOP/s of a full training step")
+    common(tr)
+    tr.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
+    tr.add_argument("--variant", default="cinet", help="model variant (default cinet)")
+    tr.add_argument("--batch-size", type=int, default=None, help="images per step (default 2; 1 with --tiny)")
+    tr.add_argument("--height", type=int, default=None, help="input height (default 480)")
+    tr.add_argument("--width", type=int, default=None, help="input width (default 640)")
+    tr.add_argument("--channels", type=int, default=None, help="SUM/decoder channels (default 512)")
+    tr.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
+    tr.add_argument("--attention-impl", default="auto", help="naive, tiled, triton or auto")
+    tr.add_argument(
+        "--modes",
+        default="fp32,bf16,channels_last",
+        help="comma-separated rows among fp32, bf16, channels_last, compile",
+    )
+    tr.add_argument("--compile", action="store_true", help="add the torch.compile row")
+    tr.add_argument(
+        "--profile", type=int, default=0, metavar="K", help="top K ops of one step (torch.profiler)"
+    )
+
+    inf = sub.add_parser("inference", help="images/s: eager PyTorch vs onnxruntime (CPU)")
+    common(inf)
+    inf.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
+    inf.add_argument("--variant", default="cinet", help="model variant")
+    inf.add_argument("--batch-size", type=int, default=1, help="images per call")
+    inf.add_argument("--height", type=int, default=None, help="input height (default 480)")
+    inf.add_argument("--width", type=int, default=None, help="input width (default 640)")
+    inf.add_argument("--channels", type=int, default=None, help="SUM/decoder channels (default 512)")
+    inf.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
+    inf.add_argument("--onnx", default=None, help="ONNX file to write/reuse (default: a temporary file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark and print its JSON. Returns the exit code."""
+    from cinet.bench.common import emit
+
+    if args.benchmark == "attention":
+        from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, run_attention
+
+        sizes = args.sizes or (TINY_SIZES if args.tiny else DEFAULT_SIZES)
+        result = run_attention(sizes, args.device, args.repeat, args.warmup, args.impls, args.tile)
+    elif args.benchmark == "train-step":
+        from cinet.bench.train_step import run_train_step
+
+        result = run_train_step(args)
+    elif args.benchmark == "inference":
+        from cinet.bench.inference import run_inference
+
+        result = run_inference(args)
+    else:  # pragma: no cover - argparse restricts the choices
+        raise ValueError(f"unknown benchmark {args.benchmark!r}")
+    emit(result, args.out)
+    return 0

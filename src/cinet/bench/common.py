@@ -1,0 +1,110 @@
+"""Helpers shared by the benchmarks: device choice, timing, peak memory, hardware description."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], Any], device: torch.device, repeat: int, warmup: int = 1) -> dict[str, float]:
+    """Run ``fn`` ``warmup`` times, then ``repeat`` timed times; seconds per call (median, min, all)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+
+
+def max_rss_bytes() -> int:
+    """Peak resident set size of this process so far (``ru_maxrss`` is KiB on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def available_ram_bytes() -> int:
+    """``MemAvailable`` from ``/proc/meminfo`` (falls back to total physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    """What ran the benchmark: CPU model and threads, GPU name when CUDA, library versions."""
+    info: dict[str, Any] = {
+        "device": str(device),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_json_subprocess(module: str, argv: list[str], timeout: float | None = None) -> dict[str, Any]:
+    """Run ``python -m module argv...`` in a fresh interpreter and parse the JSON on its last stdout line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return {"error": f"worker exited with code {proc.returncode}", "stderr_tail": tail}
+    return json.loads(lines[-1])
+
+
+def emit(result: dict[str, Any], out: str | None = None) -> None:
+    """Print ``result`` as JSON on stdout (and write it to ``out`` when given)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        from cinet.utils.io import atomic_write_text
+
+        atomic_write_text(out, text + "\n")

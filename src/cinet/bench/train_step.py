@@ -1,0 +1,258 @@
+"""Training-step benchmark: images/s of forward + TotalLoss (Eq. 13, all terms of stage 3) + backward + SGD
+step of ``build_model(variant="cinet", encoder="resnet101")`` at 480x640, one row per configuration.
+
+Rows (``--modes``; each a fresh copy of the same initial model):
+
+* ``fp32``: float32, contiguous (NCHW) tensors.
+* ``bf16``: ``torch.autocast(dtype=bfloat16)`` mixed precision (losses run in float32 where they say so).
+* ``channels_last``: float32, model and images in ``torch.channels_last``.
+* ``bf16_channels_last``: both.
+* ``compile``: ``torch.compile(model)`` with bf16 + channels-last (``--compile`` adds it; slow to compile).
+
+FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one fp32 forward + loss + backward with the naive
+attention (the algorithmic work: the memory-efficient paths recompute the attention logits in backward,
+which is not counted as model FLOPs). Achieved FLOP/s = FLOPs per image x images/s; on CUDA the fraction of
+the GPU's dense bf16 peak is reported when the GPU is known. ``--profile K`` adds the top K operators of one
+step of the first row (``torch.profiler``, self time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from cinet.bench.common import hardware, pick_device, synchronize, time_calls
+
+MODES: dict[str, dict[str, bool]] = {
+    "fp32": {"bf16": False, "channels_last": False, "compile": False},
+    "bf16": {"bf16": True, "channels_last": False, "compile": False},
+    "channels_last": {"bf16": False, "channels_last": True, "compile": False},
+    "bf16_channels_last": {"bf16": True, "channels_last": True, "compile": False},
+    "compile": {"bf16": True, "channels_last": True, "compile": True},
+}
+# Dense bf16 tensor-core peak (FLOP/s) by GPU name fragment (vendor datasheets, SXM parts).
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def bf16_peak(name: str) -> float | None:
+    """Datasheet dense bf16 peak of a GPU name, None when unknown."""
+    for key, value in BF16_PEAK.items():
+        if key in name:
+            return value
+    return None
+
+
+def model_settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Sizes of the benchmarked model and batch (``--tiny``: resnet18, small channels, 64x80)."""
+    tiny = bool(getattr(args, "tiny", False))
+    return {
+        "variant": getattr(args, "variant", "cinet"),
+        "encoder": args.encoder or ("resnet18" if tiny else "resnet101"),
+        "num_classes": getattr(args, "num_classes", 13),
+        "channels": args.channels or (32 if tiny else 512),
+        "qk_channels": 16 if tiny else 64,
+        "decoder_channels": (32, 16, 16) if tiny else (256, 128, 64),
+        "attention_impl": getattr(args, "attention_impl", "auto"),
+        "batch_size": args.batch_size or (1 if tiny or device.type == "cpu" else 2),
+        "height": args.height or (64 if tiny else 480),
+        "width": args.width or (80 if tiny else 640),
+    }
+
+
+def build(settings: dict[str, Any]) -> torch.nn.Module:
+    from cinet.models import build_model
+
+    return build_model(
+        variant=settings["variant"],
+        encoder=settings["encoder"],
+        num_classes=settings["num_classes"],
+        channels=settings["channels"],
+        qk_channels=settings["qk_channels"],
+        decoder_channels=settings["decoder_channels"],
+        attention_impl=settings["attention_impl"],
+    )
+
+
+def synthetic_batch(settings: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """Random images [B,3,H,W], depth [B,1,H,W] in metres (10% invalid) and labels [B,H,W] (10% ignore)."""
+    g = torch.Generator().manual_seed(0)
+    b, h, w = settings["batch_size"], settings["height"], settings["width"]
+    depth = 0.5 + 9.5 * torch.rand(b, 1, h, w, generator=g)
+    depth[torch.rand(b, 1, h, w, generator=g) < 0.1] = 0.0
+    labels = torch.randint(0, settings["num_classes"], (b, h, w), generator=g)
+    labels[torch.rand(b, h, w, generator=g) < 0.1] = 255
+    return {
+        "image": torch.randn(b, 3, h, w, generator=g).to(device),
+        "depth": depth.to(device),
+        "labels": labels.to(device),
+    }
+
+
+def make_loss(settings: dict[str, Any]) -> torch.nn.Module:
+    """TotalLoss (Eq. 13) with the terms of the variant."""
+    from cinet.losses.total import TotalLoss
+    from cinet.models.factory import variant_spec
+
+    spec = variant_spec(settings["variant"])
+    return TotalLoss(
+        settings["num_classes"],
+        use_attention=spec.use_sum,
+        use_consistency=spec.consistency,
+        attention_impl=settings["attention_impl"],
+    )
+
+
+@contextlib.contextmanager
+def naive_attention(*modules: torch.nn.Module) -> Iterator[None]:
+    """Temporarily switch every ``attention_impl`` / attention-loss ``impl`` attribute to ``naive``."""
+    saved = []
+    for root in modules:
+        for m in root.modules():
+            for attr in ("attention_impl", "impl"):
+                if isinstance(getattr(m, attr, None), str):
+                    saved.append((m, attr, getattr(m, attr)))
+                    setattr(m, attr, "naive")
+    try:
+        yield
+    finally:
+        for m, attr, value in saved:
+            setattr(m, attr, value)
+
+
+def training_step_fn(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool,
+) -> tuple[Any, torch.optim.Optimizer]:
+    """A closure running one full step (forward, TotalLoss, backward, SGD) and its optimizer."""
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-5, momentum=0.9, weight_decay=5e-4)
+    images = batch["image"]
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    target = {"depth": batch["depth"], "labels": batch["labels"]}
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(images)
+            losses = loss_fn(out, target, stage=3)
+        losses["total"].backward()
+        opt.step()
+
+    return step, opt
+
+
+def count_flops(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> dict[str, int]:
+    """FLOPs of one fp32 forward (model only) and one full step's forward + loss + backward (naive attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    target = {"depth": batch["depth"], "labels": batch["labels"]}
+    with naive_attention(model, loss_fn):
+        with FlopCounterMode(display=False) as fwd_counter, torch.no_grad():
+            model(batch["image"])
+        with FlopCounterMode(display=False) as step_counter:
+            out = model(batch["image"])
+            loss_fn(out, target, stage=3)["total"].backward()
+    model.zero_grad(set_to_none=True)
+    loss_fn.zero_grad(set_to_none=True)
+    return {"forward": int(fwd_counter.get_total_flops()), "train_step": int(step_counter.get_total_flops())}
+
+
+def profile_step(step: Any, device: torch.device, top: int) -> list[dict[str, Any]]:
+    """Top ``top`` operators by self time of one step (``torch.profiler``; CPU, plus CUDA when on GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        synchronize(device)
+    events = list(prof.key_averages())
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, key) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [
+        {
+            "op": e.key,
+            "self_s": getattr(e, key) / 1e6,
+            "percent": 100.0 * getattr(e, key) / total,
+            "calls": e.count,
+        }
+        for e in events[:top]
+    ]
+
+
+def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
+    """Benchmark the rows of ``args.modes`` (plus ``compile`` with ``args.compile``); JSON-ready dict."""
+    device = pick_device(args.device)
+    settings = model_settings(args, device)
+    torch.manual_seed(0)
+    base_model = build(settings).to(device).train()
+    base_loss = make_loss(settings).to(device)
+    batch = synthetic_batch(settings, device)
+    bsz = settings["batch_size"]
+    flops = count_flops(base_model, base_loss, batch)
+    per_image = flops["train_step"] / bsz
+    peak = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+    names = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if getattr(args, "compile", False) and "compile" not in names:
+        names.append("compile")
+    rows = []
+    for name in names:
+        if name not in MODES:
+            raise ValueError(f"unknown mode {name!r}; valid: {', '.join(MODES)}")
+        mode = MODES[name]
+        model = copy.deepcopy(base_model)
+        loss_fn = copy.deepcopy(base_loss)
+        if mode["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        if mode["compile"]:
+            model = torch.compile(model)
+        step, _ = training_step_fn(model, loss_fn, batch, device, mode["bf16"], mode["channels_last"])
+        row: dict[str, Any] = {"mode": name, **mode}
+        try:
+            timing = time_calls(step, device, args.repeat, args.warmup)
+        except Exception as exc:  # a row that cannot run here (e.g. no compiler for torch.compile)
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            rows.append(row)
+            continue
+        ips = bsz / timing["median_s"]
+        row.update(
+            {
+                "step_s": timing["median_s"],
+                "times_s": timing["times_s"],
+                "images_per_s": ips,
+                "achieved_flops_per_s": per_image * ips,
+            }
+        )
+        if peak is not None:
+            row["fraction_of_bf16_peak"] = per_image * ips / peak
+        if getattr(args, "profile", 0) and name == names[0]:
+            row["profile_top_ops"] = profile_step(step, device, args.profile)
+        if device.type == "cuda":
+            row["max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+            torch.cuda.reset_peak_memory_stats(device)
+        rows.append(row)
+        del model, loss_fn, step
+    return {
+        "benchmark": "train-step",
+        "what": "forward + TotalLoss (stage 3) + backward + SGD step, synthetic data",
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "flops_per_image": {"forward": flops["forward"] / bsz, "train_step": per_image},
+        "flop_counter": "torch.utils.flop_counter.FlopCounterMode, fp32, naive attention",
+        "bf16_peak_flops_per_s": peak,
+        "timing": f"median of {args.repeat} steps after {args.warmup} warm-up",
+        "hardware": hardware(device),
+        "rows": rows,
+    }

@@ -1,0 +1,61 @@
+"""``cinet train --config FILE [--run-dir DIR] [--resume RUN_DIR] [--overwrite] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``cinet train`` (cheap: no torch import)."""
+    parser.add_argument("--config", "-c", help="YAML config (see configs/); default: built-in defaults")
+    parser.add_argument("--run-dir", help="run directory (default runs/<config>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. train.stages.0.epochs=2 stage=2 init_from=CKPT",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, evaluate, print the metrics table and where the outputs are."""
+    from cinet.config import load_config
+    from cinet.engine.cli_eval import quiet_lightning
+    from cinet.errors import ConfigError
+
+    quiet_lightning(getattr(args, "verbose", 0))
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{run_dir}: not a cinet run directory (no config.yaml); nothing to resume")
+        if args.config:
+            raise ConfigError("--resume uses the run's own config.yaml; give changes as key=value overrides")
+        cfg = load_config(saved, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        from cinet.engine.runner import default_run_dir
+
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, args.config)
+
+    from cinet.engine.runner import build_protocol, global_rank, train
+
+    result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    if global_rank() == 0:
+        from cinet.metrics import format_table
+
+        if result["metrics"] is not None:
+            from cinet.engine.datamodule import dataset_info
+
+            protocol = build_protocol(cfg, dataset_info(cfg.data))
+            print(format_table({cfg.model.variant: result["metrics"]}, protocol))
+        print(f"run directory: {result['run_dir']}")
+        print(f"checkpoint:    {result['checkpoint']}")
+        print(f"metrics:       {Path(result['run_dir']) / 'metrics.json'}")
+        print(f"tensorboard:   tensorboard --logdir {Path(result['run_dir']) / 'tb'}")
+        print(f"wall time:     {result['wall_s']:.1f} s")
+    return 0

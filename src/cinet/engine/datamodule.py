@@ -1,0 +1,333 @@
+"""Data side of training: datasets from the config, seeded per-sample augmentation, resumable loaders.
+
+Reproducibility design:
+
+* The training order of epoch ``e`` is a permutation seeded by ``(seed, e)`` (:class:`ShardedSampler`); under
+  DDP each rank takes every ``world``-th index of it (padded to equal length, like ``DistributedSampler``).
+* Each sample's augmentation is seeded by ``(seed, e, index)`` (:class:`SeededDataset`), so the augmented
+  batch does not depend on the number of workers, on the rank, or on where training was resumed.
+* :class:`ResumableDataLoader` implements Lightning's ``state_dict`` / ``load_state_dict`` (``_Stateful``)
+  so that a checkpoint taken in the middle of an epoch resumes with the next unseen batch of that epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cinet.config import DataConfig
+from cinet.data.base import collate, normalize_image, to_tensor_sample
+from cinet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CINetDataModule",
+    "CachedDataset",
+    "ResumableDataLoader",
+    "SeededDataset",
+    "ShardedSampler",
+    "build_dataset",
+    "dist_info",
+]
+
+
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 31-bit seed from ``(seed, epoch, index)`` (stable across processes and Python versions)."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, int(index) & 0xFFFFFFFF])
+    return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch / numpy / random for the duration of the block, then restore the previous states."""
+    t_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(t_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset; an index ``(i, seed)`` seeds the global RNGs before loading sample ``i``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        if isinstance(key, tuple):
+            index, seed = key
+            with _seeded(seed):
+                return self.dataset[index]
+        return self.dataset[key]
+
+
+class CachedDataset(Dataset):
+    """Keeps the decoded (untransformed) samples of a :class:`cinet.data.base.BaseDataset` in memory."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.info = dataset.info
+        self._cache: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index not in self._cache:
+            self._cache[index] = to_tensor_sample(self.dataset._load(index), self.info)
+        raw = self._cache[index]
+        sample = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()}
+        sample["meta"] = dict(raw["meta"])
+        transform = self.dataset.transform
+        if transform is not None:
+            sample = transform(sample)
+        if not sample["meta"].pop("normalized", False):
+            sample["image"] = normalize_image(sample["image"], self.info.mean, self.info.std)
+        return sample
+
+
+class ShardedSampler(Sampler):
+    """Seeded, epoch-aware, rank-sharded sampler that can skip the already-seen part of an epoch.
+
+    Args:
+        size: Dataset length.
+        shuffle: Permute the indices (seeded by ``(seed, epoch)``).
+        seed: Base seed.
+        pad: Pad with repeated indices so every rank gets the same count (training); False for evaluation
+            (no duplicates: ranks may get one sample less).
+        with_seed: Yield ``(index, sample_seed)`` for :class:`SeededDataset` instead of plain indices.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, pad: bool = True, with_seed: bool = True):
+        self.size = int(size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.pad = pad
+        self.with_seed = with_seed
+        self.epoch = 0
+        self.skip = 0  # samples of this rank to skip at the next __iter__ (resume)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = int(epoch)
+
+    def _indices(self) -> list[int]:
+        rank, world = dist_info()
+        if self.shuffle:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        if world > 1:
+            if self.pad and self.size % world:
+                order += order[: world - self.size % world]
+            order = order[rank::world]
+        return order
+
+    def __len__(self) -> int:
+        rank, world = dist_info()
+        if world == 1:
+            return self.size
+        if self.pad:
+            return -(-self.size // world)
+        return len(range(rank, self.size, world))
+
+    def __iter__(self) -> Iterator[Any]:
+        order = self._indices()
+        skip, self.skip = self.skip, 0
+        epoch = self.epoch
+        for i in order[skip:]:
+            yield (i, sample_seed(self.seed, epoch, i)) if self.with_seed else i
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position within the epoch is saved in Lightning checkpoints.
+
+    ``progress`` returns the number of batches of the current epoch already trained on (read from the
+    trainer's loop, not from this loader, which runs ahead because of prefetching).
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._progress = progress
+
+    @property
+    def _sharded(self) -> ShardedSampler:
+        sampler = self.sampler
+        assert isinstance(sampler, ShardedSampler)
+        return sampler
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batches": b}``: ``b`` batches of epoch ``e`` are done."""
+        batches = int(self._progress()) if self._progress is not None else 0
+        return {"epoch": self._sharded.epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Position the sampler after the batches recorded in ``state`` (the next epoch if it was complete)."""
+        epoch, batches = int(state.get("epoch", 0)), int(state.get("batches", 0))
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        self._sharded.set_epoch(epoch)
+        self._sharded.skip = batches * int(self.batch_size or 1)
+        log.info("resuming data order at epoch %d, batch %d", epoch, batches)
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def _dataset_kwargs(cfg: DataConfig, split: str, train: bool) -> dict[str, Any]:
+    options = dict(cfg.options)
+    if cfg.name == "synthetic":
+        length = cfg.length if train else cfg.eval_length
+        if length is not None:
+            options["length"] = length
+    return options
+
+
+def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) -> Any:
+    """The dataset of ``split`` with the training or evaluation transform of ``cfg``.
+
+    Raises:
+        ConfigError / DataError: Unknown dataset, bad options, missing files.
+    """
+    from cinet.data.transforms import Compose, Resize, build_transforms
+
+    try:
+        from cinet.data import load_dataset
+    except ImportError:  # registry not built yet: synthetic only
+        load_dataset = None
+
+    aug = cfg.augment
+    if train:
+        transform: Any = build_transforms(
+            True,
+            crop_size=list(cfg.crop_size) if cfg.crop_size else None,
+            scale_range=list(aug.scale) if aug.enabled else None,
+            rotation=aug.rotation if aug.enabled else 0.0,
+            flip=aug.flip if aug.enabled else False,
+            color_jitter=aug.color_jitter if aug.enabled else None,
+        )
+        if cfg.image_size:
+            transform = Compose([Resize(list(cfg.image_size)), transform])
+    else:
+        transform = build_transforms(False, resize=list(cfg.image_size) if cfg.image_size else None)
+    kwargs = _dataset_kwargs(cfg, split, train)
+    if load_dataset is not None:
+        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **kwargs)
+    elif cfg.name == "synthetic":
+        from cinet.data.synthetic import SyntheticDataset
+
+        ds = SyntheticDataset(split, transform=transform, **kwargs)
+    else:
+        raise ConfigError(f"data.name: dataset {cfg.name!r} is not available in this build")
+    if cfg.cache:
+        ds = CachedDataset(ds)
+    return ds
+
+
+def dataset_info(cfg: DataConfig) -> Any:
+    """The :class:`cinet.data.DatasetInfo` of the configured dataset (from its test split object)."""
+    return build_dataset(cfg, cfg.test_split, train=False).info
+
+
+class CINetDataModule(L.LightningDataModule):
+    """Train / val / test loaders of one config.
+
+    Args:
+        cfg: Data settings.
+        seed: Seed of the data order and augmentation.
+        test_split: Split used by ``trainer.test`` (default ``cfg.test_split``).
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int = 0, test_split: str | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.test_split = test_split or cfg.test_split
+        self._datasets: dict[str, Any] = {}
+
+    def dataset(self, which: str) -> Any:
+        """``train`` / ``val`` / ``test`` dataset (built on first use)."""
+        if which not in self._datasets:
+            split = {"train": self.cfg.train_split, "val": self.cfg.val_split, "test": self.test_split}[which]
+            if split is None:
+                raise ConfigError(f"data.{which}_split: no split configured")
+            self._datasets[which] = build_dataset(self.cfg, split, train=which == "train", seed=self.seed)
+        return self._datasets[which]
+
+    @property
+    def info(self) -> Any:
+        return self.dataset("test").info
+
+    def _progress(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train")
+        if len(ds) < self.cfg.batch_size:
+            raise ConfigError(
+                f"data.batch_size: {self.cfg.batch_size} is larger than the training set ({len(ds)} samples)"
+            )
+        sampler = ShardedSampler(len(ds), shuffle=True, seed=self.seed, pad=True, with_seed=True)
+        return ResumableDataLoader(
+            SeededDataset(ds),
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.cfg.num_workers,
+            collate_fn=collate,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
+            progress=self._progress,
+        )
+
+    def _eval_loader(self, which: str) -> DataLoader:
+        ds = self.dataset(which)
+        sampler = ShardedSampler(len(ds), shuffle=False, seed=self.seed, pad=False, with_seed=False)
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=collate,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.cfg.val_split is None:
+            return []
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,389 @@
+"""The LightningModule of CI-Net: one training stage of the paper's schedule (Sec. 4.2).
+
+=========  ==========================================================================================
+stage 1    the SUM is fed the ideal attention map of the labels (Eq. 3); L = a L_depth + g L_seg
+stage 2    the SUM learns its map; + L_att (Eq. 4)
+stage 3    all losses (+ b L_con for ``cinet``), poly learning-rate decay (power 0.9) per step
+=========  ==========================================================================================
+
+Variants without SUM have no L_att and take no ideal map: their stages 1 and 2 differ only in the
+learning rate and length (the same epochs for every variant keeps an ablation fair). Variants without
+L_con train the same losses in stage 3 as in stage 2.
+
+Optimiser: SGD (momentum 0.9, weight decay 5e-4) with three groups: ``encoder`` (pretrained backbone,
+``lr * encoder_lr_mult``), ``new`` (every other layer, ``lr``) and ``loss`` (learned sigmas of L_con, ``lr``,
+no weight decay). The learning rate is updated every step.
+
+A step whose gradients are not finite is skipped (no parameter update) with a warning; after
+``max_nonfinite`` skipped steps in a row training stops with :class:`NonFiniteLossError`; the last
+checkpoint written before (good weights) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cinet.checkpoint import cinet_payload
+from cinet.errors import CinetError
+from cinet.metrics import DepthMetrics, SegMetrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PROGRESS_TERMS", "CINetModule", "NonFiniteLossError", "PolyLR"]
+
+#: Loss terms shown in the progress bar (all terms are logged to TensorBoard).
+PROGRESS_TERMS = ("total", "depth", "seg", "att", "con")
+
+
+class NonFiniteLossError(CinetError):
+    """Too many consecutive steps with non-finite loss or gradients."""
+
+
+class PolyLR:
+    """``(1 - step / total) ** power`` (LambdaLR factor; ``power = 0``: constant). Picklable."""
+
+    def __init__(self, total_steps: int, power: float):
+        self.total_steps = int(total_steps)
+        self.power = float(power)
+
+    def __call__(self, step: int) -> float:
+        if self.power == 0 or step <= 0:
+            return 1.0
+        return max(1.0 - step / max(self.total_steps, 1), 0.0) ** self.power
+
+
+class CINetModule(L.LightningModule):
+    """Model + loss + one stage of the schedule.
+
+    Args:
+        model: The CI-Net (``cinet.models.build_model``); ``model.build_kwargs`` goes into checkpoints.
+        loss: The :class:`cinet.losses.TotalLoss` of the variant.
+        stage: 1, 2 or 3.
+        lr: Learning rate of the new layers.
+        poly_power: Poly decay power per step (0 = constant).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        encoder_lr_mult: Learning-rate factor of the encoder.
+        num_classes: Number of segmentation classes.
+        ignore_index: Ignored label.
+        depth_metric_kwargs: ``DepthMetrics`` arguments (reduction, min_depth, max_depth, crop).
+        eval_size: Network input size at evaluation, or None (native resolution).
+        channels_last: Channels-last model and inputs.
+        max_nonfinite: Consecutive non-finite steps tolerated.
+        payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git).
+        palette: Class colours for the TensorBoard images.
+        mean: Image normalisation mean (to show inputs).
+        std: Image normalisation std.
+        num_vis: Images in the validation grid (0: none).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        *,
+        stage: int = 3,
+        lr: float = 2e-4,
+        poly_power: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        encoder_lr_mult: float = 0.1,
+        num_classes: int,
+        ignore_index: int = 255,
+        depth_metric_kwargs: dict[str, Any] | None = None,
+        eval_size: tuple[int, int] | None = None,
+        channels_last: bool = False,
+        max_nonfinite: int = 10,
+        payload: dict[str, Any] | None = None,
+        palette: list[list[int]] | None = None,
+        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        std: tuple[float, ...] = (0.229, 0.224, 0.225),
+        num_vis: int = 4,
+    ) -> None:
+        super().__init__()
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
+        self.model = model
+        self.loss = loss
+        self.stage = stage
+        self.lr = lr
+        self.poly_power = poly_power
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.encoder_lr_mult = encoder_lr_mult
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.eval_size = tuple(eval_size) if eval_size else None
+        self.channels_last = channels_last
+        self.max_nonfinite = max_nonfinite
+        self.payload = dict(payload or {})
+        self.palette = palette
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.num_vis = num_vis
+        dkw = dict(depth_metric_kwargs or {})
+        self.val_depth = DepthMetrics(**dkw)
+        self.val_seg = SegMetrics(num_classes, ignore_index=ignore_index)
+        self.test_depth = DepthMetrics(**dkw)
+        self.test_seg = SegMetrics(num_classes, ignore_index=ignore_index)
+        self.nonfinite_streak = 0
+        self.nonfinite_total = 0
+        self.test_results: dict[str, Any] = {}
+        self._skip_step = False
+        # parameters of loss terms inactive in this stage get no gradient (keeps DDP's reducer happy)
+        uses_con = bool(getattr(loss, "use_consistency", False)) and stage >= 3
+        for p in loss.parameters():
+            p.requires_grad_(uses_con)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    @property
+    def uses_sum(self) -> bool:
+        return getattr(self.model, "sum", None) is not None
+
+    def _images(self, batch: dict[str, Any]) -> torch.Tensor:
+        images = batch["image"]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def forward(self, images: torch.Tensor, ideal_labels: torch.Tensor | None = None) -> Any:
+        return self.model(images, ideal_labels=ideal_labels)
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        ideal = batch["labels"] if (self.stage == 1 and self.uses_sum) else None
+        out = self.model(self._images(batch), ideal_labels=ideal)
+        terms = self.loss(out, batch, stage=self.stage)
+        bs = batch["image"].shape[0]
+        for name, value in terms.items():
+            self.log(
+                f"train/{name}",
+                value.detach(),
+                on_step=True,
+                on_epoch=False,
+                prog_bar=name in PROGRESS_TERMS,
+                batch_size=bs,
+            )
+        opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
+        if opt is not None:
+            for group in opt.param_groups:
+                self.log(
+                    f"lr/{group.get('name', 'group')}",
+                    group["lr"],
+                    on_step=True,
+                    on_epoch=False,
+                    batch_size=bs,
+                )
+        return terms["total"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = self.model.parameter_groups()
+        loss_params = [p for p in self.loss.parameters() if p.requires_grad]
+        param_groups = [
+            {"params": groups["encoder"], "lr": self.lr * self.encoder_lr_mult, "name": "encoder"},
+            {"params": groups["new"], "lr": self.lr, "name": "new"},
+        ]
+        if loss_params:
+            param_groups.append({"params": loss_params, "lr": self.lr, "weight_decay": 0.0, "name": "loss"})
+        optimizer = torch.optim.SGD(
+            param_groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        # The total step count is set in on_train_start: asking Lightning for it here
+        # (estimated_stepping_batches) would build the train loader before a resumed run restores its position.
+        self._poly = PolyLR(0, self.poly_power)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._poly)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_train_start(self) -> None:
+        poly = getattr(self, "_poly", None)
+        if poly is not None:
+            poly.total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+
+    def _grads_finite(self, optimizer: torch.optim.Optimizer) -> bool:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return True
+        norms = torch._foreach_norm(grads)
+        return bool(torch.isfinite(torch.stack(norms)).all())
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Run the step unless the loss or a gradient is NaN/inf (then skip the update and warn)."""
+        scaler_handles_inf = str(self.trainer.precision) == "16-mixed"
+        raw_optimizer = getattr(optimizer, "optimizer", optimizer)
+
+        def closure() -> Any:
+            loss = optimizer_closure() if optimizer_closure is not None else None
+            finite = loss is None or bool(torch.isfinite(loss.detach()).all())
+            if not scaler_handles_inf:
+                finite = finite and self._grads_finite(raw_optimizer)
+            self._skip_step = not finite
+            if not finite and not scaler_handles_inf:
+                raw_optimizer.zero_grad(set_to_none=True)  # SGD skips params without grad: no update
+            return loss
+
+        optimizer.step(closure=closure)
+        if self._skip_step:
+            self.nonfinite_streak += 1
+            self.nonfinite_total += 1
+            log.warning(
+                "non-finite loss/gradients at step %d (stage %d): update skipped (%d in a row, limit %d)",
+                self.global_step,
+                self.stage,
+                self.nonfinite_streak,
+                self.max_nonfinite,
+            )
+            if self.nonfinite_streak > self.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"training stopped at stage {self.stage}, step {self.global_step}: {self.nonfinite_streak} "
+                    "consecutive non-finite losses/gradients (train.max_nonfinite); the last checkpoint "
+                    "written before is kept — lower the learning rate or check the data"
+                )
+        else:
+            self.nonfinite_streak = 0
+
+    # ------------------------------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth [B,1,H,W] and seg logits [B,C,H,W] at the input resolution (``eval_size`` policy applied)."""
+        h, w = images.shape[-2:]
+        x = images
+        if self.eval_size is not None and (h, w) != self.eval_size:
+            x = F.interpolate(images, size=self.eval_size, mode="bilinear", align_corners=False)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        depth, logits = out.depth.float(), out.seg_logits.float()
+        if depth.shape[-2:] != (h, w):
+            depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        return depth, logits
+
+    def _eval_step(self, batch: dict[str, Any], depth_m: DepthMetrics, seg_m: SegMetrics) -> tuple:
+        depth, logits = self.predict_batch(self._images(batch))
+        pred_labels = logits.argmax(1)
+        depth_m.update(depth, batch["depth"])
+        seg_m.update(pred_labels, batch["labels"])
+        return depth, pred_labels
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        depth, pred_labels = self._eval_step(batch, self.val_depth, self.val_seg)
+        if batch_idx == 0 and self.num_vis > 0:
+            self._log_images(batch, depth, pred_labels)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._compute(self.val_depth, self.val_seg)
+        for key, value in metrics.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.log(f"val/{key}", value, prog_bar=key in ("delta1", "rms", "miou"), sync_dist=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_depth, self.test_seg)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._compute(self.test_depth, self.test_seg)
+        for key, value in self.test_results.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.log(f"test/{key}", value, sync_dist=True)
+
+    @staticmethod
+    def _compute(depth_m: DepthMetrics, seg_m: SegMetrics) -> dict[str, Any]:
+        """Synchronised (torchmetrics) depth + segmentation metrics as plain floats; resets the metrics."""
+        out: dict[str, Any] = {}
+        d = depth_m.compute()
+        s = seg_m.compute()
+        for src in (d, s):
+            for k, v in src.items():
+                if isinstance(v, torch.Tensor):
+                    v = v.tolist() if v.ndim else float(v)
+                out[k] = v
+        n_images = getattr(depth_m, "n_images", None)
+        if n_images is not None:
+            with depth_m.sync_context():  # the count over all ranks (compute() restores local states)
+                out["num_images"] = int(depth_m.n_images) + int(depth_m.n_skipped)
+        depth_m.reset()
+        seg_m.reset()
+        return out
+
+    def _log_images(self, batch: dict[str, Any], depth: torch.Tensor, pred_labels: torch.Tensor) -> None:
+        logger = self.logger
+        experiment = getattr(logger, "experiment", None) if logger is not None else None
+        if experiment is None or not hasattr(experiment, "add_image") or self.global_rank != 0:
+            return
+        from cinet.engine.callbacks import visual_grid
+
+        grid = visual_grid(
+            batch["image"][: self.num_vis].detach().cpu(),
+            batch["depth"][: self.num_vis].detach().cpu(),
+            depth[: self.num_vis].detach().cpu(),
+            batch["labels"][: self.num_vis].detach().cpu(),
+            pred_labels[: self.num_vis].detach().cpu(),
+            palette=self.palette,
+            mean=self.mean,
+            std=self.std,
+        )
+        experiment.add_image(f"val/stage{self.stage}", grid, self.global_step, dataformats="HWC")
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        payload = cinet_payload(
+            dict(getattr(self.model, "build_kwargs", {})),
+            self.payload.get("dataset"),
+            self.payload.get("config"),
+            self.payload.get("git"),
+        )
+        payload["stage"] = self.stage
+        payload["nonfinite_skipped"] = self.nonfinite_total
+        checkpoint["cinet"] = payload
+        np_state = np.random.get_state()
+        checkpoint["rng"] = {
+            "torch": torch.random.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [
+                np_state[0],
+                np_state[1].tolist(),
+                int(np_state[2]),
+                int(np_state[3]),
+                float(np_state[4]),
+            ],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        if not rng:
+            return
+        torch.random.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        n = rng.get("numpy")
+        if n:
+            np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+        if rng.get("python"):
+            py = rng["python"]
+            random.setstate((py[0], tuple(py[1]), py[2]))

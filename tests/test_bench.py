@@ -1,0 +1,126 @@
+"""Benchmarks run at tiny sizes and print valid JSON with the expected keys (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cinet import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    assert cli.main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_cli_module_does_not_import_torch() -> None:
+    code = (
+        "import argparse, sys; import cinet.bench.cli as c; p = argparse.ArgumentParser(); "
+        "c.add_arguments(p); print('torch' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"
+
+
+def test_attention_bench_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_file = tmp_path / "attention.json"
+    result = _run_cli(
+        [
+            "bench",
+            "attention",
+            "--tiny",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out_file),
+        ],
+        capsys,
+    )
+    assert json.loads(out_file.read_text()) == result
+    assert result["benchmark"] == "attention"
+    assert "ru_maxrss" in result["memory_method"]
+    (row,) = result["results"]
+    assert (row["B"], row["N"], row["C"], row["D"]) == (2, 300, 32, 16)
+    for impl in ("naive", "tiled"):
+        assert row[impl]["impl"] == impl
+        assert row[impl]["resolved_impl"] == impl
+        assert row[impl]["peak_bytes"] >= 0
+        assert row[impl]["median_s"] > 0
+        assert row[impl]["tensor_peak_bytes"] > 0
+    assert row["memory_ratio_naive_over_tiled"] >= 0  # RSS deltas of tiny sizes may be 0 (heap reuse)
+    assert row["time_ratio_naive_over_tiled"] > 0
+    assert row["min_time_ratio_naive_over_tiled"] > 0
+    assert row["tensor_memory_ratio_naive_over_tiled"] > 1  # the naive path does hold B x N x N maps
+
+
+def test_attention_bench_skips_naive_that_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cinet.bench import attention
+
+    monkeypatch.setattr(attention, "available_ram_bytes", lambda: 1000)
+    monkeypatch.setattr(
+        attention, "_measure_fresh", lambda impl, *a: {"impl": impl, "peak_bytes": 1, "median_s": 1.0}
+    )
+    result = attention.run_attention("1x32768x512x64", device="cpu", repeat=1, warmup=0)
+    (row,) = result["results"]
+    assert "skipped" in row["naive"]
+    assert row["tiled"]["impl"] == "tiled"
+    assert "memory_ratio_naive_over_tiled" not in row
+    assert row["estimated_naive_bytes"] > 32 * 2**30
+
+
+def test_parse_sizes_rejects_bad_input() -> None:
+    from cinet.bench.attention import parse_sizes
+
+    assert parse_sizes("8x4800x512x64, 1x10x2x3") == [(8, 4800, 512, 64), (1, 10, 2, 3)]
+    with pytest.raises(ValueError, match="BxNxCxD"):
+        parse_sizes("8x4800x512")
+
+
+def test_train_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = "bench train-step --tiny --height 32 --width 40 --modes fp32,bf16_channels_last --repeat 1 --warmup 0 --profile 5"
+    result = _run_cli(
+        [*argv.split(), "--device", "cpu"],
+        capsys,
+    )
+    assert result["benchmark"] == "train-step"
+    assert result["settings"]["encoder"] == "resnet18"
+    assert result["flops_per_image"]["train_step"] > result["flops_per_image"]["forward"] > 0
+    assert [r["mode"] for r in result["rows"]] == ["fp32", "bf16_channels_last"]
+    for row in result["rows"]:
+        assert "error" not in row, row
+        assert row["images_per_s"] > 0
+        assert row["achieved_flops_per_s"] > 0
+    assert result["rows"][1]["bf16"] and result["rows"][1]["channels_last"]
+    top = result["rows"][0]["profile_top_ops"]
+    assert len(top) == 5 and all(t["self_s"] >= 0 and t["op"] for t in top)
+
+
+def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _run_cli(
+        ["bench", "inference", "--tiny", "--height", "32", "--width", "40", "--repeat", "1", "--warmup", "0"],
+        capsys,
+    )
+    assert result["benchmark"] == "inference"
+    assert [r["runtime"] for r in result["rows"]] == ["pytorch-eager", "onnxruntime"]
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    assert result["max_abs_output_diff"] < 1e-2  # both ran the same network
+    assert result["speedup_onnxruntime_over_eager"] > 0
+
+
+@pytest.mark.parametrize("script", ["attention", "train_step", "inference"])
+def test_bench_scripts_show_help(script: str) -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "bench" / f"{script}.py"), "--help"], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    assert "--tiny" in res.stdout

@@ -1,0 +1,438 @@
+"""Bad input through the command line: exit code 2, one line naming the file or key, nothing overwritten.
+
+Each test is one row of the table in ``docs/reliability.md``. Every case runs ``cinet.cli.main`` in-process and
+checks (1) the return code, (2) that stderr is exactly one line ``error: ...`` that names the file or key and
+holds no traceback, (3) that outputs written before the failing command are byte-for-byte unchanged and that
+no new output (file or folder) appeared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from cinet.cli import main
+from cinet.errors import CinetError, DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+H, W = 6, 8
+SENTINEL = b"previous output, must survive\n"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes); folders listed with ``b"<dir>"``."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], rc: int, *needles: str) -> str:
+    """Assert exit code 2 and a single ``error:`` line on stderr containing every needle; return it."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith("error: "), line
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
+def write_folder(
+    root: Path, stems: tuple[str, ...] = ("a", "b", "c"), size: tuple[int, int] = (H, W)
+) -> Path:
+    """A folder dataset (rgb/ depth/ labels/ + classes.json with 4 classes)."""
+    rng = np.random.default_rng(1)
+    h, w = size
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "rgb" / f"{stem}.png")
+        Image.fromarray(rng.integers(1, 20000, (h, w), dtype=np.uint16)).save(root / "depth" / f"{stem}.png")
+        Image.fromarray(rng.integers(0, 4, (h, w), dtype=np.uint8), mode="L").save(
+            root / "labels" / f"{stem}.png"
+        )
+    (root / "classes.json").write_text(json.dumps(["wall", "floor", "chair", "table"]))
+    return root
+
+
+def write_nyu(root: Path, depth_fill: dict[tuple[int, int, int], float] | None = None) -> Path:
+    """A 3-image NYUv2 labelled .mat (HDF5, transposed as MATLAB stores it) + splits.mat (train 1, 3)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, H, W, 3), dtype=np.uint8)
+    depths = rng.uniform(0.5, 9.5, size=(3, H, W)).astype(np.float32)
+    for (i, y, x), v in (depth_fill or {}).items():
+        depths[i, y, x] = v
+    raw = rng.integers(0, 895, size=(3, H, W)).astype(np.uint16)
+    root.mkdir(parents=True, exist_ok=True)
+    with h5py.File(root / "nyu_depth_v2_labeled.mat", "w") as f:
+        f["images"] = np.stack([im.transpose(2, 1, 0) for im in images])
+        f["depths"] = np.stack([d.T for d in depths])
+        f["labels"] = np.stack([r.T for r in raw])
+    scipy.io.savemat(
+        root / "splits.mat", {"trainNdxs": np.array([[1], [3]], np.uint16), "testNdxs": np.array([[2]])}
+    )
+    return root
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An output folder that already holds a preview from an earlier run (must survive a failing command)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "folder_train_preview.png").write_bytes(SENTINEL)
+    (folder / "nyuv2_train_preview.png").write_bytes(SENTINEL)
+    return folder
+
+
+def preview(root: Path, out: Path, name: str = "folder", *extra: str) -> int:
+    return main(["data", "preview", name, "--root", str(root), "--num", "8", "--out", str(out), *extra])
+
+
+def preview_fails(
+    capsys: pytest.CaptureFixture[str], root: Path, out: Path, *needles: str, name: str = "folder"
+) -> str:
+    before = snapshot(out)
+    line = one_line_error(capsys, preview(root, out, name), *needles)
+    assert snapshot(out) == before
+    return line
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+
+def test_dataset_root_missing(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    preview_fails(capsys, tmp_path / "no_such_root", out, str(tmp_path / "no_such_root"), "root not found")
+
+
+def test_file_in_split_list_missing(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_folder(tmp_path / "ds")
+    (root / "train.txt").write_text("a\nghost\nb\n")
+    preview_fails(capsys, root, out, str(root / "rgb" / "ghost.png"), "listed in train.txt not found")
+    # the RGB exists but its depth map does not
+    (root / "train.txt").write_text("a\nb\n")
+    (root / "depth" / "b.png").unlink()
+    preview_fails(capsys, root, out, str(root / "depth" / "b.png"), "missing")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_or_truncated_image(
+    tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    root = write_folder(tmp_path / "ds", size=(48, 64))
+    bad = root / "rgb" / "b.png"
+    data = bad.read_bytes()
+    bad.write_bytes(b"this is not a PNG" * 10 if damage == "garbage" else data[: len(data) * 2 // 3])
+    line = preview_fails(capsys, root, out, str(bad), "cannot read image")
+    assert "sample 1 of folder/train" in line
+
+
+def test_truncated_hdf5(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_nyu(tmp_path / "nyu")
+    mat = root / "nyu_depth_v2_labeled.mat"
+    data = mat.read_bytes()
+    mat.write_bytes(data[: len(data) // 2])
+    preview_fails(capsys, root, out, str(mat), "truncated HDF5 file", name="nyuv2")
+
+
+def test_depth_png_wrong_dtype(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_folder(tmp_path / "ds")
+    Image.fromarray(np.full((H, W), 7, np.uint8), mode="L").save(root / "depth" / "b.png")  # 8-bit
+    preview_fails(capsys, root, out, str(root / "depth" / "b.png"), "expected a 16-bit single-channel PNG")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / "depth" / "b.png")  # colour
+    preview_fails(capsys, root, out, str(root / "depth" / "b.png"), "mode 'RGB'")
+
+
+def test_rgb_depth_label_sizes_differ(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_folder(tmp_path / "ds")
+    Image.fromarray(np.ones((H + 2, W), np.uint16)).save(root / "depth" / "c.png")
+    preview_fails(capsys, root, out, str(root / "depth" / "c.png"), f"image {H}x{W}, depth {H + 2}x{W}")
+    Image.fromarray(np.ones((H, W), np.uint16)).save(root / "depth" / "c.png")
+    Image.fromarray(np.zeros((H, W + 1), np.uint8), mode="L").save(root / "labels" / "c.png")
+    preview_fails(capsys, root, out, str(root / "labels" / "c.png"), f"labels {H}x{W + 1}")
+
+
+def test_label_out_of_range(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_folder(tmp_path / "ds")
+    labels = np.zeros((H, W), np.uint8)
+    labels[0, 0] = 255  # ignore: fine
+    labels[3, 4] = 4  # 4 classes: 0..3
+    Image.fromarray(labels, mode="L").save(root / "labels" / "a.png")
+    preview_fails(capsys, root, out, str(root / "labels" / "a.png"), "label value 4 outside 0..3")
+
+
+def test_nonfinite_depth_is_masked_with_warning(
+    tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_nyu(tmp_path / "nyu", {(0, 1, 2): np.nan, (0, 2, 3): np.inf, (0, 3, 3): -np.inf})
+    with caplog.at_level(logging.WARNING):
+        assert preview(root, out, "nyuv2") == 0
+    assert (
+        "3 non-finite depth values set to 0" in caplog.text and "nyu_depth_v2_labeled.mat[1]" in caplog.text
+    )
+    assert (out / "nyuv2_train_preview.png").read_bytes() != SENTINEL  # a real preview replaced the old one
+    from cinet.data import load_dataset
+
+    depth = load_dataset("nyuv2", root, "train")[0]["depth"][0]
+    assert torch.isfinite(depth).all()
+    assert depth[1, 2] == 0 and depth[2, 3] == 0 and depth[3, 3] == 0 and (depth > 0).sum() == H * W - 3
+
+
+def test_empty_image_folder(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "ds"
+    (root / "rgb").mkdir(parents=True)
+    (root / "classes.json").write_text('["wall"]')
+    preview_fails(capsys, root, out, str(root / "rgb"), "no images")
+    # predict on an empty folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(
+        ["predict", "--checkpoint", str(tmp_path / "unused.ckpt"), str(empty), "--out", str(tmp_path / "p")]
+    )
+    one_line_error(capsys, rc, str(empty), "folder has no images")
+    assert not (tmp_path / "p").exists()
+
+
+def test_batch_of_different_image_sizes(tmp_path: Path) -> None:
+    """Images of different sizes without data.image_size / crop_size: one line naming the samples."""
+    from cinet.data import collate, load_dataset
+
+    root = write_folder(tmp_path / "ds", stems=("a",))
+    write_folder(tmp_path / "ds", stems=("b",), size=(H + 2, W))
+    ds = load_dataset("folder", root)
+    with pytest.raises(
+        DataError, match=r"folder/a: samples of one batch differ in 'image' size .*set data.image_size"
+    ):
+        collate([ds[0], ds[1]])
+
+
+# ------------------------------------------------------------------------------------------------ worker errors
+
+
+class _Explode:
+    """A transform that fails on one sample with a non-cinet exception (a decoder or augmentation bug)."""
+
+    def __init__(self, bad_id: str):
+        self.bad_id = bad_id
+
+    def __call__(self, sample: dict) -> dict:
+        if sample["meta"]["id"] == self.bad_id:
+            raise ValueError("operands could not be broadcast together\nwith shapes (3,) (4,)")
+        return sample
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_worker_error_names_the_sample(tmp_path: Path, num_workers: int) -> None:
+    from cinet.data import collate, load_dataset
+
+    root = write_folder(tmp_path / "ds")
+    # a corrupt file: the DataError of the worker arrives as the same one line (not the worker's traceback)
+    bad = root / "rgb" / "b.png"
+    bad.write_bytes(b"junk")
+    loader = torch.utils.data.DataLoader(
+        load_dataset("folder", root), batch_size=1, num_workers=num_workers, collate_fn=collate
+    )
+    with pytest.raises(DataError) as info:
+        list(loader)
+    msg = str(info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    assert msg.startswith(f"{bad}: cannot read image") and msg.endswith("[sample 1 of folder/train]")
+    write_folder(root)
+    # any other exception while reading a sample becomes a DataError naming dataset, index and file
+    ds = load_dataset("folder", root, transform=_Explode("folder/c"))
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=num_workers, collate_fn=collate)
+    with pytest.raises(DataError) as info:
+        list(loader)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg == (
+        f"{root / 'rgb' / 'c.png'}: cannot load sample 2 of folder/train "
+        "(ValueError: operands could not be broadcast together)"
+    )
+    if num_workers:
+        assert any("Original Traceback" in note for note in info.value.__notes__)  # kept for --debug
+
+
+def test_worker_message_unwrapping_keeps_plain_messages() -> None:
+    assert str(CinetError("a.png: bad")) == "a.png: bad"
+    wrapped = (
+        "Caught DataError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    g()\ncinet.errors.DataError: a.png: cannot read image\n'
+    )
+    err = DataError(wrapped)
+    assert str(err) == "a.png: cannot read image" and err.__notes__ == [wrapped]
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), "model.chanels=64"])
+    one_line_error(capsys, rc, "'model.chanels'", "did you mean 'model.channels'")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"defaults: {SMOKE}\ntrain:\n  max_nonfinit: 3\n")
+    rc = main(["train", "--config", str(bad), "--run-dir", str(run_dir)])
+    one_line_error(capsys, rc, str(bad), "'train.max_nonfinit'")
+    assert not run_dir.exists()
+
+
+def test_config_value_of_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), "train.seed=abc"])
+    one_line_error(capsys, rc, "'train.seed'", "expected int", "'abc'")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"defaults: {SMOKE}\ndata:\n  batch_size: [4]\n")
+    rc = main(["train", "--config", str(bad), "--run-dir", str(run_dir)])
+    one_line_error(capsys, rc, str(bad), "'data.batch_size'", "expected int")
+    assert not run_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A good tiny checkpoint and three whose weights belong to another variant / class count / encoder."""
+    from cinet.checkpoint import save_model_checkpoint
+    from inference_fixtures import save_tiny_checkpoint, tiny_info, tiny_model
+
+    folder = tmp_path_factory.mktemp("ckpts")
+    paths = {"good": save_tiny_checkpoint(folder / "good.ckpt")}
+    _, kwargs = tiny_model("cinet")
+    for name, (variant, over) in {
+        "variant": ("fsm", {}),
+        "classes": ("cinet", {"num_classes": 7}),
+        "encoder": ("cinet", {"encoder": "resnet34"}),
+    }.items():
+        model, _ = tiny_model(variant, **over)
+        paths[name] = save_model_checkpoint(folder / f"{name}.ckpt", model, kwargs, tiny_info())
+    data = paths["good"].read_bytes()
+    paths["truncated"] = folder / "truncated.ckpt"
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    return paths
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    from inference_fixtures import synthetic_image
+
+    path = tmp_path / "img.png"
+    Image.fromarray(synthetic_image(40, 56)).save(path)
+    return path
+
+
+@pytest.fixture
+def pred_out(tmp_path: Path) -> Path:
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    (folder / "img_depth.png").write_bytes(SENTINEL)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("which", "needle"),
+    [
+        ("variant", "variant differs (weights: SUM no, sharing fsm; model 'cinet': SUM yes"),
+        ("classes", "class count differs (weights have 7 classes, model has 5)"),
+        ("encoder", "encoder differs (weights are resnet34, model is resnet18)"),
+        ("truncated", "cannot read checkpoint, truncated"),
+    ],
+)
+def test_checkpoint_does_not_fit(
+    ckpts: dict[str, Path],
+    image: Path,
+    pred_out: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    which: str,
+    needle: str,
+) -> None:
+    before = snapshot(pred_out)
+    rc = main(["predict", "--checkpoint", str(ckpts[which]), str(image), "--out", str(pred_out)])
+    one_line_error(capsys, rc, str(ckpts[which]), needle)
+    assert snapshot(pred_out) == before
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(SENTINEL)
+    rc = main(["export", "--checkpoint", str(ckpts[which]), "--onnx", str(onnx), "--no-check"])
+    one_line_error(capsys, rc, str(ckpts[which]), needle)
+    assert onnx.read_bytes() == SENTINEL
+
+
+def test_truncated_checkpoint_in_eval(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["eval", "--checkpoint", str(ckpts["truncated"]), "--out", str(tmp_path / "ev")])
+    one_line_error(capsys, rc, str(ckpts["truncated"]), "truncated")
+    assert not (tmp_path / "ev").exists()
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+
+@pytest.mark.parametrize("content", [b"plain text, not pixels\n", b"\x89PNG\r\n\x1a\n" + b"\0" * 64])
+def test_non_image_given_to_predict(
+    ckpts: dict[str, Path],
+    image: Path,
+    pred_out: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(content)
+    before = snapshot(pred_out)
+    # the good image comes first: nothing is written for it either (every input is checked before any output)
+    rc = main(["predict", "--checkpoint", str(ckpts["good"]), str(image), str(bad), "--out", str(pred_out)])
+    one_line_error(capsys, rc, str(bad), "not an image")
+    assert snapshot(pred_out) == before
+
+
+def test_truncated_image_given_to_predict(
+    ckpts: dict[str, Path], image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "cut.png"
+    data = image.read_bytes()
+    bad.write_bytes(data[: len(data) * 2 // 3])
+    rc = main(["predict", "--checkpoint", str(ckpts["good"]), str(bad), "--out", str(tmp_path / "new")])
+    one_line_error(capsys, rc, str(bad), "truncated")
+    assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def test_output_directory_cannot_be_written(
+    ckpts: dict[str, Path], image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tests run as root (chmod does not stop root): a path below an existing *file* can never be created
+    blocker = tmp_path / "file.txt"
+    blocker.write_bytes(SENTINEL)
+    target = blocker / "out"
+    rc = main(["predict", "--checkpoint", str(ckpts["good"]), str(image), "--out", str(target)])
+    one_line_error(capsys, rc, str(target), "not writable")
+    rc = main(["export", "--checkpoint", str(ckpts["good"]), "--onnx", str(target / "m.onnx"), "--no-check"])
+    one_line_error(capsys, rc, str(blocker))
+    rc = main(["data", "preview", "synthetic", "--num", "1", "--out", str(target), "size=[32,40]"])
+    one_line_error(capsys, rc, str(target))
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(target / "run")])
+    one_line_error(capsys, rc, str(blocker))
+    assert blocker.read_bytes() == SENTINEL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "img.png"]
