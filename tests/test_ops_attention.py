@@ -413,3 +413,19 @@ def test_triton_kernels_compile_for_sm90_without_gpu(
     )
     if dtype == "fp32":  # the BCE always runs in float32
         _compile_for_sm90(tk._softplus_rows, {"A": ptr, "B": ptr, "W": ptr, "Out": ptr}, blocks)
+
+
+@pytest.mark.slow  # ~20 s of compilation on CPU
+def test_tiled_paths_work_under_torch_compile() -> None:
+    q, k, v, labels = _inputs(2, 70, 16, 32, torch.float32)
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+
+    def f(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        y = sigmoid_attention(a, b, c, scale=1 / 70, impl="tiled", tile_size=16)
+        return y.square().sum() + attention_bce(a, b, labels, ignore_index=IGNORE, impl="tiled", tile_size=16)
+
+    ref = f(*xs)
+    out = torch.compile(f)(*xs)
+    _assert_close(out, ref, 1e-5, 1e-6)
+    for g, g_ref in zip(_grads(out, *xs), _grads(ref, *xs)):
+        _assert_close(g, g_ref, 1e-5, 1e-6)
