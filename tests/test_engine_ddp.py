@@ -1,4 +1,7 @@
-"""Two-process DDP on CPU (gloo) through the real command line: Lightning launches the second process."""
+"""Two-process DDP on CPU (gloo) through the real command line: Lightning launches the second process.
+
+About 15 s on an idle 2-core machine (under a minute when it is busy), so it is part of the default suite.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cinet.metrics import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_ddp_two_processes_cpu(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -206,3 +206,15 @@ def test_stage_plan_and_trainer_kwargs() -> None:
     assert kw["strategy"] == "ddp_find_unused_parameters_true"  # SUM's Q/K get no gradient in stage 1
     assert kw["devices"] == 2 and kw["precision"] == "32-true" and kw["use_distributed_sampler"] is False
     assert runner._trainer_kwargs(cfg, StageConfig(stage=2), uses_sum=True)["strategy"] == "ddp"
+
+
+def test_class_weight_modes() -> None:
+    cfg = load_config(SMOKE)
+    info = runner.build_datamodule(cfg).info
+    assert runner._class_weights(cfg, None, info) is None  # "batch": Eq. 12 weights per batch, in the loss
+    cfg = load_config(SMOKE, ["loss.class_weights=none"])
+    assert torch.equal(runner._class_weights(cfg, None, info), torch.ones(info.num_classes))
+    cfg = load_config(SMOKE, ["loss.class_weights=dataset"])
+    w = runner._class_weights(cfg, None, info)
+    assert w.shape == (info.num_classes,) and bool(((w >= 0) & (w <= 1)).all())
+    assert int(w.argmin()) == info.class_names.index("wall")  # the most frequent class gets the lowest weight

@@ -87,14 +87,14 @@ def write_ablation(
     lines = [
         "# Ablation",
         "",
-        f"Config: `{meta['config']}`"
+        f"- Config: `{meta['config']}`"
         + (f" with `{' '.join(meta['overrides'])}`" if meta["overrides"] else ""),
-        f"Command: `{meta['command']}`",
-        f"Code: git `{meta['git']}`; seeds {meta['seeds']}; stages (stage, epochs, lr) {meta['stages']}",
-        f"Hardware: {hw.get('cpu')} ({hw.get('cpu_count')} CPUs, torch threads {hw.get('torch_threads')})"
+        f"- Command: `{meta['command']}`",
+        f"- Code: git `{meta['git']}`; seeds {meta['seeds']}; stages (stage, epochs, lr) {meta['stages']}",
+        f"- Hardware: {hw.get('cpu')} ({hw.get('cpu_count')} CPUs, torch threads {hw.get('torch_threads')})"
         + (f", GPU {', '.join(hw['gpu'])}" if hw.get("gpu") else "")
         + f"; torch {hw.get('torch')}",
-        f"Total wall time: {meta['wall_s']:.0f} s "
+        f"- Total wall time: {meta['wall_s']:.0f} s "
         + "("
         + ", ".join(f"{v} {r['wall_s']:.0f} s" for v, r in results.items())
         + ")",
@@ -113,7 +113,7 @@ def write_ablation(
 
 def _run_variant(args: argparse.Namespace, variant: str, seed: int, vdir: Path) -> dict[str, Any]:
     """Train + evaluate one variant / seed into ``vdir`` (reusing a finished run)."""
-    from cinet.config import load_config
+    from cinet.config import load_config, read_saved_git
     from cinet.engine.runner import train
 
     metrics_file = vdir / "metrics.json"
@@ -126,12 +126,14 @@ def _run_variant(args: argparse.Namespace, variant: str, seed: int, vdir: Path) 
             "metrics": {k: x for k, x in data.items() if k != "protocol"},
             "wall_s": float(sum(state.get("wall_s", {}).values())),
             "run_dir": str(vdir),
+            "git": read_saved_git(vdir / "config.yaml") if (vdir / "config.yaml").is_file() else None,
         }
     cfg = load_config(args.config, [*args.overrides, f"model.variant={variant}", f"train.seed={seed}"])
     print(f"[ablate] training {variant} (seed {seed}) -> {vdir}", flush=True)
     resume = (vdir / "state.json").is_file()
     res = train(cfg, vdir, resume=resume, overwrite=not resume)
-    return {"metrics": res["metrics"], "wall_s": res["wall_s"], "run_dir": str(vdir)}
+    git = read_saved_git(vdir / "config.yaml") if (vdir / "config.yaml").is_file() else None
+    return {"metrics": res["metrics"], "wall_s": res["wall_s"], "run_dir": str(vdir), "git": git}
 
 
 def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,9 +196,13 @@ def run(args: argparse.Namespace) -> int:
         "config": args.config,
         "overrides": list(args.overrides),
         "variants": variants,
-        "command": f"cinet ablate --config {args.config} --variants {','.join(variants)} --run-dir {run_dir}"
+        "command": f"cinet ablate --config {args.config} --variants {','.join(variants)}"
+        + (f" --seeds {args.seeds}" if args.seeds else "")
+        + f" --run-dir {run_dir}"
         + "".join(f" {o}" for o in args.overrides),
-        "git": git_revision(),
+        # the revisions that trained the runs (recorded in each run's config.yaml)
+        "git": ", ".join(sorted({str(r.get("git")) for rs in per_variant.values() for r in rs}))
+        or git_revision(),
         "seeds": seeds,
         "stages": [(s.stage, s.epochs, s.lr) for s in base.train.stages],
         "wall_s": sum(r["wall_s"] for r in results.values()),
