@@ -179,8 +179,9 @@ class RandomScale:
         return f"RandomScale({self.min_scale}, {self.max_scale})"
 
 
-class RandomCrop:
-    """Random crop of ``size`` (H, W); a smaller sample is first padded (bottom/right) with invalid/ignore."""
+class _Crop:
+    """Crop of ``size`` (H, W) at :meth:`_origin`; a smaller sample is first padded (bottom/right) with
+    invalid/ignore."""
 
     def __init__(self, size: int | Sequence[int]):
         self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -190,26 +191,31 @@ class RandomCrop:
         h, w = _size(sample)
         sample = _pad(sample, 0, max(0, ch - h), 0, max(0, cw - w))
         h, w = _size(sample)
-        top = int(torch.randint(0, h - ch + 1, ()).item())
-        left = int(torch.randint(0, w - cw + 1, ()).item())
+        top, left = self._origin(h - ch, w - cw)
         return _crop(sample, top, left, ch, cw)
+
+    def _origin(self, spare_h: int, spare_w: int) -> tuple[int, int]:
+        """(top, left) of the crop, given the rows/columns left over around it."""
+        raise NotImplementedError
+
+
+class RandomCrop(_Crop):
+    """Random crop of ``size`` (H, W); a smaller sample is first padded (bottom/right) with invalid/ignore."""
+
+    def _origin(self, spare_h: int, spare_w: int) -> tuple[int, int]:
+        top = int(torch.randint(0, spare_h + 1, ()).item())
+        left = int(torch.randint(0, spare_w + 1, ()).item())
+        return top, left
 
     def __repr__(self) -> str:
         return f"RandomCrop(size={self.size})"
 
 
-class CenterCrop:
+class CenterCrop(_Crop):
     """Centre crop of ``size`` (H, W) (padded with invalid/ignore like :class:`RandomCrop` when smaller)."""
 
-    def __init__(self, size: int | Sequence[int]):
-        self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-    def __call__(self, sample: Sample) -> Sample:
-        ch, cw = self.size
-        h, w = _size(sample)
-        sample = _pad(sample, 0, max(0, ch - h), 0, max(0, cw - w))
-        h, w = _size(sample)
-        return _crop(sample, (h - ch) // 2, (w - cw) // 2, ch, cw)
+    def _origin(self, spare_h: int, spare_w: int) -> tuple[int, int]:
+        return spare_h // 2, spare_w // 2
 
 
 class RandomHorizontalFlip:
