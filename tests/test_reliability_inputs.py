@@ -433,6 +433,13 @@ def test_output_directory_cannot_be_written(
     rc = main(["data", "preview", "synthetic", "--num", "1", "--out", str(target), "size=[32,40]"])
     one_line_error(capsys, rc, str(target))
     rc = main(["train", "--config", SMOKE, "--run-dir", str(target / "run")])
-    one_line_error(capsys, rc, str(blocker))
+    one_line_error(capsys, rc, str(target / "run"), "run directory cannot be created", str(blocker))
+    rc = main(["eval", "--checkpoint", str(ckpts["good"]), "--out", str(target)])  # checked before evaluating
+    one_line_error(capsys, rc, str(target), "cannot be created")
     assert blocker.read_bytes() == SENTINEL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "img.png"]
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="root not found"):
+        main(["--debug", "data", "preview", "folder", "--root", str(tmp_path / "missing")])

@@ -1,4 +1,4 @@
-"""Lightning plumbing: atomic checkpoint writes, the rolling ``last.ckpt``, TensorBoard image grids."""
+"""Lightning plumbing: atomic checkpoint writes, the rolling ``last.ckpt``, the per-step loss log, image grids."""
 
 from __future__ import annotations
 
@@ -13,11 +13,18 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from cinet.utils.io import atomic_save
+from cinet.utils.io import atomic_save, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AtomicCheckpointIO", "RollingCheckpoint", "StageProgressBar", "visual_grid"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "LossLog",
+    "RollingCheckpoint",
+    "StageProgressBar",
+    "read_losses",
+    "visual_grid",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -48,6 +55,8 @@ class RollingCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.global_step == self._last_saved_step or trainer.sanity_checking:
             return
+        if getattr(trainer.lightning_module, "nonfinite_streak", 0) > 0:
+            return  # keep the checkpoint of the last good step while updates are being skipped
         trainer.save_checkpoint(self.path)
         self._last_saved_step = trainer.global_step
         log.debug("saved %s at step %d", self.path, trainer.global_step)
@@ -75,6 +84,72 @@ class StageProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, pl_module)
         stage = getattr(pl_module, "stage", "?")
         self.train_progress_bar.set_description(f"stage {stage} epoch {trainer.current_epoch}")
+
+
+class LossLog(L.Callback):
+    """Append one CSV row per optimizer step to ``path`` (``stageN/losses.csv``), written and flushed at once.
+
+    Columns: ``step`` (global step after the update), ``epoch``, ``batch`` (index in the epoch), ``skipped``
+    (1: non-finite loss, no update), then the loss terms (``repr`` of the float: exact). Must run before
+    :class:`RollingCheckpoint` in the callback list, so that a checkpoint never holds a step whose row is not
+    written. When training (re)starts, the file is rewritten atomically with only its complete rows up to the
+    restored step: a resumed run continues it without gaps or duplicates. Only global rank 0 writes (its own
+    batch's losses).
+
+    Args:
+        path: CSV file.
+    """
+
+    TERMS = ("total", "depth", "berhu", "pair", "normal", "seg", "att", "con")
+    HEADER = ",".join(("step", "epoch", "batch", "skipped", *TERMS))
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        start = trainer.global_step  # 0, or the step restored from the checkpoint
+        keep = [self.HEADER]
+        if self.path.is_file():
+            complete = self.path.read_text(encoding="utf-8").split("\n")[1:-1]  # the last piece may be torn
+            for line in complete:
+                step = line.split(",", 1)[0]
+                if step.isdigit() and int(step) <= start and line.count(",") == self.HEADER.count(","):
+                    keep.append(line)
+        atomic_write_text(self.path, "\n".join(keep) + "\n")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole stage
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._fh is None:
+            return
+        terms = getattr(pl_module, "last_terms", None) or {}
+        skipped = int(bool(getattr(pl_module, "_skip_step", False)))
+        names = [k for k in self.TERMS if k in terms]
+        floats = torch.stack([terms[k].float() for k in names]).tolist() if names else []  # one device sync
+        found = dict(zip(names, floats))
+        values = [repr(found[k]) if k in found else "" for k in self.TERMS]
+        row = [str(trainer.global_step), str(trainer.current_epoch), str(batch_idx), str(skipped)]
+        self._fh.write(",".join(row + values) + "\n")
+        self._fh.flush()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_losses(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a :class:`LossLog` CSV as dicts of floats (``nan`` kept; empty cells left out)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    names = lines[0].split(",")
+    rows = []
+    for line in lines[1:]:
+        rows.append({k: float(v) for k, v in zip(names, line.split(",")) if v != ""})
+    return rows
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

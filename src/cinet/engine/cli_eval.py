@@ -64,7 +64,10 @@ def evaluate_checkpoint(
     if not kwargs:
         raise CheckpointError(f"{checkpoint}: no model arguments stored in checkpoint['cinet']['model']")
     kwargs["encoder_weights"] = None  # the checkpoint holds the trained weights
-    model = build_model(**kwargs)
+    try:
+        model = build_model(**kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{checkpoint}: cannot build the model it describes ({exc})") from None
     info = dataset_info(cfg.data)
     trained_classes = int(kwargs.get("num_classes", info.num_classes))
     if trained_classes != info.num_classes:
@@ -83,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
     """Print the metrics table with its protocol line; write ``metrics.json`` atomically."""
     from cinet.engine.runner import global_rank, write_metrics
     from cinet.metrics import format_table
+    from cinet.utils.io import check_writable_dir
 
     quiet_lightning(getattr(args, "verbose", 0))
+    check_writable_dir(Path(args.out) if args.out else Path(args.checkpoint).parent)  # before the evaluation
     metrics, protocol, cfg = evaluate_checkpoint(
         args.checkpoint, config=args.config, overrides=args.overrides, split=args.split
     )

@@ -99,16 +99,17 @@ class CachedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if index not in self._cache:
-            self._cache[index] = to_tensor_sample(self.dataset._load(index), self.info)
-        raw = self._cache[index]
-        sample = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()}
-        sample["meta"] = dict(raw["meta"])
-        transform = self.dataset.transform
-        if transform is not None:
-            sample = transform(sample)
-        if not sample["meta"].pop("normalized", False):
-            sample["image"] = normalize_image(sample["image"], self.info.mean, self.info.std)
+        with self.dataset.sample_context(index):  # a failure names the sample (dataset, index, file)
+            if index not in self._cache:
+                self._cache[index] = to_tensor_sample(self.dataset._load(index), self.info)
+            raw = self._cache[index]
+            sample = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()}
+            sample["meta"] = dict(raw["meta"])
+            transform = self.dataset.transform
+            if transform is not None:
+                sample = transform(sample)
+            if not sample["meta"].pop("normalized", False):
+                sample["image"] = normalize_image(sample["image"], self.info.mean, self.info.std)
         return sample
 
 

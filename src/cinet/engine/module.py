@@ -138,6 +138,7 @@ class CINetModule(L.LightningModule):
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         self.test_results: dict[str, Any] = {}
+        self.last_terms: dict[str, torch.Tensor] = {}  # loss terms of the latest training step
         self._skip_step = False
         # parameters of loss terms inactive in this stage get no gradient (keeps DDP's reducer happy)
         uses_con = bool(getattr(loss, "use_consistency", False)) and stage >= 3
@@ -169,6 +170,7 @@ class CINetModule(L.LightningModule):
         ideal = batch["labels"] if (self.stage == 1 and self.uses_sum) else None
         out = self.model(self._images(batch), ideal_labels=ideal)
         terms = self.loss(out, batch, stage=self.stage)
+        self.last_terms = {k: v.detach() for k, v in terms.items()}  # read by the loss log (no sync here)
         bs = batch["image"].shape[0]
         for name, value in terms.items():
             self.log(
@@ -373,6 +375,9 @@ class CINetModule(L.LightningModule):
             ],
             "python": random.getstate(),
         }
+        generator = getattr(self.loss, "generator", None)  # L_pair's own generator, when one is set
+        if generator is not None:
+            checkpoint["rng"]["loss_generator"] = generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("rng")
@@ -387,3 +392,6 @@ class CINetModule(L.LightningModule):
         if rng.get("python"):
             py = rng["python"]
             random.setstate((py[0], tuple(py[1]), py[2]))
+        generator = getattr(self.loss, "generator", None)
+        if generator is not None and rng.get("loss_generator") is not None:
+            generator.set_state(rng["loss_generator"])

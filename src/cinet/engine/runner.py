@@ -7,6 +7,7 @@ Run directory layout::
       state.json           which stages are complete, whether the final evaluation ran
       stage1/last.ckpt     rolling checkpoint of stage 1 (final weights once the stage is complete)
       stage1/config.yaml   config that trained the stage
+      stage1/losses.csv    one row per optimizer step: step, epoch, batch, skipped, loss terms (exact floats)
       stage2/ stage3/      same
       last.ckpt            copy of the final stage's checkpoint
       tb/stageN/           TensorBoard logs (loss terms, lr, val metrics, image grid)
@@ -33,6 +34,7 @@ from cinet.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+LOSS_LOG = "losses.csv"
 RUN_DIR_ENV = "CINET_RUN_DIR"
 
 __all__ = [
@@ -233,32 +235,43 @@ def load_weights(module: Any, path: str | Path) -> None:
 
     ckpt = read_checkpoint(path)
     state = model_state_dict(ckpt)
-    own = module.model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or reshaped:
-        stored = ckpt.get("cinet", {}).get("model", {})
-        kw = getattr(module.model, "build_kwargs", {})
-        parts = [
-            f"{len(keys)} {what} (e.g. {keys[0]})"
-            for keys, what in (
-                (missing, "missing"),
-                (unexpected, "unexpected"),
-                (reshaped, "of another shape"),
-            )
-            if keys
-        ]
-        raise CheckpointError(
-            f"{path}: weights do not fit model.variant={kw.get('variant')!r} encoder={kw.get('encoder')!r} "
-            f"(checkpoint: variant={stored.get('variant')!r}, encoder={stored.get('encoder')!r}; "
-            f"{', '.join(parts)} parameters)"
-        )
+    check_fits(module.model, ckpt, path)
     module.model.load_state_dict(state)
     loss_state = {k[len("loss.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("loss.")}
     if loss_state:
         module.loss.load_state_dict(loss_state, strict=False)
     log.info("initialised weights from %s", path)
+
+
+def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` when the checkpoint's weights do not fit ``model``.
+
+    The message says what differs (variant, class count, encoder / channel widths), read from the weights.
+    """
+    from cinet.checkpoint import describe_mismatch, model_state_dict
+
+    state = model_state_dict(ckpt)
+    kwargs = dict(getattr(model, "build_kwargs", {}))
+    if not state:
+        raise CheckpointError(f"{path}: state_dict holds no 'model.*' weights")
+    own = model.state_dict()
+    diff = describe_mismatch(state, own, kwargs)
+    if diff is not None:
+        stored = (ckpt.get("cinet") or {}).get("model") or {}
+        counts = {
+            "unexpected": sum(k not in own for k in state),
+            "missing": sum(k not in state for k in own),
+            "of another shape": sum(
+                k in own and tuple(v.shape) != tuple(own[k].shape) for k, v in state.items()
+            ),
+        }
+        count_text = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        raise CheckpointError(
+            f"{path}: weights do not fit model.variant={kwargs.get('variant')!r} encoder={kwargs.get('encoder')!r} "
+            f"num_classes={kwargs.get('num_classes')} (checkpoint: variant={stored.get('variant')!r}, "
+            f"encoder={stored.get('encoder')!r}, num_classes={stored.get('num_classes')}): {diff} "
+            f"({count_text} parameters)"
+        )
 
 
 def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
@@ -454,6 +467,16 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         atomic_save(dst, lambda fh: shutil.copyfileobj(fh_in, fh, length=16 << 20))
 
 
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete ``.NAME.XXXX.tmp`` files left by a process killed while writing (see :mod:`cinet.utils.io`)."""
+    if global_rank() != 0 or not run_dir.is_dir():
+        return
+    for folder in [run_dir, *sorted(p for p in run_dir.glob("stage*") if p.is_dir())]:
+        for tmp in folder.glob(".*.tmp"):
+            log.info("removing %s (left by an interrupted write)", tmp)
+            tmp.unlink(missing_ok=True)
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 
@@ -482,16 +505,23 @@ def train(
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from cinet.engine.callbacks import RollingCheckpoint
+    from cinet.engine.callbacks import LossLog, RollingCheckpoint
+    from cinet.utils.io import check_writable_dir
 
     t0 = time.time()
     run_dir = Path(run_dir)
-    # check what can fail before anything is written: dataset, model options, init_from
-    info = build_datamodule(cfg).info
+    # check what can fail before anything is written: output folder, dataset (both splits), init_from
+    check_writable_dir(run_dir, "run directory")
+    preflight = build_datamodule(cfg)
+    info = preflight.info
+    preflight.dataset("train")
+    del preflight
     if cfg.init_from and not resume:
         load_weights(build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP children re-run the command: same run dir
     state = prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        _remove_stale_temporaries(run_dir)
     git = git_revision()
     plan = stage_plan(cfg)
     completed = set(state.get("completed", []))
@@ -513,6 +543,9 @@ def train(
         module = build_module(cfg, info, st, class_weights=class_weights, git=git)
         ckpt_path = None
         if resume and last.is_file():
+            from cinet.checkpoint import read_checkpoint
+
+            check_fits(module.model, read_checkpoint(last), last)  # truncated, or overrides changed the model
             ckpt_path = str(last)
             log.info("stage %d: resuming from %s", st.stage, last)
         else:
@@ -535,12 +568,22 @@ def train(
         logger = TensorBoardLogger(
             save_dir=str(run_dir), name="tb", version=f"stage{st.stage}", default_hp_metric=False
         )
-        cbs = [RollingCheckpoint(last, cfg.train.checkpoint_every), *(callbacks or [])]
+        # the loss row of a step is written before the checkpoint of that step (see LossLog)
+        cbs = [
+            LossLog(stage_dir / LOSS_LOG),
+            RollingCheckpoint(last, cfg.train.checkpoint_every),
+            *(callbacks or []),
+        ]
         trainer = _make_trainer(cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs)
         dm = build_datamodule(cfg, stage=st.stage)
         ts = time.time()
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
+            if not trainer.interrupted:
+                raise
         if trainer.interrupted:
+            log.warning("interrupted: %s is kept; continue with: cinet train --resume %s", last, run_dir)
             raise KeyboardInterrupt
         trainer.save_checkpoint(last)
         state["wall_s"][str(st.stage)] = round(state["wall_s"].get(str(st.stage), 0.0) + time.time() - ts, 2)
