@@ -114,13 +114,12 @@ def test_attention_paths_match_naive_fp32(impl: str, n: int, monkeypatch: pytest
     if impl == "triton" and not triton_kernels.HAS_TRITON:
         pytest.skip("Triton is not installed")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the compiled kernels, not the interpreter
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        old = torch.backends.cuda.matmul.fp32_precision
-        torch.backends.cuda.matmul.fp32_precision = "ieee"  # the naive reference in true fp32
-        try:
-            attention_parity(impl, n, "cuda")
-        finally:
-            torch.backends.cuda.matmul.fp32_precision = old
+    old = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "ieee"  # the naive reference in true fp32, not TF32
+    try:
+        attention_parity(impl, n, "cuda")
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = old
 
 
 # ---------------------------------------------------------------------------- (c) smoke training on the GPU

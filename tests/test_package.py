@@ -35,3 +35,25 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:
         raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
+
+
+def test_overrides_may_follow_options(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def fake_run(args):
+        seen["overrides"] = list(args.overrides)
+        seen["run_dir"] = args.run_dir
+        return 0
+
+    import cinet.engine.cli_train as cli_train
+
+    monkeypatch.setattr(cli_train, "run", fake_run)
+    argv = ["train", "--config", "configs/smoke.yaml", "a.b=1", "--run-dir", str(tmp_path), "c.d=2", "stage=2"]
+    assert cli.main(argv) == 0
+    assert seen == {"overrides": ["a.b=1", "c.d=2", "stage=2"], "run_dir": str(tmp_path)}
+
+
+def test_unknown_option_is_rejected() -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--config", "configs/smoke.yaml", "--no-such-option"])
+    assert exc.value.code == 2

@@ -64,7 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cinet.errors import CinetError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may stand anywhere, also after options (argparse takes one run of them)
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from cinet import __version__
 
