@@ -28,7 +28,7 @@ def test_yaml_and_overrides() -> None:
             "model.channels=16",
             "train.stages.1.epochs=3",
             "data.crop_size=[32,40]",
-            "train.precision=bf16-mixed",
+            "trainer.precision=bf16-mixed",
             "data.options.holes=true",
             "train.limit_train_batches=2",
             "stage=2",
@@ -39,7 +39,7 @@ def test_yaml_and_overrides() -> None:
     assert cfg.train.stages[0].epochs == 1  # from the file
     assert cfg.data.crop_size == [32, 40]
     assert cfg.data.options == {"size": [64, 80], "holes": True}
-    assert cfg.train.precision == "bf16-mixed"
+    assert cfg.trainer.precision == "bf16-mixed"
     assert cfg.train.limit_train_batches == 2 and isinstance(cfg.train.limit_train_batches, int)
     assert cfg.stage == 2
     assert isinstance(cfg.train.stages[0].lr, float)
@@ -55,8 +55,8 @@ def test_yaml_and_overrides() -> None:
         ),
         ("train.seed=abc", "config key 'train.seed': expected int, got 'abc'"),
         ("data.crop_size=[a,4]", "config key 'data.crop_size.0': expected int"),
-        ("train.channels_last=maybe", "config key 'train.channels_last': expected bool"),
-        ("train.precision=17", "config key 'train.precision': '17' is not one of"),
+        ("trainer.channels_last=maybe", "config key 'trainer.channels_last': expected bool"),
+        ("trainer.precision=17", "config key 'trainer.precision': '17' is not one of"),
         ("train.stages.7.lr=1", "config key 'train.stages.7': list index out of range"),
         ("stage=4", "config key 'stage': stage 4 is not in train.stages"),
         ("nokey", "expected key=value"),

@@ -38,9 +38,9 @@ def test_ddp_two_processes_cpu(tmp_path: Path) -> None:
         str(ROOT / "configs" / "smoke.yaml"),
         "--run-dir",
         str(run_dir),
-        "train.accelerator=cpu",
-        "train.devices=2",
-        "train.strategy=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

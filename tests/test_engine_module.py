@@ -200,7 +200,7 @@ def test_loader_state_positions_the_sampler() -> None:
 
 
 def test_stage_plan_and_trainer_kwargs() -> None:
-    cfg = load_config(SMOKE, ["stage=2", "train.strategy=ddp", "train.devices=2", "train.precision=32"])
+    cfg = load_config(SMOKE, ["stage=2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.precision=32"])
     assert [s.stage for s in runner.stage_plan(cfg)] == [2]
     kw = runner._trainer_kwargs(cfg, StageConfig(stage=1), uses_sum=True)
     assert kw["strategy"] == "ddp_find_unused_parameters_true"  # SUM's Q/K get no gradient in stage 1

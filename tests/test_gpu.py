@@ -128,9 +128,9 @@ def test_attention_paths_match_naive_fp32(impl: str, n: int, monkeypatch: pytest
 def smoke_train(run_dir: Path, accelerator: str, precision: str, attention_impl: str) -> dict:
     """``cinet train --config configs/smoke.yaml`` on ``accelerator``; returns metrics.json."""
     overrides = [
-        f"train.accelerator={accelerator}",
-        "train.devices=1",
-        f"train.precision={precision}",
+        f"trainer.accelerator={accelerator}",
+        "trainer.devices=1",
+        f"trainer.precision={precision}",
         f"model.attention_impl={attention_impl}",
     ]
     assert main(["train", "--config", str(SMOKE), "--run-dir", str(run_dir), *overrides]) == 0

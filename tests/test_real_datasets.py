@@ -150,15 +150,15 @@ def smoke_overrides(name: str, root: Path) -> list[str]:
         "data.num_workers=0",
         "loss.num_pairs=50",
         *(f"train.stages.{i}.max_steps=2" for i in range(3)),
-        "train.precision=32",
-        "train.accelerator=cpu",
-        "train.devices=1",
+        "trainer.precision=32",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
         "train.val_every=0",
         "train.limit_test_batches=2",
         "train.checkpoint_every=0",
         "train.log_every=1",
         "train.num_vis=0",
-        "train.progress_bar=false",
+        "trainer.progress_bar=false",
     ]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "StageConfig",
     "TrainConfig",
+    "TrainerConfig",
     "config_to_dict",
     "git_revision",
     "load_config",
@@ -210,7 +211,7 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimiser, schedule and trainer settings.
+    """Optimiser, schedule, logging and checkpointing settings.
 
     Attributes:
         seed: Global seed (model init, data order, augmentation).
@@ -219,13 +220,6 @@ class TrainConfig:
         weight_decay: SGD weight decay.
         encoder_lr_mult: Learning-rate factor of the pretrained encoder.
         grad_clip: Clip the gradient norm to this value (0 = off).
-        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        devices: Lightning devices (``auto``, a count, or a list like ``[0,1]`` as a string).
-        num_nodes: Number of nodes (SLURM / torchrun set the rest).
-        strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
-        channels_last: Model and inputs in channels-last memory format.
-        deterministic: ``torch.use_deterministic_algorithms`` via Lightning.
         log_every: Log training scalars every N steps.
         val_every: Validate every N epochs (0 = never during training).
         checkpoint_every: Save ``stageN/last.ckpt`` every N steps (0 = at the end of every epoch only).
@@ -233,7 +227,6 @@ class TrainConfig:
         limit_val_batches: Lightning's limit for validation.
         limit_test_batches: Lightning's limit for the final evaluation.
         max_nonfinite: Consecutive non-finite steps (skipped) tolerated before training stops.
-        progress_bar: Show Lightning's progress bar.
         num_vis: Images in the TensorBoard grid at each validation (0 = none).
         eval: Evaluation protocol.
     """
@@ -244,13 +237,6 @@ class TrainConfig:
     weight_decay: float = 5e-4
     encoder_lr_mult: float = 0.1
     grad_clip: float = 0.0
-    precision: str = "32"
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    channels_last: bool = False
-    deterministic: bool = False
     log_every: int = 10
     val_every: int = 1
     checkpoint_every: int = 0
@@ -258,9 +244,33 @@ class TrainConfig:
     limit_val_batches: int | float = 1.0
     limit_test_batches: int | float = 1.0
     max_nonfinite: int = 10
-    progress_bar: bool = True
     num_vis: int = 4
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """Hardware and precision: how Lightning's Trainer runs (``trainer.*`` keys).
+
+    Attributes:
+        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        devices: Lightning devices (``auto``, a count, or a list like ``[0,1]`` as a string).
+        num_nodes: Number of nodes (SLURM / torchrun set the rest).
+        strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
+        channels_last: Model and inputs in channels-last memory format.
+        deterministic: ``torch.use_deterministic_algorithms`` via Lightning.
+        progress_bar: Show Lightning's progress bar.
+    """
+
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    channels_last: bool = False
+    deterministic: bool = False
+    progress_bar: bool = True
 
 
 @dataclass
@@ -272,7 +282,8 @@ class Config:
         model: Model settings.
         data: Data settings.
         loss: Loss settings.
-        train: Optimiser / schedule / trainer settings.
+        train: Optimiser / schedule / logging settings.
+        trainer: Hardware, precision and distribution (Lightning Trainer).
         stage: Run only this stage (1, 2 or 3) of ``train.stages`` (``null``: all).
         init_from: Checkpoint whose model weights initialise the first stage that runs (``null``: the
             previous stage's checkpoint in the run directory, or the encoder weights).
@@ -283,6 +294,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     stage: int | None = None
     init_from: str | None = None
 
@@ -290,7 +302,7 @@ class Config:
 # ------------------------------------------------------------------------------------------------ validation
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "train.precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
+    "trainer.precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
     "train.eval.reduction": ("per_image", "pooled"),
     "loss.class_weights": ("batch", "dataset", "none"),
 }
@@ -581,6 +593,34 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
     return out
 
 
+#: Keys that lived under ``train`` before the ``trainer`` section existed (configs and checkpoints of that time).
+_LEGACY_TRAINER_KEYS = (
+    "precision",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "channels_last",
+    "deterministic",
+    "progress_bar",
+)
+
+
+def _migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Move ``train.<hardware key>`` of older configs / checkpoints to ``trainer.<key>`` (a copy)."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not any(k in train for k in _LEGACY_TRAINER_KEYS):
+        return data
+    data = dict(data)
+    train = dict(train)
+    trainer = dict(data.get("trainer") or {})
+    for key in _LEGACY_TRAINER_KEYS:
+        if key in train:
+            trainer.setdefault(key, train.pop(key))
+    data["train"], data["trainer"] = train, trainer
+    return data
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -602,9 +642,10 @@ def load_config(
     """
     cfg = Config()
     if base:
-        _update_dataclass(cfg, dict(base), "", "checkpoint config")
+        _update_dataclass(cfg, _migrate_legacy(dict(base)), "", "checkpoint config")
     if path is not None:
         for data, source in _read_yaml(Path(path)):
+            data = _migrate_legacy(data)
             if "train" in data and isinstance(data["train"], dict) and "stages" in data["train"]:
                 # a stage list replaces the default list as a whole
                 cfg.train.stages = []

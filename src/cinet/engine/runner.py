@@ -13,7 +13,7 @@ Run directory layout::
       tb/stageN/           TensorBoard logs (loss terms, lr, val metrics, image grid)
       metrics.json         final model on the test split (METRIC_KEYS + protocol)
 
-Distributed runs (``train.devices``, ``train.num_nodes``, ``train.strategy=ddp``): Lightning launches or detects
+Distributed runs (``trainer.devices``, ``trainer.num_nodes``, ``trainer.strategy=ddp``): Lightning launches or detects
 the processes (torchrun, SLURM); only global rank 0 writes the run directory's files.
 """
 
@@ -219,7 +219,7 @@ def build_module(
         ignore_index=info.ignore_index,
         depth_metric_kwargs=dkw,
         eval_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
-        channels_last=cfg.train.channels_last,
+        channels_last=cfg.trainer.channels_last,
         max_nonfinite=cfg.train.max_nonfinite,
         payload={"dataset": dataclasses.asdict(info), "config": config_to_dict(cfg), "git": git},
         palette=[list(c) for c in info.palette],
@@ -275,21 +275,21 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
 
 
 def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
-    t = cfg.train
-    strategy: Any = t.strategy
+    t, hw = cfg.train, cfg.trainer
+    strategy: Any = hw.strategy
     # stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
     if stage_cfg.stage == 1 and uses_sum and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
         strategy = f"{strategy}_find_unused_parameters_true"
-    devices: Any = t.devices
+    devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
-    precision: Any = t.precision
+    precision: Any = hw.precision
     if precision in ("32", "64"):
         precision = f"{precision}-true"
     kwargs: dict[str, Any] = {
-        "accelerator": t.accelerator,
+        "accelerator": hw.accelerator,
         "devices": devices,
-        "num_nodes": t.num_nodes,
+        "num_nodes": hw.num_nodes,
         "strategy": strategy,
         "precision": precision,
         "max_epochs": stage_cfg.epochs,
@@ -298,11 +298,11 @@ def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict
         "limit_train_batches": t.limit_train_batches,
         "limit_test_batches": t.limit_test_batches,
         "enable_checkpointing": False,
-        "enable_progress_bar": t.progress_bar,
+        "enable_progress_bar": hw.progress_bar,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
         "use_distributed_sampler": False,
-        "deterministic": t.deterministic,
+        "deterministic": hw.deterministic,
         "gradient_clip_val": t.grad_clip if t.grad_clip > 0 else None,
     }
     if t.val_every > 0 and cfg.data.val_split is not None:
@@ -320,7 +320,7 @@ def _make_trainer(
 
     from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
 
-    if cfg.train.progress_bar:
+    if cfg.trainer.progress_bar:
         callbacks = [*callbacks, StageProgressBar()]
     return L.Trainer(
         logger=logger,
