@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 # make demo: config and output folder (the demo replaces its own previous run)
 DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DIR ?= runs/demo
+# idle OpenMP threads sleep instead of spinning: on a busy 2-core machine the demo runs ~1/3 faster (measured),
+# on an idle one ~10% slower
+DEMO_OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test test-all lint demo clean
 
@@ -28,7 +31,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m '' $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m cinet.engine.demo --config $(DEMO_CONFIG) --run-dir $(DEMO_DIR)
+	OMP_WAIT_POLICY=$(DEMO_OMP_WAIT_POLICY) $(PY) -m cinet.engine.demo --config $(DEMO_CONFIG) --run-dir $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

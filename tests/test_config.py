@@ -112,3 +112,13 @@ def test_cli_unknown_key_exit_code_2(capsys: pytest.CaptureFixture[str], tmp_pat
     rc = main(["train", "--config", str(SMOKE), "--run-dir", str(run_dir), "train.seed=x"])
     assert rc == 2
     assert "config key 'train.seed': expected int" in capsys.readouterr().err
+
+
+def test_legacy_trainer_keys_under_train_still_load(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"  # configs / checkpoints written before the trainer section existed
+    old.write_text("train:\n  seed: 3\n  precision: bf16-mixed\n  devices: '2'\n  progress_bar: false\n")
+    cfg = load_config(old)
+    assert (cfg.train.seed, cfg.trainer.precision, cfg.trainer.devices) == (3, "bf16-mixed", "2")
+    assert cfg.trainer.progress_bar is False
+    cfg = load_config(None, base={"train": {"channels_last": True}, "model": {"channels": 8}})
+    assert cfg.trainer.channels_last is True and cfg.model.channels == 8

@@ -188,7 +188,9 @@ def test_resume_after_crash_is_exact(smoke_run: Path, tmp_path: Path) -> None:
 def test_bf16_channels_last_single_stage(tmp_path: Path) -> None:
     run_dir = tmp_path / "bf16"
     args = ["train", "--config", SMOKE, "--run-dir", str(run_dir), "stage=1"]
-    assert main([*args, "trainer.precision=bf16-mixed", "trainer.channels_last=true", "train.val_every=0"]) == 0
+    assert (
+        main([*args, "trainer.precision=bf16-mixed", "trainer.channels_last=true", "train.val_every=0"]) == 0
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(isinstance(metrics[k], float) for k in METRIC_KEYS)
     assert read_checkpoint(run_dir / "last.ckpt")["cinet"]["config"]["trainer"]["precision"] == "bf16-mixed"

@@ -48,7 +48,16 @@ def test_overrides_may_follow_options(tmp_path, monkeypatch: pytest.MonkeyPatch)
     import cinet.engine.cli_train as cli_train
 
     monkeypatch.setattr(cli_train, "run", fake_run)
-    argv = ["train", "--config", "configs/smoke.yaml", "a.b=1", "--run-dir", str(tmp_path), "c.d=2", "stage=2"]
+    argv = [
+        "train",
+        "--config",
+        "configs/smoke.yaml",
+        "a.b=1",
+        "--run-dir",
+        str(tmp_path),
+        "c.d=2",
+        "stage=2",
+    ]
     assert cli.main(argv) == 0
     assert seen == {"overrides": ["a.b=1", "c.d=2", "stage=2"], "run_dir": str(tmp_path)}
 
