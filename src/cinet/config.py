@@ -444,12 +444,16 @@ def _update_dataclass(obj: Any, values: dict[str, Any], prefix: str, source: str
     for key, value in values.items():
         if key not in hints:
             raise _unknown_key(prefix, key, type(obj), source)
-        tp = hints[key]
-        current = getattr(obj, key)
-        if _is_dataclass_type(tp) and isinstance(value, dict) and current is not None:
-            _update_dataclass(current, value, f"{prefix}{key}.", source)
-        else:
-            setattr(obj, key, _coerce(f"{prefix}{key}", tp, value, source))
+        _assign(obj, key, hints[key], value, prefix, source)
+
+
+def _assign(obj: Any, key: str, tp: Any, value: Any, prefix: str, source: str | None) -> None:
+    """Set field ``key`` of dataclass ``obj``: merge a dict into a nested dataclass, else coerce and set."""
+    current = getattr(obj, key)
+    if _is_dataclass_type(tp) and isinstance(value, dict) and current is not None:
+        _update_dataclass(current, value, f"{prefix}{key}.", source)
+    else:
+        setattr(obj, key, _coerce(f"{prefix}{key}", tp, value, source))
 
 
 def _set_dotted(cfg: Config, key: str, value: Any, source: str | None = None) -> None:
@@ -478,12 +482,7 @@ def _set_dotted(cfg: Config, key: str, value: Any, source: str | None = None) ->
             if part not in hints:
                 raise _unknown_key(prefix, part, type(obj), source)
             if last:
-                tp = hints[part]
-                current = getattr(obj, part)
-                if _is_dataclass_type(tp) and isinstance(value, dict) and current is not None:
-                    _update_dataclass(current, value, f"{prefix}{part}.", source)
-                else:
-                    setattr(obj, part, _coerce(f"{prefix}{part}", tp, value, source))
+                _assign(obj, part, hints[part], value, prefix, source)
                 return
             nxt = getattr(obj, part)
             if nxt is None or isinstance(nxt, dict):
