@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinet.ops import attention_bce, downsample_labels
+from cinet.ops.sigmoid_attention import valid_onehot
 
 if TYPE_CHECKING:
     from cinet.models.outputs import AttentionState
@@ -72,9 +73,7 @@ def ideal_attention_map(labels: torch.Tensor, num_classes: int, ignore_index: in
     """
     flat = labels.reshape(labels.shape[0], -1)  # [B,N]
     check_labels(flat, num_classes, ignore_index)
-    valid = flat != ignore_index  # [B,N]
-    safe = torch.where(valid, flat, torch.zeros_like(flat))
-    m = F.one_hot(safe.long(), num_classes).to(torch.float32) * valid.unsqueeze(-1)  # [B,N,C]
+    m, _ = valid_onehot(flat, num_classes, ignore_index)  # [B,N,C]
     return torch.bmm(m, m.transpose(1, 2))  # [B,N,N]
 
 

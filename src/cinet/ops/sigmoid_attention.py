@@ -143,12 +143,22 @@ def sigmoid_attention(
         return _tiled.sigmoid_attention_tiled(q, k, v, scale, tile_size)
 
 
-def _valid_onehot(
-    labels: torch.Tensor, num_classes: int, ignore_index: int
+def valid_onehot(
+    labels: torch.Tensor, num_classes: int, ignore_index: int = 255
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one-hot matrix M of Eq. 3 (zero rows at ``ignore_index``) and the valid mask.
+
+    Args:
+        labels: [B,N] integer labels.
+        num_classes: Columns of M.
+        ignore_index: Ignored label value.
+
+    Returns:
+        ``(M [B,N,C] float32, valid [B,N] bool)``.
+    """
     valid = labels != ignore_index  # [B,N]
     safe = torch.where(valid, labels, torch.zeros_like(labels))
-    m = F.one_hot(safe, num_classes).to(torch.float32) * valid.unsqueeze(-1)  # [B,N,C]
+    m = F.one_hot(safe.long(), num_classes).to(torch.float32) * valid.unsqueeze(-1)  # [B,N,C]
     return m, valid
 
 
@@ -214,7 +224,7 @@ def ideal_attention_apply(
     Returns:
         [B,N,C] aggregated values.
     """
-    m, _ = _valid_onehot(labels, num_classes, ignore_index)  # [B,N,K]
+    m, _ = valid_onehot(labels, num_classes, ignore_index)  # [B,N,K]
     m = m.to(v.dtype)
     pooled = torch.bmm(m.transpose(1, 2), v)  # [B,K,C]
     return torch.bmm(m, pooled) * scale  # [B,N,C]
