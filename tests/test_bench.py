@@ -21,7 +21,7 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
 
 def test_bench_cli_module_does_not_import_torch() -> None:
     code = (
-        "import argparse, sys; import cinet.bench.cli as c; p = argparse.ArgumentParser(); "
+        "import argparse, sys; import cinet.commands.bench as c; p = argparse.ArgumentParser(); "
         "c.add_arguments(p); print('torch' in sys.modules)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -63,7 +63,7 @@ def test_ablate_unknown_variant(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 def test_combine_seeds_mean_and_std() -> None:
-    from cinet.engine.cli_ablate import _combine
+    from cinet.commands.ablate import _combine
     from cinet.metrics import METRIC_KEYS
 
     a = {"metrics": dict.fromkeys(METRIC_KEYS, 1.0), "wall_s": 2.0}

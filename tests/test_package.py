@@ -45,9 +45,9 @@ def test_overrides_may_follow_options(tmp_path, monkeypatch: pytest.MonkeyPatch)
         seen["run_dir"] = args.run_dir
         return 0
 
-    import cinet.engine.cli_train as cli_train
+    import cinet.commands.train as train_command
 
-    monkeypatch.setattr(cli_train, "run", fake_run)
+    monkeypatch.setattr(train_command, "run", fake_run)
     argv = [
         "train",
         "--config",

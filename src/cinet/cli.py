@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 # name -> (module, help). Modules are imported lazily, only for the subcommand that runs (and for --help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("cinet.engine.cli_train", "train CI-Net: the paper's three stages (or stage=N)"),
-    "eval": ("cinet.engine.cli_eval", "evaluate a checkpoint: metrics table + metrics.json"),
-    "ablate": ("cinet.engine.cli_ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
-    "predict": ("cinet.inference.cli_predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
-    "export": ("cinet.inference.cli_export", "export a checkpoint to ONNX (checked with onnxruntime)"),
-    "bench": ("cinet.bench.cli", "benchmarks (attention, train-step, inference), JSON output"),
-    "data": ("cinet.data.cli", "dataset tools (preview)"),
+    "train": ("cinet.commands.train", "train CI-Net: the paper's three stages (or stage=N)"),
+    "eval": ("cinet.commands.eval", "evaluate a checkpoint: metrics table + metrics.json"),
+    "ablate": ("cinet.commands.ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
+    "predict": ("cinet.commands.predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
+    "export": ("cinet.commands.export", "export a checkpoint to ONNX (checked with onnxruntime)"),
+    "bench": ("cinet.commands.bench", "benchmarks (attention, train-step, inference), JSON output"),
+    "data": ("cinet.commands.data", "dataset tools (preview)"),
 }
 
 

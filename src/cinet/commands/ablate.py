@@ -162,8 +162,8 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Train + evaluate every variant, then write and print the table."""
 
+    from cinet.commands.eval import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.cli_eval import quiet_lightning
     from cinet.engine.datamodule import dataset_info
     from cinet.engine.runner import build_protocol, global_rank
     from cinet.errors import ConfigError

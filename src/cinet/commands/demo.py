@@ -1,6 +1,6 @@
 """``make demo``: train the three stages on CPU, evaluate, compare with a trivial baseline, predict images.
 
-Run as ``python -m cinet.engine.demo [--config configs/demo.yaml] [--run-dir runs/demo]``. The demo replaces its
+Run as ``python -m cinet.commands.demo [--config configs/demo.yaml] [--run-dir runs/demo]``. The demo replaces its
 own previous run directory.
 """
 
@@ -47,7 +47,7 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m cinet.engine.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cinet.commands.demo", description=__doc__)
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--images", type=int, default=4, help="test images to predict")
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from cinet.cli import main as cinet_main
+    from cinet.commands.eval import quiet_lightning
     from cinet.config import load_config
     from cinet.engine.baseline import trivial_baseline_metrics
-    from cinet.engine.cli_eval import quiet_lightning
     from cinet.engine.datamodule import dataset_info
     from cinet.engine.runner import build_protocol, train
     from cinet.errors import CinetError
