@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -48,33 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def hardware() -> dict[str, Any]:
-    """A short description of the machine (CPU, threads, GPU)."""
-    import os
-
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
 def write_ablation(
     run_dir: Path, results: dict[str, dict[str, Any]], protocol: Any, meta: dict[str, Any]
 ) -> None:
@@ -92,7 +64,7 @@ def write_ablation(
         f"- Command: `{meta['command']}`",
         f"- Code: git `{meta['git']}`; seeds {meta['seeds']}; stages (stage, epochs, lr) {meta['stages']}",
         f"- Hardware: {hw.get('cpu')} ({hw.get('cpu_count')} CPUs, torch threads {hw.get('torch_threads')})"
-        + (f", GPU {', '.join(hw['gpu'])}" if hw.get("gpu") else "")
+        + (f", GPU {hw['gpu']}" if hw.get("gpu") else "")
         + f"; torch {hw.get('torch')}",
         f"- Total wall time: {meta['wall_s']:.0f} s "
         + "("
@@ -162,7 +134,8 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Train + evaluate every variant, then write and print the table."""
 
-    from cinet.commands.eval import quiet_lightning
+    from cinet.bench.common import hardware
+    from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
     from cinet.engine.datamodule import dataset_info
     from cinet.engine.runner import build_protocol, global_rank
@@ -207,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         "stages": [(s.stage, s.epochs, s.lr) for s in base.train.stages],
         "wall_s": sum(r["wall_s"] for r in results.values()),
         "session_wall_s": time.time() - t0,
-        "hardware": hardware(),
+        "hardware": hardware(),  # the machine: every GPU it has
         "config_dict": config_to_dict(base),
     }
     write_ablation(run_dir, results, protocol, meta)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from cinet.cli import main as cinet_main
-    from cinet.commands.eval import quiet_lightning
+    from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
     from cinet.engine.baseline import trivial_baseline_metrics
     from cinet.engine.datamodule import dataset_info

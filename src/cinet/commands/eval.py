@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="key=value",
         help="config overrides, e.g. train.eval.reduction=pooled data.root=/data/nyu",
     )
-
-
-def quiet_lightning(verbose: int) -> None:
-    """Keep Lightning's info chatter out of the terminal unless ``-v`` was given."""
-    import warnings
-
-    import lightning  # noqa: F401  (sets its loggers' levels on import: import first, then override)
-
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")
-    if verbose <= 0:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def evaluate_checkpoint(
@@ -84,6 +69,7 @@ def evaluate_checkpoint(
 
 def run(args: argparse.Namespace) -> int:
     """Print the metrics table with its protocol line; write ``metrics.json`` atomically."""
+    from cinet.commands.common import quiet_lightning
     from cinet.engine.runner import global_rank, write_metrics
     from cinet.metrics import format_table
     from cinet.utils.io import check_writable_dir

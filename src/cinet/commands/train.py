@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, print the metrics table and where the outputs are."""
-    from cinet.commands.eval import quiet_lightning
+    from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
     from cinet.errors import ConfigError
 
