@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cinet.config import StageConfig, load_config
-from cinet.engine import runner
+from cinet.engine import builders as runner
 from cinet.engine.datamodule import ResumableDataLoader, SeededDataset, ShardedSampler
 from cinet.engine.module import NonFiniteLossError, PolyLR
 

@@ -12,7 +12,7 @@ import torch
 from cinet.checkpoint import STATE_PREFIX, read_checkpoint
 from cinet.cli import main
 from cinet.config import load_config, read_saved_git
-from cinet.engine import runner
+from cinet.engine import builders as runner
 from cinet.metrics import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]

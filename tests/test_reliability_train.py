@@ -264,8 +264,8 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     import random
 
     from cinet.config import StageConfig, load_config
+    from cinet.engine.builders import build_module
     from cinet.engine.datamodule import dataset_info
-    from cinet.engine.runner import build_module
 
     cfg = load_config(SMOKE)
     module = build_module(cfg, dataset_info(cfg.data), StageConfig(stage=3))

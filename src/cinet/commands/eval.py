@@ -35,8 +35,8 @@ def evaluate_checkpoint(
     """
     from cinet.checkpoint import read_checkpoint
     from cinet.config import StageConfig, load_config
+    from cinet.engine.builders import build_module, build_protocol, evaluate_module, load_weights
     from cinet.engine.datamodule import dataset_info
-    from cinet.engine.runner import build_module, build_protocol, evaluate_module, load_weights
     from cinet.errors import CheckpointError
     from cinet.models import build_model
 
@@ -70,7 +70,7 @@ def evaluate_checkpoint(
 def run(args: argparse.Namespace) -> int:
     """Print the metrics table with its protocol line; write ``metrics.json`` atomically."""
     from cinet.commands.common import quiet_lightning
-    from cinet.engine.runner import global_rank, write_metrics
+    from cinet.engine.builders import global_rank, write_metrics
     from cinet.metrics import format_table
     from cinet.utils.io import check_writable_dir
 

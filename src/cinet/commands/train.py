@@ -38,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(saved, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        from cinet.engine.runner import default_run_dir
+        from cinet.engine.builders import default_run_dir
 
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, args.config)
 
-    from cinet.engine.runner import build_protocol, global_rank, train
+    from cinet.engine.builders import build_protocol, global_rank, train
 
     result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if global_rank() == 0:
