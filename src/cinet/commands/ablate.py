@@ -86,7 +86,7 @@ def write_ablation(
 def _run_variant(args: argparse.Namespace, variant: str, seed: int, vdir: Path) -> dict[str, Any]:
     """Train + evaluate one variant / seed into ``vdir`` (reusing a finished run)."""
     from cinet.config import load_config, read_saved_git
-    from cinet.engine.builders import train
+    from cinet.engine.training import train
 
     metrics_file = vdir / "metrics.json"
     if metrics_file.is_file():
@@ -137,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
     from cinet.bench.common import hardware
     from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.builders import build_protocol, global_rank
+    from cinet.engine.builders import build_protocol
     from cinet.engine.datamodule import dataset_info
+    from cinet.engine.distributed import global_rank
     from cinet.errors import ConfigError
     from cinet.models import VARIANTS
 

@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
     from cinet.engine.baseline import trivial_baseline_metrics
-    from cinet.engine.builders import build_protocol, train
+    from cinet.engine.builders import build_protocol
     from cinet.engine.datamodule import dataset_info
+    from cinet.engine.training import train
     from cinet.errors import CinetError
     from cinet.metrics import format_table
     from cinet.utils.io import atomic_write_json

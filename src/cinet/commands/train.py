@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(saved, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        from cinet.engine.builders import default_run_dir
+        from cinet.engine.rundir import default_run_dir
 
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, args.config)
 
-    from cinet.engine.builders import build_protocol, global_rank, train
+    from cinet.engine.builders import build_protocol
+    from cinet.engine.distributed import global_rank
+    from cinet.engine.training import train
 
     result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if global_rank() == 0:

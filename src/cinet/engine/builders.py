@@ -1,87 +1,29 @@
-"""Builders and the training / evaluation driver (the only code that reads :class:`cinet.config.Config`).
+"""Builders: the only code that reads :class:`cinet.config.Config`; each turns one section into objects.
 
-Run directory layout::
-
-    RUN_DIR/
-      config.yaml          merged config (+ git revision)
-      state.json           which stages are complete, whether the final evaluation ran
-      stage1/last.ckpt     rolling checkpoint of stage 1 (final weights once the stage is complete)
-      stage1/config.yaml   config that trained the stage
-      stage1/losses.csv    one row per optimizer step: step, epoch, batch, skipped, loss terms (exact floats)
-      stage2/ stage3/      same
-      last.ckpt            copy of the final stage's checkpoint
-      tb/stageN/           TensorBoard logs (loss terms, lr, val metrics, image grid)
-      metrics.json         final model on the test split (METRIC_KEYS + protocol)
-
-Distributed runs (``trainer.devices``, ``trainer.num_nodes``, ``trainer.strategy=ddp``): Lightning launches or detects
-the processes (torchrun, SLURM); only global rank 0 writes the run directory's files.
+``build_model`` (``model.*``), ``build_loss`` / ``build_class_weights`` (``loss.*``), ``build_protocol``
+(``train.eval.*`` over the dataset's protocol), ``build_datamodule`` (``data.*``), ``build_module`` (one stage's
+LightningModule) and ``trainer_kwargs`` / ``build_trainer`` / ``build_test_trainer`` (``trainer.*`` and the
+schedule). Modules receive plain arguments; none of them sees the config.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import os
-import shutil
-import time
-from pathlib import Path
 from typing import Any
 
-from cinet.config import Config, StageConfig, config_to_dict, git_revision, save_config
-from cinet.errors import CheckpointError, ConfigError
-
-log = logging.getLogger(__name__)
-
-STATE_FILE = "state.json"
-LOSS_LOG = "losses.csv"
-RUN_DIR_ENV = "CINET_RUN_DIR"
+from cinet.config import Config, StageConfig, config_to_dict
 
 __all__ = [
+    "build_class_weights",
     "build_datamodule",
     "build_loss",
     "build_model",
     "build_module",
     "build_protocol",
-    "evaluate_module",
-    "global_rank",
-    "load_weights",
-    "read_state",
-    "stage_plan",
-    "train",
-    "write_metrics",
+    "build_test_trainer",
+    "build_trainer",
+    "trainer_kwargs",
 ]
-
-
-# ------------------------------------------------------------------------------------------------ ranks
-
-
-def global_rank() -> int:
-    """Global rank from the launcher's environment (0 when not distributed)."""
-    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if key in os.environ:
-            try:
-                rank = int(os.environ[key])
-            except ValueError:
-                continue
-            if key == "SLURM_PROCID" and "SLURM_NTASKS" in os.environ and os.environ["SLURM_NTASKS"] == "1":
-                return 0
-            return rank
-    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
-    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if node == 0:
-        return local
-    return -1 if local else 1  # some non-zero rank
-
-
-def _barrier() -> None:
-    import torch
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-# ------------------------------------------------------------------------------------------------ builders
 
 
 def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
@@ -123,8 +65,14 @@ def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
     )
 
 
-def _class_weights(cfg: Config, datamodule: Any, info: Any) -> Any:
-    """Fixed class weights of L_seg for ``loss.class_weights``: None (per batch), uniform or whole-dataset."""
+def build_class_weights(cfg: Config, info: Any) -> Any:
+    """Fixed class weights of L_seg for ``loss.class_weights`` (Eq. 12).
+
+    Returns:
+        None for ``batch`` (the loss computes Eq. 12 weights per batch), ones ``[num_classes]`` for ``none``,
+        or for ``dataset`` the Eq. 12 weights ``(total - count_c) / total`` float ``[num_classes]`` from the
+        untransformed labels of the whole training split.
+    """
     import torch
 
     mode = cfg.loss.class_weights
@@ -229,52 +177,8 @@ def build_module(
     )
 
 
-def load_weights(module: Any, path: str | Path) -> None:
-    """Initialise ``module.model`` (and the loss's learned parameters, if stored) from a checkpoint."""
-    from cinet.checkpoint import model_state_dict, read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    state = model_state_dict(ckpt)
-    check_fits(module.model, ckpt, path)
-    module.model.load_state_dict(state)
-    loss_state = {k[len("loss.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("loss.")}
-    if loss_state:
-        module.loss.load_state_dict(loss_state, strict=False)
-    log.info("initialised weights from %s", path)
-
-
-def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
-    """Raise :class:`CheckpointError` naming ``path`` when the checkpoint's weights do not fit ``model``.
-
-    The message says what differs (variant, class count, encoder / channel widths), read from the weights.
-    """
-    from cinet.checkpoint import describe_mismatch, model_state_dict
-
-    state = model_state_dict(ckpt)
-    kwargs = dict(getattr(model, "build_kwargs", {}))
-    if not state:
-        raise CheckpointError(f"{path}: state_dict holds no 'model.*' weights")
-    own = model.state_dict()
-    diff = describe_mismatch(state, own, kwargs)
-    if diff is not None:
-        stored = (ckpt.get("cinet") or {}).get("model") or {}
-        counts = {
-            "unexpected": sum(k not in own for k in state),
-            "missing": sum(k not in state for k in own),
-            "of another shape": sum(
-                k in own and tuple(v.shape) != tuple(own[k].shape) for k, v in state.items()
-            ),
-        }
-        count_text = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
-        raise CheckpointError(
-            f"{path}: weights do not fit model.variant={kwargs.get('variant')!r} encoder={kwargs.get('encoder')!r} "
-            f"num_classes={kwargs.get('num_classes')} (checkpoint: variant={stored.get('variant')!r}, "
-            f"encoder={stored.get('encoder')!r}, num_classes={stored.get('num_classes')}): {diff} "
-            f"({count_text} parameters)"
-        )
-
-
-def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
+def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
+    """Keyword arguments of ``lightning.Trainer`` for one stage (``trainer.*`` and the stage's schedule)."""
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
     # stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
@@ -313,9 +217,10 @@ def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict
     return kwargs
 
 
-def _make_trainer(
+def build_trainer(
     cfg: Config, stage_cfg: StageConfig, *, uses_sum: bool, logger: Any, callbacks: list
 ) -> Any:
+    """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress bar)."""
     import lightning as L
 
     from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
@@ -326,303 +231,28 @@ def _make_trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **_trainer_kwargs(cfg, stage_cfg, uses_sum),
+        **trainer_kwargs(cfg, stage_cfg, uses_sum),
     )
 
 
-def evaluate_module(
-    module: Any, cfg: Config, *, split: str | None = None, trainer: Any = None
-) -> dict[str, Any]:
-    """Metrics of ``module`` on ``split`` (default ``data.test_split``) with ``cfg``'s protocol (all ranks)."""
+def build_test_trainer(cfg: Config) -> Any:
+    """A ``lightning.Trainer`` for ``trainer.test`` only: ``trainer.*`` hardware, no logger, no checkpoints."""
     import lightning as L
 
-    dm = build_datamodule(cfg, test_split=split)
-    if trainer is None:
-        kw = _trainer_kwargs(cfg, StageConfig(stage=3), uses_sum=False)
-        keep = (
-            "accelerator",
-            "devices",
-            "num_nodes",
-            "strategy",
-            "precision",
-            "limit_test_batches",
-            "enable_progress_bar",
-        )
-        trainer = L.Trainer(
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-            **{k: kw[k] for k in keep},
-        )
-    trainer.test(module, datamodule=dm, verbose=False)
-    return dict(module.test_results)
-
-
-def write_metrics(
-    path: str | Path, metrics: dict[str, Any], protocol: Any, extra: dict[str, Any] | None = None
-) -> dict:
-    """``metrics.json`` (atomic): ``METRIC_KEYS`` + other entries + ``protocol``."""
-    from cinet.metrics import metrics_json
-    from cinet.utils.io import atomic_write_json
-
-    data = metrics_json(metrics, protocol)
-    if extra:
-        data.update(extra)
-    atomic_write_json(path, data)
-    return data
-
-
-# ------------------------------------------------------------------------------------------------ run dir
-
-
-def read_state(run_dir: str | Path) -> dict[str, Any]:
-    """``state.json`` of a run directory (empty state when absent)."""
-    p = Path(run_dir) / STATE_FILE
-    if not p.is_file():
-        return {"completed": [], "evaluated": False}
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{p}: unreadable run state ({exc})") from None
-
-
-def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    from cinet.utils.io import atomic_write_json
-
-    if global_rank() == 0:
-        state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_write_json(run_dir / STATE_FILE, state)
-
-
-def default_run_dir(cfg: Config, config_path: str | Path | None) -> Path:
-    """``runs/<name>-<job id or time>`` (stable across the processes of one distributed job)."""
-    if os.environ.get(RUN_DIR_ENV) and "LOCAL_RANK" in os.environ:  # a process of a launched DDP job
-        return Path(os.environ[RUN_DIR_ENV])
-    stem = Path(config_path).stem if config_path else cfg.name
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
-    if not job or job == "none":
-        job = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stem}-{job}"
-
-
-def stage_plan(cfg: Config) -> list[StageConfig]:
-    """The stages this invocation trains, in order (``stage=N`` picks one)."""
-    stages = list(cfg.train.stages)
-    if cfg.stage is not None:
-        stages = [s for s in stages if s.stage == cfg.stage]
-    return stages
-
-
-def _previous_stage(cfg: Config, stage: int) -> int | None:
-    order = [s.stage for s in cfg.train.stages]
-    i = order.index(stage)
-    return order[i - 1] if i > 0 else None
-
-
-def _looks_like_run_dir(path: Path) -> bool:
-    return (path / STATE_FILE).is_file() or (path / "config.yaml").is_file()
-
-
-def prepare_run_dir(cfg: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any]:
-    """Create / check the run directory (rank 0 writes) and return its state."""
-    rank0 = global_rank() == 0
-    exists = run_dir.exists() and any(run_dir.iterdir())
-    if resume:
-        if not _looks_like_run_dir(run_dir):
-            raise ConfigError(f"{run_dir}: not a cinet run directory (no {STATE_FILE}); nothing to resume")
-        return read_state(run_dir)
-    if cfg.stage is not None and _looks_like_run_dir(run_dir):
-        # one stage into an existing run (e.g. stage=2 after stage 1)
-        stage_dir = run_dir / f"stage{cfg.stage}"
-        if (stage_dir / "last.ckpt").exists() and not overwrite:
-            raise ConfigError(
-                f"{stage_dir}: stage {cfg.stage} already has a checkpoint (use --resume {run_dir} or --overwrite)"
-            )
-        if rank0 and overwrite and stage_dir.exists():
-            shutil.rmtree(stage_dir)
-        state = read_state(run_dir)
-        state["completed"] = [s for s in state.get("completed", []) if s != cfg.stage]
-        state["evaluated"] = False
-        return state
-    if exists and rank0:
-        if not overwrite:
-            raise ConfigError(
-                f"{run_dir}: run directory exists (use --resume {run_dir} to continue it, or --overwrite)"
-            )
-        if not _looks_like_run_dir(run_dir):
-            raise ConfigError(f"{run_dir}: exists and is not a cinet run directory; refusing to overwrite it")
-        shutil.rmtree(run_dir)
-    state = {"stages": [s.stage for s in cfg.train.stages], "completed": [], "evaluated": False}
-    if rank0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_dir / "config.yaml", cfg, git_revision())
-    return state
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    from cinet.utils.io import atomic_save
-
-    with open(src, "rb") as fh_in:
-        atomic_save(dst, lambda fh: shutil.copyfileobj(fh_in, fh, length=16 << 20))
-
-
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete ``.NAME.XXXX.tmp`` files left by a process killed while writing (see :mod:`cinet.utils.io`)."""
-    if global_rank() != 0 or not run_dir.is_dir():
-        return
-    for folder in [run_dir, *sorted(p for p in run_dir.glob("stage*") if p.is_dir())]:
-        for tmp in folder.glob(".*.tmp"):
-            log.info("removing %s (left by an interrupted write)", tmp)
-            tmp.unlink(missing_ok=True)
-
-
-# ------------------------------------------------------------------------------------------------ training
-
-
-def train(
-    cfg: Config,
-    run_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callbacks: list | None = None,
-    evaluate: bool = True,
-) -> dict[str, Any]:
-    """Train the stages of ``cfg`` into ``run_dir``, then evaluate the final model on the test split.
-
-    Args:
-        cfg: The run config.
-        run_dir: Run directory (created; must not exist unless ``resume`` / ``overwrite`` / ``stage=N``).
-        resume: Continue an interrupted run at the stage and step where it stopped.
-        overwrite: Replace an existing run directory.
-        callbacks: Extra Lightning callbacks (tests, tools).
-        evaluate: Evaluate the final model and write ``metrics.json``.
-
-    Returns:
-        ``{"metrics": {...} or None, "run_dir": str, "checkpoint": str, "wall_s": float, "stages": [...]}``.
-    """
-    import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from cinet.engine.callbacks import LossLog, RollingCheckpoint
-    from cinet.utils.io import check_writable_dir
-
-    t0 = time.time()
-    run_dir = Path(run_dir)
-    # check what can fail before anything is written: output folder, dataset (both splits), init_from
-    check_writable_dir(run_dir, "run directory")
-    preflight = build_datamodule(cfg)
-    info = preflight.info
-    preflight.dataset("train")
-    del preflight
-    if cfg.init_from and not resume:
-        load_weights(build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
-    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP children re-run the command: same run dir
-    state = prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
-    if resume:
-        _remove_stale_temporaries(run_dir)
-    git = git_revision()
-    plan = stage_plan(cfg)
-    completed = set(state.get("completed", []))
-    state.setdefault("stages", [s.stage for s in cfg.train.stages])
-    state.setdefault("wall_s", {})
-    class_weights = _class_weights(cfg, None, info)
-    module = None
-    final_ckpt: Path | None = None
-    first = True
-    for st in plan:
-        stage_dir = run_dir / f"stage{st.stage}"
-        last = stage_dir / "last.ckpt"
-        if st.stage in completed:
-            log.info("stage %d already complete, skipping", st.stage)
-            final_ckpt = last
-            first = False
-            continue
-        L.seed_everything(cfg.train.seed, workers=False, verbose=False)
-        module = build_module(cfg, info, st, class_weights=class_weights, git=git)
-        ckpt_path = None
-        if resume and last.is_file():
-            from cinet.checkpoint import read_checkpoint
-
-            check_fits(module.model, read_checkpoint(last), last)  # truncated, or overrides changed the model
-            ckpt_path = str(last)
-            log.info("stage %d: resuming from %s", st.stage, last)
-        else:
-            prev = _previous_stage(cfg, st.stage)
-            prev_ckpt = run_dir / f"stage{prev}" / "last.ckpt" if prev is not None else None
-            if first and cfg.init_from:
-                load_weights(module, cfg.init_from)
-            elif prev_ckpt is not None and prev_ckpt.is_file():
-                load_weights(module, prev_ckpt)
-            elif prev is not None:
-                raise ConfigError(
-                    f"stage {st.stage} starts from the weights of stage {prev}: none found at {prev_ckpt}; "
-                    "give init_from=CKPT or run the earlier stages first"
-                )
-        if global_rank() == 0:
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            save_config(stage_dir / "config.yaml", cfg, git)
-        state["current"] = st.stage
-        _write_state(run_dir, state)
-        logger = TensorBoardLogger(
-            save_dir=str(run_dir), name="tb", version=f"stage{st.stage}", default_hp_metric=False
-        )
-        # the loss row of a step is written before the checkpoint of that step (see LossLog)
-        cbs = [
-            LossLog(stage_dir / LOSS_LOG),
-            RollingCheckpoint(last, cfg.train.checkpoint_every),
-            *(callbacks or []),
-        ]
-        trainer = _make_trainer(cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs)
-        dm = build_datamodule(cfg, stage=st.stage)
-        ts = time.time()
-        try:
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-        except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
-            if not trainer.interrupted:
-                raise
-        if trainer.interrupted:
-            log.warning("interrupted: %s is kept; continue with: cinet train --resume %s", last, run_dir)
-            raise KeyboardInterrupt
-        trainer.save_checkpoint(last)
-        state["wall_s"][str(st.stage)] = round(state["wall_s"].get(str(st.stage), 0.0) + time.time() - ts, 2)
-        completed.add(st.stage)
-        state["completed"] = sorted(completed)
-        state["current"] = None
-        _write_state(run_dir, state)
-        final_ckpt = last
-        first = False
-
-    if final_ckpt is None or not final_ckpt.is_file():
-        raise CheckpointError(f"{run_dir}: no stage checkpoint found")
-    top = run_dir / "last.ckpt"
-    if global_rank() == 0:
-        _copy_atomic(final_ckpt, top)
-    _barrier()
-
-    metrics = None
-    if evaluate:
-        if module is None:  # everything was done already except (maybe) the evaluation
-            last_stage = next(s for s in cfg.train.stages if final_ckpt.parent.name == f"stage{s.stage}")
-            module = build_module(cfg, info, last_stage, class_weights=class_weights, git=git)
-            load_weights(module, final_ckpt)
-        metrics = evaluate_module(module, cfg)
-        protocol = build_protocol(cfg, info)
-        if global_rank() == 0:
-            write_metrics(
-                run_dir / "metrics.json",
-                metrics,
-                protocol,
-                {"checkpoint": str(top), "split": cfg.data.test_split, "variant": cfg.model.variant},
-            )
-        state["evaluated"] = True
-        _write_state(run_dir, state)
-    wall = time.time() - t0
-    return {
-        "metrics": metrics,
-        "run_dir": str(run_dir),
-        "checkpoint": str(top),
-        "wall_s": wall,
-        "stages": [s.stage for s in plan],
-    }
+    kw = trainer_kwargs(cfg, StageConfig(stage=3), uses_sum=False)
+    keep = (
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "precision",
+        "limit_test_batches",
+        "enable_progress_bar",
+    )
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        **{k: kw[k] for k in keep},
+    )

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cinet.config import DataConfig
 from cinet.data.base import collate, normalize_image, to_tensor_sample
+from cinet.engine.distributed import dist_info
 from cinet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,7 @@ __all__ = [
     "SeededDataset",
     "ShardedSampler",
     "build_dataset",
-    "dist_info",
 ]
-
-
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
