@@ -29,7 +29,9 @@ ROW_NAMES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet ablate`` (cheap: no torch import)."""
-    parser.add_argument("--config", "-c", help="YAML config shared by every variant")
+    parser.add_argument(
+        "--config", "-c", help="YAML config (file or bundled name, e.g. ablation) shared by every variant"
+    )
     parser.add_argument(
         "--variants",
         default=",".join(DEFAULT_VARIANTS),

@@ -1,6 +1,6 @@
 """``make demo``: train the three stages on CPU, evaluate, compare with a trivial baseline, predict images.
 
-Run as ``python -m cinet.commands.demo [--config configs/demo.yaml] [--run-dir runs/demo]``. The demo replaces its
+Run as ``python -m cinet.commands.demo [--config demo] [--run-dir runs/demo]``. The demo replaces its
 own previous run directory.
 """
 
@@ -48,7 +48,7 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m cinet.commands.demo", description=__doc__)
-    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--config", default="demo", help="config file or bundled name (default: demo)")
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--images", type=int, default=4, help="test images to predict")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
