@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
     from cinet.engine.builders import build_protocol
-    from cinet.engine.datamodule import dataset_info
+    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.distributed import global_rank
     from cinet.errors import ConfigError
     from cinet.models import VARIANTS
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     results = {v: _combine(runs) for v, runs in per_variant.items()}
     if global_rank() != 0:
         return 0
-    protocol = build_protocol(base, dataset_info(base.data))
+    protocol = build_protocol(base, dataset_info_from_config(base.data))
     meta = {
         "config": args.config,
         "overrides": list(args.overrides),

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from cinet.config import load_config
     from cinet.engine.baseline import trivial_baseline_metrics
     from cinet.engine.builders import build_protocol
-    from cinet.engine.datamodule import dataset_info
+    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.training import train
     from cinet.errors import CinetError
     from cinet.metrics import format_table
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     metrics = result["metrics"]
-    protocol = build_protocol(cfg, dataset_info(cfg.data))
+    protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
     worse = beats(metrics, base)
     wall = time.time() - t0
     atomic_write_json(

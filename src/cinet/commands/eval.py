@@ -36,14 +36,14 @@ def evaluate_checkpoint(
     from cinet.checkpoint import load_model
     from cinet.config import StageConfig, load_config
     from cinet.engine.builders import build_module, build_protocol
-    from cinet.engine.datamodule import dataset_info
+    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.training import evaluate_module
     from cinet.errors import CheckpointError
 
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.get("config") or None)
     split = split or cfg.data.test_split
-    info = dataset_info(cfg.data)
+    info = dataset_info_from_config(cfg.data)
     trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
     if trained_classes != info.num_classes:
         raise CheckpointError(

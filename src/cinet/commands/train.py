@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
         from cinet.metrics import format_table
 
         if result["metrics"] is not None:
-            from cinet.engine.datamodule import dataset_info
+            from cinet.engine.datamodule import dataset_info_from_config
 
-            protocol = build_protocol(cfg, dataset_info(cfg.data))
+            protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
             print(format_table({cfg.model.variant: result["metrics"]}, protocol))
         print(f"run directory: {result['run_dir']}")
         print(f"checkpoint:    {result['checkpoint']}")

@@ -98,36 +98,24 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
 
 
 def build_protocol(cfg: Config, info: Any) -> Any:
-    """The :class:`cinet.metrics.EvalProtocol` of ``cfg.train.eval`` on dataset ``info``."""
-    from cinet.metrics import DATASET_DEFAULTS, EvalProtocol
+    """The :class:`cinet.metrics.EvalProtocol` of dataset ``info`` with the overrides of ``cfg.train.eval``.
+
+    ``train.eval.crop: default`` keeps the dataset's crop (``none`` removes it); ``max_depth`` / ``min_depth``
+    replace the dataset's when set; ``data.image_size`` (a resize) replaces the protocol's image size.
+    """
+    from cinet.metrics import EvalProtocol
 
     ev = cfg.train.eval
-    defaults = dict(DATASET_DEFAULTS.get(info.name, {}))
-    crop: Any = ev.crop
-    if crop == "default":
-        crop = defaults.get("crop")
-        if crop is None and info.eval_crop is not None and info.reference_size is not None:
-            crop = "eigen" if info.name == "nyuv2" else None
-    elif crop in ("none", None):
-        crop = None
-    max_depth = ev.max_depth if ev.max_depth is not None else defaults.get("max_depth", info.depth_cap)
-    min_depth = ev.min_depth if ev.min_depth is not None else defaults.get("min_depth", info.min_depth)
-    size = cfg.data.image_size
-    if size is None and info.name == "synthetic":
-        size = cfg.data.options.get("size", (240, 320))
-        if isinstance(size, int):
-            size = (size, size)
-    if size is None:
-        size = defaults.get("image_size")
-    return EvalProtocol(
-        dataset=info.name,
-        crop=crop,
-        min_depth=float(min_depth),
-        max_depth=None if max_depth is None else float(max_depth),
-        reduction=ev.reduction,
-        ignore_index=info.ignore_index,
-        image_size=tuple(size) if size is not None else None,
-    )
+    overrides: dict[str, Any] = {"reduction": ev.reduction}
+    if ev.crop != "default":
+        overrides["crop"] = None if ev.crop in ("none", None) else ev.crop
+    if ev.max_depth is not None:
+        overrides["max_depth"] = float(ev.max_depth)
+    if ev.min_depth is not None:
+        overrides["min_depth"] = float(ev.min_depth)
+    if cfg.data.image_size is not None:
+        overrides["image_size"] = tuple(cfg.data.image_size)
+    return EvalProtocol.for_info(info, **overrides)
 
 
 def build_datamodule(cfg: Config, stage: int = 0, test_split: str | None = None) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 from cinet.checkpoint import check_fits, load_weights, read_checkpoint
 from cinet.config import Config, StageConfig, git_revision, save_config
 from cinet.engine import builders, rundir
+from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, ConfigError
 
@@ -89,9 +90,10 @@ def train(
     run_dir = Path(run_dir)
     # check what can fail before anything is written: output folder, dataset (both splits), init_from
     check_writable_dir(run_dir, "run directory")
+    info = dataset_info_from_config(cfg.data)
     preflight = builders.build_datamodule(cfg)
-    info = preflight.info
     preflight.dataset("train")
+    preflight.dataset("test")
     del preflight
     if cfg.init_from and not resume:
         load_weights(builders.build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)

@@ -3,7 +3,6 @@
 
 from cinet.metrics.depth import DEPTH_KEYS, EIGEN_CROP, DepthMetrics, depth_metrics, resolve_crop
 from cinet.metrics.report import (
-    DATASET_DEFAULTS,
     HIGHER_IS_BETTER,
     METRIC_KEYS,
     EvalProtocol,
@@ -13,7 +12,6 @@ from cinet.metrics.report import (
 from cinet.metrics.segmentation import LabelRangeError, SegMetrics, confusion_matrix, seg_scores
 
 __all__ = [
-    "DATASET_DEFAULTS",
     "DEPTH_KEYS",
     "EIGEN_CROP",
     "HIGHER_IS_BETTER",

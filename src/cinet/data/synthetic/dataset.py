@@ -32,6 +32,7 @@ def synthetic_info(size: tuple[int, int] = (240, 320)) -> DatasetInfo:
         intrinsics=scale_intrinsics(k, ref, (w, h)),
         reference_size=(w, h),
         void_color=list(meta["void_color"]),
+        protocol_size=(h, w),
     )
 
 
