@@ -16,8 +16,12 @@ from typing import Any
 from cinet.metrics.report import HIGHER_IS_BETTER, METRIC_KEYS
 
 
-def beats(model: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
-    """The metrics (of ``METRIC_KEYS``) on which ``model`` does not beat ``baseline``."""
+def metrics_not_better(model: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The metrics (of ``METRIC_KEYS``, in that order) on which ``model`` is not strictly better than ``baseline``.
+
+    Better is higher for δ1–δ3, pAcc and mIoU and lower for the error metrics (``HIGHER_IS_BETTER``); a tie
+    counts as not better. An empty list: the model beats the baseline on every metric.
+    """
     worse = []
     for k in METRIC_KEYS:
         m, b = float(model[k]), float(baseline[k])
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     metrics = result["metrics"]
     protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
-    worse = beats(metrics, base)
+    worse = metrics_not_better(metrics, base)
     wall = time.time() - t0
     atomic_write_json(
         run_dir / "demo.json",
