@@ -49,7 +49,9 @@ def evaluate_module(
     """Metrics of ``module`` on ``split`` (default ``data.test_split``) with ``cfg``'s protocol (all ranks).
 
     Returns:
-        ``METRIC_KEYS`` (depth in metres, segmentation as fractions) and the per-class IoU, plain floats.
+        The test metrics of :class:`cinet.engine.module.CINetModule`: ``METRIC_KEYS`` (depth errors in
+        metres, δ and segmentation scores as fractions), the other outputs of the depth and segmentation
+        metrics (e.g. per-class IoU) and ``num_images``; plain Python numbers.
     """
     dm = builders.build_datamodule(cfg, test_split=split)
     if trainer is None:
