@@ -43,6 +43,8 @@ def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
         attention_impl=m.attention_impl,
         depth_init=m.depth_init,
         ignore_index=ignore_index,
+        zero_init_sharing=m.zero_init_sharing,
+        zero_init_sum=m.zero_init_sum,
     )
 
 
@@ -55,7 +57,7 @@ def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
     lc = cfg.loss
     return TotalLoss(
         info.num_classes,
-        use_attention=spec.use_sum,
+        use_attention=spec.supervised_attention,
         use_consistency=spec.consistency,
         weights=LossWeights(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, lam=lc.lam, mu=lc.mu),
         num_pairs=lc.num_pairs,
@@ -146,6 +148,8 @@ def build_module(
         model,
         build_loss(cfg, info, class_weights),
         stage=stage_cfg.stage,
+        schedule=cfg.train.schedule,
+        handover_epochs=cfg.train.handover_epochs,
         lr=stage_cfg.lr,
         poly_power=stage_cfg.poly_power,
         momentum=cfg.train.momentum,
@@ -165,12 +169,16 @@ def build_module(
     )
 
 
-def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
+def trainer_kwargs(cfg: Config, stage_cfg: StageConfig) -> dict[str, Any]:
     """Keyword arguments of ``lightning.Trainer`` for one stage (``trainer.*`` and the stage's schedule)."""
+    from cinet.engine.stages import stage_spec
+    from cinet.models import variant_spec
+
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
-    # stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
-    if stage_cfg.stage == 1 and uses_sum and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+    # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
+    unused = stage_spec(t.schedule, stage_cfg.stage).ddp_find_unused(variant_spec(cfg.model.variant))
+    if unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
         strategy = f"{strategy}_find_unused_parameters_true"
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
@@ -205,9 +213,7 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[
     return kwargs
 
 
-def build_trainer(
-    cfg: Config, stage_cfg: StageConfig, *, uses_sum: bool, logger: Any, callbacks: list
-) -> Any:
+def build_trainer(cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list) -> Any:
     """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress bar)."""
     import lightning as L
 
@@ -219,7 +225,7 @@ def build_trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **trainer_kwargs(cfg, stage_cfg, uses_sum),
+        **trainer_kwargs(cfg, stage_cfg),
     )
 
 
@@ -227,7 +233,7 @@ def build_test_trainer(cfg: Config) -> Any:
     """A ``lightning.Trainer`` for ``trainer.test`` only: ``trainer.*`` hardware, no logger, no checkpoints."""
     import lightning as L
 
-    kw = trainer_kwargs(cfg, StageConfig(stage=3), uses_sum=False)
+    kw = trainer_kwargs(cfg, StageConfig(stage=3))
     keep = (
         "accelerator",
         "devices",

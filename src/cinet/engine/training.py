@@ -153,7 +153,7 @@ def train(
             RollingCheckpoint(last, cfg.train.checkpoint_every),
             *(callbacks or []),
         ]
-        trainer = builders.build_trainer(cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs)
+        trainer = builders.build_trainer(cfg, st, logger=logger, callbacks=cbs)
         dm = builders.build_datamodule(cfg, stage=st.stage)
         ts = time.time()
         try:

@@ -2,6 +2,7 @@
 (pAcc, mIoU), plus the report helpers that print them with the protocol used."""
 
 from cinet.metrics.depth import DEPTH_KEYS, EIGEN_CROP, DepthMetrics, depth_metrics, resolve_crop
+from cinet.metrics.multitask import DELTA_M_KEYS, delta_m, welch_p_value
 from cinet.metrics.report import (
     HIGHER_IS_BETTER,
     METRIC_KEYS,
@@ -12,6 +13,7 @@ from cinet.metrics.report import (
 from cinet.metrics.segmentation import LabelRangeError, SegMetrics, confusion_matrix, seg_scores
 
 __all__ = [
+    "DELTA_M_KEYS",
     "DEPTH_KEYS",
     "EIGEN_CROP",
     "HIGHER_IS_BETTER",
@@ -21,9 +23,11 @@ __all__ = [
     "LabelRangeError",
     "SegMetrics",
     "confusion_matrix",
+    "delta_m",
     "depth_metrics",
     "format_table",
     "metrics_json",
     "resolve_crop",
     "seg_scores",
+    "welch_p_value",
 ]
