@@ -31,7 +31,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m '' $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	OMP_WAIT_POLICY=$(DEMO_OMP_WAIT_POLICY) $(PY) -m cinet.engine.demo --config $(DEMO_CONFIG) --run-dir $(DEMO_DIR)
+	OMP_WAIT_POLICY=$(DEMO_OMP_WAIT_POLICY) $(PY) -m cinet.commands.demo --config $(DEMO_CONFIG) --run-dir $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

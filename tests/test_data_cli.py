@@ -38,6 +38,6 @@ def test_cli_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, cinet.data.cli, cinet.data; print('torch' in sys.modules)"
+    code = "import sys, cinet.commands.data, cinet.data; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -79,7 +79,7 @@ def test_ablate_unknown_variant(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 def test_combine_seeds_mean_and_std() -> None:
-    from cinet.engine.cli_ablate import _combine
+    from cinet.commands.ablate import _combine
     from cinet.metrics import METRIC_KEYS
 
     a = {"metrics": dict.fromkeys(METRIC_KEYS, 1.0), "wall_s": 2.0}
@@ -91,7 +91,7 @@ def test_combine_seeds_mean_and_std() -> None:
 
 
 def _fake(values: dict[str, list[float]]) -> dict:
-    from cinet.engine.cli_ablate import _combine
+    from cinet.commands.ablate import _combine
 
     n = len(next(iter(values.values())))
     runs = [{"metrics": {k: v[i] for k, v in values.items()}, "wall_s": 1.0} for i in range(n)]
@@ -99,7 +99,7 @@ def _fake(values: dict[str, list[float]]) -> dict:
 
 
 def test_compare_rows_significance_and_delta_m() -> None:
-    from cinet.engine.cli_ablate import compare_rows, format_results
+    from cinet.commands.ablate import compare_rows, format_results
 
     results = {
         "baseline": _fake({"rms": [0.70, 0.71, 0.72], "miou": [0.20, 0.21, 0.19]}),
@@ -121,7 +121,7 @@ def test_compare_rows_significance_and_delta_m() -> None:
 
 
 def test_parse_rows() -> None:
-    from cinet.engine.cli_ablate import parse_rows
+    from cinet.commands.ablate import parse_rows
     from cinet.errors import ConfigError
 
     rows = parse_rows("baseline,cinet", ["cinet_learned: model.variant=cinet train.schedule=learned"])

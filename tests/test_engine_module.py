@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cinet.config import StageConfig, load_config
-from cinet.engine import runner
+from cinet.engine import builders, training
 from cinet.engine.datamodule import ResumableDataLoader, SeededDataset, ShardedSampler
 from cinet.engine.module import NonFiniteLossError, PolyLR
 
@@ -20,9 +20,9 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 
 def _module(variant: str, stage: int, **overrides: Any) -> Any:
     cfg = load_config(SMOKE, [f"model.variant={variant}", *(f"{k}={v}" for k, v in overrides.items())])
-    dm = runner.build_datamodule(cfg)
+    dm = builders.build_datamodule(cfg)
     st = next(s for s in cfg.train.stages if s.stage == stage)
-    return runner.build_module(cfg, dm.info, st), dm
+    return builders.build_module(cfg, dm.info, st), dm
 
 
 def _batch(dm: Any) -> dict[str, Any]:
@@ -201,20 +201,20 @@ def test_loader_state_positions_the_sampler() -> None:
 
 def test_stage_plan_and_trainer_kwargs() -> None:
     cfg = load_config(SMOKE, ["stage=2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.precision=32"])
-    assert [s.stage for s in runner.stage_plan(cfg)] == [2]
-    kw = runner._trainer_kwargs(cfg, StageConfig(stage=1))
+    assert [s.stage for s in training.stage_plan(cfg)] == [2]
+    kw = builders.trainer_kwargs(cfg, StageConfig(stage=1))
     assert kw["strategy"] == "ddp_find_unused_parameters_true"  # SUM's Q/K get no gradient in stage 1
     assert kw["devices"] == 2 and kw["precision"] == "32-true" and kw["use_distributed_sampler"] is False
-    assert runner._trainer_kwargs(cfg, StageConfig(stage=2))["strategy"] == "ddp"
+    assert builders.trainer_kwargs(cfg, StageConfig(stage=2))["strategy"] == "ddp"
 
 
 def test_class_weight_modes() -> None:
     cfg = load_config(SMOKE)
-    info = runner.build_datamodule(cfg).info
-    assert runner._class_weights(cfg, None, info) is None  # "batch": Eq. 12 weights per batch, in the loss
+    info = builders.build_datamodule(cfg).info
+    assert builders.build_class_weights(cfg, info) is None  # "batch": Eq. 12 weights per batch, in the loss
     cfg = load_config(SMOKE, ["loss.class_weights=none"])
-    assert torch.equal(runner._class_weights(cfg, None, info), torch.ones(info.num_classes))
+    assert torch.equal(builders.build_class_weights(cfg, info), torch.ones(info.num_classes))
     cfg = load_config(SMOKE, ["loss.class_weights=dataset"])
-    w = runner._class_weights(cfg, None, info)
+    w = builders.build_class_weights(cfg, info)
     assert w.shape == (info.num_classes,) and bool(((w >= 0) & (w <= 1)).all())
     assert int(w.argmin()) == info.class_names.index("wall")  # the most frequent class gets the lowest weight

@@ -12,7 +12,7 @@ import torch
 from cinet.checkpoint import STATE_PREFIX, read_checkpoint
 from cinet.cli import main
 from cinet.config import load_config, read_saved_git
-from cinet.engine import runner
+from cinet.engine import training
 from cinet.metrics import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_resume_after_crash_is_exact(smoke_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "crash"
     cfg = load_config(SMOKE, ["train.checkpoint_every=1"])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        runner.train(cfg, run_dir, callbacks=[_Crash(stage=2, step=2)])
+        training.train(cfg, run_dir, callbacks=[_Crash(stage=2, step=2)])
     state = json.loads((run_dir / "state.json").read_text())
     assert state["completed"] == [1] and state["current"] == 2
     assert read_checkpoint(run_dir / "stage2" / "last.ckpt")["global_step"] == 2

@@ -139,7 +139,7 @@ def smoke_train(run_dir: Path, accelerator: str, precision: str, attention_impl:
         assert metrics[key] is not None and math.isfinite(metrics[key]), key
     assert 0.0 <= metrics["delta1"] <= 1.0 and metrics["rms"] > 0
     assert (run_dir / "last.ckpt").is_file()
-    saved = load_config(run_dir / "config.yaml").train
+    saved = load_config(run_dir / "config.yaml").trainer  # hardware keys live in the trainer section
     assert (saved.accelerator, saved.precision) == (accelerator, precision)
     return metrics
 

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from cinet.data import dataset_info
 from cinet.metrics import (
     DEPTH_KEYS,
     METRIC_KEYS,
@@ -321,7 +322,7 @@ def test_seg_state_merge_equals_single():
 
 
 def test_protocol_table_and_json():
-    proto = EvalProtocol.for_dataset("nyuv2")
+    proto = EvalProtocol.for_info(dataset_info("nyuv2"))
     assert proto.crop == "eigen" and proto.max_depth == 10.0 and proto.reduction == "per_image"
     line = proto.describe()
     assert "\n" not in line and "nyuv2" in line and "45:471" in line and "10 m" in line and "255" in line

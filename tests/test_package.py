@@ -45,9 +45,9 @@ def test_overrides_may_follow_options(tmp_path, monkeypatch: pytest.MonkeyPatch)
         seen["run_dir"] = args.run_dir
         return 0
 
-    import cinet.engine.cli_train as cli_train
+    import cinet.commands.train as train_command
 
-    monkeypatch.setattr(cli_train, "run", fake_run)
+    monkeypatch.setattr(train_command, "run", fake_run)
     argv = [
         "train",
         "--config",
@@ -66,3 +66,91 @@ def test_unknown_option_is_rejected() -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--config", "configs/smoke.yaml", "--no-such-option"])
     assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------- configs ship inside the package
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_repository_configs_are_the_bundled_ones() -> None:
+    """``configs/`` of a clone is the package's ``cinet/configs/`` (one copy), and every file is bundled."""
+    from cinet.config import bundled_configs
+
+    bundled = bundled_configs()
+    in_repo = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+    assert in_repo and sorted(bundled) == in_repo
+    assert (REPO / "configs").resolve() == (REPO / "src" / "cinet" / "configs").resolve()
+    assert all(
+        path.parent.name == "configs" and path.parent.parent.name == "cinet" for path in bundled.values()
+    )
+
+
+def test_bare_config_name_finds_the_bundled_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cinet.config import load_config
+    from cinet.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: no configs/ here
+    assert load_config("smoke").name == "smoke"
+    assert load_config("smoke.yaml", ["model.channels=16"]).model.channels == 16
+    assert (
+        load_config("configs/sunrgbd.yaml").data.name == "sunrgbd"
+    )  # README path outside a clone; defaults chain
+    (tmp_path / "smoke").mkdir()  # a folder of that name is not a config file: still the bundled one
+    assert load_config("smoke").name == "smoke"
+    (tmp_path / "own.yaml").write_text("name: own\n")
+    assert load_config("own.yaml").name == "own"  # a file that exists wins
+    with pytest.raises(ConfigError, match=r"^nope: config file not found \(bundled configs.*smoke"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match=r"sub/smoke\.yaml: config file not found"):
+        load_config("sub/smoke.yaml")  # only bare names and configs/NAME fall back to the bundled files
+
+
+@pytest.mark.slow
+def test_installed_wheel_trains_with_a_bundled_config(tmp_path) -> None:
+    """Build the wheel, install it apart from the source tree, run ``cinet train --config smoke`` in an empty folder."""
+    import os
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src_copy"  # build from a copy: an in-tree build would write build/ into the checkout
+    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("cinet-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for stem in ("smoke", "nyuv2", "demo"):
+        assert f"cinet/configs/{stem}.yaml" in names
+    assert "cinet/data/meta/nyuv2.json" in names
+    target = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True
+    )
+    work = tmp_path / "empty"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}  # the installed copy, not the checkout
+    code = "import sys, cinet; from cinet.cli import main; print(cinet.__file__, file=sys.stderr); sys.exit(main())"
+    overrides = [
+        "stage=1",
+        "train.stages.0.max_steps=1",
+        "train.val_every=0",
+        "data.length=4",
+        "data.eval_length=2",
+    ]
+    res = subprocess.run(
+        [sys.executable, "-c", code, "train", "--config", "smoke", "--run-dir", "run", *overrides],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert str(target) in res.stderr.splitlines()[0]
+    assert (work / "run" / "last.ckpt").is_file() and (work / "run" / "metrics.json").is_file()

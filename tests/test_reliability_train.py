@@ -264,11 +264,11 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     import random
 
     from cinet.config import StageConfig, load_config
-    from cinet.engine.datamodule import dataset_info
-    from cinet.engine.runner import build_module
+    from cinet.engine.builders import build_module
+    from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)
-    module = build_module(cfg, dataset_info(cfg.data), StageConfig(stage=3))
+    module = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=3))
     module.loss.generator = torch.Generator().manual_seed(3)
     ckpt: dict = {}
     module.on_save_checkpoint(ckpt)

@@ -16,6 +16,7 @@ Model weights are ``checkpoint["state_dict"]`` with keys prefixed ``model.`` (th
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,58 @@ def save_model_checkpoint(
     return p
 
 
+def load_weights(module: Any, path: str | Path) -> None:
+    """Initialise ``module.model`` (and the loss's learned parameters, if stored) from a checkpoint.
+
+    Args:
+        module: A :class:`cinet.engine.module.CINetModule` (anything with ``.model`` and ``.loss``).
+        path: A cinet checkpoint.
+
+    Raises:
+        CheckpointError: Unreadable file, or weights that do not fit ``module.model`` (see :func:`check_fits`).
+    """
+    ckpt = read_checkpoint(path)
+    state = model_state_dict(ckpt)
+    check_fits(module.model, ckpt, path)
+    module.model.load_state_dict(state)
+    loss_state = {k[len("loss.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("loss.")}
+    if loss_state:
+        module.loss.load_state_dict(loss_state, strict=False)
+    logging.getLogger("cinet.engine").info("initialised weights from %s", path)
+
+
+def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` when the checkpoint's weights do not fit ``model``.
+
+    The message says what differs (variant, class count, encoder / channel widths), read from the weights,
+    and how many parameters are unexpected, missing or of another shape.
+    """
+    from cinet.errors import CheckpointError
+
+    state = model_state_dict(ckpt)
+    kwargs = dict(getattr(model, "build_kwargs", {}))
+    if not state:
+        raise CheckpointError(f"{path}: state_dict holds no '{STATE_PREFIX}*' weights")
+    own = model.state_dict()
+    diff = describe_mismatch(state, own, kwargs)
+    if diff is not None:
+        stored = (ckpt.get("cinet") or {}).get("model") or {}
+        counts = {
+            "unexpected": sum(k not in own for k in state),
+            "missing": sum(k not in state for k in own),
+            "of another shape": sum(
+                k in own and tuple(v.shape) != tuple(own[k].shape) for k, v in state.items()
+            ),
+        }
+        count_text = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        raise CheckpointError(
+            f"{path}: weights do not fit model.variant={kwargs.get('variant')!r} encoder={kwargs.get('encoder')!r} "
+            f"num_classes={kwargs.get('num_classes')} (checkpoint: variant={stored.get('variant')!r}, "
+            f"encoder={stored.get('encoder')!r}, num_classes={stored.get('num_classes')}): {diff} "
+            f"({count_text} parameters)"
+        )
+
+
 def load_model(
     path: str | Path, device: Any = "cpu", *, overrides: dict[str, Any] | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -251,17 +304,13 @@ def load_model(
             f"{p}: checkpoint format {fmt!r} is not supported (expected {CHECKPOINT_FORMAT})"
         )
     kwargs = dict(payload["model"])
+    kwargs["encoder_weights"] = None  # the checkpoint holds the trained weights: never fetch pretrained ones
     kwargs.update(overrides or {})
     try:
         model = build_model(**kwargs)
     except (TypeError, ValueError, KeyError, ConfigError) as exc:
         raise CheckpointError(f"{p}: cannot build the model it describes ({exc})") from exc
-    state = model_state_dict(ckpt)
-    if not state:
-        raise CheckpointError(f"{p}: state_dict holds no '{STATE_PREFIX}*' weights")
-    diff = describe_mismatch(state, model.state_dict(), kwargs)
-    if diff is not None:
-        raise CheckpointError(f"{p}: weights do not fit the model: {diff}")
-    model.load_state_dict(state, strict=True)
+    check_fits(model, ckpt, p)
+    model.load_state_dict(model_state_dict(ckpt), strict=True)
     model.eval()
     return model.to(torch.device(device)), payload

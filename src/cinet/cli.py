@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 # name -> (module, help). Modules are imported lazily, only for the subcommand that runs (and for --help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("cinet.engine.cli_train", "train CI-Net: the paper's three stages (or stage=N)"),
-    "eval": ("cinet.engine.cli_eval", "evaluate a checkpoint: metrics table + metrics.json"),
-    "ablate": ("cinet.engine.cli_ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
-    "predict": ("cinet.inference.cli_predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
-    "export": ("cinet.inference.cli_export", "export a checkpoint to ONNX (checked with onnxruntime)"),
-    "bench": ("cinet.bench.cli", "benchmarks (attention, train-step, inference), JSON output"),
-    "data": ("cinet.data.cli", "dataset tools (preview)"),
+    "train": ("cinet.commands.train", "train CI-Net: the paper's three stages (or stage=N)"),
+    "eval": ("cinet.commands.eval", "evaluate a checkpoint: metrics table + metrics.json"),
+    "ablate": ("cinet.commands.ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
+    "predict": ("cinet.commands.predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
+    "export": ("cinet.commands.export", "export a checkpoint to ONNX (checked with onnxruntime)"),
+    "bench": ("cinet.commands.bench", "benchmarks (attention, train-step, inference), JSON output"),
+    "data": ("cinet.commands.data", "dataset tools (preview)"),
 }
 
 
@@ -37,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a subcommand not built yet in this checkout
-            if exc.name is None or not module_name.startswith(exc.name):
-                raise
-            p.set_defaults(_module=None)
-            continue
+        module = importlib.import_module(module_name)
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
@@ -80,9 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args.verbose)
     module = args._module
-    if module is None:
-        print(f"error: 'cinet {args.command}' is not available in this build", file=sys.stderr)
-        return 2
     try:
         return int(module.run(args) or 0)
     except CinetError as exc:

@@ -1,4 +1,4 @@
-"""Benchmarks of cinet, printing JSON: ``cinet bench attention|train-step|inference`` (see :mod:`cinet.bench.cli`).
+"""Benchmarks of cinet, printing JSON: ``cinet bench attention|train-step|inference`` (see :mod:`cinet.commands.bench`).
 
 * :mod:`cinet.bench.attention` — peak memory and time of the SUM attention (Eq. 1–2) + attention BCE (Eq. 4),
   naive vs memory-efficient paths.

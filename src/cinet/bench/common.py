@@ -63,6 +63,7 @@ def available_ram_bytes() -> int:
 
 
 def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -70,21 +71,33 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
 
 
-def hardware(device: torch.device) -> dict[str, Any]:
-    """What ran the benchmark: CPU model and threads, GPU name when CUDA, library versions."""
+def hardware(device: torch.device | None = None) -> dict[str, Any]:
+    """What ran a benchmark or an ablation: CPU model and threads, GPU name(s), library versions.
+
+    Args:
+        device: The device that ran it; None: describe the machine (every CUDA GPU, comma-separated).
+
+    Returns:
+        ``{"cpu", "cpu_count", "torch_threads", "torch", "python", "platform"}`` plus ``"device"`` when
+        ``device`` is given and ``"gpu"`` (a string) when a CUDA device ran / is present.
+    """
     info: dict[str, Any] = {
-        "device": str(device),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "platform": platform.platform(),
     }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    if device is not None:
+        info["device"] = str(device)
+        if device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(device)
+    elif torch.cuda.is_available():
+        info["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     return info
 
 

@@ -21,7 +21,7 @@ from cinet.errors import ConfigError
 if TYPE_CHECKING:
     from cinet.data.base import BaseDataset
 
-# torch-dependent names are imported on first use, so ``import cinet.data.cli`` (the CLI parser) stays cheap
+# torch-dependent names are imported on first use, so ``import cinet.commands.data`` (the CLI parser) stays cheap
 _LAZY = {
     name: "cinet.data.base"
     for name in ("BaseDataset", "collate", "denormalize", "normalize_image", "to_uint8_image")

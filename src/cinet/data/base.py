@@ -122,7 +122,7 @@ def to_tensor_sample(raw: Sample, info: DatasetInfo) -> Sample:
         log.warning("%s: negative depth values set to 0 (invalid)", files[0])
         depth = np.maximum(depth, 0)
     labels = np.asarray(labels)
-    check_labels(labels, info.num_classes, raw.get("label_file") or files[-1])
+    check_label_file(labels, info.num_classes, raw.get("label_file") or files[-1])
     h, w = image.shape[:2]
     meta = dict(raw["meta"])
     meta.setdefault("intrinsics", info.intrinsics_for(w, h))
@@ -135,8 +135,16 @@ def to_tensor_sample(raw: Sample, info: DatasetInfo) -> Sample:
     }
 
 
-def check_labels(labels: np.ndarray, num_classes: int, path: str | Path) -> None:
-    """Raise :class:`DataError` when a label is >= ``num_classes`` and not 255 (or negative)."""
+def check_label_file(labels: np.ndarray, num_classes: int, path: str | Path) -> None:
+    """Raise :class:`DataError` naming ``path`` when a decoded label map holds an id outside the dataset's classes.
+
+    Args:
+        labels: ``HxW`` train ids read from the file ``path``.
+        num_classes: Valid ids are ``0..num_classes-1``; 255 is ignore.
+        path: The label file (named in the message).
+
+    (The loss-side check of a batch is :func:`cinet.losses.check_labels`, which raises ``ValueError``.)
+    """
     bad = ((labels >= num_classes) & (labels != 255)) | (labels < 0)
     if bad.any():
         value = int(labels[bad].flat[0])

@@ -62,6 +62,14 @@ class DatasetInfo:
         eval_crop: ``(top, bottom, left, right)`` numpy-slice bounds at ``reference_size`` used by the
             evaluation protocol (e.g. NYU's Eigen crop ``45:471, 41:601`` at 640x480), or None.
         void_color: Colour of ignored pixels in previews.
+        protocol_crop: Named crop of the dataset's common depth evaluation protocol (``"eigen"`` for NYUv2,
+            see :func:`cinet.metrics.depth.resolve_crop`), or None (no crop).
+        protocol_size: ``(H, W)`` at which the common protocol computes the metrics (NYUv2 480x640, the
+            synthetic dataset its render size), or None (each image at its own size).
+
+    The evaluation protocol (:meth:`cinet.metrics.EvalProtocol.for_info`) reads ``protocol_crop``,
+    ``protocol_size``, ``min_depth`` and ``depth_cap`` from here; each dataset fills them from its
+    ``meta/*.json`` facts.
     """
 
     name: str
@@ -77,6 +85,8 @@ class DatasetInfo:
     std: tuple[float, float, float] = IMAGENET_STD
     eval_crop: tuple[int, int, int, int] | None = None
     void_color: list[int] = field(default_factory=lambda: [0, 0, 0])
+    protocol_crop: str | None = None
+    protocol_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.num_classes:
@@ -112,7 +122,7 @@ class DatasetInfo:
         """Inverse of :meth:`to_dict` (tuples restored; unknown keys ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
-        for key in ("intrinsics", "reference_size", "mean", "std", "eval_crop"):
+        for key in ("intrinsics", "reference_size", "mean", "std", "eval_crop", "protocol_size"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
         return cls(**kw)

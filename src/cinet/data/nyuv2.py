@@ -67,6 +67,8 @@ def nyuv2_info(classes: int = 40) -> DatasetInfo:
         reference_size=ref,
         eval_crop=(r0, r1 + 1, c0, c1 + 1),
         void_color=list(meta["void_color"]),
+        protocol_crop="eigen",
+        protocol_size=(int(crop["image_hw"][0]), int(crop["image_hw"][1])),
     )
 
 

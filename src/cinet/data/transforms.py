@@ -18,7 +18,6 @@ Randomness comes from ``torch``'s generator (seeded per DataLoader worker by PyT
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 
 import torch
@@ -377,8 +376,3 @@ def build_transforms(
             ts.append(PadToMultiple(pad_multiple))
     ts.append(Normalize(mean, std))
     return Compose(ts)
-
-
-def seed_worker(worker_id: int) -> None:  # pragma: no cover - used as DataLoader worker_init_fn
-    """Seed Python's ``random`` from torch's per-worker seed (our transforms only use torch)."""
-    random.seed(torch.initial_seed() % 2**32 + worker_id)

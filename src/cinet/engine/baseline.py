@@ -45,8 +45,8 @@ def fit_trivial_baseline(cfg: Config) -> tuple[float, int]:
 
 def trivial_baseline_metrics(cfg: Config, split: str | None = None) -> dict[str, Any]:
     """Metrics of the trivial baseline on ``split`` (default ``data.test_split``) under ``cfg``'s protocol."""
+    from cinet.engine.builders import build_protocol
     from cinet.engine.datamodule import build_dataset
-    from cinet.engine.runner import build_protocol
     from cinet.metrics import DepthMetrics, SegMetrics
 
     mean_depth, majority = fit_trivial_baseline(cfg)

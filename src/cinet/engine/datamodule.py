@@ -24,7 +24,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cinet.config import DataConfig
+from cinet.data import DatasetInfo, dataset_info
 from cinet.data.base import collate, normalize_image, to_tensor_sample
+from cinet.engine.distributed import dist_info
 from cinet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,15 +38,9 @@ __all__ = [
     "SeededDataset",
     "ShardedSampler",
     "build_dataset",
-    "dist_info",
+    "dataset_info_from_config",
+    "dataset_options",
 ]
-
-
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -202,7 +198,8 @@ class ResumableDataLoader(DataLoader):
 # ------------------------------------------------------------------------------------------------ building
 
 
-def _dataset_kwargs(cfg: DataConfig, split: str, train: bool) -> dict[str, Any]:
+def dataset_options(cfg: DataConfig, *, train: bool) -> dict[str, Any]:
+    """The dataset's keyword options of ``cfg``: ``data.options`` plus the synthetic ``length`` of the split."""
     options = dict(cfg.options)
     if cfg.name == "synthetic":
         length = cfg.length if train else cfg.eval_length
@@ -211,18 +208,14 @@ def _dataset_kwargs(cfg: DataConfig, split: str, train: bool) -> dict[str, Any]:
     return options
 
 
-def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) -> Any:
+def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> Any:
     """The dataset of ``split`` with the training or evaluation transform of ``cfg``.
 
     Raises:
         ConfigError / DataError: Unknown dataset, bad options, missing files.
     """
+    from cinet.data import load_dataset
     from cinet.data.transforms import Compose, Resize, build_transforms
-
-    try:
-        from cinet.data import load_dataset
-    except ImportError:  # registry not built yet: synthetic only
-        load_dataset = None
 
     aug = cfg.augment
     if train:
@@ -238,23 +231,22 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) ->
             transform = Compose([Resize(list(cfg.image_size)), transform])
     else:
         transform = build_transforms(False, resize=list(cfg.image_size) if cfg.image_size else None)
-    kwargs = _dataset_kwargs(cfg, split, train)
-    if load_dataset is not None:
-        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **kwargs)
-    elif cfg.name == "synthetic":
-        from cinet.data.synthetic import SyntheticDataset
-
-        ds = SyntheticDataset(split, transform=transform, **kwargs)
-    else:
-        raise ConfigError(f"data.name: dataset {cfg.name!r} is not available in this build")
+    ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **dataset_options(cfg, train=train))
     if cfg.cache:
         ds = CachedDataset(ds)
     return ds
 
 
-def dataset_info(cfg: DataConfig) -> Any:
-    """The :class:`cinet.data.DatasetInfo` of the configured dataset (from its test split object)."""
-    return build_dataset(cfg, cfg.test_split, train=False).info
+def dataset_info_from_config(cfg: DataConfig) -> DatasetInfo:
+    """The :class:`cinet.data.DatasetInfo` of the configured dataset, from its class: no dataset is built.
+
+    Equal to ``build_dataset(cfg, split, train=False).info`` for every split, without listing or reading the
+    dataset's files (only a folder dataset's small ``classes.yaml``).
+
+    Raises:
+        ConfigError: Unknown dataset name or option.
+    """
+    return dataset_info(cfg.name, root=cfg.root, **dataset_options(cfg, train=False))
 
 
 class CINetDataModule(L.LightningDataModule):
@@ -279,12 +271,13 @@ class CINetDataModule(L.LightningDataModule):
             split = {"train": self.cfg.train_split, "val": self.cfg.val_split, "test": self.test_split}[which]
             if split is None:
                 raise ConfigError(f"data.{which}_split: no split configured")
-            self._datasets[which] = build_dataset(self.cfg, split, train=which == "train", seed=self.seed)
+            self._datasets[which] = build_dataset(self.cfg, split, train=which == "train")
         return self._datasets[which]
 
     @property
-    def info(self) -> Any:
-        return self.dataset("test").info
+    def info(self) -> DatasetInfo:
+        """The dataset's description (from its class; no split is built)."""
+        return dataset_info_from_config(self.cfg)
 
     def _progress(self) -> int:
         trainer = self.trainer

@@ -4,7 +4,6 @@
 from cinet.metrics.depth import DEPTH_KEYS, EIGEN_CROP, DepthMetrics, depth_metrics, resolve_crop
 from cinet.metrics.multitask import DELTA_M_KEYS, delta_m, welch_p_value
 from cinet.metrics.report import (
-    DATASET_DEFAULTS,
     HIGHER_IS_BETTER,
     METRIC_KEYS,
     EvalProtocol,
@@ -14,7 +13,6 @@ from cinet.metrics.report import (
 from cinet.metrics.segmentation import LabelRangeError, SegMetrics, confusion_matrix, seg_scores
 
 __all__ = [
-    "DATASET_DEFAULTS",
     "DELTA_M_KEYS",
     "DEPTH_KEYS",
     "EIGEN_CROP",

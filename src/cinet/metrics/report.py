@@ -14,7 +14,6 @@ from typing import Any
 from cinet.metrics.depth import EIGEN_CROP, EIGEN_CROP_SIZE, resolve_crop
 
 __all__ = [
-    "DATASET_DEFAULTS",
     "HIGHER_IS_BETTER",
     "METRIC_KEYS",
     "METRIC_LABELS",
@@ -64,14 +63,6 @@ METRIC_LABELS: dict[str, str] = {
 #: Stored as fractions, shown in % by :func:`format_table`.
 PERCENT_KEYS: frozenset[str] = frozenset({"pixel_acc", "miou"})
 
-#: Default depth protocol per dataset (see shared/data/README.md): NYU Eigen crop + 10 m, SUN 8 m,
-#: Cityscapes 80 m (a project choice: the paper states no cap).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nyuv2": {"crop": "eigen", "min_depth": 1e-3, "max_depth": 10.0, "image_size": (480, 640)},
-    "sunrgbd": {"crop": None, "min_depth": 1e-3, "max_depth": 8.0, "image_size": None},
-    "cityscapes": {"crop": None, "min_depth": 1e-3, "max_depth": 80.0, "image_size": None},
-}
-
 
 def _arrow(key: str) -> str:
     return "↑" if HIGHER_IS_BETTER[key] else "↓"
@@ -111,11 +102,27 @@ class EvalProtocol:
             resolve_crop(self.crop, h, w)  # validates
 
     @classmethod
-    def for_dataset(cls, dataset: str, **overrides: Any) -> EvalProtocol:
-        """The common protocol of ``dataset`` (``DATASET_DEFAULTS``), with ``overrides`` applied."""
-        kwargs: dict[str, Any] = dict(DATASET_DEFAULTS.get(dataset.lower(), {}))
+    def for_info(cls, info: Any, **overrides: Any) -> EvalProtocol:
+        """The common protocol of a dataset, read from its :class:`cinet.data.DatasetInfo`, with ``overrides``.
+
+        The facts come from the dataset's ``meta/*.json`` through ``info``: NYUv2 Eigen crop at 480x640 and
+        10 m, SUN RGB-D 8 m (toolbox), Cityscapes 80 m (a project choice: the paper states no cap), minimum
+        depth 1e-3 m.
+
+        Args:
+            info: The dataset's info (``name``, ``protocol_crop``, ``protocol_size``, ``min_depth``,
+                ``depth_cap``, ``ignore_index``).
+            **overrides: Fields of :class:`EvalProtocol` that replace the dataset's (``reduction``, ``crop``...).
+        """
+        kwargs: dict[str, Any] = {
+            "crop": info.protocol_crop,
+            "min_depth": float(info.min_depth),
+            "max_depth": None if info.depth_cap is None else float(info.depth_cap),
+            "ignore_index": info.ignore_index,
+            "image_size": info.protocol_size,
+        }
         kwargs.update(overrides)
-        return cls(dataset=dataset, **kwargs)
+        return cls(dataset=info.name, **kwargs)
 
     def depth_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~cinet.metrics.DepthMetrics` / :func:`~cinet.metrics.depth_metrics`."""

@@ -64,27 +64,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def colorize_depth(depth: Any, vmax: float) -> Any:
-    """Depth HxW (metres, 0 invalid) -> uint8 HxWx3 (``turbo`` colormap, invalid black)."""
-    import numpy as np
-    from matplotlib import colormaps
-
-    d = np.asarray(depth, dtype=np.float32)
-    rgb = colormaps["turbo"](np.clip(d / max(vmax, 1e-6), 0, 1))[..., :3]
-    rgb[d <= 0] = 0
-    return (rgb * 255 + 0.5).astype(np.uint8)
-
-
-def colorize_labels(labels: Any, palette: list[list[int]], void: list[int] | None = None) -> Any:
-    """Labels HxW -> uint8 HxWx3 with ``palette`` (255 and unknown ids get ``void``)."""
-    import numpy as np
-
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:] = void or [0, 0, 0]
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[np.asarray(labels).astype(np.int64) & 255]
-
-
 def preview(
     name: str,
     *,
@@ -101,6 +80,7 @@ def preview(
     from PIL import Image
 
     from cinet.data import load_dataset, to_uint8_image
+    from cinet.inference.visualize import colorize_depth, colorize_labels
     from cinet.utils.io import atomic_write_bytes, check_writable_dir
 
     if num < 1:
@@ -113,7 +93,7 @@ def preview(
     for i in range(min(num, len(ds))):
         s = ds[i]
         rgb = to_uint8_image(s["image"], ds.info)
-        dep = colorize_depth(s["depth"][0].numpy(), ds.info.depth_cap)
+        dep, _ = colorize_depth(s["depth"][0].numpy(), 0.0, ds.info.depth_cap, "turbo")
         lab = colorize_labels(s["labels"].numpy(), ds.info.palette, ds.info.void_color)
         sep = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
         rows.append(np.concatenate([rgb, sep, dep, sep, lab], axis=1))

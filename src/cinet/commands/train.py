@@ -8,7 +8,11 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet train`` (cheap: no torch import)."""
-    parser.add_argument("--config", "-c", help="YAML config (see configs/); default: built-in defaults")
+    parser.add_argument(
+        "--config",
+        "-c",
+        help="YAML config file, or a bundled config by name (smoke, demo, synthetic, nyuv2, sunrgbd, cityscapes, ablation); default: built-in defaults",
+    )
     parser.add_argument("--run-dir", help="run directory (default runs/<config>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -22,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, print the metrics table and where the outputs are."""
+    from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
-    from cinet.engine.cli_eval import quiet_lightning
     from cinet.errors import ConfigError
 
     quiet_lightning(getattr(args, "verbose", 0))
@@ -38,20 +42,22 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(saved, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        from cinet.engine.runner import default_run_dir
+        from cinet.engine.rundir import default_run_dir
 
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, args.config)
 
-    from cinet.engine.runner import build_protocol, global_rank, train
+    from cinet.engine.builders import build_protocol
+    from cinet.engine.distributed import global_rank
+    from cinet.engine.training import train
 
     result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if global_rank() == 0:
         from cinet.metrics import format_table
 
         if result["metrics"] is not None:
-            from cinet.engine.datamodule import dataset_info
+            from cinet.engine.datamodule import dataset_info_from_config
 
-            protocol = build_protocol(cfg, dataset_info(cfg.data))
+            protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
             print(format_table({cfg.model.variant: result["metrics"]}, protocol))
         print(f"run directory: {result['run_dir']}")
         print(f"checkpoint:    {result['checkpoint']}")

@@ -1,6 +1,6 @@
 """``make demo``: train the three stages on CPU, evaluate, compare with a trivial baseline, predict images.
 
-Run as ``python -m cinet.engine.demo [--config configs/demo.yaml] [--run-dir runs/demo]``. The demo replaces its
+Run as ``python -m cinet.commands.demo [--config demo] [--run-dir runs/demo]``. The demo replaces its
 own previous run directory.
 """
 
@@ -16,8 +16,12 @@ from typing import Any
 from cinet.metrics.report import HIGHER_IS_BETTER, METRIC_KEYS
 
 
-def beats(model: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
-    """The metrics (of ``METRIC_KEYS``) on which ``model`` does not beat ``baseline``."""
+def metrics_not_better(model: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The metrics (of ``METRIC_KEYS``, in that order) on which ``model`` is not strictly better than ``baseline``.
+
+    Better is higher for δ1–δ3, pAcc and mIoU and lower for the error metrics (``HIGHER_IS_BETTER``); a tie
+    counts as not better. An empty list: the model beats the baseline on every metric.
+    """
     worse = []
     for k in METRIC_KEYS:
         m, b = float(model[k]), float(baseline[k])
@@ -47,8 +51,8 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m cinet.engine.demo", description=__doc__)
-    parser.add_argument("--config", default="configs/demo.yaml")
+    parser = argparse.ArgumentParser(prog="python -m cinet.commands.demo", description=__doc__)
+    parser.add_argument("--config", default="demo", help="config file or bundled name (default: demo)")
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--images", type=int, default=4, help="test images to predict")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -58,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from cinet.cli import main as cinet_main
+    from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
     from cinet.engine.baseline import trivial_baseline_metrics
-    from cinet.engine.cli_eval import quiet_lightning
-    from cinet.engine.datamodule import dataset_info
-    from cinet.engine.runner import build_protocol, train
+    from cinet.engine.builders import build_protocol
+    from cinet.engine.datamodule import dataset_info_from_config
+    from cinet.engine.training import train
     from cinet.errors import CinetError
     from cinet.metrics import format_table
     from cinet.utils.io import atomic_write_json
@@ -92,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     metrics = result["metrics"]
-    protocol = build_protocol(cfg, dataset_info(cfg.data))
-    worse = beats(metrics, base)
+    protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
+    worse = metrics_not_better(metrics, base)
     wall = time.time() - t0
     atomic_write_json(
         run_dir / "demo.json",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def quiet_lightning(verbose: int) -> None:
-    """Keep Lightning's info chatter out of the terminal unless ``-v`` was given."""
-    import warnings
-
-    import lightning  # noqa: F401  (sets its loggers' levels on import: import first, then override)
-
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")
-    if verbose <= 0:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -48,43 +33,33 @@ def evaluate_checkpoint(
     The model is rebuilt from the checkpoint's stored build arguments; data and protocol come from its stored
     config, updated by ``config`` and ``overrides``.
     """
-    from cinet.checkpoint import read_checkpoint
+    from cinet.checkpoint import load_model
     from cinet.config import StageConfig, load_config
-    from cinet.engine.datamodule import dataset_info
-    from cinet.engine.runner import build_module, build_protocol, evaluate_module, load_weights
+    from cinet.engine.builders import build_module, build_protocol
+    from cinet.engine.datamodule import dataset_info_from_config
+    from cinet.engine.training import evaluate_module
     from cinet.errors import CheckpointError
-    from cinet.models import build_model
 
-    ckpt = read_checkpoint(checkpoint)
-    payload = ckpt["cinet"]
-    del ckpt
+    model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.get("config") or None)
     split = split or cfg.data.test_split
-    kwargs = dict(payload.get("model") or {})
-    if not kwargs:
-        raise CheckpointError(f"{checkpoint}: no model arguments stored in checkpoint['cinet']['model']")
-    kwargs["encoder_weights"] = None  # the checkpoint holds the trained weights
-    try:
-        model = build_model(**kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{checkpoint}: cannot build the model it describes ({exc})") from None
-    info = dataset_info(cfg.data)
-    trained_classes = int(kwargs.get("num_classes", info.num_classes))
+    info = dataset_info_from_config(cfg.data)
+    trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
     if trained_classes != info.num_classes:
         raise CheckpointError(
             f"{checkpoint}: trained for {trained_classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
         )
-    cfg.model.variant = kwargs.get("variant", cfg.model.variant)
+    cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
     module = build_module(cfg, info, StageConfig(stage=3), model=model)
-    load_weights(module, checkpoint)
-    module.eval()
     metrics = evaluate_module(module, cfg, split=split)
     return metrics, build_protocol(cfg, info), cfg
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the metrics table with its protocol line; write ``metrics.json`` atomically."""
-    from cinet.engine.runner import global_rank, write_metrics
+    from cinet.commands.common import quiet_lightning
+    from cinet.engine.distributed import global_rank
+    from cinet.engine.rundir import write_metrics
     from cinet.metrics import format_table
     from cinet.utils.io import check_writable_dir
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -111,33 +110,6 @@ def parse_rows(variants: str, extra: list[str]) -> dict[str, list[str]]:
     if not rows:
         raise ConfigError("--variants / --row: no row to run")
     return rows
-
-
-def hardware() -> dict[str, Any]:
-    """A short description of the machine (CPU, threads, GPU)."""
-    import os
-
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
 
 
 def training_diagnostics(run_dir: Path) -> dict[str, Any]:
@@ -346,7 +318,7 @@ def write_ablation(
         f"- Command: `{meta['command']}`",
         f"- Code: git `{meta['git']}`; seeds {meta['seeds']}; stages (stage, epochs, lr) {meta['stages']}",
         f"- Hardware: {hw.get('cpu')} ({hw.get('cpu_count')} CPUs, torch threads {hw.get('torch_threads')})"
-        + (f", GPU {', '.join(hw['gpu'])}" if hw.get("gpu") else "")
+        + (f", GPU {hw['gpu']}" if hw.get("gpu") else "")
         + f"; torch {hw.get('torch')}",
         f"- Total wall time: {meta['wall_s']:.0f} s "
         + "("
@@ -388,7 +360,7 @@ def _run_row(
 ) -> dict[str, Any]:
     """Train + evaluate one row / seed into ``vdir`` (reusing a finished run)."""
     from cinet.config import load_config, read_saved_git
-    from cinet.engine.runner import train
+    from cinet.engine.training import train
 
     metrics_file = vdir / "metrics.json"
     if metrics_file.is_file():
@@ -420,10 +392,12 @@ def _run_row(
 def run(args: argparse.Namespace) -> int:
     """Train + evaluate every row, then write and print the table."""
 
+    from cinet.bench.common import hardware
+    from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.cli_eval import quiet_lightning
-    from cinet.engine.datamodule import dataset_info
-    from cinet.engine.runner import build_protocol, global_rank
+    from cinet.engine.builders import build_protocol
+    from cinet.engine.datamodule import dataset_info_from_config
+    from cinet.engine.distributed import global_rank
 
     quiet_lightning(getattr(args, "verbose", 0))
     rows = parse_rows(args.variants, list(getattr(args, "row", []) or []))
@@ -446,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
     results = {r: _combine(runs) for r, runs in per_row.items()}
     if global_rank() != 0:
         return 0
-    protocol = build_protocol(base, dataset_info(base.data))
+    protocol = build_protocol(base, dataset_info_from_config(base.data))
     variants = [r for r in rows if r in ROW_NAMES]
     meta = {
         "config": args.config,
@@ -469,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
         "stages": [(s.stage, s.epochs, s.lr) for s in base.train.stages],
         "wall_s": sum(r["wall_s"] for r in results.values()),
         "session_wall_s": time.time() - t0,
-        "hardware": hardware(),
+        "hardware": hardware(),  # the machine: every GPU it has
         "config_dict": config_to_dict(base),
     }
     write_ablation(run_dir, results, protocol, meta)

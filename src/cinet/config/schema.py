@@ -1,0 +1,357 @@
+"""The configuration schema: one dataclass per section of a run config, with its defaults and value rules.
+
+:class:`Config` is the root (``model``, ``data``, ``loss``, ``train``, ``trainer``, ``stage``, ``init_from``).
+The attribute docstrings are the reference of every key; :func:`validate` holds the rules between values
+(choices, ranges, the stage list). Reading YAML and ``key=value`` overrides is :mod:`cinet.config.loader`;
+keys of older files are moved by :mod:`cinet.config.legacy`.
+
+Modules never read this config: the builders in :mod:`cinet.engine.builders` turn it into constructor arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cinet.errors import ConfigError
+
+__all__ = [
+    "PAPER_STAGES",
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "StageConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "validate",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of :func:`cinet.models.build_model` (``num_classes`` comes from the dataset).
+
+    Attributes:
+        variant: A row of :data:`cinet.models.VARIANTS`: ``baseline | sum | fsm | lsu | sum_fsm | cinet``
+            (paper Tables 1–2), ``sum_unsup`` (Fig. 7 without L_att), ``depth_only | seg_only`` (Δm).
+        encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8).
+        encoder_weights: ``null`` (random init), ``imagenet`` (torchvision weights, needs network or cache)
+            or the path of a torchvision ResNet state dict.
+        channels: Channels after the 3x3 reduction at 1/8 resolution (SUM, first sharing stage).
+        qk_channels: Channels of the SUM's Q and K.
+        decoder_channels: Output channels of the three upsampling blocks.
+        attention_norm: ``n`` (divide A~V by N) or ``none``.
+        attention_impl: ``naive | tiled | triton | auto``.
+        depth_init: Initial depth (bias of the depth head) in metres.
+        zero_init_sharing: FSM/LSU allocation convs start at zero (identity at init; docs/architecture.md).
+        zero_init_sum: The SUM's value projection starts at zero (identity at init; docs/architecture.md).
+    """
+
+    variant: str = "cinet"
+    encoder: str = "resnet101"
+    encoder_weights: str | None = None
+    channels: int = 512
+    qk_channels: int = 64
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])
+    attention_norm: str = "n"
+    attention_impl: str = "auto"
+    depth_init: float = 3.0
+    zero_init_sharing: bool = True
+    zero_init_sum: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (paper Sec. 4.2: rotation, scaling, crop, flip, colour jitter).
+
+    Attributes:
+        enabled: False: only the crop / resize, no random augmentation.
+        rotation: Maximum rotation in degrees (uniform in ``[-rotation, rotation]``).
+        scale: Range of the random zoom factor ``s`` (depth is divided by ``s``).
+        flip: Random horizontal flip.
+        color_jitter: Strength of brightness / contrast / saturation jitter (0 = off).
+    """
+
+    enabled: bool = True
+    rotation: float = 5.0
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.5])
+    flip: bool = True
+    color_jitter: float = 0.4
+
+
+@dataclass
+class DataConfig:
+    """Dataset, splits, sizes and loader settings.
+
+    Attributes:
+        name: Dataset name for :func:`cinet.data.load_dataset` (``synthetic``, ``nyuv2``, ``sunrgbd``,
+            ``cityscapes``, ``folder``).
+        root: Dataset folder (unused by ``synthetic``).
+        options: Extra keyword arguments of the dataset (e.g. ``{size: [96, 128], holes: true}``).
+        length: Number of training samples of the synthetic dataset (``null``: its default).
+        eval_length: Number of val/test samples of the synthetic dataset (``null``: its default).
+        image_size: Resize every sample to ``(H, W)`` before augmentation (``null``: native size).
+        crop_size: Random training crop ``(H, W)`` (``null``: no crop).
+        eval_size: Network input size at evaluation; predictions are resized back to the ground truth
+            (``null``: evaluate at the native / ``image_size`` resolution, the default policy).
+        batch_size: Training batch size per device.
+        eval_batch_size: Evaluation batch size per device.
+        num_workers: DataLoader worker processes.
+        augment: Training augmentation.
+        train_split: Split used for training.
+        val_split: Split used for validation during training (``null``: no validation).
+        test_split: Split evaluated at the end of training (``metrics.json``).
+        cache: Keep decoded samples in memory (before augmentation); for small datasets.
+    """
+
+    name: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    length: int | None = None
+    eval_length: int | None = None
+    image_size: list[int] | None = None
+    crop_size: list[int] | None = None
+    eval_size: list[int] | None = None
+    batch_size: int = 8
+    eval_batch_size: int = 4
+    num_workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str = "test"
+    cache: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and options (paper Sec. 3.4, Eq. 9–13; defaults: Sec. 4.2).
+
+    Attributes:
+        alpha: Weight of L_depth.
+        beta: Weight of L_con.
+        gamma: Weight of L_seg.
+        lam: Weight of L_pair inside L_depth.
+        mu: Weight of L_norm inside L_depth.
+        num_pairs: Pixel pairs per image of L_pair.
+        class_weights: ``batch`` (Eq. 12 weights from each batch), ``dataset`` (Eq. 12 weights from the
+            whole training split, computed once) or ``none`` (plain cross entropy).
+    """
+
+    alpha: float = 1.0
+    beta: float = 5.0
+    gamma: float = 0.3
+    lam: float = 1.0
+    mu: float = 5.0
+    num_pairs: int = 500
+    class_weights: str = "batch"
+
+
+@dataclass
+class StageConfig:
+    """One training stage (paper Sec. 4.2).
+
+    Attributes:
+        stage: 1 (ideal attention map, L_depth + L_seg), 2 (+ learned map and L_att), 3 (all losses).
+        epochs: Number of epochs.
+        max_steps: Stop after this many optimizer steps (``-1``: run all ``epochs``).
+        lr: Learning rate of the new layers (the encoder gets ``lr * train.encoder_lr_mult``).
+        poly_power: Poly decay ``lr * (1 - step / total) ** power`` per step; 0 = constant.
+    """
+
+    stage: int = 1
+    epochs: int = 1
+    max_steps: int = -1
+    lr: float = 6e-4
+    poly_power: float = 0.0
+
+
+#: The paper's NYU-v2 schedule (Sec. 4.2).
+PAPER_STAGES: tuple[tuple[int, int, float, float], ...] = (
+    (1, 300, 6e-4, 0.0),
+    (2, 200, 2e-4, 0.0),
+    (3, 200, 2e-4, 0.9),
+)
+
+
+def _paper_stages() -> list[StageConfig]:
+    return [StageConfig(stage=s, epochs=e, lr=lr, poly_power=p) for s, e, lr, p in PAPER_STAGES]
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol (overrides of the dataset's common protocol, see :class:`cinet.metrics.EvalProtocol`).
+
+    Attributes:
+        reduction: ``per_image`` (mean of per-image metrics) or ``pooled`` (over all valid pixels).
+        crop: ``default`` (the dataset's protocol, e.g. NYU's Eigen crop), ``none``, ``eigen`` or
+            ``[top, bottom, left, right]``.
+        max_depth: Depth cap in metres (``null``: the dataset's).
+        min_depth: Smallest valid depth in metres (``null``: the dataset's).
+    """
+
+    reduction: str = "per_image"
+    crop: Any = "default"
+    max_depth: float | None = None
+    min_depth: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule, logging and checkpointing settings.
+
+    Attributes:
+        seed: Global seed (model init, data order, augmentation).
+        stages: The stages to run, in order (default: the paper's three NYU stages).
+        schedule: What each stage trains (:data:`cinet.engine.stages.SCHEDULES`): ``paper`` (default; ideal
+            map in stage 1), ``learned`` (the SUM learns its map from stage 1, with L_att) or ``handover``
+            (stage 2 mixes the ideal and the learned map, the ideal weight falling from 1 to 0).
+        handover_epochs: Epochs of stage 2 over which ``handover`` moves from the ideal to the learned map.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        encoder_lr_mult: Learning-rate factor of the pretrained encoder.
+        grad_clip: Clip the gradient norm to this value (0 = off).
+        log_every: Log training scalars every N steps.
+        val_every: Validate every N epochs (0 = never during training).
+        checkpoint_every: Save ``stageN/last.ckpt`` every N steps (0 = at the end of every epoch only).
+        limit_train_batches: Lightning's limit (fraction or count) per epoch.
+        limit_val_batches: Lightning's limit for validation.
+        limit_test_batches: Lightning's limit for the final evaluation.
+        max_nonfinite: Consecutive non-finite steps (skipped) tolerated before training stops.
+        num_vis: Images in the TensorBoard grid at each validation (0 = none).
+        eval: Evaluation protocol.
+    """
+
+    seed: int = 0
+    stages: list[StageConfig] = field(default_factory=_paper_stages)
+    schedule: str = "paper"
+    handover_epochs: float = 2.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    encoder_lr_mult: float = 0.1
+    grad_clip: float = 0.0
+    log_every: int = 10
+    val_every: int = 1
+    checkpoint_every: int = 0
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    limit_test_batches: int | float = 1.0
+    max_nonfinite: int = 10
+    num_vis: int = 4
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class TrainerConfig:
+    """Hardware and precision: how Lightning's Trainer runs (``trainer.*`` keys).
+
+    Attributes:
+        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        devices: Lightning devices (``auto``, a count, or a list like ``[0,1]`` as a string).
+        num_nodes: Number of nodes (SLURM / torchrun set the rest).
+        strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
+        channels_last: Model and inputs in channels-last memory format.
+        deterministic: ``torch.use_deterministic_algorithms`` via Lightning.
+        progress_bar: Show Lightning's progress bar.
+    """
+
+    precision: str = "32"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    channels_last: bool = False
+    deterministic: bool = False
+    progress_bar: bool = True
+
+
+@dataclass
+class Config:
+    """A full run configuration.
+
+    Attributes:
+        name: Run name (used for the default run directory ``runs/<name>-<time>``).
+        model: Model settings.
+        data: Data settings.
+        loss: Loss settings.
+        train: Optimiser / schedule / logging settings.
+        trainer: Hardware, precision and distribution (Lightning Trainer).
+        stage: Run only this stage (1, 2 or 3) of ``train.stages`` (``null``: all).
+        init_from: Checkpoint whose model weights initialise the first stage that runs (``null``: the
+            previous stage's checkpoint in the run directory, or the encoder weights).
+    """
+
+    name: str = "cinet"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    stage: int | None = None
+    init_from: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ value rules
+
+#: Keys whose value must be one of a fixed list.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "trainer.precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
+    "train.eval.reduction": ("per_image", "pooled"),
+    "loss.class_weights": ("batch", "dataset", "none"),
+    "train.schedule": ("paper", "learned", "handover"),
+}
+
+
+def validate(cfg: Config, source: str | None = None) -> None:
+    """Check the rules between values that the types alone do not express.
+
+    Args:
+        cfg: The merged config.
+        source: File name for the messages (None: no file).
+
+    Raises:
+        ConfigError: One line naming the key (and ``source``) of the first value that breaks a rule.
+    """
+    where = f"{source}: " if source else ""
+    for key, choices in CHOICES.items():
+        obj: Any = cfg
+        for p in key.split("."):
+            obj = getattr(obj, p)
+        if obj not in choices:
+            raise ConfigError(f"{where}config key '{key}': {obj!r} is not one of {', '.join(choices)}")
+    if not cfg.train.stages:
+        raise ConfigError(f"{where}config key 'train.stages': at least one stage is needed")
+    seen = set()
+    for i, st in enumerate(cfg.train.stages):
+        if st.stage not in (1, 2, 3):
+            raise ConfigError(
+                f"{where}config key 'train.stages.{i}.stage': must be 1, 2 or 3, got {st.stage}"
+            )
+        if st.stage in seen:
+            raise ConfigError(f"{where}config key 'train.stages.{i}.stage': stage {st.stage} listed twice")
+        seen.add(st.stage)
+        if st.epochs < 1 and st.max_steps <= 0:
+            raise ConfigError(f"{where}config key 'train.stages.{i}.epochs': must be >= 1, got {st.epochs}")
+        if st.lr <= 0:
+            raise ConfigError(f"{where}config key 'train.stages.{i}.lr': must be > 0, got {st.lr}")
+        if st.poly_power < 0:
+            raise ConfigError(f"{where}config key 'train.stages.{i}.poly_power': must be >= 0")
+    if cfg.stage is not None and cfg.stage not in seen:
+        raise ConfigError(
+            f"{where}config key 'stage': stage {cfg.stage} is not in train.stages ({sorted(seen)})"
+        )
+    for key in ("image_size", "crop_size", "eval_size"):
+        v = getattr(cfg.data, key)
+        if v is not None and (len(v) != 2 or min(v) < 8):
+            raise ConfigError(f"{where}config key 'data.{key}': expected [H, W] (>= 8), got {v}")
+    if len(cfg.data.augment.scale) != 2 or not 0 < cfg.data.augment.scale[0] <= cfg.data.augment.scale[1]:
+        raise ConfigError(
+            f"{where}config key 'data.augment.scale': expected [min, max] > 0, got {cfg.data.augment.scale}"
+        )
+    if cfg.data.batch_size < 1 or cfg.data.eval_batch_size < 1:
+        raise ConfigError(f"{where}config key 'data.batch_size': must be >= 1")
+    if cfg.train.max_nonfinite < 0:
+        raise ConfigError(f"{where}config key 'train.max_nonfinite': must be >= 0")

@@ -1,0 +1,252 @@
+"""Builders: the only code that reads :class:`cinet.config.Config`; each turns one section into objects.
+
+``build_model`` (``model.*``), ``build_loss`` / ``build_class_weights`` (``loss.*``), ``build_protocol``
+(``train.eval.*`` over the dataset's protocol), ``build_datamodule`` (``data.*``), ``build_module`` (one stage's
+LightningModule) and ``trainer_kwargs`` / ``build_trainer`` / ``build_test_trainer`` (``trainer.*`` and the
+schedule). Modules receive plain arguments; none of them sees the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cinet.config import Config, StageConfig, config_to_dict
+
+__all__ = [
+    "build_class_weights",
+    "build_datamodule",
+    "build_loss",
+    "build_model",
+    "build_module",
+    "build_protocol",
+    "build_test_trainer",
+    "build_trainer",
+    "trainer_kwargs",
+]
+
+
+def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
+    """The network of ``cfg.model``."""
+    from cinet.models import build_model as _build
+
+    m = cfg.model
+    return _build(
+        variant=m.variant,
+        encoder=m.encoder,
+        num_classes=num_classes,
+        encoder_weights=m.encoder_weights,
+        channels=m.channels,
+        qk_channels=m.qk_channels,
+        decoder_channels=list(m.decoder_channels),
+        attention_norm=m.attention_norm,
+        attention_impl=m.attention_impl,
+        depth_init=m.depth_init,
+        ignore_index=ignore_index,
+        zero_init_sharing=m.zero_init_sharing,
+        zero_init_sum=m.zero_init_sum,
+    )
+
+
+def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
+    """The :class:`cinet.losses.TotalLoss` of the variant."""
+    from cinet.losses import LossWeights, TotalLoss
+    from cinet.models import variant_spec
+
+    spec = variant_spec(cfg.model.variant)
+    lc = cfg.loss
+    return TotalLoss(
+        info.num_classes,
+        use_attention=spec.supervised_attention,
+        use_consistency=spec.consistency,
+        weights=LossWeights(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, lam=lc.lam, mu=lc.mu),
+        num_pairs=lc.num_pairs,
+        ignore_index=info.ignore_index,
+        attention_impl=cfg.model.attention_impl,
+        class_weights=class_weights,
+    )
+
+
+def build_class_weights(cfg: Config, info: Any) -> Any:
+    """Fixed class weights of L_seg for ``loss.class_weights`` (Eq. 12).
+
+    Returns:
+        None for ``batch`` (the loss computes Eq. 12 weights per batch), ones ``[num_classes]`` for ``none``,
+        or for ``dataset`` the Eq. 12 weights ``(total - count_c) / total`` float ``[num_classes]`` from the
+        untransformed labels of the whole training split.
+    """
+    import torch
+
+    mode = cfg.loss.class_weights
+    if mode == "batch":
+        return None
+    if mode == "none":
+        return torch.ones(info.num_classes)
+    # "dataset": Eq. 12 weights from the untransformed training labels
+    from cinet.engine.datamodule import build_dataset
+
+    ds = build_dataset(
+        dataclasses.replace(cfg.data, augment=dataclasses.replace(cfg.data.augment, enabled=False)),
+        cfg.data.train_split,
+        train=False,
+    )
+    counts = torch.zeros(info.num_classes, dtype=torch.float64)
+    for i in range(len(ds)):
+        labels = ds[i]["labels"]
+        valid = labels[labels != info.ignore_index]
+        counts += torch.bincount(valid.flatten(), minlength=info.num_classes).double()
+    total = counts.sum().clamp(min=1)
+    return ((total - counts) / total).float()
+
+
+def build_protocol(cfg: Config, info: Any) -> Any:
+    """The :class:`cinet.metrics.EvalProtocol` of dataset ``info`` with the overrides of ``cfg.train.eval``.
+
+    ``train.eval.crop: default`` keeps the dataset's crop (``none`` removes it); ``max_depth`` / ``min_depth``
+    replace the dataset's when set; ``data.image_size`` (a resize) replaces the protocol's image size.
+    """
+    from cinet.metrics import EvalProtocol
+
+    ev = cfg.train.eval
+    overrides: dict[str, Any] = {"reduction": ev.reduction}
+    if ev.crop != "default":
+        overrides["crop"] = None if ev.crop in ("none", None) else ev.crop
+    if ev.max_depth is not None:
+        overrides["max_depth"] = float(ev.max_depth)
+    if ev.min_depth is not None:
+        overrides["min_depth"] = float(ev.min_depth)
+    if cfg.data.image_size is not None:
+        overrides["image_size"] = tuple(cfg.data.image_size)
+    return EvalProtocol.for_info(info, **overrides)
+
+
+def build_datamodule(cfg: Config, stage: int = 0, test_split: str | None = None) -> Any:
+    """The data module (data order seeded by ``train.seed`` and the stage)."""
+    from cinet.engine.datamodule import CINetDataModule
+
+    return CINetDataModule(cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split)
+
+
+def build_module(
+    cfg: Config,
+    info: Any,
+    stage_cfg: StageConfig,
+    *,
+    model: Any = None,
+    class_weights: Any = None,
+    git: str | None = None,
+) -> Any:
+    """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given)."""
+    from cinet.engine.module import CINetModule
+
+    if model is None:
+        model = build_model(cfg, info.num_classes, info.ignore_index)
+    protocol = build_protocol(cfg, info)
+    dkw = protocol.depth_kwargs()
+    dkw["reduction"] = protocol.reduction
+    return CINetModule(
+        model,
+        build_loss(cfg, info, class_weights),
+        stage=stage_cfg.stage,
+        schedule=cfg.train.schedule,
+        handover_epochs=cfg.train.handover_epochs,
+        lr=stage_cfg.lr,
+        poly_power=stage_cfg.poly_power,
+        momentum=cfg.train.momentum,
+        weight_decay=cfg.train.weight_decay,
+        encoder_lr_mult=cfg.train.encoder_lr_mult,
+        num_classes=info.num_classes,
+        ignore_index=info.ignore_index,
+        depth_metric_kwargs=dkw,
+        eval_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
+        channels_last=cfg.trainer.channels_last,
+        max_nonfinite=cfg.train.max_nonfinite,
+        payload={"dataset": dataclasses.asdict(info), "config": config_to_dict(cfg), "git": git},
+        palette=[list(c) for c in info.palette],
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        num_vis=cfg.train.num_vis,
+    )
+
+
+def trainer_kwargs(cfg: Config, stage_cfg: StageConfig) -> dict[str, Any]:
+    """Keyword arguments of ``lightning.Trainer`` for one stage (``trainer.*`` and the stage's schedule)."""
+    from cinet.engine.stages import stage_spec
+    from cinet.models import variant_spec
+
+    t, hw = cfg.train, cfg.trainer
+    strategy: Any = hw.strategy
+    # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
+    unused = stage_spec(t.schedule, stage_cfg.stage).ddp_find_unused(variant_spec(cfg.model.variant))
+    if unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        strategy = f"{strategy}_find_unused_parameters_true"
+    devices: Any = hw.devices
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    precision: Any = hw.precision
+    if precision in ("32", "64"):
+        precision = f"{precision}-true"
+    kwargs: dict[str, Any] = {
+        "accelerator": hw.accelerator,
+        "devices": devices,
+        "num_nodes": hw.num_nodes,
+        "strategy": strategy,
+        "precision": precision,
+        "max_epochs": stage_cfg.epochs,
+        "max_steps": stage_cfg.max_steps,
+        "log_every_n_steps": max(1, t.log_every),
+        "limit_train_batches": t.limit_train_batches,
+        "limit_test_batches": t.limit_test_batches,
+        "enable_checkpointing": False,
+        "enable_progress_bar": hw.progress_bar,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "use_distributed_sampler": False,
+        "deterministic": hw.deterministic,
+        "gradient_clip_val": t.grad_clip if t.grad_clip > 0 else None,
+    }
+    if t.val_every > 0 and cfg.data.val_split is not None:
+        kwargs["check_val_every_n_epoch"] = t.val_every
+        kwargs["limit_val_batches"] = t.limit_val_batches
+    else:
+        kwargs["limit_val_batches"] = 0
+    return kwargs
+
+
+def build_trainer(cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list) -> Any:
+    """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress bar)."""
+    import lightning as L
+
+    from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
+
+    if cfg.trainer.progress_bar:
+        callbacks = [*callbacks, StageProgressBar()]
+    return L.Trainer(
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        **trainer_kwargs(cfg, stage_cfg),
+    )
+
+
+def build_test_trainer(cfg: Config) -> Any:
+    """A ``lightning.Trainer`` for ``trainer.test`` only: ``trainer.*`` hardware, no logger, no checkpoints."""
+    import lightning as L
+
+    kw = trainer_kwargs(cfg, StageConfig(stage=3))
+    keep = (
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "precision",
+        "limit_test_batches",
+        "enable_progress_bar",
+    )
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        **{k: kw[k] for k in keep},
+    )

@@ -1,0 +1,207 @@
+"""The training and evaluation driver behind ``cinet train`` / ``eval`` / ``ablate`` and ``make demo``.
+
+:func:`train` runs the stages of a config one after the other into a run directory (:mod:`cinet.engine.rundir`),
+each stage starting from the previous stage's weights, resumable at the step where it stopped; then it evaluates
+the final model (:func:`evaluate_module`). Everything it trains or evaluates comes from
+:mod:`cinet.engine.builders`.
+
+Distributed runs (``trainer.devices``, ``trainer.num_nodes``, ``trainer.strategy=ddp``): Lightning launches or detects
+the processes (torchrun, SLURM); only global rank 0 writes the run directory's files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cinet.checkpoint import check_fits, load_weights, read_checkpoint
+from cinet.config import Config, StageConfig, git_revision, save_config
+from cinet.engine import builders, rundir
+from cinet.engine.datamodule import dataset_info_from_config
+from cinet.engine.distributed import barrier, global_rank
+from cinet.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate_module", "stage_plan", "train"]
+
+
+def stage_plan(cfg: Config) -> list[StageConfig]:
+    """The stages this invocation trains, in order (``stage=N`` picks one)."""
+    stages = list(cfg.train.stages)
+    if cfg.stage is not None:
+        stages = [s for s in stages if s.stage == cfg.stage]
+    return stages
+
+
+def _previous_stage(cfg: Config, stage: int) -> int | None:
+    order = [s.stage for s in cfg.train.stages]
+    i = order.index(stage)
+    return order[i - 1] if i > 0 else None
+
+
+def evaluate_module(
+    module: Any, cfg: Config, *, split: str | None = None, trainer: Any = None
+) -> dict[str, Any]:
+    """Metrics of ``module`` on ``split`` (default ``data.test_split``) with ``cfg``'s protocol (all ranks).
+
+    Returns:
+        The test metrics of :class:`cinet.engine.module.CINetModule`: ``METRIC_KEYS`` (depth errors in
+        metres, δ and segmentation scores as fractions), the other outputs of the depth and segmentation
+        metrics (e.g. per-class IoU) and ``num_images``; plain Python numbers.
+    """
+    dm = builders.build_datamodule(cfg, test_split=split)
+    if trainer is None:
+        trainer = builders.build_test_trainer(cfg)
+    trainer.test(module, datamodule=dm, verbose=False)
+    return dict(module.test_results)
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list | None = None,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train the stages of ``cfg`` into ``run_dir``, then evaluate the final model on the test split.
+
+    Args:
+        cfg: The run config.
+        run_dir: Run directory (created; must not exist unless ``resume`` / ``overwrite`` / ``stage=N``).
+        resume: Continue an interrupted run at the stage and step where it stopped.
+        overwrite: Replace an existing run directory.
+        callbacks: Extra Lightning callbacks (tests, tools).
+        evaluate: Evaluate the final model and write ``metrics.json``.
+
+    Returns:
+        ``{"metrics": {...} or None, "run_dir": str, "checkpoint": str, "wall_s": float, "stages": [...]}``.
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from cinet.engine.callbacks import LossLog, RollingCheckpoint
+    from cinet.utils.io import check_writable_dir
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    # check what can fail before anything is written: output folder, dataset (both splits), init_from
+    check_writable_dir(run_dir, "run directory")
+    info = dataset_info_from_config(cfg.data)
+    preflight = builders.build_datamodule(cfg)
+    preflight.dataset("train")
+    preflight.dataset("test")
+    del preflight
+    if cfg.init_from and not resume:
+        load_weights(builders.build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
+    os.environ[rundir.RUN_DIR_ENV] = str(run_dir)  # DDP children re-run the command: same run dir
+    state = rundir.prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    if resume:
+        rundir.remove_stale_temporaries(run_dir)
+    git = git_revision()
+    plan = stage_plan(cfg)
+    completed = set(state.get("completed", []))
+    state.setdefault("stages", [s.stage for s in cfg.train.stages])
+    state.setdefault("wall_s", {})
+    class_weights = builders.build_class_weights(cfg, info)
+    module = None
+    final_ckpt: Path | None = None
+    first = True
+    for st in plan:
+        stage_dir = run_dir / f"stage{st.stage}"
+        last = stage_dir / "last.ckpt"
+        if st.stage in completed:
+            log.info("stage %d already complete, skipping", st.stage)
+            final_ckpt = last
+            first = False
+            continue
+        L.seed_everything(cfg.train.seed, workers=False, verbose=False)
+        module = builders.build_module(cfg, info, st, class_weights=class_weights, git=git)
+        ckpt_path = None
+        if resume and last.is_file():
+            check_fits(module.model, read_checkpoint(last), last)  # truncated, or overrides changed the model
+            ckpt_path = str(last)
+            log.info("stage %d: resuming from %s", st.stage, last)
+        else:
+            prev = _previous_stage(cfg, st.stage)
+            prev_ckpt = run_dir / f"stage{prev}" / "last.ckpt" if prev is not None else None
+            if first and cfg.init_from:
+                load_weights(module, cfg.init_from)
+            elif prev_ckpt is not None and prev_ckpt.is_file():
+                load_weights(module, prev_ckpt)
+            elif prev is not None:
+                raise ConfigError(
+                    f"stage {st.stage} starts from the weights of stage {prev}: none found at {prev_ckpt}; "
+                    "give init_from=CKPT or run the earlier stages first"
+                )
+        if global_rank() == 0:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            save_config(stage_dir / "config.yaml", cfg, git)
+        state["current"] = st.stage
+        rundir.write_state(run_dir, state)
+        logger = TensorBoardLogger(
+            save_dir=str(run_dir), name="tb", version=f"stage{st.stage}", default_hp_metric=False
+        )
+        # the loss row of a step is written before the checkpoint of that step (see LossLog)
+        cbs = [
+            LossLog(stage_dir / rundir.LOSS_LOG),
+            RollingCheckpoint(last, cfg.train.checkpoint_every),
+            *(callbacks or []),
+        ]
+        trainer = builders.build_trainer(cfg, st, logger=logger, callbacks=cbs)
+        dm = builders.build_datamodule(cfg, stage=st.stage)
+        ts = time.time()
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
+            if not trainer.interrupted:
+                raise
+        if trainer.interrupted:
+            log.warning("interrupted: %s is kept; continue with: cinet train --resume %s", last, run_dir)
+            raise KeyboardInterrupt
+        trainer.save_checkpoint(last)
+        state["wall_s"][str(st.stage)] = round(state["wall_s"].get(str(st.stage), 0.0) + time.time() - ts, 2)
+        completed.add(st.stage)
+        state["completed"] = sorted(completed)
+        state["current"] = None
+        rundir.write_state(run_dir, state)
+        final_ckpt = last
+        first = False
+
+    if final_ckpt is None or not final_ckpt.is_file():
+        raise CheckpointError(f"{run_dir}: no stage checkpoint found")
+    top = run_dir / "last.ckpt"
+    if global_rank() == 0:
+        rundir.copy_atomic(final_ckpt, top)
+    barrier()
+
+    metrics = None
+    if evaluate:
+        if module is None:  # everything was done already except (maybe) the evaluation
+            last_stage = next(s for s in cfg.train.stages if final_ckpt.parent.name == f"stage{s.stage}")
+            module = builders.build_module(cfg, info, last_stage, class_weights=class_weights, git=git)
+            load_weights(module, final_ckpt)
+        metrics = evaluate_module(module, cfg)
+        protocol = builders.build_protocol(cfg, info)
+        if global_rank() == 0:
+            rundir.write_metrics(
+                run_dir / "metrics.json",
+                metrics,
+                protocol,
+                {"checkpoint": str(top), "split": cfg.data.test_split, "variant": cfg.model.variant},
+            )
+        state["evaluated"] = True
+        rundir.write_state(run_dir, state)
+    wall = time.time() - t0
+    return {
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+        "checkpoint": str(top),
+        "wall_s": wall,
+        "stages": [s.stage for s in plan],
+    }

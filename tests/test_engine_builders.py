@@ -1,0 +1,71 @@
+"""Builders: dataset facts and the evaluation protocol come from the dataset's info, never from a built dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cinet.config import load_config
+from cinet.data import DATASETS, dataset_class
+from cinet.engine.builders import build_protocol
+from cinet.engine.datamodule import CINetDataModule, build_dataset, dataset_info_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+@pytest.fixture
+def no_dataset_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every registered dataset class refuses to be built (reading the info must not build one)."""
+
+    def refuse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"{type(self).__name__} was built")
+
+    for name in DATASETS:
+        monkeypatch.setattr(dataset_class(name), "__init__", refuse)
+
+
+def test_info_from_config_equals_the_built_dataset_info(tmp_path: Path) -> None:
+    cfg = load_config(SMOKE, ["data.options.size=[40,56]"])
+    built = build_dataset(cfg.data, cfg.data.test_split, train=False).info
+    assert dataset_info_from_config(cfg.data) == built
+    assert built.protocol_size == (40, 56)
+
+
+def test_reading_the_info_builds_no_dataset(no_dataset_built: None, tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_folder"  # no file is listed or read
+    cfg = load_config(None, ["data.name=nyuv2", f"data.root={missing}", "data.options.classes=13"])
+    info = dataset_info_from_config(cfg.data)
+    assert (info.name, info.num_classes, info.protocol_crop, info.protocol_size) == (
+        "nyuv2",
+        13,
+        "eigen",
+        (480, 640),
+    )
+    assert CINetDataModule(cfg.data).info == info
+
+
+@pytest.mark.parametrize(
+    ("overrides", "crop", "max_depth", "size"),
+    [
+        (["data.name=nyuv2"], "eigen", 10.0, (480, 640)),  # meta/nyuv2.json: Eigen crop at 480x640, 10 m
+        (["data.name=sunrgbd"], None, 8.0, None),  # SUN RGB-D toolbox cap
+        (["data.name=cityscapes"], None, 80.0, None),  # project choice, meta/cityscapes.json
+        (["data.name=synthetic", "data.options.size=[24,32]"], None, 10.0, (24, 32)),  # its render size
+        (["data.name=nyuv2", "train.eval.crop=none", "train.eval.max_depth=5"], None, 5.0, (480, 640)),
+        (["data.name=nyuv2", "data.image_size=[240,320]"], "eigen", 10.0, (240, 320)),  # a resize
+    ],
+)
+def test_protocol_comes_from_the_dataset_info(
+    no_dataset_built: None, overrides: list[str], crop: str | None, max_depth: float, size: tuple | None
+) -> None:
+    cfg = load_config(None, overrides)
+    protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
+    assert (protocol.crop, protocol.max_depth, protocol.min_depth, protocol.image_size) == (
+        crop,
+        max_depth,
+        1e-3,
+        size,
+    )
+    assert protocol.dataset == cfg.data.name and protocol.reduction == "per_image"
