@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("cinet.engine.cli_eval", "evaluate a checkpoint: metrics table + metrics.json"),
     "ablate": ("cinet.engine.cli_ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
     "predict": ("cinet.inference.cli_predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
+    "serve": (
+        "cinet.commands.serve",
+        "a web page to try a checkpoint: depth, segmentation, 3D points, attention",
+    ),
     "export": ("cinet.inference.cli_export", "export a checkpoint to ONNX (checked with onnxruntime)"),
     "bench": ("cinet.bench.cli", "benchmarks (attention, train-step, inference), JSON output"),
     "data": ("cinet.data.cli", "dataset tools (preview)"),
