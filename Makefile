@@ -30,7 +30,7 @@ test: $(STAMP)
 # make test-browser: `cinet serve` in headless Chromium, driven by Playwright; needs the Debian browser once:
 #   apt-get update && apt-get install -y chromium
 # Saves the page's screenshot to SCREENSHOT; SERVE_CHECKPOINT (default: the demo's, when present) is served.
-SCREENSHOT ?= docs/img/serve.png
+SCREENSHOT ?= docs/images/serve.png
 SERVE_CHECKPOINT ?= $(wildcard $(DEMO_DIR)/last.ckpt)
 test-browser: $(STAMP)
 	CINET_SERVE_SCREENSHOT=$(SCREENSHOT) CINET_SERVE_CHECKPOINT=$(SERVE_CHECKPOINT) $(PY) -m pytest -m browser $(PYTEST_ARGS)
