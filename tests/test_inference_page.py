@@ -21,7 +21,9 @@ def predictor() -> Predictor:
 
 
 def test_class_shares_counts_classes_present_most_frequent_first() -> None:
-    labels = np.array([[2, 2, 2, 0], [0, 255, 4, 4], [2, 2, 4, 7]], dtype=np.uint8)  # 255, 7: not classes of 5
+    labels = np.array(
+        [[2, 2, 2, 0], [0, 255, 4, 4], [2, 2, 4, 7]], dtype=np.uint8
+    )  # 255, 7: not classes of 5
     assert visualize.class_shares(labels, 5) == [(2, 5 / 12), (4, 3 / 12), (0, 2 / 12)]
 
 
@@ -57,8 +59,12 @@ def test_viewer_cloud_is_the_predict_cloud_subsampled_and_turned_y_up(predictor:
 def test_keep_attention_only_draws_the_same_attention(predictor: Predictor) -> None:
     pred = predictor.predict(synthetic_image(37, 53), return_output=True)
     slim = page.keep_attention_only(pred)
-    assert slim.output is not None and slim.output.depth_features == [] and slim.output.seg_logits.numel() == 0
-    np.testing.assert_array_equal(page.attention_view(slim, 10, 30), figures.attention_figure(pred, 10, 30)[0])
+    assert (
+        slim.output is not None and slim.output.depth_features == [] and slim.output.seg_logits.numel() == 0
+    )
+    np.testing.assert_array_equal(
+        page.attention_view(slim, 10, 30), figures.attention_figure(pred, 10, 30)[0]
+    )
     with pytest.raises(InputError, match="outside"):
         page.attention_view(slim, 53, 0)
 
@@ -75,7 +81,9 @@ def test_predict_page_names_the_upload_not_its_temporary_path(predictor: Predict
     upload.write_bytes(b"not a picture")
     with pytest.raises(InputError) as info:
         page.predict_page(predictor, upload, tmp_path, FileOptions(), name="room.png")
-    assert str(info.value).startswith("room.png: not a readable image") and str(tmp_path) not in str(info.value)
+    assert str(info.value).startswith("room.png: not a readable image") and str(tmp_path) not in str(
+        info.value
+    )
 
 
 def test_predict_page_without_sum_keeps_no_output(tmp_path: Path) -> None:

@@ -192,4 +192,3 @@ def test_twenty_concurrent_requests_are_all_answered_one_at_a_time(
         np.testing.assert_array_equal(np.asarray(Image.open(depth_png)), expect)
     assert server.served - served_before == 20
     assert server.max_in_flight == 1  # queued: one request at a time (--concurrency 1)
-
