@@ -490,11 +490,18 @@ def _free_port(host: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cinet serve`` until interrupted (Ctrl+C). Returns the exit code."""
+    import signal
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
     page, server, url = start(args)
     print(f"cinet serve: {url} (Ctrl+C to stop)", flush=True)
+    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as cleanly as Ctrl+C
     try:
         page.block_thread()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         page.close()
         server.close()
     return 0
