@@ -185,6 +185,8 @@ class PageServer:
 
         if not upload:
             return tuple(gr.skip() for _ in range(10))
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise gr.Error(f"overlay opacity must be in 0..1, got {alpha}", print_exception=False)
         self._enter()
         try:
             name = Path(upload).name
