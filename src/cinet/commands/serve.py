@@ -45,7 +45,7 @@ NUM_SYNTHETIC_EXAMPLES = 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet serve``."""
-    from cinet.inference.cli_predict import DEPTH_CMAPS
+    from cinet.inference.visualize import DEPTH_CMAPS
 
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
@@ -268,8 +268,9 @@ class PageServer:
 def build_page(server: PageServer, examples: list[Path], title: str) -> Any:
     """The Gradio ``Blocks`` of the page (not launched)."""
     gr = import_gradio()
-    from cinet.inference.cli_predict import DEPTH_CMAPS, IMAGE_EXTENSIONS
+    from cinet.inference import IMAGE_EXTENSIONS
     from cinet.inference.page import VIEWER_COLOURINGS
+    from cinet.inference.visualize import DEPTH_CMAPS
 
     opts = server.options
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -374,7 +375,7 @@ def build_page(server: PageServer, examples: list[Path], title: str) -> Any:
 
 def example_images(args: argparse.Namespace, folder: Path) -> list[Path]:
     """The example pictures of the page (see ``--examples``); synthetic rooms are rendered into ``folder``."""
-    from cinet.inference.cli_predict import IMAGE_EXTENSIONS
+    from cinet.inference import IMAGE_EXTENSIONS
 
     def images_in(d: Path) -> list[Path]:
         return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

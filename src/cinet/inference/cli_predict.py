@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinet.errors import InputError
+from cinet.inference import IMAGE_EXTENSIONS
+from cinet.inference.visualize import DEPTH_CMAPS
 
 if TYPE_CHECKING:
     from cinet.inference.files import FileOptions
     from cinet.inference.predictor import Prediction, Predictor
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
-DEPTH_CMAPS = ("turbo", "magma", "viridis", "inferno", "plasma")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from cinet.utils.io import atomic_write_bytes
 DEPTH_PNG_SCALE = 1000.0  # uint16 depth PNG: millimetres
 DEPTH_PNG_MAX = 65535  # 65.535 m
 DEFAULT_DEPTH_CMAP = "turbo"
+DEPTH_CMAPS = ("turbo", "magma", "viridis", "inferno", "plasma")  # the choices of --cmap (perceptual maps)
 
 
 # --------------------------------------------------------------------------------------------- depth
