@@ -13,7 +13,7 @@ DEMO_DIR ?= runs/demo
 # on an idle one ~10% slower
 DEMO_OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test test-all lint demo clean
+.PHONY: install test test-all test-browser serve lint demo clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# make test-browser: `cinet serve` in headless Chromium, driven by Playwright; needs the Debian browser once:
+#   apt-get update && apt-get install -y chromium
+# Saves the page's screenshot to SCREENSHOT; SERVE_CHECKPOINT (default: the demo's, when present) is served.
+SCREENSHOT ?= docs/images/serve.png
+SERVE_CHECKPOINT ?= $(wildcard $(DEMO_DIR)/last.ckpt)
+test-browser: $(STAMP)
+	CINET_SERVE_SCREENSHOT=$(SCREENSHOT) CINET_SERVE_CHECKPOINT=$(SERVE_CHECKPOINT) $(PY) -m pytest -m browser $(PYTEST_ARGS)
+
+# make serve: the web page of `cinet serve` for the demo's checkpoint on http://127.0.0.1:7860
+serve: $(STAMP)
+	$(VENV)/bin/cinet serve --checkpoint $(DEMO_DIR)/last.ckpt
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m '' $(PYTEST_ARGS)

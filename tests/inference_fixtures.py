@@ -44,12 +44,17 @@ def tiny_model(variant: str = "cinet", **overrides):
     torch.manual_seed(0)
     kwargs = {**TINY, **overrides, "variant": variant}
     model = build_model(**kwargs).eval()
-    # Random BN statistics so that outputs vary over the image (a fresh model predicts nearly constant maps).
+    # Random BN statistics so that outputs vary over the image (a fresh model predicts nearly constant maps),
+    # and the zero-initialised convs (FSM/LSU allocations, SUM value: identity at init) made non-zero, as in a
+    # trained model, so that the Fig. 8 features and the SUM's contribution are not all zero.
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
+        for p in model.parameters():
+            if p.dim() == 4 and not p.any():
+                p.normal_(0.0, 0.1)
     return model, kwargs
 
 

@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("cinet.commands.eval", "evaluate a checkpoint: metrics table + metrics.json"),
     "ablate": ("cinet.commands.ablate", "train and evaluate the Table 1/2 variants -> ablation.md"),
     "predict": ("cinet.commands.predict", "depth + segmentation for images (PNG, colour, overlay, PLY)"),
+    "serve": (
+        "cinet.commands.serve",
+        "a web page to try a checkpoint: depth, segmentation, 3D points, attention",
+    ),
     "export": ("cinet.commands.export", "export a checkpoint to ONNX (checked with onnxruntime)"),
     "bench": ("cinet.commands.bench", "benchmarks (attention, train-step, inference), JSON output"),
     "data": ("cinet.commands.data", "dataset tools (preview)"),

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinet.errors import InputError
+from cinet.inference import IMAGE_EXTENSIONS
+from cinet.inference.visualize import DEPTH_CMAPS
 
 if TYPE_CHECKING:
+    from cinet.inference.files import FileOptions
     from cinet.inference.predictor import Prediction, Predictor
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
-DEPTH_CMAPS = ("turbo", "magma", "viridis", "inferno", "plasma")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +196,23 @@ def _pair(text: str, option: str, kind: type = float) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------------------------- outputs
 
 
+def file_options(args: argparse.Namespace, attention_points: list[tuple[float, float]]) -> FileOptions:
+    """The :class:`~cinet.inference.files.FileOptions` of parsed ``cinet predict`` arguments."""
+    from cinet.inference.files import FileOptions
+
+    return FileOptions(
+        cmap=args.cmap,
+        depth_range=args.depth_range_pair,
+        alpha=args.alpha,
+        attention_points=tuple(attention_points),
+        features=args.features,
+        ply=args.ply,
+        ply_binary=not args.ply_ascii,
+        ply_stride=args.ply_stride,
+        intrinsics=args.intrinsics_tuple,
+    )
+
+
 def write_outputs(
     pred: Prediction,
     stem: str,
@@ -205,61 +222,21 @@ def write_outputs(
     attention_points: list[tuple[float, float]],
     source: Path,
 ) -> list[Path]:
-    """Write every requested file of one prediction (each atomically) and return their paths."""
-    import numpy as np
+    """Write every requested file of one prediction (each atomically) and return their paths.
 
-    from cinet.inference import figures, pointcloud, visualize
+    The files come from :func:`cinet.inference.files.prediction_files`, which ``cinet serve`` uses too.
+    """
+    from cinet.inference.files import prediction_files
 
-    info = predictor.info
-    h, w = pred.depth.shape
-    for x, y in attention_points:
-        if not (0 <= x < w and 0 <= y < h):
-            raise InputError(f"{source}: --attention pixel ({x:g}, {y:g}) is outside the {w}x{h} image")
-
-    vmin, vmax = args.depth_range_pair if args.depth_range_pair else (None, None)
-    depth_rgb, (lo, hi) = visualize.colorize_depth(pred.depth, vmin, vmax, args.cmap)
-    seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
-    range_text = {"depth_range_m": f"{lo:.4f},{hi:.4f}", "colormap": args.cmap}
-    files: dict[str, tuple[np.ndarray, dict[str, str] | None]] = {
-        f"{stem}_depth.png": (
-            visualize.depth_to_uint16(pred.depth),
-            {"depth_unit": "millimetre (uint16); 0 = invalid; 65535 = 65.535 m or more"},
-        ),
-        f"{stem}_depth_color.png": (depth_rgb, range_text),
-        f"{stem}_labels.png": (pred.labels, {"classes": ",".join(info.class_names)}),
-        f"{stem}_seg_color.png": (seg_rgb, None),
-        f"{stem}_overlay.png": (visualize.overlay(pred.image, seg_rgb, args.alpha), None),
-        f"{stem}_panel.png": (
-            visualize.make_panel(
-                [pred.image, depth_rgb, seg_rgb],
-                ["input", f"depth {lo:.2f}-{hi:.2f} m ({args.cmap})", f"segmentation ({info.name})"],
-            ),
-            range_text,
-        ),
-    }
-    for x, y in attention_points:
-        fig, _ = figures.attention_figure(pred, x, y, source=str(predictor.source))
-        files[f"{stem}_attention_{x:g}_{y:g}.png"] = (
-            fig,
-            {"figure": "Fig. 7: SUM attention row, min-max scaled"},
-        )
-    if args.features:
-        for k, (f_d, f_s) in enumerate(figures.feature_figures(pred, source=str(predictor.source)), start=1):
-            note = {"figure": "Fig. 8 / Eq. 14: allocated features summed over channels, normalised 0-1"}
-            files[f"{stem}_features_stage{k}_d.png"] = (f_d, note)
-            files[f"{stem}_features_stage{k}_s.png"] = (f_s, note)
-
-    written = []
-    for name, (array, text) in files.items():
-        written.append(visualize.save_png(out / name, array, text))
-    if args.ply:
-        intr = args.intrinsics_tuple or info.intrinsics_for(w, h)
-        cloud = pointcloud.point_cloud(pred.depth, pred.image, pred.labels, intr, stride=args.ply_stride)
-        comment = [f"cinet {source.name}", "intrinsics fx,fy,cx,cy = " + ",".join(f"{v:.6g}" for v in intr)]
-        written.append(
-            pointcloud.write_ply(out / f"{stem}.ply", cloud, binary=not args.ply_ascii, comments=comment)
-        )
-    return written
+    files = prediction_files(
+        pred,
+        stem,
+        predictor.info,
+        file_options(args, attention_points),
+        source=str(source),
+        model_source=str(predictor.source),
+    )
+    return files.write(out)
 
 
 # --------------------------------------------------------------------------------------------- run

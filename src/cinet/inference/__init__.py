@@ -14,6 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# File types the tools read as images (folders and uploads are filtered by these; Pillow decodes them).
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
+)
+
 _EXPORTS = {
     "Predictor": "cinet.inference.predictor",
     "Prediction": "cinet.inference.predictor",

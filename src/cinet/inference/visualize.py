@@ -18,6 +18,7 @@ from cinet.utils.io import atomic_write_bytes
 DEPTH_PNG_SCALE = 1000.0  # uint16 depth PNG: millimetres
 DEPTH_PNG_MAX = 65535  # 65.535 m
 DEFAULT_DEPTH_CMAP = "turbo"
+DEPTH_CMAPS = ("turbo", "magma", "viridis", "inferno", "plasma")  # the choices of --cmap (perceptual maps)
 
 
 # --------------------------------------------------------------------------------------------- depth
@@ -99,6 +100,42 @@ def colorize_depth(
     return rgb, (vmin, vmax)
 
 
+def depth_colorbar(
+    vmin: float, vmax: float, width: int, cmap: str = DEFAULT_DEPTH_CMAP, height: int | None = None
+) -> np.ndarray:
+    """A horizontal colour bar for :func:`colorize_depth` images, labelled in metres.
+
+    Args:
+        vmin: Depth at the left end (metres), the low end of the colour map.
+        vmax: Depth at the right end (metres).
+        width: Bar width in pixels (the width of the depth image it goes with).
+        cmap: The colour map of the depth image.
+        height: Total height (gradient + label strip); default ``max(24, width // 16)``.
+
+    Returns:
+        ``height x width x 3`` uint8: the gradient on top, the labels ``vmin``, the middle and ``vmax`` in
+        metres below it on white.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    height = height or max(24, width // 16)
+    bar_h = max(4, height // 2)
+    t = np.linspace(0.0, 1.0, width)[None, :].repeat(bar_h, axis=0)
+    bar = colorize(vmin + t * (vmax - vmin), vmin, vmax, cmap)
+    strip = Image.new("RGB", (width, height - bar_h), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    try:
+        font = ImageFont.load_default(size=max(8, height - bar_h - 3))
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    labels = [(0.0, f"{vmin:.2f} m"), (0.5, f"{(vmin + vmax) / 2:.2f} m"), (1.0, f"{vmax:.2f} m")]
+    for frac, text in labels:
+        text_w = draw.textlength(text, font=font)
+        x = min(max(frac * width - text_w / 2, 1), width - text_w - 1)
+        draw.text((x, 0), text, fill=(0, 0, 0), font=font)
+    return np.concatenate([bar, np.asarray(strip, dtype=np.uint8)], axis=0)
+
+
 # --------------------------------------------------------------------------------------------- segmentation
 
 
@@ -112,6 +149,23 @@ def colorize_labels(
     ids = np.asarray(labels).astype(np.int64)
     ids = np.where((ids >= 0) & (ids < len(lut)), ids, len(lut) - 1)
     return lut[ids]
+
+
+def class_shares(labels: np.ndarray, num_classes: int) -> list[tuple[int, float]]:
+    """The classes present in a label map and their share of the pixels, most frequent first.
+
+    Args:
+        labels: ``HxW`` class ids; ids outside ``0..num_classes-1`` (void) are not counted as a class.
+        num_classes: Number of classes of the dataset.
+
+    Returns:
+        ``[(class id, share of all pixels in 0..1), ...]`` for every class with at least one pixel.
+    """
+    ids = np.asarray(labels).astype(np.int64).ravel()
+    counts = np.bincount(ids[(ids >= 0) & (ids < num_classes)], minlength=num_classes)
+    total = max(ids.size, 1)
+    present = [(int(c), counts[c] / total) for c in np.nonzero(counts)[0]]
+    return sorted(present, key=lambda item: (-item[1], item[0]))
 
 
 def overlay(image: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
