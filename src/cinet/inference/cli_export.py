@@ -186,17 +186,14 @@ def _export_checked(
 
 def _quantize_checked(args: argparse.Namespace, cfg: Any, payload: dict, fp32: Path, out: Path) -> int:
     """INT8-quantize ``fp32``, print the accuracy report; write the three files only if it is accepted."""
-    import shutil
-
     from cinet.inference.quantize import (
         check_accuracy,
         export_int8,
         format_report,
+        install_int8_outputs,
         int8_paths,
         parse_keep_float,
-        report_json,
     )
-    from cinet.utils.io import atomic_open, atomic_write_json
 
     int8_out, report_out = int8_paths(out)
     int8_tmp = fp32.with_name(int8_out.name)
@@ -218,11 +215,8 @@ def _quantize_checked(args: argparse.Namespace, cfg: Any, payload: dict, fp32: P
     )
     print(format_report(report, protocol))
     check_accuracy(report, str(int8_out))  # refused: CinetError, exit 2, the temporary files go
-    for src, dst in ((fp32, out), (int8_tmp, int8_out)):
-        with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-    atomic_write_json(report_out, report_json(report))
+    install_int8_outputs(fp32, int8_tmp, report, out)
     print(
-        f"wrote {out}, {int8_out} ({int8_out.stat().st_size / out.stat().st_size:.0%} of the size) and {report_out}"
+        f"wrote {out}, {int8_out} ({int8_out.stat().st_size / out.stat().st_size:.0%} of its size), {report_out}"
     )
     return 0
