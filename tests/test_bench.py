@@ -113,14 +113,20 @@ def test_train_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     result = _run_cli(
-        ["bench", "inference", "--tiny", "--height", "32", "--width", "40", "--repeat", "1", "--warmup", "0"],
+        ["bench", "inference", "--tiny", "--height", "32", "--width", "40", "--repeat", "1", "--warmup", "0",
+         "--modes", "eager,onnxruntime,int8,bf16", "--num-calib", "1"],
         capsys,
-    )
+    )  # fmt: skip
     assert result["benchmark"] == "inference"
-    assert [r["runtime"] for r in result["rows"]] == ["pytorch-eager", "onnxruntime"]
+    rows = {r["runtime"]: r for r in result["rows"]}
+    assert list(rows) == ["pytorch-eager", "pytorch-eager-bf16", "onnxruntime", "int8"]
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert result["max_abs_output_diff"] < 1e-2  # both ran the same network
-    assert result["speedup_onnxruntime_over_eager"] > 0
+    assert result["speedup_onnxruntime_over_eager"] > 0 and result["speedup_int8_over_onnxruntime"] > 0
+    assert rows["int8"]["keep_float"] == ["attention"] and rows["int8"]["onnx_bytes"] < result["onnx_bytes"]
+    for low_precision in ("int8", "pytorch-eager-bf16"):  # compared with float32 eager: close, not equal
+        assert 0 < rows[low_precision]["depth_mean_rel_diff"] < 0.05
+        assert 0.5 < rows[low_precision]["label_agreement"] <= 1
 
 
 @pytest.mark.parametrize("script", ["attention", "train_step", "inference"])

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile", type=int, default=0, metavar="K", help="top K ops of one step (torch.profiler)"
     )
 
-    inf = sub.add_parser("inference", help="images/s: eager PyTorch vs onnxruntime (CPU)")
+    inf = sub.add_parser("inference", help="images/s: eager PyTorch vs onnxruntime fp32 and INT8 (CPU)")
     common(inf)
     inf.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
     inf.add_argument("--variant", default="cinet", help="model variant")
@@ -65,6 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inf.add_argument("--channels", type=int, default=None, help="SUM/decoder channels (default 512)")
     inf.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
     inf.add_argument("--onnx", default=None, help="ONNX file to write/reuse (default: a temporary file)")
+    inf.add_argument(
+        "--modes",
+        default="eager,onnxruntime,int8",
+        help="comma-separated rows among eager, onnxruntime, int8, bf16 (eager PyTorch under bf16 autocast)",
+    )
+    inf.add_argument("--num-calib", type=int, default=4, help="INT8 calibration inputs (random; speed only)")
+    inf.add_argument(
+        "--int8-keep-float", default=None, help="INT8: parts kept float32 (as cinet export --keep-float)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cinet.errors import InputError
 
@@ -43,13 +44,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest allowed |onnxruntime - PyTorch| difference of any output value (default 1e-4)",
     )
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    q = parser.add_argument_group("INT8 quantization (also writes M.int8.onnx and M.int8.accuracy.json)")
+    q.add_argument(
+        "--quantize", choices=("int8",), default=None, help="static INT8 quantization (onnxruntime)"
+    )
+    q.add_argument(
+        "--calibration-images",
+        default=None,
+        metavar="DIR_OR_SPLIT",
+        help="folder of images or a split of the checkpoint's dataset (default: its training split)",
+    )
+    q.add_argument("--num-calib", type=int, default=16, help="calibration images (default 16)")
+    q.add_argument("--eval-split", default=None, help="held-out split for the accuracy check (default: test)")
+    q.add_argument(
+        "--num-eval", type=int, default=50, help="held-out images for the accuracy check (default 50)"
+    )
+    q.add_argument(
+        "--keep-float",
+        default=None,
+        help="parts kept in float32: none or a comma list of attention, depth_head, seg_head, stem "
+        "(default: attention, chosen by measurement)",
+    )
+    q.add_argument(
+        "--max-delta1-drop", type=float, default=0.01, help="refuse above this δ1 drop (default 0.01)"
+    )
+    q.add_argument(
+        "--max-miou-drop", type=float, default=1.0, help="refuse above this mIoU drop, in points (default 1)"
+    )
+    q.add_argument(
+        "--config", default=None, help="YAML over the checkpoint's stored config (its data: section)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Export, check with ``onnx.checker`` and onnxruntime, print the largest difference. Returns the exit code."""
     from cinet.checkpoint import load_model
     from cinet.data.info import DatasetInfo
-    from cinet.inference.export import export_onnx, onnx_parity
 
     out: Path = args.onnx
     try:
@@ -63,6 +93,20 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give the .onnx file name")
 
+    if args.quantize:
+        from cinet.inference.quantize import int8_paths, parse_keep_float
+
+        parse_keep_float(args.keep_float)  # a bad group fails before the long work
+        for name, value in (
+            ("--max-delta1-drop", args.max_delta1_drop),
+            ("--max-miou-drop", args.max_miou_drop),
+        ):
+            if not value >= 0:
+                raise InputError(f"{name}: must be >= 0, got {value:g}")
+        for p in int8_paths(out):
+            if p.is_dir():
+                raise InputError(f"{p}: is a folder")
+
     model, payload = load_model(args.checkpoint, "cpu", overrides={"attention_impl": "naive"})
     info = DatasetInfo.from_dict(payload["dataset"]) if payload.get("dataset") else None
     ref_h, ref_w = DEFAULT_SIZE
@@ -74,6 +118,27 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--height/--width: need at least 8x8, got {height}x{width}")
     if info is None:
         logger.warning("%s: no dataset info; 'cinet predict --onnx' will refuse this file", args.checkpoint)
+    if not args.quantize:
+        return _export_checked(args, model, payload, info, out, height, width)
+
+    from cinet.inference.quantize import calibration_plan, checkpoint_config
+
+    cfg = checkpoint_config(payload, args.checkpoint, args.config)  # names the dataset; fails early
+    calibration_plan(cfg, args.calibration_images, args.eval_split)
+    with tempfile.TemporaryDirectory(prefix="cinet-export-") as tmp:  # nothing is written before the end
+        fp32 = Path(tmp) / out.name
+        rc = _export_checked(args, model, payload, info, fp32, height, width)
+        if rc != 0:
+            print(f"error: {out}: nothing written", file=sys.stderr)
+            return rc
+        return _quantize_checked(args, cfg, payload, fp32, out)
+
+
+def _export_checked(
+    args: argparse.Namespace, model: Any, payload: dict, info: Any, out: Path, height: int, width: int
+) -> int:
+    """Export to ``out`` and run the parity check; returns the exit code (1 when the check fails)."""
+    from cinet.inference.export import export_onnx, onnx_parity
 
     try:
         export_onnx(
@@ -100,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "?",
     )
     print(
-        f"wrote {out} ({'dynamic' if args.dynamic else f'{height}x{width}'}, {exporter} exporter, checker ok)"
+        f"{'exported' if args.quantize else 'wrote'} {out.name if args.quantize else out} ({'dynamic' if args.dynamic else f'{height}x{width}'}, {exporter} exporter, checker ok)"
     )
     if args.no_check:
         return 0
@@ -116,4 +181,42 @@ def run(args: argparse.Namespace) -> int:
         msg = f"error: {out}: onnxruntime differs from PyTorch by {worst:.3g} (> --tolerance {args.tolerance:g})"
         print(msg, file=sys.stderr)
         return 1
+    return 0
+
+
+def _quantize_checked(args: argparse.Namespace, cfg: Any, payload: dict, fp32: Path, out: Path) -> int:
+    """INT8-quantize ``fp32``, print the accuracy report; write the three files only if it is accepted."""
+    from cinet.inference.quantize import (
+        check_accuracy,
+        export_int8,
+        format_report,
+        install_int8_outputs,
+        int8_paths,
+        parse_keep_float,
+    )
+
+    int8_out, report_out = int8_paths(out)
+    int8_tmp = fp32.with_name(int8_out.name)
+    report, protocol = export_int8(
+        fp32,
+        int8_tmp,
+        cfg=cfg,
+        model_kwargs=payload.get("model") or {},
+        calibration=args.calibration_images,
+        num_calib=args.num_calib,
+        eval_split=args.eval_split,
+        num_eval=args.num_eval,
+        keep_float=parse_keep_float(args.keep_float),
+        max_delta1_drop=args.max_delta1_drop,
+        max_miou_drop=args.max_miou_drop,
+    )
+    print(
+        f"calibrated on {report['calibration']}; float32 kept: {', '.join(report['quantization']['keep_float']) or 'none'}"
+    )
+    print(format_report(report, protocol))
+    check_accuracy(report, str(int8_out))  # refused: CinetError, exit 2, the temporary files go
+    install_int8_outputs(fp32, int8_tmp, report, out)
+    print(
+        f"wrote {out}, {int8_out} ({int8_out.stat().st_size / out.stat().st_size:.0%} of its size), {report_out}"
+    )
     return 0
