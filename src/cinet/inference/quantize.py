@@ -559,7 +559,7 @@ def export_int8(
         ConfigError / DataError: The dataset cannot be built.
     """
     from cinet.engine.datamodule import build_dataset
-    from cinet.engine.runner import build_protocol
+    from cinet.engine.builders import build_protocol
     from cinet.errors import CheckpointError
     from cinet.inference.export import OnnxRunner
 
