@@ -13,6 +13,7 @@ Reproducibility design:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cinet.config import DataConfig
 from cinet.data.base import collate, normalize_image, to_tensor_sample
+from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -211,8 +213,19 @@ def _dataset_kwargs(cfg: DataConfig, split: str, train: bool) -> dict[str, Any]:
     return options
 
 
-def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) -> Any:
+def build_dataset(
+    cfg: DataConfig,
+    split: str,
+    *,
+    train: bool,
+    seed: int = 0,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> Any:
     """The dataset of ``split`` with the training or evaluation transform of ``cfg``.
+
+    Images are normalised with ``mean`` / ``std`` (RGB, 0..1 scale; the encoder's, see
+    :func:`cinet.models.encoder.encoder_normalization`), which the dataset's ``info`` then records.
 
     Raises:
         ConfigError / DataError: Unknown dataset, bad options, missing files.
@@ -233,11 +246,15 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) ->
             rotation=aug.rotation if aug.enabled else 0.0,
             flip=aug.flip if aug.enabled else False,
             color_jitter=aug.color_jitter if aug.enabled else None,
+            mean=mean,
+            std=std,
         )
         if cfg.image_size:
             transform = Compose([Resize(list(cfg.image_size)), transform])
     else:
-        transform = build_transforms(False, resize=list(cfg.image_size) if cfg.image_size else None)
+        transform = build_transforms(
+            False, resize=list(cfg.image_size) if cfg.image_size else None, mean=mean, std=std
+        )
     kwargs = _dataset_kwargs(cfg, split, train)
     if load_dataset is not None:
         ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **kwargs)
@@ -247,6 +264,8 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) ->
         ds = SyntheticDataset(split, transform=transform, **kwargs)
     else:
         raise ConfigError(f"data.name: dataset {cfg.name!r} is not available in this build")
+    if tuple(ds.info.mean) != tuple(mean) or tuple(ds.info.std) != tuple(std):
+        ds.info = dataclasses.replace(ds.info, mean=tuple(mean), std=tuple(std))
     if cfg.cache:
         ds = CachedDataset(ds)
     return ds
@@ -264,12 +283,22 @@ class CINetDataModule(L.LightningDataModule):
         cfg: Data settings.
         seed: Seed of the data order and augmentation.
         test_split: Split used by ``trainer.test`` (default ``cfg.test_split``).
+        mean: Image normalisation mean (RGB, 0..1 scale; the encoder's).
+        std: Image normalisation standard deviation.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int = 0, test_split: str | None = None):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        seed: int = 0,
+        test_split: str | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ):
         super().__init__()
         self.cfg = cfg
         self.seed = int(seed)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.test_split = test_split or cfg.test_split
         self._datasets: dict[str, Any] = {}
 
@@ -279,7 +308,9 @@ class CINetDataModule(L.LightningDataModule):
             split = {"train": self.cfg.train_split, "val": self.cfg.val_split, "test": self.test_split}[which]
             if split is None:
                 raise ConfigError(f"data.{which}_split: no split configured")
-            self._datasets[which] = build_dataset(self.cfg, split, train=which == "train", seed=self.seed)
+            self._datasets[which] = build_dataset(
+                self.cfg, split, train=which == "train", seed=self.seed, mean=self.mean, std=self.std
+            )
         return self._datasets[which]
 
     @property
