@@ -65,13 +65,14 @@ def timm_model_name(encoder: str) -> str:
 def check_timm_name(name: str) -> None:
     """Raise :class:`ConfigError` (``model.encoder``) when timm has no architecture ``name``.
 
-    The message lists up to five timm names that contain the given one (``timm.list_models``).
+    The message lists up to five timm names that start like the given one (``timm.list_models``).
     """
     import timm
 
     if name and timm.is_model(name):
         return
-    close = timm.list_models(f"*{name.split('.')[0]}*")[:5] if name else []
+    stem = name.split(".")[0].split("_")[0]  # "convnext_nano2" -> "convnext"
+    close = timm.list_models(f"{stem}*")[:5] if stem else []
     hint = f"; similar: {', '.join(close)}" if close else "; see timm.list_models()"
     raise ConfigError(f"model.encoder: timm has no model {name!r}{hint}")
 
