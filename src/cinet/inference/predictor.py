@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
+from cinet.models.cinet import require_joint
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -268,6 +269,7 @@ class Predictor:
         self.model_kwargs = dict(model_kwargs or getattr(model, "build_kwargs", {}) or {})
         self.is_torch = isinstance(model, torch.nn.Module)
         if self.is_torch:
+            require_joint(model, self.source)
             model = model.to(self.device).eval()
         self.model = model
         mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, 3, 1, 1)
