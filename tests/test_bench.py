@@ -129,10 +129,29 @@ def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
         assert 0.5 < rows[low_precision]["label_agreement"] <= 1
 
 
-@pytest.mark.parametrize("script", ["attention", "train_step", "inference"])
+@pytest.mark.parametrize("script", ["attention", "train_step", "inference", "encoders"])
 def test_bench_scripts_show_help(script: str) -> None:
     res = subprocess.run(
         [sys.executable, str(REPO / "bench" / f"{script}.py"), "--help"], capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr
     assert "--tiny" in res.stdout
+
+
+def test_encoders_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("timm")
+    argv = (
+        "bench encoders --tiny --encoders resnet18,timm:test_vit --height 32 --width 40 --repeat 1 --warmup 0"
+    )
+    result = _run_cli(argv.split(), capsys)
+    assert result["benchmark"] == "encoders" and result["settings"]["flops_size"] == "480x640"
+    rows = {r["encoder"]: r for r in result["rows"]}
+    assert list(rows) == ["resnet18", "timm:test_vit"]
+    assert rows["resnet18"]["output_stride"] == 8 and rows["timm:test_vit"]["output_stride"] == 16
+    assert rows["timm:test_vit"]["stages"] == 4 and rows["timm:test_vit"]["mean"] == [0.5, 0.5, 0.5]
+    assert rows["resnet18"]["infer_vs_first"] == 1.0 and rows["resnet18"]["train_vs_first"] == 1.0
+    for r in rows.values():
+        assert r["gflops_480x640"] > 0 and r["infer_img_s"] > 0 and r["train_img_s"] > 0
+        assert 0 < r["encoder_params_m"] < r["params_m"]
+    # a stride-16 encoder does less work at 1/16 than the dilated ResNet-18 at 1/8
+    assert rows["timm:test_vit"]["gflops_480x640"] < rows["resnet18"]["gflops_480x640"]

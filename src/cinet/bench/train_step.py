@@ -93,8 +93,8 @@ def synthetic_batch(settings: dict[str, Any], device: torch.device) -> dict[str,
     }
 
 
-def make_loss(settings: dict[str, Any]) -> torch.nn.Module:
-    """TotalLoss (Eq. 13) with the terms of the variant."""
+def make_loss(settings: dict[str, Any], num_feature_maps: int = 3) -> torch.nn.Module:
+    """TotalLoss (Eq. 13) with the terms of the variant (``num_feature_maps``: the model's ``num_stages``)."""
     from cinet.losses.total import TotalLoss
     from cinet.models.factory import variant_spec
 
@@ -104,6 +104,7 @@ def make_loss(settings: dict[str, Any]) -> torch.nn.Module:
         use_attention=spec.use_sum,
         use_consistency=spec.consistency,
         attention_impl=settings["attention_impl"],
+        num_feature_maps=num_feature_maps,
     )
 
 

@@ -1,4 +1,4 @@
-"""``cinet bench attention|train-step|inference [options]``: benchmarks printing JSON.
+"""``cinet bench attention|train-step|inference|encoders [options]``: benchmarks printing JSON.
 
 No torch import at module level (``cinet --help`` stays fast); each benchmark imports what it needs in
 :func:`run`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("attention", "train-step", "inference")
+BENCHMARKS = ("attention", "train-step", "inference", "encoders")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +75,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--int8-keep-float", default=None, help="INT8: parts kept float32 (as cinet export --keep-float)"
     )
 
+    enc = sub.add_parser("encoders", help="params, FLOPs, CPU inference / train images/s per encoder family")
+    common(enc)
+    enc.add_argument(
+        "--encoders",
+        default=None,
+        help="comma-separated model.encoder names (default: resnet101 and one timm model per family; "
+        "timm test models with --tiny)",
+    )
+    enc.add_argument("--variant", default="cinet", help="model variant (default cinet)")
+    enc.add_argument("--batch-size", type=int, default=2, help="images per training step (default 2)")
+    enc.add_argument("--height", type=int, default=None, help="timed input height (default 240; 64 --tiny)")
+    enc.add_argument("--width", type=int, default=None, help="timed input width (default 320; 80 --tiny)")
+    enc.add_argument("--flops-size", default="480x640", help="HxW of the FLOP count (default 480x640)")
+    enc.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON. Returns the exit code."""
@@ -93,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
         from cinet.bench.inference import run_inference
 
         result = run_inference(args)
+    elif args.benchmark == "encoders":
+        from cinet.bench.encoders import run_encoders
+
+        result = run_encoders(args)
     else:  # pragma: no cover - argparse restricts the choices
         raise ValueError(f"unknown benchmark {args.benchmark!r}")
     emit(result, args.out)

@@ -37,9 +37,10 @@ class ModelConfig:
     Attributes:
         variant: A row of :data:`cinet.models.VARIANTS`: ``baseline | sum | fsm | lsu | sum_fsm | cinet``
             (paper Tables 1–2), ``sum_unsup`` (Fig. 7 without L_att), ``depth_only | seg_only`` (Δm).
-        encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8).
-        encoder_weights: ``null`` (random init), ``imagenet`` (torchvision weights, needs network or cache)
-            or the path of a torchvision ResNet state dict.
+        encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8) or
+            ``timm:<timm model name>`` (any timm backbone, :mod:`cinet.models.timm_encoder`).
+        encoder_weights: ``null`` (random init), ``imagenet`` (torchvision's / timm's weights, needs network
+            or cache) or the path of a local state dict of the encoder's architecture.
         channels: Channels after the 3x3 reduction at 1/8 resolution (SUM, first sharing stage).
         qk_channels: Channels of the SUM's Q and K.
         decoder_channels: Output channels of the three upsampling blocks.

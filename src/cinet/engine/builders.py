@@ -48,8 +48,8 @@ def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
     )
 
 
-def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
-    """The :class:`cinet.losses.TotalLoss` of the variant."""
+def build_loss(cfg: Config, info: Any, class_weights: Any = None, num_feature_maps: int = 3) -> Any:
+    """The :class:`cinet.losses.TotalLoss` of the variant (``num_feature_maps``: the model's ``num_stages``)."""
     from cinet.losses import LossWeights, TotalLoss
     from cinet.models import variant_spec
 
@@ -64,6 +64,7 @@ def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
         ignore_index=info.ignore_index,
         attention_impl=cfg.model.attention_impl,
         class_weights=class_weights,
+        num_feature_maps=num_feature_maps,
     )
 
 
@@ -121,10 +122,15 @@ def build_protocol(cfg: Config, info: Any) -> Any:
 
 
 def build_datamodule(cfg: Config, stage: int = 0, test_split: str | None = None) -> Any:
-    """The data module (data order seeded by ``train.seed`` and the stage)."""
+    """The data module (data order seeded by ``train.seed`` and the stage; images normalised with the
+    mean / std of ``model.encoder``, :func:`cinet.models.encoder.encoder_normalization`)."""
     from cinet.engine.datamodule import CINetDataModule
+    from cinet.models.encoder import encoder_normalization
 
-    return CINetDataModule(cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split)
+    mean, std = encoder_normalization(cfg.model.encoder)
+    return CINetDataModule(
+        cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split, mean=mean, std=std
+    )
 
 
 def build_module(
@@ -136,17 +142,22 @@ def build_module(
     class_weights: Any = None,
     git: str | None = None,
 ) -> Any:
-    """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given)."""
+    """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given).
+
+    The checkpoint's dataset entry records the model's input normalisation (its encoder's mean / std), which
+    ``Predictor``, ``cinet predict`` and ``cinet export`` read.
+    """
     from cinet.engine.module import CINetModule
 
     if model is None:
         model = build_model(cfg, info.num_classes, info.ignore_index)
+    info = dataclasses.replace(info, mean=tuple(model.input_mean), std=tuple(model.input_std))
     protocol = build_protocol(cfg, info)
     dkw = protocol.depth_kwargs()
     dkw["reduction"] = protocol.reduction
     return CINetModule(
         model,
-        build_loss(cfg, info, class_weights),
+        build_loss(cfg, info, class_weights, num_feature_maps=model.num_stages),
         stage=stage_cfg.stage,
         schedule=cfg.train.schedule,
         handover_epochs=cfg.train.handover_epochs,

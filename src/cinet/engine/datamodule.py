@@ -13,6 +13,7 @@ Reproducibility design:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cinet.config import DataConfig
 from cinet.data import DatasetInfo, dataset_info
 from cinet.data.base import collate, normalize_image, to_tensor_sample
+from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.engine.distributed import dist_info
 from cinet.errors import ConfigError
 
@@ -208,8 +210,18 @@ def dataset_options(cfg: DataConfig, *, train: bool) -> dict[str, Any]:
     return options
 
 
-def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> Any:
+def build_dataset(
+    cfg: DataConfig,
+    split: str,
+    *,
+    train: bool,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> Any:
     """The dataset of ``split`` with the training or evaluation transform of ``cfg``.
+
+    Images are normalised with ``mean`` / ``std`` (RGB, 0..1 scale; the encoder's, see
+    :func:`cinet.models.encoder.encoder_normalization`), which the dataset's ``info`` then records.
 
     Raises:
         ConfigError / DataError: Unknown dataset, bad options, missing files.
@@ -226,12 +238,18 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> Any:
             rotation=aug.rotation if aug.enabled else 0.0,
             flip=aug.flip if aug.enabled else False,
             color_jitter=aug.color_jitter if aug.enabled else None,
+            mean=mean,
+            std=std,
         )
         if cfg.image_size:
             transform = Compose([Resize(list(cfg.image_size)), transform])
     else:
-        transform = build_transforms(False, resize=list(cfg.image_size) if cfg.image_size else None)
+        transform = build_transforms(
+            False, resize=list(cfg.image_size) if cfg.image_size else None, mean=mean, std=std
+        )
     ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **dataset_options(cfg, train=train))
+    if tuple(ds.info.mean) != tuple(mean) or tuple(ds.info.std) != tuple(std):
+        ds.info = dataclasses.replace(ds.info, mean=tuple(mean), std=tuple(std))
     if cfg.cache:
         ds = CachedDataset(ds)
     return ds
@@ -256,12 +274,22 @@ class CINetDataModule(L.LightningDataModule):
         cfg: Data settings.
         seed: Seed of the data order and augmentation.
         test_split: Split used by ``trainer.test`` (default ``cfg.test_split``).
+        mean: Image normalisation mean (RGB, 0..1 scale; the encoder's).
+        std: Image normalisation standard deviation.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int = 0, test_split: str | None = None):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        seed: int = 0,
+        test_split: str | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ):
         super().__init__()
         self.cfg = cfg
         self.seed = int(seed)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.test_split = test_split or cfg.test_split
         self._datasets: dict[str, Any] = {}
 
@@ -271,13 +299,16 @@ class CINetDataModule(L.LightningDataModule):
             split = {"train": self.cfg.train_split, "val": self.cfg.val_split, "test": self.test_split}[which]
             if split is None:
                 raise ConfigError(f"data.{which}_split: no split configured")
-            self._datasets[which] = build_dataset(self.cfg, split, train=which == "train")
+            self._datasets[which] = build_dataset(
+                self.cfg, split, train=which == "train", mean=self.mean, std=self.std
+            )
         return self._datasets[which]
 
     @property
     def info(self) -> DatasetInfo:
-        """The dataset's description (from its class; no split is built)."""
-        return dataset_info_from_config(self.cfg)
+        """The dataset's description (from its class; no split is built), with this module's normalisation."""
+        info = dataset_info_from_config(self.cfg)
+        return dataclasses.replace(info, mean=self.mean, std=self.std)
 
     def _progress(self) -> int:
         trainer = self.trainer

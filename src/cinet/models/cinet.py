@@ -1,26 +1,30 @@
 """CI-Net assembly (paper Sec. 3.1, Fig. 1).
 
     images [B,3,H,W]
-      -> dilated ResNet (1/8)                       encoder.py
+      -> encoder at output stride s                 encoder.py (dilated ResNet, s = 8) / timm_encoder.py
       -> 3x3 conv-BN-ReLU to ``channels``           (C = 512 by default)
       -> SUM (optional)                             sum.py, Eq. 1–2
-      -> two branches (depth, segmentation); before each of the three upsampling blocks a sharing stage
-         (FSM Eq. 5, LSU Eq. 6, or none) exchanges features between the branches   fsm.py, decoder.py
+      -> two branches (depth, segmentation); before each upsampling block a sharing stage (FSM Eq. 5,
+         LSU Eq. 6, or none) exchanges features between the branches                 fsm.py, decoder.py
       -> heads at the input resolution: depth [B,1,H,W] metres (> 0), seg logits [B,K,H,W]
 
-The upsampling blocks go back to the exact sizes the encoder's stride-2 ops produced (1/4, 1/2) and then to
-the input size, so any input size works (e.g. 97 x 131).
+The paper's encoder (s = 8) has three upsampling blocks (1/8 -> 1/4 -> 1/2 -> 1/1) with ``decoder_channels``
+outputs. An encoder at a coarser stride (a ViT at 16, Swin at 32) gets ``log2(s) - 3`` more blocks in front,
+each with its own sharing module, that keep C channels (1/32 -> 1/16 -> 1/8 at C), so the last three blocks are
+the paper's. The blocks go back to the exact sizes the encoder reports for each stride and then to the input
+size, so any input size works (e.g. 97 x 131).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from cinet.models.decoder import DepthHead, SegHead, UpsampleBlock, conv_bn_relu
-from cinet.models.encoder import DilatedResNet
+from cinet.models.encoder import build_encoder
 from cinet.models.fsm import FeatureSharingModule, LateralSharingUnit
 from cinet.models.outputs import AttentionState, CINetOutput
 from cinet.models.sum import SceneUnderstandingModule
@@ -54,14 +58,14 @@ class CINet(nn.Module):
 
     Args:
         num_classes: Number of segmentation classes K.
-        encoder: ``resnet18 | resnet34 | resnet50 | resnet101``.
-        encoder_weights: ``None``, ``"imagenet"`` or a local torchvision state-dict path (see
-            :class:`DilatedResNet`).
+        encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` or ``timm:<timm model name>`` (see
+            :func:`cinet.models.encoder.build_encoder`).
+        encoder_weights: ``None``, ``"imagenet"`` or a local state-dict path of the encoder's architecture.
         use_sum: Insert the SUM after the channel reduction.
         sharing: ``none | fsm | lsu``: module before each upsampling block.
-        channels: Channels C at 1/8 (SUM and the first sharing stage).
+        channels: Channels C at the encoder's stride (SUM, first sharing stage, extra upsampling blocks).
         qk_channels: Channels of Q and K in the SUM.
-        decoder_channels: Output channels of the three upsampling blocks.
+        decoder_channels: Output channels of the last three upsampling blocks (to 1/4, 1/2, 1/1).
         attention_norm: ``n`` (A~V / N) or ``none`` (Eq. 2 as written); see :mod:`cinet.models.sum`.
         attention_impl: ``naive | tiled | triton | auto``.
         depth_init: Initial depth prediction in metres.
@@ -74,6 +78,9 @@ class CINet(nn.Module):
 
     Attributes:
         variant, encoder_name, num_classes, use_sum, sharing: The configuration, for checkpoint checks.
+        num_stages: Number of upsampling blocks (= sharing stages), ``ceil(log2(output stride))``: 3 for the
+            ResNets, 4 for a ViT at stride 16, 5 for Swin.
+        input_mean, input_std: Input normalisation of the encoder (RGB, 0..1 scale) the images need.
         build_kwargs: Keyword arguments of :func:`cinet.models.build_model` that rebuild this model (empty when
             constructed directly).
     """
@@ -118,7 +125,10 @@ class CINet(nn.Module):
         self.ignore_index = ignore_index
         self.build_kwargs: dict[str, Any] = {}  # set by cinet.models.build_model (checkpoint payload)
 
-        self.encoder = DilatedResNet(encoder, weights=encoder_weights)
+        self.encoder = build_encoder(encoder, weights=encoder_weights)
+        self.input_mean: tuple[float, float, float] = tuple(self.encoder.mean)  # type: ignore[assignment]
+        self.input_std: tuple[float, float, float] = tuple(self.encoder.std)  # type: ignore[assignment]
+        self.num_stages = max(3, math.ceil(math.log2(self.encoder.output_stride)))
         self.reduce = conv_bn_relu(self.encoder.out_channels, channels)
         self.sum = (
             SceneUnderstandingModule(
@@ -127,18 +137,21 @@ class CINet(nn.Module):
             if use_sum
             else None
         )
-        stage_channels = (channels, *decoder_channels[:-1])  # inputs of the three blocks, e.g. 512, 256, 128
+        extra = self.num_stages - 3  # blocks in front of the paper's three (coarser encoders), C -> C
+        # inputs of the blocks, e.g. 512, 256, 128 (s = 8) or 512, 512, 256, 128 (s = 16)
+        stage_channels = (*(channels,) * (extra + 1), *decoder_channels[:-1])
+        out_channels = (*(channels,) * extra, *decoder_channels)
         if sharing == "fsm":
             self.share = nn.ModuleList(FeatureSharingModule(c, zero_init_sharing) for c in stage_channels)
         elif sharing == "lsu":
             self.share = nn.ModuleList(LateralSharingUnit(c, zero_init_sharing) for c in stage_channels)
         else:
             self.share = None
-        blocks = zip(stage_channels, decoder_channels)
+        blocks = zip(stage_channels, out_channels)
         self.depth_blocks = (
             nn.ModuleList(UpsampleBlock(cin, cout) for cin, cout in blocks) if "depth" in tasks else None
         )
-        blocks = zip(stage_channels, decoder_channels)
+        blocks = zip(stage_channels, out_channels)
         self.seg_blocks = (
             nn.ModuleList(UpsampleBlock(cin, cout) for cin, cout in blocks) if "seg" in tasks else None
         )
@@ -186,26 +199,29 @@ class CINet(nn.Module):
                 SUM uses the ideal map A = M M^T (Eq. 3) instead of its learned map (training stage 1).
                 Nearest-downsampled to the feature size with :func:`cinet.ops.downsample_labels`. Ignored by
                 variants without SUM.
-            attention_map: Optional explicit attention map [B,N,N] (N = h*w at 1/8), values in [0, 1].
+            attention_map: Optional explicit attention map [B,N,N] (N = h*w at the encoder's stride, 1/8 for
+                the ResNets), values in [0, 1].
                 Ignored by variants without SUM.
             ideal_weight: Weight of the ideal map in ``w A + (1 - w) A~`` when ``ideal_labels`` is given
                 (1 = the ideal map alone; see :class:`SceneUnderstandingModule`).
 
         Returns:
             :class:`CINetOutput`; ``depth_features`` / ``seg_features`` hold each branch's features after each
-            sharing stage (f^{t+1}, coarse to fine: 1/8, 1/4, 1/2), the inputs of the upsampling blocks.
-            A single-task model returns ``None`` for the other output and no features for it.
+            sharing stage (f^{t+1}, coarse to fine: 1/8, 1/4, 1/2 for the ResNets; ``num_stages`` maps), the
+            inputs of the upsampling blocks. A single-task model returns ``None`` for the other output and no
+            features for it.
         """
         in_size = (images.shape[-2], images.shape[-1])
-        x, enc_sizes = self.encoder(images)  # [B,Cenc,h8,w8], [(h2,w2),(h4,w4),(h8,w8)]
-        x = self.reduce(x)  # [B,C,h8,w8]
+        # [B,Cenc,hs,ws] at output stride s, and the sizes fine to coarse [(h2,w2),(h4,w4),...,(hs,ws)]
+        x, enc_sizes = self.encoder(images)
+        x = self.reduce(x)  # [B,C,hs,ws]
         attention: AttentionState | None = None
         if self.sum is not None:
             labels = None
             if ideal_labels is not None:
                 if ideal_labels.dim() == 4:
                     ideal_labels = ideal_labels.squeeze(1)
-                labels = downsample_labels(ideal_labels, (x.shape[-2], x.shape[-1]))  # [B,h8,w8]
+                labels = downsample_labels(ideal_labels, (x.shape[-2], x.shape[-1]))  # [B,hs,ws]
             x, attention = self.sum(
                 x,
                 ideal_labels=labels,
@@ -214,7 +230,7 @@ class CINet(nn.Module):
                 ideal_weight=ideal_weight,
             )
 
-        targets = [enc_sizes[1], enc_sizes[0], in_size]  # 1/4, 1/2, 1/1
+        targets = [*reversed(enc_sizes[:-1]), in_size]  # s = 8: 1/4, 1/2, 1/1
         f_d, f_s = x, x
         depth_features: list[torch.Tensor] = []
         seg_features: list[torch.Tensor] = []

@@ -1,4 +1,9 @@
-"""Dilated ResNet encoder at output stride 8 (paper Sec. 3.1).
+"""Encoders: the paper's dilated ResNet at output stride 8 (Sec. 3.1), or any timm backbone.
+
+:func:`build_encoder` picks the encoder of a ``model.encoder`` name: ``resnet18 | resnet34 | resnet50 |
+resnet101`` (the torchvision ResNets below, the paper's configuration and the default) or ``timm:<name>``
+(:class:`cinet.models.timm_encoder.TimmEncoder`). Every encoder returns ``(features, sizes)`` and has
+``out_channels``, ``output_stride`` and the input normalisation ``mean`` / ``std`` it was pretrained with.
 
 The last two residual stages of a torchvision ResNet keep the resolution of ``layer2`` (1/8 of the input) and
 use dilation 2 (``layer3``) and 4 (``layer4``) instead of stride 2, "reducing the detailed information loss"
@@ -24,7 +29,15 @@ import torchvision
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.errors import CheckpointError, ConfigError, where
+from cinet.models.timm_encoder import (
+    TIMM_PREFIX,
+    TimmEncoder,
+    check_timm_name,
+    timm_model_name,
+    timm_normalization,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +80,13 @@ class DilatedResNet(nn.Module):
 
     Attributes:
         out_channels: Channels of the 1/8 output (512 for 18/34, 2048 for 50/101).
+        output_stride: 8.
+        mean, std: ImageNet's normalisation (torchvision's ``IMAGENET1K_V1`` transforms).
     """
+
+    output_stride = 8
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __init__(self, name: str = "resnet50", weights: str | Path | None = None) -> None:
         super().__init__()
@@ -171,3 +190,53 @@ class DilatedResNet(nn.Module):
         x = self.layer3(x)  # dilation 2, still 1/8
         x = self.layer4(x)  # dilation 4, still 1/8
         return x, sizes
+
+
+def is_timm_encoder(name: str) -> bool:
+    """``True`` for a ``timm:<name>`` encoder."""
+    return isinstance(name, str) and name.startswith(TIMM_PREFIX)
+
+
+def check_encoder_name(name: str) -> None:
+    """Raise :class:`ConfigError` (``model.encoder``) for a name that is neither a ResNet nor a timm model."""
+    if is_timm_encoder(name):
+        check_timm_name(timm_model_name(name))
+    elif name not in ENCODERS:
+        raise ConfigError(
+            f"model.encoder: unknown encoder {name!r}; valid: {', '.join(ENCODERS)} or timm:<timm model name>"
+        )
+
+
+def encoder_normalization(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Input ``(mean, std)`` (RGB, 0..1 scale) an encoder expects, without building it.
+
+    ImageNet's for the torchvision ResNets; the pretrained config's for timm models
+    (:func:`cinet.models.timm_encoder.timm_normalization`).
+
+    Raises:
+        ConfigError: Unknown encoder.
+    """
+    check_encoder_name(name)
+    if is_timm_encoder(name):
+        return timm_normalization(timm_model_name(name))
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
+    """The encoder of a ``model.encoder`` name (see the module docstring).
+
+    Args:
+        name: ``resnet18 | resnet34 | resnet50 | resnet101`` or ``timm:<timm model name>``.
+        weights: ``None``, ``"imagenet"`` or a local state-dict path of that architecture.
+
+    Returns:
+        A :class:`DilatedResNet` or :class:`cinet.models.timm_encoder.TimmEncoder`.
+
+    Raises:
+        ConfigError: Unknown encoder, or ``imagenet`` weights that cannot be fetched.
+        CheckpointError: A local weights file that is missing, unreadable or of another architecture.
+    """
+    check_encoder_name(name)
+    if is_timm_encoder(name):
+        return TimmEncoder(name, weights=weights)
+    return DilatedResNet(name, weights=weights)

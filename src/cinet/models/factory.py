@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cinet.errors import ConfigError
 from cinet.models.cinet import SHARING, CINet
-from cinet.models.encoder import ENCODERS
+from cinet.models.encoder import check_encoder_name
 from cinet.models.sum import ATTENTION_NORMS
 from cinet.ops import ATTENTION_IMPLS
 
@@ -108,13 +108,14 @@ def build_model(
     Args:
         variant: Row of :data:`VARIANTS` (``baseline | sum | sum_unsup | fsm | lsu | sum_fsm | cinet |
             depth_only | seg_only``).
-        encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8).
+        encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8; the paper's) or
+            ``timm:<timm model name>`` (any timm backbone, :mod:`cinet.models.timm_encoder`).
         num_classes: Number of segmentation classes.
-        encoder_weights: ``None`` (random), ``"imagenet"`` (torchvision weights API, needs network or
-            torch hub's cache) or the path of a local torchvision ResNet state dict.
-        channels: Channels at 1/8 after the 3x3 reduction (SUM, first sharing stage).
+        encoder_weights: ``None`` (random), ``"imagenet"`` (torchvision's / timm's weights, needs network or
+            their cache) or the path of a local state dict of the encoder's architecture.
+        channels: Channels at the encoder's stride after the 3x3 reduction (SUM, first sharing stage).
         qk_channels: Channels of Q and K of the SUM.
-        decoder_channels: Output channels of the three upsampling blocks of each branch.
+        decoder_channels: Output channels of the last three upsampling blocks of each branch.
         attention_norm: ``n`` (divide A~V by N, default) or ``none`` (Eq. 2 as written).
         attention_impl: ``naive | tiled | triton | auto``.
         depth_init: Initial depth prediction in metres (bias of the depth head).
@@ -129,8 +130,7 @@ def build_model(
         ConfigError: Unknown variant / encoder / attention option, or an invalid size.
     """
     spec = variant_spec(variant)
-    if encoder not in ENCODERS:
-        raise ConfigError(f"model.encoder: unknown encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
+    check_encoder_name(encoder)
     if attention_norm not in ATTENTION_NORMS:
         raise ConfigError(f"model.attention_norm: {attention_norm!r} not in {', '.join(ATTENTION_NORMS)}")
     if attention_impl not in ATTENTION_IMPLS:
