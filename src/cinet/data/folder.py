@@ -26,7 +26,7 @@ import numpy as np
 
 from cinet.data.base import BaseDataset, Sample, read_label_png, read_png16, read_rgb, require_dir
 from cinet.data.info import DatasetInfo, voc_palette
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import ConfigError, DataError, SplitNotFoundError, where
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class FolderDataset(BaseDataset):
             return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
         existing = [s for s in SPLITS if (root / f"{s}.txt").is_file()]
         if existing:
-            raise DataError(
+            raise SplitNotFoundError(
                 where(list_file, f"split list not found (found {', '.join(e + '.txt' for e in existing)})")
             )
         if split != "train":

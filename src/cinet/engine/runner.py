@@ -197,8 +197,13 @@ def build_module(
     model: Any = None,
     class_weights: Any = None,
     git: str | None = None,
+    train_size: tuple[int, int] | None = None,
 ) -> Any:
-    """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given)."""
+    """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given).
+
+    ``train_size`` (the ``(H, W)`` of the training images) is stored in its checkpoints (``cinet predict``
+    scales images far from it, :mod:`cinet.inference.preprocess`).
+    """
     from cinet.engine.module import CINetModule
 
     if model is None:
@@ -221,7 +226,12 @@ def build_module(
         eval_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
         channels_last=cfg.trainer.channels_last,
         max_nonfinite=cfg.train.max_nonfinite,
-        payload={"dataset": dataclasses.asdict(info), "config": config_to_dict(cfg), "git": git},
+        payload={
+            "dataset": dataclasses.asdict(info),
+            "config": config_to_dict(cfg),
+            "git": git,
+            "train_size": list(train_size) if train_size is not None else None,
+        },
         palette=[list(c) for c in info.palette],
         mean=tuple(info.mean),
         std=tuple(info.std),
@@ -274,7 +284,21 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
         )
 
 
-def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
+def progress_bar_enabled(cfg: Config) -> bool:
+    """``trainer.progress_bar`` on an interactive terminal (a bar would fill a log file or CI output)."""
+    import sys
+
+    return bool(cfg.trainer.progress_bar) and sys.stderr.isatty()
+
+
+def _trainer_kwargs(
+    cfg: Config, stage_cfg: StageConfig, uses_sum: bool, train_batches: int | None = None
+) -> dict[str, Any]:
+    """Lightning ``Trainer`` arguments of one stage.
+
+    ``train_batches`` (batches per epoch, when known) caps ``log_every_n_steps`` so that Lightning does not warn
+    that the epoch is shorter than the logging interval.
+    """
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
     # stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
@@ -294,11 +318,11 @@ def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict
         "precision": precision,
         "max_epochs": stage_cfg.epochs,
         "max_steps": stage_cfg.max_steps,
-        "log_every_n_steps": max(1, t.log_every),
+        "log_every_n_steps": max(1, min(t.log_every, train_batches or t.log_every)),
         "limit_train_batches": t.limit_train_batches,
         "limit_test_batches": t.limit_test_batches,
         "enable_checkpointing": False,
-        "enable_progress_bar": hw.progress_bar,
+        "enable_progress_bar": progress_bar_enabled(cfg),
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
         "use_distributed_sampler": False,
@@ -314,26 +338,47 @@ def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict
 
 
 def _make_trainer(
-    cfg: Config, stage_cfg: StageConfig, *, uses_sum: bool, logger: Any, callbacks: list
+    cfg: Config,
+    stage_cfg: StageConfig,
+    *,
+    uses_sum: bool,
+    logger: Any,
+    callbacks: list,
+    train_batches: int | None = None,
 ) -> Any:
     import lightning as L
 
     from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
 
-    if cfg.trainer.progress_bar:
+    if progress_bar_enabled(cfg):
         callbacks = [*callbacks, StageProgressBar()]
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **_trainer_kwargs(cfg, stage_cfg, uses_sum),
+        **_trainer_kwargs(cfg, stage_cfg, uses_sum, train_batches),
     )
+
+
+def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
+    """Optimizer steps per epoch on one device (``drop_last``; ``train.limit_train_batches`` applied)."""
+    from cinet.engine.datamodule import dist_info
+
+    world = max(1, dist_info()[1])
+    n = max(1, -(-train_len // world) // max(1, cfg.data.batch_size))
+    limit = cfg.train.limit_train_batches
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(n * limit))
+    return max(1, min(n, int(limit)))
 
 
 def evaluate_module(
     module: Any, cfg: Config, *, split: str | None = None, trainer: Any = None
 ) -> dict[str, Any]:
-    """Metrics of ``module`` on ``split`` (default ``data.test_split``) with ``cfg``'s protocol (all ranks)."""
+    """Metrics of ``module`` on ``split`` (default ``data.test_split``) with ``cfg``'s protocol (all ranks).
+
+    ``per_class_iou`` is a dict keyed by class name (the dataset info in ``module.payload``), in id order.
+    """
     import lightning as L
 
     dm = build_datamodule(cfg, test_split=split)
@@ -356,7 +401,13 @@ def evaluate_module(
             **{k: kw[k] for k in keep},
         )
     trainer.test(module, datamodule=dm, verbose=False)
-    return dict(module.test_results)
+    results = dict(module.test_results)
+    names = (getattr(module, "payload", {}).get("dataset") or {}).get("class_names")
+    if names and isinstance(results.get("per_class_iou"), list) and len(names) == len(results["per_class_iou"]):
+        from cinet.metrics.report import per_class_by_name
+
+        results["per_class_iou"] = per_class_by_name(results["per_class_iou"], names)  # keyed by class name
+    return results
 
 
 def write_metrics(
@@ -510,11 +561,15 @@ def train(
 
     t0 = time.time()
     run_dir = Path(run_dir)
-    # check what can fail before anything is written: output folder, dataset (both splits), init_from
+    # check what can fail before anything is written: output folder, dataset (every split, batch size, first
+    # batches, depth unit), init_from
     check_writable_dir(run_dir, "run directory")
+    if cfg.data.root is not None:  # stored absolute: the run can be evaluated from another folder
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     preflight = build_datamodule(cfg)
+    train_size = preflight.check(validate=cfg.train.val_every > 0)
     info = preflight.info
-    preflight.dataset("train")
+    train_batches = train_batches_per_epoch(cfg, len(preflight.dataset("train")))
     del preflight
     if cfg.init_from and not resume:
         load_weights(build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
@@ -540,7 +595,7 @@ def train(
             first = False
             continue
         L.seed_everything(cfg.train.seed, workers=False, verbose=False)
-        module = build_module(cfg, info, st, class_weights=class_weights, git=git)
+        module = build_module(cfg, info, st, class_weights=class_weights, git=git, train_size=train_size)
         ckpt_path = None
         if resume and last.is_file():
             from cinet.checkpoint import read_checkpoint
@@ -574,7 +629,9 @@ def train(
             RollingCheckpoint(last, cfg.train.checkpoint_every),
             *(callbacks or []),
         ]
-        trainer = _make_trainer(cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs)
+        trainer = _make_trainer(
+            cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs, train_batches=train_batches
+        )
         dm = build_datamodule(cfg, stage=st.stage)
         ts = time.time()
         try:
@@ -605,7 +662,9 @@ def train(
     if evaluate:
         if module is None:  # everything was done already except (maybe) the evaluation
             last_stage = next(s for s in cfg.train.stages if final_ckpt.parent.name == f"stage{s.stage}")
-            module = build_module(cfg, info, last_stage, class_weights=class_weights, git=git)
+            module = build_module(
+                cfg, info, last_stage, class_weights=class_weights, git=git, train_size=train_size
+            )
             load_weights(module, final_ckpt)
         metrics = evaluate_module(module, cfg)
         protocol = build_protocol(cfg, info)

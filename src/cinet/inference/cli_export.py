@@ -1,5 +1,9 @@
 """``cinet export``: a checkpoint -> ONNX (``images -> depth, seg_logits``), checked with onnxruntime.
 
+By default the file is dynamic (any batch, height and width: ``cinet predict --onnx`` then fits each image
+exactly as ``cinet predict --checkpoint`` does). ``--height``/``--width`` make a fixed-size file instead; its
+size is printed here and by ``cinet predict --onnx``, which resizes every image to it.
+
 No torch import at module level.
 """
 
@@ -23,12 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="cinet checkpoint (.ckpt)")
     parser.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
     parser.add_argument(
-        "--height", type=int, default=None, help="input height (default: the dataset's reference size or 480)"
+        "--height",
+        type=int,
+        default=None,
+        help="fixed input height: a fixed-size file (default: dynamic; traced at the training size)",
     )
+    parser.add_argument("--width", type=int, default=None, help="fixed input width (see --height)")
     parser.add_argument(
-        "--width", type=int, default=None, help="input width (default: the dataset's reference size or 640)"
+        "--dynamic",
+        action="store_true",
+        help="dynamic batch, height and width axes also when --height/--width are given (their size is traced)",
     )
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width axes")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument(
         "--exporter",
@@ -50,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from cinet.checkpoint import load_model
     from cinet.data.info import DatasetInfo
     from cinet.inference.export import export_onnx, onnx_parity
+    from cinet.inference.preprocess import training_size_of
 
     out: Path = args.onnx
     try:
@@ -65,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
     model, payload = load_model(args.checkpoint, "cpu", overrides={"attention_impl": "naive"})
     info = DatasetInfo.from_dict(payload["dataset"]) if payload.get("dataset") else None
+    train_size = training_size_of(payload)
     ref_h, ref_w = DEFAULT_SIZE
-    if info is not None and info.reference_size is not None:
+    if train_size is not None:
+        ref_h, ref_w = train_size
+    elif info is not None and info.reference_size is not None:
         ref_w, ref_h = info.reference_size
     height = args.height or ref_h
     width = args.width or ref_w
+    dynamic = args.dynamic or (args.height is None and args.width is None)
     if height < 8 or width < 8:
         raise InputError(f"--height/--width: need at least 8x8, got {height}x{width}")
     if info is None:
@@ -81,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
             out,
             height=height,
             width=width,
-            dynamic=args.dynamic,
+            dynamic=dynamic,
             opset=args.opset,
             dataset_info=info,
             model_kwargs=payload.get("model"),
             exporter=args.exporter,
+            train_size=train_size,
         )
     except RuntimeError as exc:
         raise InputError(f"{args.checkpoint}: {exc}") from exc
@@ -99,13 +114,16 @@ def run(args: argparse.Namespace) -> int:
         ),
         "?",
     )
-    print(
-        f"wrote {out} ({'dynamic' if args.dynamic else f'{height}x{width}'}, {exporter} exporter, checker ok)"
+    size = (
+        "dynamic: any batch and size"
+        if dynamic
+        else f"fixed input {height}x{width}: 'cinet predict --onnx' resizes every image to it"
     )
+    print(f"wrote {out} ({size}; {exporter} exporter, checker ok)")
     if args.no_check:
         return 0
     sizes = [(height, width, 1)]
-    if args.dynamic:
+    if dynamic:
         sizes.append((max(8, height // 2 + 3), max(8, width // 2 + 5), 2))  # another size and batch
     worst = 0.0
     for h, w, b in sizes:
