@@ -45,13 +45,10 @@ class DepthSummary:
     depth_cap: float
 
     def describe(self) -> str:
-        """E.g. ``observed 1.52-5.23 m (median 2.96 m) in 4 samples``."""
+        """E.g. ``observed 1.52-5.23 m (median 2.96 m) in 4 samples`` (the range is the 1st-99th percentile)."""
         if self.valid == 0:
             return f"no valid depth in {self.samples} samples"
-        return (
-            f"observed {self.low:.3g}-{self.high:.3g} m (median {self.median:.3g} m, 1st-99th percentile) "
-            f"in {self.samples} samples"
-        )
+        return f"observed {self.low:.3g}-{self.high:.3g} m (median {self.median:.3g} m) in {self.samples} samples"
 
 
 def _raw_depth(dataset: Any, index: int) -> np.ndarray | None:

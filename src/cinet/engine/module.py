@@ -274,12 +274,16 @@ class CINetModule(L.LightningModule):
         """Depth [B,1,H,W] (metres) and seg logits [B,C,H,W] at the input resolution of ``images`` [B,3,H,W].
 
         The one preprocessing of :mod:`cinet.inference.preprocess` (the same as ``cinet predict``): resized to
-        ``eval_size`` when set, padded to a multiple of the output stride, outputs cropped and resized back.
+        ``eval_size`` when set (else scaled to the training size ``payload["train_size"]`` when far from it),
+        padded to a multiple of the output stride, outputs cropped and resized back.
         """
         from cinet.inference.preprocess import plan_geometry, to_network
 
         h, w = images.shape[-2:]
-        geometry = plan_geometry(int(h), int(w), input_size=self.eval_size)
+        train_size = self.payload.get("train_size")
+        geometry = plan_geometry(
+            int(h), int(w), input_size=self.eval_size, train_size=tuple(train_size) if train_size else None
+        )
         x = to_network(images, geometry)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -265,6 +265,9 @@ class Predictor:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad dataset info in checkpoint ({exc})") from exc
         kwargs.setdefault("train_size", training_size_of(payload))
+        eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
+        if eval_size and kwargs.get("max_side") is None:  # the checkpoint's evaluation size, as in cinet eval
+            kwargs.setdefault("input_size", tuple(eval_size))
         return cls(model, info, device=dev, source=str(path), model_kwargs=payload.get("model"), **kwargs)
 
     @classmethod
@@ -305,31 +308,33 @@ class Predictor:
         Logs one warning per image size when the training-resolution rule scales the image (or would have,
         with ``keep_size``).
         """
-        max_side = self.max_side
-        if self.input_size is None and max_side is None:
-            side = training_side(height, width, self.train_size)
-            if side is not None:
-                th, tw = self.train_size  # type: ignore[misc]
-                if self.keep_size:
-                    self._note(
-                        (height, width),
-                        "%s: image %dx%d is far from the training resolution %dx%d; kept at its size "
-                        "(--keep-size): expect poor results, or drop --keep-size to scale it",
-                        self.source, height, width, th, tw,
-                    )
-                else:
-                    max_side = side
         geometry = plan_geometry(
-            height, width, input_size=self.input_size, max_side=max_side, multiple=self.pad_multiple, mode=self.mode
+            height,
+            width,
+            input_size=self.input_size,
+            max_side=self.max_side,
+            train_size=self.train_size,
+            keep_size=self.keep_size,
+            multiple=self.pad_multiple,
+            mode=self.mode,
         )
-        if max_side is not None and max_side != self.max_side and geometry.scaled != geometry.orig:
+        rule = self.input_size is None and self.max_side is None
+        if rule and training_side(height, width, self.train_size) is not None:
             th, tw = self.train_size  # type: ignore[misc]
-            self._note(
-                (height, width),
-                "%s: image %dx%d is far from the training resolution %dx%d: the network sees it at %dx%d, "
-                "results are at %dx%d (--keep-size to run it at its own size, --max-side N to choose)",
-                self.source, height, width, th, tw, *geometry.scaled, height, width,
-            )
+            if self.keep_size:
+                self._note(
+                    (height, width),
+                    "%s: image %dx%d is far from the training resolution %dx%d; kept at its size (--keep-size): "
+                    "expect poor results, or drop --keep-size to scale it",
+                    self.source, height, width, th, tw,
+                )
+            else:
+                self._note(
+                    (height, width),
+                    "%s: image %dx%d is far from the training resolution %dx%d: the network sees it at %dx%d, "
+                    "results are at %dx%d (--keep-size to run it at its own size, --max-side N to choose)",
+                    self.source, height, width, th, tw, *geometry.scaled, height, width,
+                )
         return geometry
 
     def _note(self, key: tuple[Any, ...], msg: str, *args: Any) -> None:

@@ -9,10 +9,13 @@ The policy, in order:
 
 1. **Size the network sees** (``scaled``):
 
-   * ``input_size`` given (``data.eval_size`` in evaluation, a fixed-size ONNX file in prediction): exactly
-     that ``(H, W)``;
-   * else ``max_side`` given and the image's longer side is larger: scaled down so the longer side is
-     ``max_side`` (aspect ratio kept);
+   * ``input_size`` given (the checkpoint's ``data.eval_size``, or a fixed-size ONNX file): exactly that
+     ``(H, W)``;
+   * else ``max_side`` given (``cinet predict --max-side``) and the image's longer side is larger: scaled down
+     so the longer side is ``max_side`` (aspect ratio kept);
+   * else ``train_size`` given (the size the checkpoint was trained at), ``keep_size`` false, and the image's
+     longer side more than :data:`FAR_FACTOR` times larger or smaller than the training images' longer side
+     (:func:`training_side`): scaled to the training longer side (aspect ratio kept);
    * else the image's own size.
 
    Resizing is bilinear (``align_corners=False``), antialiased when shrinking.
@@ -25,10 +28,12 @@ The policy, in order:
 Every operation is linear per channel, so it commutes with the mean/std normalisation: the input may be
 normalised before or after (``Predictor`` and the datasets normalise first).
 
-The training resolution (:func:`training_side`): a network sees objects at the scale it was trained on. A
-checkpoint records the image size it was trained at (``checkpoint["cinet"]["train_size"]``); ``cinet predict``
-scales an image whose longer side is more than ``FAR_FACTOR`` times larger or smaller than the training
-image's longer side to that longer side (and says so), unless ``--keep-size`` or ``--max-side`` is given.
+Why the training-resolution rule: a network sees objects at the scale it was trained on; the demo checkpoint
+(trained at 96x128) gives noise on a 480x640 photo at its own size and a sensible result at 96x128. A checkpoint
+records the size it was trained at (``checkpoint["cinet"]["train_size"]``); ``cinet predict`` says when the rule
+scaled an image (``--keep-size`` turns it off, with a warning). ``cinet eval`` applies the same rule, which
+changes nothing when the evaluated images have the training size (the usual case: ``data.image_size`` applies
+to every split).
 """
 
 from __future__ import annotations
@@ -118,6 +123,8 @@ def plan_geometry(
     *,
     input_size: tuple[int, int] | None = None,
     max_side: int | None = None,
+    train_size: tuple[int, int] | None = None,
+    keep_size: bool = False,
     multiple: int = OUTPUT_STRIDE,
     mode: str = "pad",
 ) -> Geometry:
@@ -128,6 +135,8 @@ def plan_geometry(
         width: Image width in pixels.
         input_size: Fixed network input ``(H, W)`` (evaluation's ``data.eval_size``, a fixed-size ONNX file).
         max_side: Scale images whose longer side is larger down to this longer side.
+        train_size: ``(H, W)`` the model was trained at: images far from it are scaled to its longer side.
+        keep_size: Do not apply the ``train_size`` rule.
         multiple: Network input sides become multiples of this (the output stride, 8).
         mode: ``pad`` (reflect-pad bottom/right) or ``resize`` (resize to the nearest multiple).
 
@@ -141,10 +150,15 @@ def plan_geometry(
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     h, w = height, width
+    side = None
     if input_size is not None:
         h, w = int(input_size[0]), int(input_size[1])
-    elif max_side is not None and max(h, w) > max_side:
-        s = max_side / max(h, w)
+    elif max_side is not None:
+        side = max_side if max(h, w) > max_side else None
+    elif not keep_size:
+        side = training_side(h, w, train_size)
+    if side is not None:
+        s = side / max(h, w)
         h, w = max(1, round(h * s)), max(1, round(w * s))
     m = multiple
     if mode == "resize":
