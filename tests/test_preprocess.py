@@ -9,7 +9,6 @@ matters), with and without a stored ``data.eval_size``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,11 @@ def _nyu_folder(root: Path) -> Path:
     for sub in ("rgb", "depth", "labels"):
         (root / sub).mkdir(parents=True)
     t, b, left, r = FRAME
-    for src, sub in (("000464.png", "rgb"), ("depth_gt_000464.png", "depth"), ("segm_gt_000464.png", "labels")):
+    for src, sub in (
+        ("000464.png", "rgb"),
+        ("depth_gt_000464.png", "depth"),
+        ("segm_gt_000464.png", "labels"),
+    ):
         arr = np.asarray(Image.open(NYU_SAMPLES / src))[t:b, left:r]
         Image.fromarray(arr).save(root / sub / "000464.png")
     (root / "classes.yaml").write_text(json.dumps({"names": load_meta("nyuv2")["classes40"]}))
@@ -106,9 +109,14 @@ def test_eval_and_predict_agree_on_a_real_nyu_image(tmp_path: Path, eval_size: l
     assert depth.shape == gt_depth.shape == (470, 627)
     proto = evaluated["protocol"]
     ours = depth_metrics(
-        torch.from_numpy(depth), torch.from_numpy(gt_depth), min_depth=proto["min_depth"], max_depth=proto["max_depth"]
+        torch.from_numpy(depth),
+        torch.from_numpy(gt_depth),
+        min_depth=proto["min_depth"],
+        max_depth=proto["max_depth"],
     )
-    ours |= seg_scores(confusion_matrix(torch.from_numpy(labels)[None], torch.from_numpy(gt_labels)[None], 40))
+    ours |= seg_scores(
+        confusion_matrix(torch.from_numpy(labels)[None], torch.from_numpy(gt_labels)[None], 40)
+    )
     # labels: the same argmax -> identical segmentation scores
     assert ours["miou"] == pytest.approx(evaluated["miou"], abs=1e-9)
     assert ours["pixel_acc"] == pytest.approx(evaluated["pixel_acc"], abs=1e-9)

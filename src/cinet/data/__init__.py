@@ -74,10 +74,7 @@ def _check_options(name: str, cls: type, options: dict[str, Any]) -> None:
         hint = ""
         if ":" in key:  # YAML reads "{num_classes:40}" as the one key "num_classes:40"
             k, _, v = key.partition(":")
-            hint = (
-                f"; YAML needs a space after the colon: write {{{k}: {v}}} "
-                f"(or data.options.{k}={v})"
-            )
+            hint = f"; YAML needs a space after the colon: write {{{k}: {v}}} (or data.options.{k}={v})"
         raise ConfigError(f"data.{key}: unknown option for dataset {name!r} (options: {allowed}){hint}")
 
 

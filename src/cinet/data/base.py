@@ -194,9 +194,7 @@ def collate(batch: Sequence[Sample], size_hint: str = "set data.image_size or da
                 for s in batch
             ]
             desc = ", ".join(f"{i} {'x'.join(map(str, sh[-2:]))}" for i, sh in zip(ids, shapes))
-            raise DataError(
-                f"{ids[0]}: samples of one batch differ in '{key}' size ({desc}); {size_hint}"
-            )
+            raise DataError(f"{ids[0]}: samples of one batch differ in '{key}' size ({desc}); {size_hint}")
         out[key] = torch.stack(values)
     return out
 

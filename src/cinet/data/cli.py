@@ -132,7 +132,9 @@ def preview(
     if len(ds) == 0:
         raise DataError(f"{name}/{split}: no samples to preview")
     info = ds.info
-    setting = "depth_scale=N (depth PNG units per metre)" if name == "folder" else f"the depth files of {name!r}"
+    setting = (
+        "depth_scale=N (depth PNG units per metre)" if name == "folder" else f"the depth files of {name!r}"
+    )
     summary = depth_summary(ds, num=max(num, 8))
     line = depth_warning(summary, str(root) if root else f"{name}/{split}", setting)
     if line is not None:

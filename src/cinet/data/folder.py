@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RGB_EXTS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
+_WARNED: set[tuple[str, str]] = set()  # (root, split) already warned about "no split lists" in this process
 
 
 def _read_classes_file(root: Path) -> tuple[list[str] | None, list[list[int]] | None]:
@@ -201,7 +202,8 @@ class FolderDataset(BaseDataset):
             raise SplitNotFoundError(
                 where(list_file, f"split list not found (found {', '.join(e + '.txt' for e in existing)})")
             )
-        if split != "train":
+        if split != "train" and (str(root), split) not in _WARNED:
+            _WARNED.add((str(root), split))
             log.warning("%s: no split lists, split %r uses all %d images", root, split, len(by_stem))
         return sorted(by_stem)
 

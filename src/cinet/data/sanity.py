@@ -92,7 +92,9 @@ def depth_summary(dataset: Any, num: int = 8) -> DepthSummary | None:
         return DepthSummary(len(picks), pixels, 0, 0.0, 0.0, 0.0, 0.0, info.min_depth, info.depth_cap)
     inside = float(((valid >= info.min_depth) & (valid <= info.depth_cap)).mean())
     lo, med, hi = (float(v) for v in np.percentile(valid, [1, 50, 99]))
-    return DepthSummary(len(picks), pixels, int(valid.size), inside, lo, med, hi, info.min_depth, info.depth_cap)
+    return DepthSummary(
+        len(picks), pixels, int(valid.size), inside, lo, med, hi, info.min_depth, info.depth_cap
+    )
 
 
 def depth_warning(summary: DepthSummary | None, where: str, setting: str = "depth_scale") -> str | None:

@@ -16,8 +16,8 @@ import contextlib
 import functools
 import logging
 import random
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -250,7 +250,9 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool, seed: int = 0) ->
             ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **kwargs)
         except DataError as exc:
             if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
-                raise DataError(f"{exc} (data.root=PATH points to the dataset: it overrides the stored path)") from None
+                raise DataError(
+                    f"{exc} (data.root=PATH points to the dataset: it overrides the stored path)"
+                ) from None
             raise
     elif cfg.name == "synthetic":
         from cinet.data.synthetic import SyntheticDataset
@@ -329,16 +331,17 @@ class CINetDataModule(L.LightningDataModule):
         for which in splits:
             self.dataset(which)
         train = self.dataset("train")
+        where = str(self.cfg.root) if self.cfg.root is not None else f"{self.cfg.name}/{self.cfg.train_split}"
+        line = depth_warning(depth_summary(train), where, depth_setting(self.cfg.name))
+        if line is not None:  # a warning, first: a later error may come from the same mistake
+            log.warning("%s", line)
         check_batch_size(self.cfg.batch_size, len(train))
         with _seeded(self.seed):
             for which in splits:
                 ds = self.dataset(which)
                 n = min(len(ds), self.cfg.batch_size if which == "train" else self.cfg.eval_batch_size)
-                collate([ds[i] for i in range(n)], size_hint=TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT)
-        where = str(self.cfg.root) if self.cfg.root is not None else f"{self.cfg.name}/{self.cfg.train_split}"
-        line = depth_warning(depth_summary(train), where, depth_setting(self.cfg.name))
-        if line is not None:
-            log.warning("%s", line)
+                hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
+                collate([ds[i] for i in range(n)], size_hint=hint)
         if self.cfg.image_size:
             return int(self.cfg.image_size[0]), int(self.cfg.image_size[1])
         base = getattr(train, "dataset", train)

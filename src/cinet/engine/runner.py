@@ -403,7 +403,11 @@ def evaluate_module(
     trainer.test(module, datamodule=dm, verbose=False)
     results = dict(module.test_results)
     names = (getattr(module, "payload", {}).get("dataset") or {}).get("class_names")
-    if names and isinstance(results.get("per_class_iou"), list) and len(names) == len(results["per_class_iou"]):
+    if (
+        names
+        and isinstance(results.get("per_class_iou"), list)
+        and len(names) == len(results["per_class_iou"])
+    ):
         from cinet.metrics.report import per_class_by_name
 
         results["per_class_iou"] = per_class_by_name(results["per_class_iou"], names)  # keyed by class name

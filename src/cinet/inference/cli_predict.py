@@ -244,7 +244,12 @@ def write_outputs(
         f"{stem}_panel.png": (
             visualize.make_panel(
                 [pred.image, depth_rgb, seg_rgb, key],
-                ["input", f"depth {lo:.2f}-{hi:.2f} m ({args.cmap})", f"segmentation ({info.name})", "classes"],
+                [
+                    "input",
+                    f"depth {lo:.2f}-{hi:.2f} m ({args.cmap})",
+                    f"segmentation ({info.name})",
+                    "classes",
+                ],
             ),
             range_text,
         ),

@@ -326,14 +326,25 @@ class Predictor:
                     (height, width),
                     "%s: image %dx%d is far from the training resolution %dx%d; kept at its size (--keep-size): "
                     "expect poor results, or drop --keep-size to scale it",
-                    self.source, height, width, th, tw,
+                    self.source,
+                    height,
+                    width,
+                    th,
+                    tw,
                 )
             else:
                 self._note(
                     (height, width),
                     "%s: image %dx%d is far from the training resolution %dx%d: the network sees it at %dx%d, "
                     "results are at %dx%d (--keep-size to run it at its own size, --max-side N to choose)",
-                    self.source, height, width, th, tw, *geometry.scaled, height, width,
+                    self.source,
+                    height,
+                    width,
+                    th,
+                    tw,
+                    *geometry.scaled,
+                    height,
+                    width,
                 )
         return geometry
 

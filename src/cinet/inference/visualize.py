@@ -186,8 +186,11 @@ def legend(
     for k, text in enumerate(texts):
         y = k * row
         if k < len(shown):
-            draw.rectangle([2, y + 2, row - 2, y + row - 2], fill=tuple(int(c) for c in palette[shown[k]]),
-                           outline=(0, 0, 0))
+            draw.rectangle(
+                [2, y + 2, row - 2, y + row - 2],
+                fill=tuple(int(c) for c in palette[shown[k]]),
+                outline=(0, 0, 0),
+            )
         draw.text((row + 2, y + 1), text, fill=(0, 0, 0), font=font)
     return np.asarray(img, dtype=np.uint8)
 
@@ -222,7 +225,9 @@ def _caption(text: str, width: int, height: int) -> np.ndarray:
     return np.asarray(strip, dtype=np.uint8)
 
 
-def colorbar(vmin: float, vmax: float, width: int, cmap: str = DEFAULT_DEPTH_CMAP, unit: str = "m") -> np.ndarray:
+def colorbar(
+    vmin: float, vmax: float, width: int, cmap: str = DEFAULT_DEPTH_CMAP, unit: str = "m"
+) -> np.ndarray:
     """A horizontal colour bar ``width`` wide: the map from ``vmin`` to ``vmax``, labelled at both ends."""
     bar_h = max(8, min(16, width // 20))
     ramp = colorize(np.tile(np.linspace(vmin, vmax, width), (bar_h, 1)), vmin, vmax, cmap)
