@@ -45,10 +45,10 @@ class DepthSummary:
     depth_cap: float
 
     def describe(self) -> str:
-        """E.g. ``observed 1.52-5.23 m (median 2.96 m) in 4 samples`` (the range is the 1st-99th percentile)."""
+        """E.g. ``observed 1.517-5.228 m (median 2.965 m) in 4 samples`` (the range: 1st-99th percentile)."""
         if self.valid == 0:
             return f"no valid depth in {self.samples} samples"
-        return f"observed {self.low:.3g}-{self.high:.3g} m (median {self.median:.3g} m) in {self.samples} samples"
+        return f"observed {self.low:.4g}-{self.high:.4g} m (median {self.median:.4g} m) in {self.samples} samples"
 
 
 def _raw_depth(dataset: Any, index: int) -> np.ndarray | None:
@@ -79,7 +79,8 @@ def depth_summary(dataset: Any, num: int = 8) -> DepthSummary | None:
     if n == 0 or getattr(base, "depth_dir", True) is None:  # a folder dataset without depth/ (warned already)
         return None
     info = base.info
-    picks = sorted({round(i * (n - 1) / max(num - 1, 1)) for i in range(min(num, n))})
+    k = min(num, n)
+    picks = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
     values, pixels = [], 0
     for i in picks:
         depth = _raw_depth(dataset, i)
