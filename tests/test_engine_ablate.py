@@ -19,24 +19,40 @@ def test_ablate_two_variants(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         "--config",
         str(ROOT / "configs" / "smoke.yaml"),
         "--variants",
-        "baseline,sum",
+        "baseline,sum,depth_only,seg_only",
+        "--row",
+        "sum_handover: model.variant=sum train.schedule=handover train.handover_epochs=0.5",
         "--run-dir",
         str(run_dir),
         "train.stages.0.epochs=1",
     ]
     assert main(args) == 0
     md = (run_dir / "ablation.md").read_text()
-    assert "| baseline |" in md and "| baseline + SUM |" in md
-    assert "δ1 ↑" in md and "rms ↓" in md and "mIoU (%) ↑" in md
+    assert "| baseline |" in md and "| baseline + SUM |" in md and "| sum_handover |" in md
+    assert "| depth only (single task) |" in md and "| segmentation only (single task) |" in md
+    assert "δ1 ↑" in md and "rms ↓" in md and "mIoU (%) ↑" in md and "Δm (%) ↑" in md
     assert "Hardware:" in md and "wall time" in md and "Protocol: synthetic" in md
+    assert "Training loss per term" in md and "Gradient norm per part" in md
     data = json.loads((run_dir / "ablation.json").read_text())
-    assert list(data["results"]) == ["baseline", "sum"]
-    for v in ("baseline", "sum"):
+    assert list(data["results"]) == ["baseline", "sum", "depth_only", "seg_only", "sum_handover"]
+    for v in ("baseline", "sum", "sum_handover"):
         assert (run_dir / v / "metrics.json").is_file()
         cfg = (run_dir / v / "config.yaml").read_text()
-        assert f"variant: {v}" in cfg and "seed: 0" in cfg
+        assert f"variant: {v.split('_')[0]}" in cfg and "seed: 0" in cfg
         assert data["results"][v]["metrics"]["delta1"] > 0
-    assert data["results"]["baseline"]["metrics"] != data["results"]["sum"]["metrics"]
+        assert data["comparison"][v]["delta_m"] is not None
+    assert "schedule: handover" in (run_dir / "sum_handover" / "config.yaml").read_text()
+    results = data["results"]
+    assert results["depth_only"]["metrics"]["miou"] is None and results["depth_only"]["metrics"]["rms"] > 0
+    assert results["seg_only"]["metrics"]["rms"] is None and results["seg_only"]["metrics"]["miou"] > 0
+    assert results["baseline"]["metrics"] != results["sum"]["metrics"]
+    # diagnostics: per-term training losses by stage (att only where the SUM learns its map) and grad norms
+    loss = results["sum"]["diagnostics"]["loss"]
+    assert "att" not in loss["s1"] and loss["s2"]["att"] > 0 and loss["s1"]["depth"] > 0
+    assert "att" not in results["baseline"]["diagnostics"]["loss"]["s2"]
+    assert "seg" not in results["depth_only"]["diagnostics"]["loss"]["s3"]
+    grads = results["sum"]["diagnostics"]["grad_norm"]
+    assert grads["s2"]["sum"] > 0 and grads["s2"]["encoder"] > 0 and "sharing" not in grads["s2"]
     out = capsys.readouterr().out
     assert "ablation.md" in out
     # a second call reuses finished variants instead of training them again
@@ -72,3 +88,49 @@ def test_combine_seeds_mean_and_std() -> None:
     assert out["metrics"]["rms"] == 2.0 and out["std"]["rms"] == pytest.approx(2**0.5)
     assert out["wall_s"] == 6.0 and out["runs"] == [a, b]
     assert _combine([a]) is a
+
+
+def _fake(values: dict[str, list[float]]) -> dict:
+    from cinet.engine.cli_ablate import _combine
+
+    n = len(next(iter(values.values())))
+    runs = [{"metrics": {k: v[i] for k, v in values.items()}, "wall_s": 1.0} for i in range(n)]
+    return _combine(runs)
+
+
+def test_compare_rows_significance_and_delta_m() -> None:
+    from cinet.engine.cli_ablate import compare_rows, format_results
+
+    results = {
+        "baseline": _fake({"rms": [0.70, 0.71, 0.72], "miou": [0.20, 0.21, 0.19]}),
+        # rms clearly lower (better) than the baseline; mIoU within the noise
+        "cinet": _fake({"rms": [0.60, 0.61, 0.59], "miou": [0.21, 0.19, 0.20]}),
+        "depth_only": _fake({"rms": [0.65, 0.65, 0.65], "miou": [None, None, None]}),
+        "seg_only": _fake({"rms": [None, None, None], "miou": [0.25, 0.25, 0.25]}),
+    }
+    comparison = compare_rows(results)
+    assert comparison["cinet"]["p"]["rms"] < 0.05 and comparison["cinet"]["p"]["miou"] > 0.05
+    assert comparison["baseline"]["p"] == {}
+    # Δm of cinet: rms 0.60 vs 0.65 (+7.692 %), mIoU 0.20 vs 0.25 (-20 %) -> mean -6.154 %
+    assert comparison["cinet"]["delta_m"] == pytest.approx((0.05 / 0.65 - 0.05 / 0.25) / 2 * 100)
+    assert comparison["depth_only"]["delta_m"] is None and comparison["seg_only"]["delta_m"] is None
+    table = format_results(results, comparison)
+    assert "| CI-Net (SUM + FSM + L_con) | " in table and "0.600 ± 0.010 (+)" in table
+    assert "20.000 ± 1.000 |" in table  # mIoU in %, no mark: within the noise
+    assert "Δm (%) ↑" in table and "-6.15" in table
+
+
+def test_parse_rows() -> None:
+    from cinet.engine.cli_ablate import parse_rows
+    from cinet.errors import ConfigError
+
+    rows = parse_rows("baseline,cinet", ["cinet_learned: model.variant=cinet train.schedule=learned"])
+    assert rows == {
+        "baseline": ["model.variant=baseline"],
+        "cinet": ["model.variant=cinet"],
+        "cinet_learned": ["model.variant=cinet", "train.schedule=learned"],
+    }
+    with pytest.raises(ConfigError, match=r"--row 'a b: x=1'"):
+        parse_rows("", ["a b: x=1"])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_rows("cinet", ["cinet: model.variant=cinet"])

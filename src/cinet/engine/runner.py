@@ -101,6 +101,8 @@ def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
         attention_impl=m.attention_impl,
         depth_init=m.depth_init,
         ignore_index=ignore_index,
+        zero_init_sharing=m.zero_init_sharing,
+        zero_init_sum=m.zero_init_sum,
     )
 
 
@@ -113,7 +115,7 @@ def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
     lc = cfg.loss
     return TotalLoss(
         info.num_classes,
-        use_attention=spec.use_sum,
+        use_attention=spec.supervised_attention,
         use_consistency=spec.consistency,
         weights=LossWeights(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, lam=lc.lam, mu=lc.mu),
         num_pairs=lc.num_pairs,
@@ -215,6 +217,8 @@ def build_module(
         model,
         build_loss(cfg, info, class_weights),
         stage=stage_cfg.stage,
+        schedule=cfg.train.schedule,
+        handover_epochs=cfg.train.handover_epochs,
         lr=stage_cfg.lr,
         poly_power=stage_cfg.poly_power,
         momentum=cfg.train.momentum,
@@ -291,18 +295,20 @@ def progress_bar_enabled(cfg: Config) -> bool:
     return bool(cfg.trainer.progress_bar) and sys.stderr.isatty()
 
 
-def _trainer_kwargs(
-    cfg: Config, stage_cfg: StageConfig, uses_sum: bool, train_batches: int | None = None
-) -> dict[str, Any]:
+def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | None = None) -> dict[str, Any]:
     """Lightning ``Trainer`` arguments of one stage.
 
     ``train_batches`` (batches per epoch, when known) caps ``log_every_n_steps`` so that Lightning does not warn
     that the epoch is shorter than the logging interval.
     """
+    from cinet.engine.stages import stage_spec
+    from cinet.models import variant_spec
+
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
-    # stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
-    if stage_cfg.stage == 1 and uses_sum and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+    # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
+    unused = stage_spec(t.schedule, stage_cfg.stage).ddp_find_unused(variant_spec(cfg.model.variant))
+    if unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
         strategy = f"{strategy}_find_unused_parameters_true"
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
@@ -338,13 +344,7 @@ def _trainer_kwargs(
 
 
 def _make_trainer(
-    cfg: Config,
-    stage_cfg: StageConfig,
-    *,
-    uses_sum: bool,
-    logger: Any,
-    callbacks: list,
-    train_batches: int | None = None,
+    cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list, train_batches: int | None = None
 ) -> Any:
     import lightning as L
 
@@ -356,7 +356,7 @@ def _make_trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **_trainer_kwargs(cfg, stage_cfg, uses_sum, train_batches),
+        **_trainer_kwargs(cfg, stage_cfg, train_batches),
     )
 
 
@@ -383,7 +383,7 @@ def evaluate_module(
 
     dm = build_datamodule(cfg, test_split=split)
     if trainer is None:
-        kw = _trainer_kwargs(cfg, StageConfig(stage=3), uses_sum=False)
+        kw = _trainer_kwargs(cfg, StageConfig(stage=3))
         keep = (
             "accelerator",
             "devices",
@@ -633,9 +633,7 @@ def train(
             RollingCheckpoint(last, cfg.train.checkpoint_every),
             *(callbacks or []),
         ]
-        trainer = _make_trainer(
-            cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs, train_batches=train_batches
-        )
+        trainer = _make_trainer(cfg, st, logger=logger, callbacks=cbs, train_batches=train_batches)
         dm = build_datamodule(cfg, stage=st.stage)
         ts = time.time()
         try:

@@ -30,6 +30,7 @@ import torch
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
 from cinet.inference.preprocess import FIT_MODES, Geometry, plan_geometry, to_network, training_side
+from cinet.models.cinet import require_joint
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -226,6 +227,7 @@ class Predictor:
         self.model_kwargs = dict(model_kwargs or getattr(model, "build_kwargs", {}) or {})
         self.is_torch = isinstance(model, torch.nn.Module)
         if self.is_torch:
+            require_joint(model, self.source)
             model = model.to(self.device).eval()
         self.model = model
         mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, 3, 1, 1)
