@@ -19,9 +19,13 @@ def test_preview_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = Path(capsys.readouterr().out.strip())
     assert out == tmp_path / "synthetic_train_preview.png" and out.is_file()
     grid = np.asarray(Image.open(out))
-    assert grid.shape == (2 * (24 + 4), 3 * 32 + 2 * 4, 3)
+    # a 12-pixel title row, two rows of 24 + 4, a colour bar (8) with its labels (12), the observed range (12);
+    # RGB | depth | labels columns of 32 + 4, then a legend column
+    title = 12
+    assert grid.shape[0] == title + 2 * (24 + 4) + 8 + 12 + title
+    assert grid.shape[1] > 3 * 32 + 3 * 4 + 60 and grid.shape[2] == 3
     # third panel of the first row uses the dataset palette (floor / wall colours of NYU13)
-    labels_panel = grid[:24, 2 * 36 :].reshape(-1, 3)
+    labels_panel = grid[title : title + 24, 2 * 36 : 2 * 36 + 32].reshape(-1, 3)
     colours = {tuple(c) for c in labels_panel}
     assert (222, 241, 23) in colours or (249, 139, 0) in colours
 

@@ -53,11 +53,14 @@ def test_predict_writes_every_file(ckpt: Path, images: Path, tmp_path: Path) -> 
         assert depth.size == (w, h) and np.asarray(depth).dtype == np.uint16
         labels = Image.open(out / f"{src.stem}_labels.png")
         assert labels.mode == "L" and labels.size == (w, h)
-        for suffix in ("_depth_color.png", "_seg_color.png", "_overlay.png"):
+        for suffix in ("_depth_color.png", "_seg_color.png"):
             im = Image.open(out / f"{src.stem}{suffix}")
             assert im.mode == "RGB" and im.size == (w, h)
+        # overlay and panel: the picture(s), then a legend column of the classes present
+        overlay = Image.open(out / f"{src.stem}_overlay.png")
+        assert overlay.mode == "RGB" and overlay.height == h and overlay.width >= w + 60
         panel = Image.open(out / f"{src.stem}_panel.png")
-        assert panel.mode == "RGB" and panel.width == 3 * w and panel.height >= h
+        assert panel.mode == "RGB" and panel.width == overlay.width + 2 * w and panel.height >= h
         assert "depth_range_m" in Image.open(out / f"{src.stem}_depth_color.png").info
         # file contents agree with the Python API
         pred = predictor.predict(src)

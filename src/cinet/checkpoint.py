@@ -9,6 +9,7 @@ holds ``checkpoint["cinet"]`` — plain Python types only, so that ``torch.load(
       "dataset": {...},   # dataclasses.asdict(cinet.data.DatasetInfo): classes, palette, intrinsics, mean/std
       "config": {...},    # the merged run config (optional)
       "git": "<rev>",     # revision of the code that wrote it (optional)
+      "train_size": [H, W],  # image size the model was trained at (optional; cinet.inference.preprocess)
     }
 
 Model weights are ``checkpoint["state_dict"]`` with keys prefixed ``model.`` (the LightningModule attribute).
@@ -29,6 +30,7 @@ def cinet_payload(
     dataset_info: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     git: str | None = None,
+    train_size: tuple[int, int] | list[int] | None = None,
 ) -> dict[str, Any]:
     """The ``checkpoint["cinet"]`` entry (see module docstring)."""
     return {
@@ -37,6 +39,7 @@ def cinet_payload(
         "dataset": dict(dataset_info or {}),
         "config": dict(config or {}),
         "git": git,
+        "train_size": [int(v) for v in train_size] if train_size is not None else None,
     }
 
 
@@ -53,6 +56,12 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     from cinet.errors import CheckpointError
 
     p = Path(path)
+    if p.is_dir():
+        guess = p / "last.ckpt"
+        if not guess.is_file():
+            found = sorted(p.glob("*.ckpt")) or sorted(p.glob("*/last.ckpt"))
+            guess = found[-1] if found else guess
+        raise CheckpointError(f"{p}: is a directory; did you mean {guess}?")
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
     try:
@@ -179,6 +188,7 @@ def save_model_checkpoint(
     dataset_info: Any = None,
     config: dict[str, Any] | None = None,
     git: str | None = None,
+    train_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write a minimal cinet checkpoint (same layout as the engine's) atomically.
 
@@ -192,6 +202,7 @@ def save_model_checkpoint(
         dataset_info: A :class:`cinet.data.DatasetInfo` or its dict (palette, classes, mean/std, intrinsics).
         config: Optional run config (plain types).
         git: Optional code revision.
+        train_size: Optional ``(H, W)`` the model was trained at.
 
     Returns:
         The path written.
@@ -211,7 +222,7 @@ def save_model_checkpoint(
     if dataset_info is not None and dataclasses.is_dataclass(dataset_info):
         dataset_info = dataclasses.asdict(dataset_info)
     state = {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    ckpt = {"state_dict": state, "cinet": cinet_payload(model_kwargs, dataset_info, config, git)}
+    ckpt = {"state_dict": state, "cinet": cinet_payload(model_kwargs, dataset_info, config, git, train_size)}
     p = Path(path)
     atomic_save(p, lambda fh: torch.save(ckpt, fh))
     return p

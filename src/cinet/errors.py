@@ -57,6 +57,10 @@ class DataError(CinetError):
     """Missing, corrupt or inconsistent dataset files."""
 
 
+class SplitNotFoundError(DataError):
+    """A dataset has no such split (e.g. no ``<split>.txt`` in a folder dataset that has other split lists)."""
+
+
 class CheckpointError(CinetError):
     """Missing, truncated or mismatched checkpoint."""
 

@@ -1,17 +1,29 @@
 """``cinet data`` — dataset tools.
 
 ``cinet data preview NAME [--root R] [--split S] [--num N] [--out DIR] [key=value ...]`` writes a grid PNG
-(one row per sample: RGB | coloured depth | coloured labels in the dataset palette, void black) and prints
-its path. ``key=value`` options are dataset options (values parsed as YAML: ``size=[120,160]``, ``holes=true``).
+(titled columns RGB | depth | labels, one row per sample; depth coloured over the dataset's range with a colour
+bar and the observed range below; labels in the dataset palette, void black, with a legend of the classes
+present) and prints its path. It warns when the depth looks like the wrong unit (:mod:`cinet.data.sanity`).
+``key=value`` options are dataset options (values parsed as YAML: ``size=[120,160]``, ``depth_scale=5000``).
+
+The folder format for your own data is described in ``docs/data.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
 from cinet.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DOCS_HINT = (
+    "Your own data (folder layout, depth units and depth_scale, label ids, 255 = ignore, classes.yaml, "
+    "a recipe from photos to a training run): docs/data.md"
+)
 
 
 class _OptionsParser(argparse.ArgumentParser):
@@ -27,8 +39,11 @@ class _OptionsParser(argparse.ArgumentParser):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``data`` subcommands (no torch import here)."""
+    parser.epilog = DOCS_HINT
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_OptionsParser)
-    p = sub.add_parser("preview", help="write a grid PNG of RGB / depth / labels for a few samples")
+    p = sub.add_parser(
+        "preview", help="write a grid PNG of RGB / depth / labels for a few samples", epilog=DOCS_HINT
+    )
     p.add_argument("name", help="dataset: synthetic | folder | nyuv2 | sunrgbd | cityscapes")
     p.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
     p.add_argument("--split", default="train", help="split (default: train)")
@@ -73,14 +88,20 @@ def preview(
     out: str | Path = "preview",
     **options: Any,
 ) -> Path:
-    """Write ``<out>/<name>_<split>_preview.png`` for the first ``num`` samples and return its path."""
+    """Write ``<out>/<name>_<split>_preview.png`` for the first ``num`` samples and return its path.
+
+    Columns are titled (RGB, depth with its colour range, labels with the dataset name); under the depth column
+    a colour bar from 0 to the dataset's ``depth_cap`` and the observed depth range; right of the labels a legend
+    of the classes present. A depth that looks like the wrong unit logs one warning naming ``depth_scale``.
+    """
     import io
 
     import numpy as np
     from PIL import Image
 
     from cinet.data import load_dataset, to_uint8_image
-    from cinet.inference.visualize import colorize_depth, colorize_labels
+    from cinet.data.sanity import depth_summary, depth_warning
+    from cinet.inference import visualize
     from cinet.utils.io import atomic_write_bytes, check_writable_dir
 
     if num < 1:
@@ -89,17 +110,61 @@ def preview(
     ds = load_dataset(name, root, split, **options)
     if len(ds) == 0:
         raise DataError(f"{name}/{split}: no samples to preview")
-    rows = []
+    info = ds.info
+    setting = (
+        "depth_scale=N (depth PNG units per metre)" if name == "folder" else f"the depth files of {name!r}"
+    )
+    summary = depth_summary(ds, num=max(num, 8))
+    line = depth_warning(summary, str(root) if root else f"{name}/{split}", setting)
+    if line is not None:
+        log.warning("%s", line)
+    rows, present = [], []
     for i in range(min(num, len(ds))):
         s = ds[i]
-        rgb = to_uint8_image(s["image"], ds.info)
-        dep, _ = colorize_depth(s["depth"][0].numpy(), 0.0, ds.info.depth_cap, "turbo")
-        lab = colorize_labels(s["labels"].numpy(), ds.info.palette, ds.info.void_color)
-        sep = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([rgb, sep, dep, sep, lab], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    grid = np.concatenate(rows, axis=0)
+        rgb = to_uint8_image(s["image"], info)
+        dep, _ = visualize.colorize_depth(s["depth"][0].numpy(), 0.0, info.depth_cap, "turbo")
+        labels = s["labels"].numpy()
+        present += [c for c in visualize.present_classes(labels, info.num_classes) if c not in present]
+        lab = visualize.colorize_labels(labels, info.palette, info.void_color)
+        rows.append((rgb, dep, lab))
+    widths = [max(r[k].shape[1] for r in rows) for k in range(3)]
+    sep = 4
+
+    def cell(tile: Any, k: int) -> Any:
+        return np.pad(tile, ((0, 0), (0, widths[k] - tile.shape[1]), (0, 0)), constant_values=255)
+
+    lines = []
+    for rgb, dep, lab in rows:
+        h = rgb.shape[0]
+        gap = np.full((h, sep, 3), 255, np.uint8)
+        lines.append(np.concatenate([cell(rgb, 0), gap, cell(dep, 1), gap, cell(lab, 2)], axis=1))
+        lines.append(np.full((sep, lines[-1].shape[1], 3), 255, np.uint8))
+    body = np.concatenate(lines, axis=0)
+    title_h = max(12, min(20, rows[0][0].shape[0] // 8))
+    titles = [
+        "RGB",
+        f"depth 0-{info.depth_cap:g} m (turbo)",
+        f"labels ({info.name}, {info.num_classes} classes)",
+    ]
+    head = np.concatenate(
+        [
+            visualize._caption(titles[0], widths[0], title_h),
+            np.full((title_h, sep, 3), 255, np.uint8),
+            visualize._caption(titles[1], widths[1], title_h),
+            np.full((title_h, sep, 3), 255, np.uint8),
+            visualize._caption(titles[2], widths[2], title_h),
+        ],
+        axis=1,
+    )
+    observed = summary.describe() if summary is not None else "depth not read"
+    bar = visualize.colorbar(0.0, info.depth_cap, widths[1])
+    note = visualize._caption(observed, body.shape[1], title_h)
+    foot = np.full((bar.shape[0], body.shape[1], 3), 255, np.uint8)
+    x0 = widths[0] + sep
+    foot[:, x0 : x0 + widths[1]] = bar
+    grid = np.concatenate([head, body, foot, note], axis=0)
+    key = visualize.legend(present, info.class_names, info.palette, grid.shape[0])
+    grid = np.concatenate([grid, np.full((grid.shape[0], sep, 3), 255, np.uint8), key], axis=1)
     path = Path(out) / f"{name}_{split}_preview.png"
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")

@@ -50,7 +50,9 @@ def evaluate_checkpoint(
             f"{checkpoint}: trained for {trained_classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
         )
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
-    module = build_module(cfg, info, StageConfig(stage=3), model=model)
+    from cinet.inference.preprocess import training_size_of
+
+    module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=training_size_of(payload))
     metrics = evaluate_module(module, cfg, split=split)
     return metrics, build_protocol(cfg, info), cfg
 

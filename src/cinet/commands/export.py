@@ -1,5 +1,9 @@
 """``cinet export``: a checkpoint -> ONNX (``images -> depth, seg_logits``), checked with onnxruntime.
 
+By default the file is dynamic (any batch, height and width: ``cinet predict --onnx`` then fits each image
+exactly as ``cinet predict --checkpoint`` does). ``--height``/``--width`` make a fixed-size file instead; its
+size is printed here and by ``cinet predict --onnx``, which resizes every image to it.
+
 No torch import at module level.
 """
 
@@ -24,12 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="cinet checkpoint (.ckpt)")
     parser.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
     parser.add_argument(
-        "--height", type=int, default=None, help="input height (default: the dataset's reference size or 480)"
+        "--height",
+        type=int,
+        default=None,
+        help="fixed input height: a fixed-size file (default: dynamic; traced at the training size)",
     )
+    parser.add_argument("--width", type=int, default=None, help="fixed input width (see --height)")
     parser.add_argument(
-        "--width", type=int, default=None, help="input width (default: the dataset's reference size or 640)"
+        "--dynamic",
+        action="store_true",
+        help="dynamic batch, height and width axes also when --height/--width are given (their size is traced)",
     )
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width axes")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument(
         "--exporter",
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     """Export, check with ``onnx.checker`` and onnxruntime, print the largest difference. Returns the exit code."""
     from cinet.checkpoint import load_model
     from cinet.data.info import DatasetInfo
+    from cinet.inference.preprocess import training_size_of
 
     out: Path = args.onnx
     try:
@@ -109,11 +119,16 @@ def run(args: argparse.Namespace) -> int:
 
     model, payload = load_model(args.checkpoint, "cpu", overrides={"attention_impl": "naive"})
     info = DatasetInfo.from_dict(payload["dataset"]) if payload.get("dataset") else None
+    train_size = training_size_of(payload)
     ref_h, ref_w = DEFAULT_SIZE
-    if info is not None and info.reference_size is not None:
+    if train_size is not None:
+        ref_h, ref_w = train_size
+    elif info is not None and info.reference_size is not None:
         ref_w, ref_h = info.reference_size
     height = args.height or ref_h
     width = args.width or ref_w
+    args.dynamic = args.dynamic or (args.height is None and args.width is None)
+    args.train_size = train_size
     if height < 8 or width < 8:
         raise InputError(f"--height/--width: need at least 8x8, got {height}x{width}")
     if info is None:
@@ -151,6 +166,7 @@ def _export_checked(
             dataset_info=info,
             model_kwargs=payload.get("model"),
             exporter=args.exporter,
+            train_size=getattr(args, "train_size", None),
         )
     except RuntimeError as exc:
         raise InputError(f"{args.checkpoint}: {exc}") from exc
@@ -164,8 +180,13 @@ def _export_checked(
         ),
         "?",
     )
+    size = (
+        "dynamic: any batch and size"
+        if args.dynamic
+        else f"fixed input {height}x{width}: 'cinet predict --onnx' resizes every image to it"
+    )
     print(
-        f"{'exported' if args.quantize else 'wrote'} {out.name if args.quantize else out} ({'dynamic' if args.dynamic else f'{height}x{width}'}, {exporter} exporter, checker ok)"
+        f"{'exported' if args.quantize else 'wrote'} {out.name if args.quantize else out} ({size}; {exporter} exporter, checker ok)"
     )
     if args.no_check:
         return 0

@@ -1,7 +1,7 @@
 """``cinet predict``: depth + segmentation files for images, folders and globs.
 
 Per image ``<stem>``: ``_depth.png`` (uint16 mm, 0 = invalid), ``_depth_color.png``, ``_labels.png`` (uint8 ids),
-``_seg_color.png``, ``_overlay.png``, ``_panel.png``; optionally ``.ply`` (``--ply``), the SUM attention of a
+``_seg_color.png``, ``_overlay.png`` and ``_panel.png`` (both with a legend of the classes present); optionally ``.ply`` (``--ply``), the SUM attention of a
 pixel (``--attention X,Y``, Fig. 7) and the FSM / LSU features of Eq. 14 (``--features``, Fig. 8).
 
 No torch import at module level (``cinet --help`` stays fast).
@@ -42,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-side",
         type=int,
         default=None,
-        help="resize images whose longer side is larger down to this first",
+        help="resize images whose longer side is larger down to this first (replaces the training-size rule)",
+    )
+    parser.add_argument(
+        "--keep-size",
+        action="store_true",
+        help="run the network at each image's own size even when far from the size the checkpoint was trained "
+        "at (default: such images are scaled to the training size, and a warning says so)",
     )
     parser.add_argument(
         "--fit",
@@ -288,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")
     ensure_output_dir(args.out)
-    opts = {"mode": args.fit, "max_side": args.max_side}
+    opts = {"mode": args.fit, "max_side": args.max_side, "keep_size": args.keep_size}
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, device=args.device, **opts)
     else:

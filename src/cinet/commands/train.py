@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from cinet.engine.distributed import global_rank
     from cinet.engine.training import train
 
+    if args.resume and global_rank() == 0:
+        print(resume_point(cfg, run_dir), flush=True)
     result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if global_rank() == 0:
         from cinet.metrics import format_table
@@ -65,3 +67,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"tensorboard:   tensorboard --logdir {Path(result['run_dir']) / 'tb'}")
         print(f"wall time:     {result['wall_s']:.1f} s")
     return 0
+
+
+def resume_point(cfg: object, run_dir: Path) -> str:
+    """One line saying where ``cinet train --resume RUN_DIR`` continues: stage, step and checkpoint."""
+    from cinet.checkpoint import read_checkpoint
+    from cinet.engine.runner import read_state, stage_plan
+
+    state = read_state(run_dir)
+    done = [int(s) for s in state.get("completed", [])]
+    todo = [st.stage for st in stage_plan(cfg) if st.stage not in done]  # type: ignore[arg-type]
+    done_text = f"stages done: {', '.join(map(str, done))}" if done else "no stage done yet"
+    if not todo:
+        what = "the final evaluation" if not state.get("evaluated") else "nothing left to train"
+        return f"resuming {run_dir}: {done_text}; {what}"
+    stage = todo[0]
+    last = run_dir / f"stage{stage}" / "last.ckpt"
+    if not last.is_file():
+        return f"resuming {run_dir}: stage {stage} from its start ({done_text})"
+    ckpt = read_checkpoint(last)
+    step, epoch = int(ckpt.get("global_step", 0)), int(ckpt.get("epoch", 0))
+    return f"resuming {run_dir}: stage {stage} at step {step} (epoch {epoch}) from {last} ({done_text})"

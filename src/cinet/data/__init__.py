@@ -70,7 +70,12 @@ def _check_options(name: str, cls: type, options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(cls.OPTIONS))
     if unknown:
         allowed = ", ".join(cls.OPTIONS) or "none"
-        raise ConfigError(f"data.{unknown[0]}: unknown option for dataset {name!r} (options: {allowed})")
+        key = unknown[0]
+        hint = ""
+        if ":" in key:  # YAML reads "{num_classes:40}" as the one key "num_classes:40"
+            k, _, v = key.partition(":")
+            hint = f"; YAML needs a space after the colon: write {{{k}: {v}}} (or data.options.{k}={v})"
+        raise ConfigError(f"data.{key}: unknown option for dataset {name!r} (options: {allowed}){hint}")
 
 
 def load_dataset(

@@ -177,8 +177,16 @@ def to_uint8_image(image: torch.Tensor, info: DatasetInfo | None = None) -> np.n
     return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
-def collate(batch: Sequence[Sample]) -> Sample:
-    """Stack ``image``, ``depth``, ``labels`` (and any other tensor) into batches; ``meta`` stays a list."""
+def collate(batch: Sequence[Sample], size_hint: str = "set data.image_size or data.crop_size") -> Sample:
+    """Stack ``image``, ``depth``, ``labels`` (and any other tensor) into batches; ``meta`` stays a list.
+
+    Args:
+        batch: Samples (see the module docstring).
+        size_hint: What the user can change when the samples differ in size (ends the error message).
+
+    Raises:
+        DataError: The samples differ in size (names them, their sizes and ``size_hint``).
+    """
     if not batch:
         raise ValueError("collate: empty batch")
     out: Sample = {}
@@ -194,10 +202,7 @@ def collate(batch: Sequence[Sample]) -> Sample:
                 for s in batch
             ]
             desc = ", ".join(f"{i} {'x'.join(map(str, sh[-2:]))}" for i, sh in zip(ids, shapes))
-            raise DataError(
-                f"{ids[0]}: samples of one batch differ in '{key}' size ({desc}); "
-                "set data.image_size or data.crop_size"
-            )
+            raise DataError(f"{ids[0]}: samples of one batch differ in '{key}' size ({desc}); {size_hint}")
         out[key] = torch.stack(values)
     return out
 
@@ -262,6 +267,10 @@ def read_label_png(path: Path) -> np.ndarray:
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             return np.asarray(img).astype(np.int64)
         raise DataError(
-            where(path, f"expected a single-channel label PNG (mode L or P), got mode {img.mode!r}")
+            where(
+                path,
+                f"expected a single-channel label PNG (mode L or P) of class ids, got mode {img.mode!r}: "
+                "labels are ids 0..C-1 (255 = ignore), not colours (docs/data.md)",
+            )
         )
     return np.asarray(img, dtype=np.uint8)

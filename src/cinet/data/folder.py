@@ -26,12 +26,13 @@ import numpy as np
 
 from cinet.data.base import BaseDataset, Sample, read_label_png, read_png16, read_rgb, require_dir
 from cinet.data.info import DatasetInfo, voc_palette
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import ConfigError, DataError, SplitNotFoundError, where
 
 log = logging.getLogger(__name__)
 
 RGB_EXTS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
+_WARNED: set[tuple[str, str]] = set()  # (root, split) already warned about "no split lists" in this process
 
 
 def _read_classes_file(root: Path) -> tuple[list[str] | None, list[list[int]] | None]:
@@ -198,10 +199,11 @@ class FolderDataset(BaseDataset):
             return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
         existing = [s for s in SPLITS if (root / f"{s}.txt").is_file()]
         if existing:
-            raise DataError(
+            raise SplitNotFoundError(
                 where(list_file, f"split list not found (found {', '.join(e + '.txt' for e in existing)})")
             )
-        if split != "train":
+        if split != "train" and (str(root), split) not in _WARNED:
+            _WARNED.add((str(root), split))
             log.warning("%s: no split lists, split %r uses all %d images", root, split, len(by_stem))
         return sorted(by_stem)
 

@@ -141,8 +141,12 @@ def build_module(
     model: Any = None,
     class_weights: Any = None,
     git: str | None = None,
+    train_size: tuple[int, int] | None = None,
 ) -> Any:
     """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given).
+
+    ``train_size`` (the ``(H, W)`` of the training images) is stored in its checkpoints (``cinet predict``
+    scales images far from it, :mod:`cinet.inference.preprocess`).
 
     The checkpoint's dataset entry records the model's input normalisation (its encoder's mean / std), which
     ``Predictor``, ``cinet predict`` and ``cinet export`` read.
@@ -172,7 +176,12 @@ def build_module(
         eval_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
         channels_last=cfg.trainer.channels_last,
         max_nonfinite=cfg.train.max_nonfinite,
-        payload={"dataset": dataclasses.asdict(info), "config": config_to_dict(cfg), "git": git},
+        payload={
+            "dataset": dataclasses.asdict(info),
+            "config": config_to_dict(cfg),
+            "git": git,
+            "train_size": list(train_size) if train_size is not None else None,
+        },
         palette=[list(c) for c in info.palette],
         mean=tuple(info.mean),
         std=tuple(info.std),
@@ -180,8 +189,19 @@ def build_module(
     )
 
 
-def trainer_kwargs(cfg: Config, stage_cfg: StageConfig) -> dict[str, Any]:
-    """Keyword arguments of ``lightning.Trainer`` for one stage (``trainer.*`` and the stage's schedule)."""
+def progress_bar_enabled(cfg: Config) -> bool:
+    """``trainer.progress_bar`` on an interactive terminal (a bar would fill a log file or CI output)."""
+    import sys
+
+    return bool(cfg.trainer.progress_bar) and sys.stderr.isatty()
+
+
+def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``lightning.Trainer`` for one stage (``trainer.*`` and the stage's schedule).
+
+    ``train_batches`` (batches per epoch, when known) caps ``log_every_n_steps`` so that Lightning does not warn
+    that the epoch is shorter than the logging interval.
+    """
     from cinet.engine.stages import stage_spec
     from cinet.models import variant_spec
 
@@ -205,11 +225,11 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig) -> dict[str, Any]:
         "precision": precision,
         "max_epochs": stage_cfg.epochs,
         "max_steps": stage_cfg.max_steps,
-        "log_every_n_steps": max(1, t.log_every),
+        "log_every_n_steps": max(1, min(t.log_every, train_batches or t.log_every)),
         "limit_train_batches": t.limit_train_batches,
         "limit_test_batches": t.limit_test_batches,
         "enable_checkpointing": False,
-        "enable_progress_bar": hw.progress_bar,
+        "enable_progress_bar": progress_bar_enabled(cfg),
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
         "use_distributed_sampler": False,
@@ -224,20 +244,34 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig) -> dict[str, Any]:
     return kwargs
 
 
-def build_trainer(cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list) -> Any:
+def build_trainer(
+    cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list, train_batches: int | None = None
+) -> Any:
     """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress bar)."""
     import lightning as L
 
     from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
 
-    if cfg.trainer.progress_bar:
+    if progress_bar_enabled(cfg):
         callbacks = [*callbacks, StageProgressBar()]
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **trainer_kwargs(cfg, stage_cfg),
+        **trainer_kwargs(cfg, stage_cfg, train_batches),
     )
+
+
+def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
+    """Optimizer steps per epoch on one device (``drop_last``; ``train.limit_train_batches`` applied)."""
+    from cinet.engine.distributed import dist_info
+
+    world = max(1, dist_info()[1])
+    n = max(1, -(-train_len // world) // max(1, cfg.data.batch_size))
+    limit = cfg.train.limit_train_batches
+    if isinstance(limit, float) and limit <= 1.0:
+        return max(1, int(n * limit))
+    return max(1, min(n, int(limit)))
 
 
 def build_test_trainer(cfg: Config) -> Any:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,7 +31,7 @@ from cinet.data import DatasetInfo, dataset_info
 from cinet.data.base import collate, normalize_image, to_tensor_sample
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.engine.distributed import dist_info
-from cinet.errors import ConfigError
+from cinet.errors import CinetError, ConfigError, DataError, SplitNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ __all__ = [
     "dataset_info_from_config",
     "dataset_options",
 ]
+
+#: What to change when the samples of one batch differ in size, per loader.
+TRAIN_SIZE_HINT = "set data.image_size or data.crop_size"
+EVAL_SIZE_HINT = "set data.image_size (every split) or data.eval_batch_size=1"
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -247,7 +253,14 @@ def build_dataset(
         transform = build_transforms(
             False, resize=list(cfg.image_size) if cfg.image_size else None, mean=mean, std=std
         )
-    ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **dataset_options(cfg, train=train))
+    try:
+        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **dataset_options(cfg, train=train))
+    except DataError as exc:
+        if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
+            raise DataError(
+                f"{exc} (data.root=PATH points to the dataset: it overrides the stored path)"
+            ) from None
+        raise
     if tuple(ds.info.mean) != tuple(mean) or tuple(ds.info.std) != tuple(std):
         ds.info = dataclasses.replace(ds.info, mean=tuple(mean), std=tuple(std))
     if cfg.cache:
@@ -265,6 +278,15 @@ def dataset_info_from_config(cfg: DataConfig) -> DatasetInfo:
         ConfigError: Unknown dataset name or option.
     """
     return dataset_info(cfg.name, root=cfg.root, **dataset_options(cfg, train=False))
+
+
+def check_batch_size(batch_size: int, train_size: int) -> None:
+    """Raise :class:`ConfigError` naming ``data.batch_size`` when it exceeds the training set."""
+    if train_size < batch_size:
+        raise ConfigError(
+            f"data.batch_size: {batch_size} is larger than the training set ({train_size} samples); "
+            f"set data.batch_size={max(1, train_size)} or smaller"
+        )
 
 
 class CINetDataModule(L.LightningDataModule):
@@ -299,10 +321,55 @@ class CINetDataModule(L.LightningDataModule):
             split = {"train": self.cfg.train_split, "val": self.cfg.val_split, "test": self.test_split}[which]
             if split is None:
                 raise ConfigError(f"data.{which}_split: no split configured")
-            self._datasets[which] = build_dataset(
-                self.cfg, split, train=which == "train", mean=self.mean, std=self.std
-            )
+            try:
+                self._datasets[which] = build_dataset(
+                    self.cfg, split, train=which == "train", mean=self.mean, std=self.std
+                )
+            except CinetError as exc:
+                if not (isinstance(exc, SplitNotFoundError) or "unknown split" in str(exc)):
+                    raise
+                key = "test" if which == "test" else which
+                hint = f"set data.{key}_split to an existing split"
+                if which == "val":
+                    hint += " (or data.val_split=null: no validation)"
+                raise type(exc)(f"{exc}; data.{key}_split={split!r}: {hint}") from None
         return self._datasets[which]
+
+    def check(self, *, validate: bool = True) -> tuple[int, int]:
+        """Every data check that can run before training; returns ``(H, W)`` of the training images.
+
+        Builds the training, test and (``validate``) validation splits (a missing split names its
+        ``data.*_split`` setting), checks the batch size against the training set, loads the first batch of
+        each split through its transform and collate (colour label PNGs, labels out of range, sizes that differ
+        within a batch fail here), and warns once when the depth of the training split looks like the wrong
+        unit (:mod:`cinet.data.sanity`). The global RNG states are restored afterwards.
+
+        Raises:
+            ConfigError / DataError: The first problem found, naming the file or setting.
+        """
+        from cinet.data.sanity import depth_setting, depth_summary, depth_warning
+
+        splits = ["train", *(["val"] if validate and self.cfg.val_split is not None else []), "test"]
+        for which in splits:
+            self.dataset(which)
+        train = self.dataset("train")
+        where = str(self.cfg.root) if self.cfg.root is not None else f"{self.cfg.name}/{self.cfg.train_split}"
+        line = depth_warning(depth_summary(train), where, depth_setting(self.cfg.name))
+        if line is not None:  # a warning, first: a later error may come from the same mistake
+            log.warning("%s", line)
+        check_batch_size(self.cfg.batch_size, len(train))
+        with _seeded(self.seed):
+            for which in splits:
+                ds = self.dataset(which)
+                n = min(len(ds), self.cfg.batch_size if which == "train" else self.cfg.eval_batch_size)
+                hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
+                collate([ds[i] for i in range(n)], size_hint=hint)
+        if self.cfg.image_size:
+            return int(self.cfg.image_size[0]), int(self.cfg.image_size[1])
+        base = getattr(train, "dataset", train)
+        with base.sample_context(0):
+            h, w = base._load(0)["image"].shape[:2]
+        return int(h), int(w)
 
     @property
     def info(self) -> DatasetInfo:
@@ -318,10 +385,7 @@ class CINetDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        if len(ds) < self.cfg.batch_size:
-            raise ConfigError(
-                f"data.batch_size: {self.cfg.batch_size} is larger than the training set ({len(ds)} samples)"
-            )
+        check_batch_size(self.cfg.batch_size, len(ds))
         sampler = ShardedSampler(len(ds), shuffle=True, seed=self.seed, pad=True, with_seed=True)
         return ResumableDataLoader(
             SeededDataset(ds),
@@ -329,7 +393,7 @@ class CINetDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=True,
             num_workers=self.cfg.num_workers,
-            collate_fn=collate,
+            collate_fn=functools.partial(collate, size_hint=TRAIN_SIZE_HINT),
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.cfg.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
@@ -344,7 +408,7 @@ class CINetDataModule(L.LightningDataModule):
             batch_size=self.cfg.eval_batch_size,
             sampler=sampler,
             num_workers=self.cfg.num_workers,
-            collate_fn=collate,
+            collate_fn=functools.partial(collate, size_hint=EVAL_SIZE_HINT),
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
         )

@@ -30,7 +30,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cinet.checkpoint import cinet_payload
@@ -85,7 +84,8 @@ class CINetModule(L.LightningModule):
         eval_size: Network input size at evaluation, or None (native resolution).
         channels_last: Channels-last model and inputs.
         max_nonfinite: Consecutive non-finite steps tolerated.
-        payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git).
+        payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git,
+            train_size).
         palette: Class colours for the TensorBoard images.
         mean: Image normalisation mean (to show inputs).
         std: Image normalisation std.
@@ -315,23 +315,28 @@ class CINetModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Depth [B,1,H,W] and seg logits [B,C,H,W] at the input resolution (``eval_size`` policy applied)."""
+    def predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Depth [B,1,H,W] (metres) and seg logits [B,C,H,W] at the input resolution of ``images`` [B,3,H,W]
+        (None for the task a single-task model does not have).
+
+        The one preprocessing of :mod:`cinet.inference.preprocess` (the same as ``cinet predict``): resized to
+        ``eval_size`` when set (else scaled to the training size ``payload["train_size"]`` when far from it),
+        padded to a multiple of the output stride, outputs cropped and resized back.
+        """
+        from cinet.inference.preprocess import plan_geometry, to_network
+
         h, w = images.shape[-2:]
-        x = images
-        if self.eval_size is not None and (h, w) != self.eval_size:
-            x = F.interpolate(images, size=self.eval_size, mode="bilinear", align_corners=False)
+        train_size = self.payload.get("train_size")
+        geometry = plan_geometry(
+            int(h), int(w), input_size=self.eval_size, train_size=tuple(train_size) if train_size else None
+        )
+        x = to_network(images, geometry)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.model(x)
 
         def at_input_size(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
-                return None
-            t = t.float()
-            if t.shape[-2:] != (h, w):
-                t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-            return t
+            return None if t is None else geometry.restore(t.float())
 
         return at_input_size(out.depth), at_input_size(out.seg_logits)
 
@@ -413,6 +418,7 @@ class CINetModule(L.LightningModule):
             self.payload.get("dataset"),
             self.payload.get("config"),
             self.payload.get("git"),
+            self.payload.get("train_size"),
         )
         payload["stage"] = self.stage
         payload["nonfinite_skipped"] = self.nonfinite_total

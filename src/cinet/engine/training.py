@@ -51,13 +51,24 @@ def evaluate_module(
     Returns:
         The test metrics of :class:`cinet.engine.module.CINetModule`: ``METRIC_KEYS`` (depth errors in
         metres, δ and segmentation scores as fractions), the other outputs of the depth and segmentation
-        metrics (e.g. per-class IoU) and ``num_images``; plain Python numbers.
+        metrics (``per_class_iou`` a dict keyed by class name, from the dataset info in ``module.payload``, in
+        id order) and ``num_images``; plain Python numbers.
     """
     dm = builders.build_datamodule(cfg, test_split=split)
     if trainer is None:
         trainer = builders.build_test_trainer(cfg)
     trainer.test(module, datamodule=dm, verbose=False)
-    return dict(module.test_results)
+    results = dict(module.test_results)
+    names = (getattr(module, "payload", {}).get("dataset") or {}).get("class_names")
+    if (
+        names
+        and isinstance(results.get("per_class_iou"), list)
+        and len(names) == len(results["per_class_iou"])
+    ):
+        from cinet.metrics.report import per_class_by_name
+
+        results["per_class_iou"] = per_class_by_name(results["per_class_iou"], names)  # keyed by class name
+    return results
 
 
 def train(
@@ -90,12 +101,15 @@ def train(
 
     t0 = time.time()
     run_dir = Path(run_dir)
-    # check what can fail before anything is written: output folder, dataset (both splits), init_from
+    # check what can fail before anything is written: output folder, dataset (every split, batch size, first
+    # batches, depth unit), init_from
     check_writable_dir(run_dir, "run directory")
+    if cfg.data.root is not None:  # stored absolute: the run can be evaluated from another folder
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     info = dataset_info_from_config(cfg.data)
     preflight = builders.build_datamodule(cfg)
-    preflight.dataset("train")
-    preflight.dataset("test")
+    train_size = preflight.check(validate=cfg.train.val_every > 0)
+    train_batches = builders.train_batches_per_epoch(cfg, len(preflight.dataset("train")))
     del preflight
     if cfg.init_from and not resume:
         load_weights(builders.build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
@@ -121,7 +135,9 @@ def train(
             first = False
             continue
         L.seed_everything(cfg.train.seed, workers=False, verbose=False)
-        module = builders.build_module(cfg, info, st, class_weights=class_weights, git=git)
+        module = builders.build_module(
+            cfg, info, st, class_weights=class_weights, git=git, train_size=train_size
+        )
         ckpt_path = None
         if resume and last.is_file():
             check_fits(module.model, read_checkpoint(last), last)  # truncated, or overrides changed the model
@@ -153,7 +169,7 @@ def train(
             RollingCheckpoint(last, cfg.train.checkpoint_every),
             *(callbacks or []),
         ]
-        trainer = builders.build_trainer(cfg, st, logger=logger, callbacks=cbs)
+        trainer = builders.build_trainer(cfg, st, logger=logger, callbacks=cbs, train_batches=train_batches)
         dm = builders.build_datamodule(cfg, stage=st.stage)
         ts = time.time()
         try:
@@ -184,7 +200,9 @@ def train(
     if evaluate:
         if module is None:  # everything was done already except (maybe) the evaluation
             last_stage = next(s for s in cfg.train.stages if final_ckpt.parent.name == f"stage{s.stage}")
-            module = builders.build_module(cfg, info, last_stage, class_weights=class_weights, git=git)
+            module = builders.build_module(
+                cfg, info, last_stage, class_weights=class_weights, git=git, train_size=train_size
+            )
             load_weights(module, final_ckpt)
         metrics = evaluate_module(module, cfg)
         protocol = builders.build_protocol(cfg, info)

@@ -140,6 +140,7 @@ def export_onnx(
     dataset_info: DatasetInfo | dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     exporter: str = "auto",
+    train_size: tuple[int, int] | None = None,
 ) -> Path:
     """Export a CI-Net to ONNX (checked, with the dataset description as metadata), written atomically.
 
@@ -153,6 +154,8 @@ def export_onnx(
         dataset_info: Stored as JSON metadata (``cinet.dataset``), needed by ``cinet predict --onnx``.
         model_kwargs: build_model arguments, stored as ``cinet.model`` (default: ``model.build_kwargs``).
         exporter: ``auto`` (dynamo, then TorchScript), ``dynamo`` or ``torchscript``.
+        train_size: ``(H, W)`` the model was trained at, stored in ``cinet.input`` (``cinet predict --onnx``
+            scales images far from it, as with the checkpoint).
 
     Returns:
         The path written.
@@ -202,7 +205,14 @@ def export_onnx(
             model_kwargs if model_kwargs is not None else getattr(model, "build_kwargs", {})
         ),
         META_INPUT: json.dumps(
-            {"height": height, "width": width, "dynamic": dynamic, "normalised": True, "layout": "NCHW"}
+            {
+                "height": height,
+                "width": width,
+                "dynamic": dynamic,
+                "normalised": True,
+                "layout": "NCHW",
+                "train_size": list(train_size) if train_size is not None else None,
+            }
         ),
         META_EXPORTER: used,
     }
@@ -229,6 +239,7 @@ class OnnxRunner:
         model_kwargs: build_model arguments from the metadata (may be empty).
         fixed_size: ``(H, W)`` of a fixed-size export, None when height and width are dynamic.
         fixed_batch: Batch size of a fixed-batch export, None when dynamic.
+        train_size: ``(H, W)`` the model was trained at (``cinet.input`` metadata), None when not stored.
         exporter: ``dynamo`` or ``torchscript``.
     """
 
@@ -254,6 +265,8 @@ class OnnxRunner:
         self.dataset_info = DatasetInfo.from_dict(json.loads(meta[META_DATASET]))
         self.model_kwargs = json.loads(meta.get(META_MODEL, "{}") or "{}")
         self.exporter = meta.get(META_EXPORTER, "?")
+        train_size = (json.loads(meta.get(META_INPUT, "{}") or "{}") or {}).get("train_size")
+        self.train_size = (int(train_size[0]), int(train_size[1])) if train_size else None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = list(inp.shape)

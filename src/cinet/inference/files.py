@@ -130,17 +130,28 @@ def prediction_files(
     vmin, vmax = options.depth_range if options.depth_range else (None, None)
     depth_rgb, (lo, hi) = visualize.colorize_depth(pred.depth, vmin, vmax, options.cmap)
     seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
+    key = visualize.legend(
+        visualize.present_classes(pred.labels, info.num_classes), info.class_names, info.palette, h
+    )  # class names of the classes present, most frequent first
     range_text = {"depth_range_m": f"{lo:.4f},{hi:.4f}", "colormap": options.cmap}
     pngs: dict[str, tuple[np.ndarray, dict[str, str] | None]] = {
         f"{stem}_depth.png": (visualize.depth_to_uint16(pred.depth), {"depth_unit": DEPTH_PNG_NOTE}),
         f"{stem}_depth_color.png": (depth_rgb, range_text),
         f"{stem}_labels.png": (pred.labels, {"classes": ",".join(info.class_names)}),
         f"{stem}_seg_color.png": (seg_rgb, None),
-        f"{stem}_overlay.png": (visualize.overlay(pred.image, seg_rgb, options.alpha), None),
+        f"{stem}_overlay.png": (
+            np.concatenate([visualize.overlay(pred.image, seg_rgb, options.alpha), key], axis=1),
+            {"legend": "classes present, most frequent first"},
+        ),
         f"{stem}_panel.png": (
             visualize.make_panel(
-                [pred.image, depth_rgb, seg_rgb],
-                ["input", f"depth {lo:.2f}-{hi:.2f} m ({options.cmap})", f"segmentation ({info.name})"],
+                [pred.image, depth_rgb, seg_rgb, key],
+                [
+                    "input",
+                    f"depth {lo:.2f}-{hi:.2f} m ({options.cmap})",
+                    f"segmentation ({info.name})",
+                    "classes",
+                ],
             ),
             range_text,
         ),

@@ -1,10 +1,15 @@
 """Run CI-Net on arbitrary images: :class:`Predictor` and its result, :class:`Prediction`.
 
-An image of any size and mode is turned into an RGB array, optionally resized down (``max_side``), then either
-padded (reflect) or resized to a multiple of ``pad_multiple`` (8: the network's output stride), normalised with
-the checkpoint's :class:`~cinet.data.DatasetInfo` mean/std and run under ``torch.inference_mode``. The depth
-map and the class logits are cropped back to the content and resized to the original image size, so a
-:class:`Prediction` is always at the input's resolution.
+An image of any size and mode is turned into an RGB array, normalised with the checkpoint's
+:class:`~cinet.data.DatasetInfo` mean/std, fitted to the network by the one preprocessing shared with
+``cinet eval`` (:mod:`cinet.inference.preprocess`: optional resize, padding to a multiple of 8) and run under
+``torch.inference_mode``. The depth map and the class logits are cropped back to the content and resized to
+the original image size, so a :class:`Prediction` is always at the input's resolution.
+
+Training resolution: when the checkpoint records the image size it was trained at and an image's longer side
+is far from it (more than :data:`~cinet.inference.preprocess.FAR_FACTOR` times larger or smaller), the image
+is scaled to the training image's longer side by default and one warning line says so; ``keep_size=True``
+keeps the image's own size (and warns instead). An explicit ``max_side`` or ``input_size`` replaces this rule.
 
 The same :class:`Predictor` runs a PyTorch model (:meth:`Predictor.from_checkpoint`, :meth:`Predictor.__init__`)
 or an exported ONNX file through onnxruntime (:meth:`Predictor.from_onnx`); the raw :class:`CINetOutput`
@@ -14,7 +19,6 @@ or an exported ONNX file through onnxruntime (:meth:`Predictor.from_onnx`); the 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
+from cinet.inference.preprocess import FIT_MODES, Geometry, plan_geometry, to_network, training_side
 from cinet.models.cinet import require_joint
 
 if TYPE_CHECKING:
@@ -36,7 +40,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ImageLike = Union[str, Path, "PILImage.Image", np.ndarray]
-RESIZE_MODES = ("pad", "resize")
+RESIZE_MODES = FIT_MODES
+
+__all__ = ["Geometry", "ImageLike", "Prediction", "Predictor", "load_image"]
 
 
 # --------------------------------------------------------------------------------------------- image input
@@ -111,62 +117,6 @@ def load_image(image: ImageLike) -> np.ndarray:
     )
 
 
-# --------------------------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """How an image was fitted to the network input.
-
-    The image (``orig`` = (H, W)) is resized to ``scaled`` (identical when no resizing was needed), then padded
-    at the bottom and right to ``padded``, the network input size. The content occupies
-    ``[0:scaled[0], 0:scaled[1]]`` of the network input.
-    """
-
-    orig: tuple[int, int]
-    scaled: tuple[int, int]
-    padded: tuple[int, int]
-
-    def to_network(self, x: float, y: float) -> tuple[float, float]:
-        """Image pixel (x column, y row; 0-based centres) -> the same point in network-input pixels."""
-        sx = self.scaled[1] / self.orig[1]
-        sy = self.scaled[0] / self.orig[0]
-        return (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5
-
-    def feature_cell(self, x: float, y: float, size: tuple[int, int]) -> tuple[int, int]:
-        """Image pixel (x, y) -> (column, row) of the cell of a feature grid ``size`` = (h, w) that holds it."""
-        xn, yn = self.to_network(x, y)
-        h, w = size
-        col = math.floor((xn + 0.5) * w / self.padded[1])
-        row = math.floor((yn + 0.5) * h / self.padded[0])
-        return min(max(col, 0), w - 1), min(max(row, 0), h - 1)
-
-    def content_cells(self, size: tuple[int, int]) -> tuple[int, int]:
-        """Rows and columns of a feature grid ``size`` that cover image content (not padding)."""
-        h, w = size
-        rows = max(1, min(h, math.ceil(self.scaled[0] * h / self.padded[0])))
-        cols = max(1, min(w, math.ceil(self.scaled[1] * w / self.padded[1])))
-        return rows, cols
-
-    def restore(self, t: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-        """A map ``[B,C,h,w]`` over the network input (any resolution) -> ``[B,C,H,W]`` at the image size.
-
-        Crops the padding (scaled proportionally at a coarser resolution), then resizes to ``orig``.
-        """
-        h, w = t.shape[-2:]
-        if (h, w) == self.padded:
-            t = t[..., : self.scaled[0], : self.scaled[1]]
-        else:
-            rows, cols = self.content_cells((h, w))
-            t = t[..., :rows, :cols]
-        if tuple(t.shape[-2:]) != self.orig:
-            if mode == "nearest":
-                t = F.interpolate(t, size=self.orig, mode="nearest")
-            else:
-                t = F.interpolate(t, size=self.orig, mode="bilinear", align_corners=False)
-        return t
-
-
 # --------------------------------------------------------------------------------------------- results
 
 
@@ -231,6 +181,9 @@ class Predictor:
         pad_multiple: Network input sides are made multiples of this (8 = output stride of the encoder).
         max_side: Resize images whose longer side exceeds this down first (results are resized back up).
         input_size: Fixed network input ``(H, W)`` (fixed-size ONNX models); every image is resized to it.
+        train_size: ``(H, W)`` of the images the model was trained on (from the checkpoint); images far from it
+            are scaled to its longer side unless ``keep_size`` or ``max_side`` is given.
+        keep_size: Run every image at its own size even when far from ``train_size`` (a warning says so).
         source: Where the model came from (checkpoint path), used in error messages.
         model_kwargs: build_model arguments of the model, if known (shown in messages).
 
@@ -250,6 +203,8 @@ class Predictor:
         pad_multiple: int = 8,
         max_side: int | None = None,
         input_size: tuple[int, int] | None = None,
+        train_size: tuple[int, int] | None = None,
+        keep_size: bool = False,
         source: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -265,6 +220,9 @@ class Predictor:
         self.pad_multiple = pad_multiple
         self.max_side = max_side
         self.input_size = tuple(input_size) if input_size is not None else None
+        self.train_size = tuple(int(v) for v in train_size) if train_size is not None else None
+        self.keep_size = keep_size
+        self._said: set[tuple[Any, ...]] = set()  # resolution notes already logged (once per image size)
         self.source = source or "<model>"
         self.model_kwargs = dict(model_kwargs or getattr(model, "build_kwargs", {}) or {})
         self.is_torch = isinstance(model, torch.nn.Module)
@@ -297,6 +255,7 @@ class Predictor:
         """
         from cinet.checkpoint import load_model
         from cinet.errors import CheckpointError
+        from cinet.inference.preprocess import training_size_of
 
         dev = _resolve_device(device)
         model, payload = load_model(path, dev)
@@ -307,6 +266,10 @@ class Predictor:
             info = DatasetInfo.from_dict(dataset)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad dataset info in checkpoint ({exc})") from exc
+        kwargs.setdefault("train_size", training_size_of(payload))
+        eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
+        if eval_size and kwargs.get("max_side") is None:  # the checkpoint's evaluation size, as in cinet eval
+            kwargs.setdefault("input_size", tuple(eval_size))
         return cls(model, info, device=dev, source=str(path), model_kwargs=payload.get("model"), **kwargs)
 
     @classmethod
@@ -323,6 +286,13 @@ class Predictor:
         runner = OnnxRunner(path, device=device)
         if runner.fixed_size is not None:
             kwargs.setdefault("input_size", runner.fixed_size)
+            logger.warning(
+                "%s: fixed-size ONNX model: every image is resized to %dx%d (export without --height/--width "
+                "for a dynamic one)",
+                path,
+                *runner.fixed_size,
+            )
+        kwargs.setdefault("train_size", runner.train_size)
         return cls(
             runner,
             runner.dataset_info,
@@ -334,19 +304,61 @@ class Predictor:
 
     # ------------------------------------------------------------------ preprocessing
 
+    def geometry(self, height: int, width: int) -> Geometry:
+        """How an image of ``height`` x ``width`` is fitted to the network (:mod:`cinet.inference.preprocess`).
+
+        Logs one warning per image size when the training-resolution rule scales the image (or would have,
+        with ``keep_size``).
+        """
+        geometry = plan_geometry(
+            height,
+            width,
+            input_size=self.input_size,
+            max_side=self.max_side,
+            train_size=self.train_size,
+            keep_size=self.keep_size,
+            multiple=self.pad_multiple,
+            mode=self.mode,
+        )
+        rule = self.input_size is None and self.max_side is None
+        if rule and training_side(height, width, self.train_size) is not None:
+            th, tw = self.train_size  # type: ignore[misc]
+            if self.keep_size:
+                self._note(
+                    (height, width),
+                    "%s: image %dx%d is far from the training resolution %dx%d; kept at its size (--keep-size): "
+                    "expect poor results, or drop --keep-size to scale it",
+                    self.source,
+                    height,
+                    width,
+                    th,
+                    tw,
+                )
+            else:
+                self._note(
+                    (height, width),
+                    "%s: image %dx%d is far from the training resolution %dx%d: the network sees it at %dx%d, "
+                    "results are at %dx%d (--keep-size to run it at its own size, --max-side N to choose)",
+                    self.source,
+                    height,
+                    width,
+                    th,
+                    tw,
+                    *geometry.scaled,
+                    height,
+                    width,
+                )
+        return geometry
+
+    def _note(self, key: tuple[Any, ...], msg: str, *args: Any) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            logger.warning(msg, *args)
+
     def network_size(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``(scaled, padded)`` sizes used for an image of ``height`` x ``width``."""
-        if self.input_size is not None:
-            return self.input_size, self.input_size
-        h, w = height, width
-        if self.max_side is not None and max(h, w) > self.max_side:
-            s = self.max_side / max(h, w)
-            h, w = max(1, round(h * s)), max(1, round(w * s))
-        m = self.pad_multiple
-        if self.mode == "resize":
-            h, w = max(m, round(h / m) * m), max(m, round(w / m) * m)
-            return (h, w), (h, w)
-        return (h, w), (math.ceil(h / m) * m, math.ceil(w / m) * m)
+        """``(scaled, padded)`` sizes used for an image of ``height`` x ``width`` (see :meth:`geometry`)."""
+        g = self.geometry(height, width)
+        return g.scaled, g.padded
 
     def prepare(self, image: ImageLike) -> tuple[np.ndarray, torch.Tensor, Geometry]:
         """Load an image and make its normalised network input.
@@ -356,17 +368,10 @@ class Predictor:
         """
         rgb = load_image(image)
         h, w = rgb.shape[:2]
-        scaled, padded = self.network_size(h, w)
+        geometry = self.geometry(h, w)
         x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0  # [1,3,H,W]
-        if scaled != (h, w):
-            antialias = scaled[0] < h or scaled[1] < w
-            x = F.interpolate(x, size=scaled, mode="bilinear", align_corners=False, antialias=antialias)
         x = (x - self._mean) / self._std
-        pad_h, pad_w = padded[0] - scaled[0], padded[1] - scaled[1]
-        if pad_h or pad_w:
-            reflect = pad_h < scaled[0] and pad_w < scaled[1]
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if reflect else "replicate")
-        return rgb, x[0], Geometry(orig=(h, w), scaled=scaled, padded=padded)
+        return rgb, to_network(x, geometry)[0], geometry
 
     # ------------------------------------------------------------------ inference
 

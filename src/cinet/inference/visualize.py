@@ -195,20 +195,108 @@ def heatmap_overlay(
     return out
 
 
+def present_classes(labels: np.ndarray, num_classes: int, limit: int | None = None) -> list[int]:
+    """Class ids present in ``labels`` (ignore / out-of-range ids left out), most frequent first.
+
+    Args:
+        labels: ``HxW`` class ids.
+        num_classes: Ids ``>= num_classes`` (e.g. 255 = ignore) are not classes.
+        limit: Keep at most this many (the most frequent).
+    """
+    ids = np.asarray(labels).astype(np.int64).ravel()
+    counts = np.bincount(ids[(ids >= 0) & (ids < num_classes)], minlength=num_classes)
+    order = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    return order[:limit] if limit is not None else order
+
+
+def legend(
+    class_ids: Sequence[int],
+    names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    height: int,
+    width: int | None = None,
+) -> np.ndarray:
+    """A white ``height x width x 3`` uint8 column listing ``class_ids`` as a colour swatch and a name each.
+
+    Rows are ``max(10, min(24, height // max(len(class_ids), 1)))`` pixels high; entries that do not fit are
+    summarised as ``+N more``. ``width`` defaults to fit the longest name (at least 60 px).
+    """
+    from PIL import Image, ImageDraw
+
+    n = len(class_ids)
+    row = max(10, min(24, height // max(n, 1)))
+    font = _font(max(8, row - 4))
+    fits = max(1, height // row)
+    shown = list(class_ids) if n <= fits else list(class_ids[: fits - 1])
+    texts = [f"{names[i]}" for i in shown]
+    if len(shown) < n:
+        texts.append(f"+{n - len(shown)} more")
+    if width is None:
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        longest = max((probe.textlength(t, font=font) for t in texts), default=0)
+        width = max(60, int(longest) + row + 8)
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for k, text in enumerate(texts):
+        y = k * row
+        if k < len(shown):
+            draw.rectangle(
+                [2, y + 2, row - 2, y + row - 2],
+                fill=tuple(int(c) for c in palette[shown[k]]),
+                outline=(0, 0, 0),
+            )
+        draw.text((row + 2, y + 1), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def with_legend(
+    image: np.ndarray, labels: np.ndarray, names: Sequence[str], palette: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """``image`` (``HxWx3``) with a :func:`legend` of the classes present in ``labels`` appended on the right."""
+    ids = present_classes(labels, len(names))
+    return np.concatenate([image, legend(ids, names, palette, image.shape[0])], axis=1)
+
+
 # --------------------------------------------------------------------------------------------- panels
 
 
+def _font(size: int):  # type: ignore[no-untyped-def]
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
 def _caption(text: str, width: int, height: int) -> np.ndarray:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     strip = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
-    try:
-        font = ImageFont.load_default(size=max(8, height - 6))
-    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
-        font = ImageFont.load_default()
+    font = _font(max(8, height - 6))
     draw.text((3, 1), text, fill=(0, 0, 0), font=font)
     return np.asarray(strip, dtype=np.uint8)
+
+
+def colorbar(
+    vmin: float, vmax: float, width: int, cmap: str = DEFAULT_DEPTH_CMAP, unit: str = "m"
+) -> np.ndarray:
+    """A horizontal colour bar ``width`` wide: the map from ``vmin`` to ``vmax``, labelled at both ends."""
+    bar_h = max(8, min(16, width // 20))
+    ramp = colorize(np.tile(np.linspace(vmin, vmax, width), (bar_h, 1)), vmin, vmax, cmap)
+    label = _caption(f"{vmin:.2f} {unit}", width, max(12, bar_h))
+    right = _caption(f"{vmax:.2f} {unit}", width, max(12, bar_h))
+    # the right label drawn right-aligned: take the left-drawn strip's text width from the right edge
+    text_cols = np.flatnonzero((right < 128).any(axis=(0, 2)))
+    if text_cols.size:
+        shift = width - 3 - int(text_cols.max())
+        right = np.roll(right, shift, axis=1)
+        right[:, :shift] = 255
+        merged = np.minimum(label, right)
+    else:
+        merged = label
+    return np.concatenate([ramp, merged], axis=0)
 
 
 def make_panel(
@@ -216,7 +304,8 @@ def make_panel(
 ) -> np.ndarray:
     """Put ``HxWx3`` tiles of one height side by side, with an optional caption strip above each.
 
-    The caption strip is ``max(12, H // 12)`` pixels high; text that does not fit is cut.
+    The caption strip is ``max(12, H // 12)`` pixels high; text that does not fit is cut. A tile may be wider
+    or narrower than the others (e.g. a :func:`legend`).
     """
     h = tiles[0].shape[0]
     if any(t.shape[0] != h for t in tiles):

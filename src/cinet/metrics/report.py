@@ -21,6 +21,7 @@ __all__ = [
     "EvalProtocol",
     "format_table",
     "metrics_json",
+    "per_class_by_name",
 ]
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -197,7 +198,25 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], protocol: EvalProtocol |
     return "\n".join(lines) + "\n"
 
 
+def per_class_by_name(values: Any, class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Per-class results (one value per train id) keyed by class name, in id order.
+
+    A name that occurs twice gets its id appended (``"chair (7)"``) so no entry is lost. Values are kept as
+    given (NaN for a class absent from ground truth and prediction); a list of another length than
+    ``class_names`` raises ``ValueError``.
+    """
+    values = list(values)
+    if len(values) != len(class_names):
+        raise ValueError(f"{len(values)} per-class values for {len(class_names)} class names")
+    counts: dict[str, int] = {}
+    for n in class_names:
+        counts[n] = counts.get(n, 0) + 1
+    return {(n if counts[n] == 1 else f"{n} ({i})"): v for i, (n, v) in enumerate(zip(class_names, values))}
+
+
 def _json_value(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_json_value(x) for x in v]
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:

@@ -1,0 +1,128 @@
+"""Sanity checks of a dataset's values that no file format can catch: is the depth in the right unit?
+
+A depth PNG read with the wrong ``depth_scale`` (``1`` on millimetre PNGs, or ``1000`` on NYU-style exports
+stored as metres x 5000) gives depths that are all valid numbers but wrong by a constant factor: training loss in
+the thousands, every depth metric null or δ1 = 0, and no error. :func:`depth_summary` reads the raw depth of a few
+samples and :func:`depth_warning` turns a summary that is mostly outside the dataset's depth range (or entirely
+invalid) into one line naming the observed range and the setting to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: A depth set is suspicious when less than this fraction of its valid pixels lies in the dataset's range.
+MIN_IN_RANGE = 0.5
+
+
+@dataclass(frozen=True)
+class DepthSummary:
+    """Valid (finite, > 0) depth values of a few samples, in metres.
+
+    Attributes:
+        samples: Number of samples read.
+        pixels: Number of pixels read.
+        valid: Number of valid depth pixels.
+        in_range: Fraction of the valid pixels inside ``[min_depth, depth_cap]`` (0 when none is valid).
+        low: 1st percentile of the valid depths (metres; 0 when none is valid).
+        median: Median of the valid depths (metres).
+        high: 99th percentile of the valid depths (metres).
+        min_depth: The dataset's smallest valid depth (metres).
+        depth_cap: The dataset's largest depth (metres).
+    """
+
+    samples: int
+    pixels: int
+    valid: int
+    in_range: float
+    low: float
+    median: float
+    high: float
+    min_depth: float
+    depth_cap: float
+
+    def describe(self) -> str:
+        """E.g. ``observed 1.517-5.228 m (median 2.965 m) in 4 samples`` (the range: 1st-99th percentile)."""
+        if self.valid == 0:
+            return f"no valid depth in {self.samples} samples"
+        return f"observed {self.low:.4g}-{self.high:.4g} m (median {self.median:.4g} m) in {self.samples} samples"
+
+
+def _raw_depth(dataset: Any, index: int) -> np.ndarray | None:
+    """Depth of sample ``index`` in metres before any transform (None when the dataset cannot say)."""
+    base = getattr(dataset, "dataset", dataset)  # CachedDataset / SeededDataset wrap the dataset
+    load = getattr(base, "_load", None)
+    if load is None:
+        return None
+    with base.sample_context(index):
+        return np.asarray(load(index)["depth"], dtype=np.float32)
+
+
+def depth_summary(dataset: Any, num: int = 8) -> DepthSummary | None:
+    """Summarise the raw depth of ``num`` samples spread evenly over ``dataset``.
+
+    Args:
+        dataset: A :class:`cinet.data.base.BaseDataset` (or a wrapper with ``.dataset``).
+        num: Samples to read (at most the dataset's length).
+
+    Returns:
+        The summary, or None for a dataset without raw depth access or without samples.
+
+    Raises:
+        DataError: A sample cannot be read (names the file).
+    """
+    n = len(dataset)
+    base = getattr(dataset, "dataset", dataset)
+    if n == 0 or getattr(base, "depth_dir", True) is None:  # a folder dataset without depth/ (warned already)
+        return None
+    info = base.info
+    k = min(num, n)
+    picks = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+    values, pixels = [], 0
+    for i in picks:
+        depth = _raw_depth(dataset, i)
+        if depth is None:
+            return None
+        pixels += depth.size
+        values.append(depth[np.isfinite(depth) & (depth > 0)])
+    valid = np.concatenate(values) if values else np.zeros(0, np.float32)
+    if valid.size == 0:
+        return DepthSummary(len(picks), pixels, 0, 0.0, 0.0, 0.0, 0.0, info.min_depth, info.depth_cap)
+    inside = float(((valid >= info.min_depth) & (valid <= info.depth_cap)).mean())
+    lo, med, hi = (float(v) for v in np.percentile(valid, [1, 50, 99]))
+    return DepthSummary(
+        len(picks), pixels, int(valid.size), inside, lo, med, hi, info.min_depth, info.depth_cap
+    )
+
+
+def depth_warning(summary: DepthSummary | None, where: str, setting: str = "depth_scale") -> str | None:
+    """One line when the depth looks like the wrong unit (mostly outside the range, or all invalid), else None.
+
+    Args:
+        summary: From :func:`depth_summary`.
+        where: What was read (dataset root or name), first in the line.
+        setting: The setting to check (``data.options.depth_scale`` for folder datasets).
+    """
+    if summary is None:
+        return None
+    if summary.valid == 0:
+        return (
+            f"{where}: no valid depth (all 0 or non-finite) in {summary.samples} samples; "
+            f"check {setting} and the depth files"
+        )
+    if summary.in_range >= MIN_IN_RANGE:
+        return None
+    return (
+        f"{where}: {100 * (1 - summary.in_range):.0f}% of valid depth is outside the dataset's range "
+        f"{summary.min_depth:g}-{summary.depth_cap:g} m ({summary.describe()}); check {setting}"
+    )
+
+
+def depth_setting(name: str) -> str:
+    """The setting that converts a dataset's stored depth to metres, for messages."""
+    if name == "folder":
+        return "data.options.depth_scale (depth PNG units per metre: 1000 = millimetres, 5000 = NYU exports)"
+    return f"the depth files of dataset {name!r}"

@@ -1,0 +1,404 @@
+"""A user's own data in the first hour (issue 14): the documented recipe, sanity checks, names on pictures.
+
+Every test goes through the ``cinet`` command line, as a user would, on folder datasets the test writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from cinet.cli import main
+from inference_fixtures import save_tiny_checkpoint, synthetic_image
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["wall", "floor", "chair"]
+# appended to the recipe's `cinet train` line: the same run, small enough for a unit test
+FAST = [
+    "data.image_size=[32,40]",
+    "data.crop_size=[32,40]",
+    "data.batch_size=2",
+    "data.eval_batch_size=2",
+    "data.num_workers=0",
+    "model.channels=16",
+    "model.qk_channels=8",
+    "model.decoder_channels=[8,8,8]",
+    "model.attention_impl=naive",
+    "train.stages.0.epochs=1",
+    "train.stages.1.epochs=1",
+    "train.stages.2.epochs=1",
+    "train.val_every=1",
+    "train.num_vis=0",
+    "trainer.accelerator=cpu",
+]
+
+
+def write_mydata(
+    root: Path,
+    n: int = 4,
+    size: tuple[int, int] = (48, 64),
+    depth_per_metre: float = 1000.0,
+    colour_labels: bool = False,
+    sizes: dict[int, tuple[int, int]] | None = None,
+) -> Path:
+    """``root/{rgb,depth,labels}/img{i}.png`` + ``classes.yaml``: depth 1-4 m, labels 0..2 and 255."""
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        h, w = (sizes or {}).get(i, size)
+        Image.fromarray(synthetic_image(h, w, i)).save(root / "rgb" / f"img{i}.jpg")
+        metres = 1.0 + 3.0 * np.linspace(0, 1, w)[None, :].repeat(h, 0)
+        Image.fromarray(np.round(metres * depth_per_metre).astype(np.uint16)).save(
+            root / "depth" / f"img{i}.png"
+        )
+        labels = np.zeros((h, w), np.uint8)
+        labels[h // 2 :] = 1
+        labels[h // 3 : h // 2, w // 3 : w // 2] = 2
+        labels[:2] = 255
+        if colour_labels:
+            palette = np.array([[200, 0, 0], [0, 200, 0], [0, 0, 200]], np.uint8)
+            Image.fromarray(palette[np.minimum(labels, 2)]).save(root / "labels" / f"img{i}.png")
+        else:
+            Image.fromarray(labels).save(root / "labels" / f"img{i}.png")
+        rng.random()
+    (root / "classes.yaml").write_text(yaml.safe_dump({"names": CLASSES}))
+    return root
+
+
+def recipe_lines() -> list[list[str]]:
+    """The ``cinet`` commands of the recipe block of docs/data.md."""
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- recipe:[^>]*-->\s*```bash\n(.*?)```", text, re.S)
+    assert block, "docs/data.md has no recipe block"
+    lines = [shlex.split(line, comments=True) for line in block.group(1).splitlines() if line.strip()]
+    assert len(lines) == 3 and all(words[0] == "cinet" for words in lines), lines
+    return [words[1:] for words in lines]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ----------------------------------------------------------------------------------------------- the recipe
+
+
+def test_recipe_from_docs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog
+) -> None:
+    """docs/data.md's three lines, run on files written here (train with FAST overrides appended)."""
+    work = tmp_path / "work"
+    write_mydata(work / "mydata")
+    (work / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "folder.yaml", work / "configs" / "folder.yaml")
+    monkeypatch.chdir(work)
+    preview, train, predict = recipe_lines()
+
+    assert main(preview) == 0
+    assert (work / "preview" / "folder_train_preview.png").is_file()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*train, *FAST]) == 0
+    out = capsys.readouterr()
+    # non-interactive output: no progress bar, no Lightning logging-interval warning
+    assert "it/s]" not in out.err and "Epoch 0" not in out.err
+    assert not [w for w in caught if "logging interval" in str(w.message)], [str(w.message) for w in caught]
+    run = work / "runs" / "mydata"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(metrics["per_class_iou"]) == CLASSES  # keyed by the names of classes.yaml
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["root"] == str(work / "mydata")  # stored absolute
+    from cinet.checkpoint import read_checkpoint
+
+    assert read_checkpoint(run / "last.ckpt")["cinet"]["train_size"] == [32, 40]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(predict) == 0
+    # 48x64 photos, trained at 32x40: scaled to the training size, and said once per image size
+    notes = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
+    assert len(notes) == 1 and "48x64 is far from the training resolution 32x40" in notes[0], notes
+    assert "sees it at 30x40" in notes[0]
+    assert Image.open(work / "predictions" / "img0_labels.png").size == (64, 48)
+
+    # from another folder: the stored absolute root still works; once the data moved, data.root= is named
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", "--checkpoint", str(run / "last.ckpt"), "--out", str(elsewhere / "m")]) == 0
+    (work / "mydata").rename(work / "moved")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run / "last.ckpt"), "--out", str(elsewhere / "m")]) == 2
+    line = one_error_line(capsys)
+    assert str(work / "mydata") in line and "data.root=PATH" in line and "overrides the stored path" in line
+    assert (
+        main(["eval", "--checkpoint", str(run), "--out", str(elsewhere / "m"), f"data.root={work / 'moved'}"])
+        == 2
+    )
+    assert one_error_line(capsys) == f"error: {run}: is a directory; did you mean {run / 'last.ckpt'}?"
+
+    # --resume says where it continues
+    state = json.loads((run / "state.json").read_text())
+    state.update(completed=[1, 2], evaluated=False)
+    (run / "state.json").write_text(json.dumps(state))
+    (work / "moved").rename(work / "mydata")
+    assert main(["train", "--resume", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(
+        rf"resuming {re.escape(str(run))}: stage 3 at step \d+ \(epoch \d+\) from .*stage3/last.ckpt "
+        r"\(stages done: 1, 2\)",
+        printed,
+    ), printed
+
+
+# ----------------------------------------------------------------------------------------------- depth scale
+
+
+def test_wrong_depth_scale_is_named(tmp_path: Path, caplog, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_mydata(tmp_path / "mm")  # millimetre PNGs
+    out = tmp_path / "preview"
+    with caplog.at_level(logging.WARNING):
+        assert (
+            main(["data", "preview", "folder", "--root", str(root), "--out", str(out), "depth_scale=1"]) == 0
+        )
+    lines = [r.getMessage() for r in caplog.records if "depth_scale" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "100% of valid depth is outside the dataset's range 0.001-10 m" in lines[0]
+    assert "(observed 1000-4000 m (median 2500 m) in 4 samples); check depth_scale" in lines[0], lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the right scale: no warning
+        assert main(["data", "preview", "folder", "--root", str(root), "--out", str(out)]) == 0
+    assert not [r for r in caplog.records if "depth_scale" in r.getMessage()]
+    # all-invalid depth is named too
+    for p in (root / "depth").iterdir():
+        Image.fromarray(np.zeros((48, 64), np.uint16)).save(p)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["data", "preview", "folder", "--root", str(root), "--out", str(out)]) == 0
+    assert [
+        r for r in caplog.records if "no valid depth" in r.getMessage() and "depth_scale" in r.getMessage()
+    ]
+
+
+def test_wrong_depth_scale_warned_by_train_before_the_run(tmp_path: Path, caplog, capsys) -> None:
+    root = write_mydata(tmp_path / "mm", n=2)
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "folder.yaml"),
+        "--run-dir",
+        str(run),
+        f"data.root={root}",
+    ]
+    with caplog.at_level(logging.WARNING):  # the batch size check stops it; the depth line came first
+        assert main([*args, *FAST, "data.options={depth_scale: 1}", "data.batch_size=3"]) == 2
+    assert [r for r in caplog.records if "data.options.depth_scale" in r.getMessage()]
+    assert "data.batch_size: 3 is larger than the training set (2 samples)" in one_error_line(capsys)
+    assert not run.exists()
+
+
+def test_preview_titles_colour_bar_and_legend(tmp_path: Path) -> None:
+    from cinet.inference.visualize import colormap_lut
+
+    root = write_mydata(tmp_path / "d", n=2)
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path), "--num", "2"]) == 0
+    grid = np.asarray(Image.open(tmp_path / "folder_train_preview.png"))
+    h, w = 48, 64
+    assert grid.shape[0] > 2 * h + 20  # a title row, two sample rows, a colour bar and the observed range
+    title = grid[:10, :w]
+    assert (title < 100).any()  # text above the RGB column
+    lut = colormap_lut("turbo")
+    bar_rows = [
+        r
+        for r in range(grid.shape[0])
+        if (grid[r] == lut[0]).all(axis=1).any() and (grid[r] == lut[-1]).all(axis=1).any()
+    ]
+    assert bar_rows, "no colour bar"
+    # the legend shows the palette colour of each class present (VOC colours of ids 0, 1, 2)
+    from cinet.data.info import voc_palette
+
+    for colour in voc_palette(3):
+        assert (grid[:, 3 * w + 12 :] == colour).all(axis=2).any(), colour
+
+
+# ----------------------------------------------------------------------------------------------- before the run dir
+
+
+def _train(tmp_path: Path, root: Path, *extra: str) -> tuple[int, Path]:
+    run = tmp_path / "run"
+    cfg = str(ROOT / "configs" / "folder.yaml")
+    rc = main(["train", "--config", cfg, "--run-dir", str(run), f"data.root={root}", *FAST, *extra])
+    return rc, run
+
+
+def test_batch_size_larger_than_training_set(tmp_path: Path, capsys) -> None:
+    rc, run = _train(tmp_path, write_mydata(tmp_path / "d", n=3), "data.batch_size=4")
+    assert rc == 2 and not run.exists()
+    assert one_error_line(capsys).endswith(
+        "larger than the training set (3 samples); set data.batch_size=3 or smaller"
+    )
+
+
+def test_missing_validation_split_names_the_setting(tmp_path: Path, capsys) -> None:
+    root = write_mydata(tmp_path / "d")
+    (root / "train.txt").write_text("img0\nimg1\n")
+    (root / "test.txt").write_text("img2\nimg3\n")
+    rc, run = _train(tmp_path, root)
+    assert rc == 2 and not run.exists()
+    line = one_error_line(capsys)
+    assert "val.txt: split list not found" in line and "data.val_split='val'" in line
+    assert "data.val_split=null" in line
+
+
+def test_colour_label_pngs_are_refused_before_the_run(tmp_path: Path, capsys) -> None:
+    rc, run = _train(tmp_path, write_mydata(tmp_path / "d", colour_labels=True))
+    assert rc == 2 and not run.exists()
+    line = one_error_line(capsys)
+    assert "labels/img0.png" in line and "got mode 'RGB'" in line and "not colours" in line
+
+
+def test_mixed_sizes_in_an_eval_split_name_what_helps(tmp_path: Path, capsys) -> None:
+    root = write_mydata(tmp_path / "d", sizes={1: (40, 64)})
+    # training crops to one size; evaluation batches of 2 hold a 48x64 and a 40x64 image
+    rc, run = _train(tmp_path, root, "data.image_size=null", "data.crop_size=[32,40]")
+    assert rc == 2 and not run.exists()
+    line = one_error_line(capsys)
+    assert "differ in 'image' size" in line and line.endswith(
+        "set data.image_size (every split) or data.eval_batch_size=1"
+    )
+
+
+def test_yaml_option_without_space_gets_a_hint(tmp_path: Path, capsys) -> None:
+    rc, run = _train(tmp_path, write_mydata(tmp_path / "d"), "data.options={num_classes:40}")
+    assert rc == 2 and not run.exists()
+    line = one_error_line(capsys)
+    assert "data.num_classes:40: unknown option" in line
+    assert "YAML needs a space after the colon: write {num_classes: 40}" in line
+
+
+# ----------------------------------------------------------------------------------------------- predict, export
+
+
+def test_predict_scales_far_images_to_the_training_size(tmp_path: Path, caplog) -> None:
+    from cinet.checkpoint import save_model_checkpoint
+    from inference_fixtures import tiny_info, tiny_model
+
+    model, kwargs = tiny_model()
+    ckpt = save_model_checkpoint(tmp_path / "t.ckpt", model, kwargs, tiny_info(), train_size=(40, 56))
+    img = tmp_path / "big.png"
+    Image.fromarray(synthetic_image(120, 168, 1)).save(img)
+    with caplog.at_level(logging.WARNING):
+        assert (
+            main(
+                [
+                    "predict",
+                    "--checkpoint",
+                    str(ckpt),
+                    str(img),
+                    "--out",
+                    str(tmp_path / "a"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    said = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
+    assert said == [
+        f"{ckpt}: image 120x168 is far from the training resolution 40x56: the network sees it at "
+        "40x56, results are at 120x168 (--keep-size to run it at its own size, --max-side N to choose)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        args = ["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "b"), "--keep-size"]
+        assert main([*args, "--no-progress"]) == 0
+    said = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
+    assert len(said) == 1 and "kept at its size (--keep-size)" in said[0]
+    a = np.asarray(Image.open(tmp_path / "a" / "big_depth.png"))
+    b = np.asarray(Image.open(tmp_path / "b" / "big_depth.png"))
+    assert a.shape == b.shape == (120, 168) and not np.array_equal(a, b)
+
+
+def test_export_is_dynamic_by_default(tmp_path: Path, capsys, caplog) -> None:
+    from cinet.inference.export import OnnxRunner
+
+    ckpt = save_tiny_checkpoint(tmp_path / "t.ckpt")
+    assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "d.onnx"), "--no-check"]) == 0
+    assert "(dynamic: any batch and size;" in capsys.readouterr().out
+    assert OnnxRunner(tmp_path / "d.onnx").fixed_size is None
+    args = [
+        "export",
+        "--checkpoint",
+        str(ckpt),
+        "--onnx",
+        str(tmp_path / "f.onnx"),
+        "--height",
+        "40",
+        "--width",
+        "56",
+    ]
+    assert main([*args, "--no-check"]) == 0
+    assert "fixed input 40x56: 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
+    img = tmp_path / "room.png"
+    Image.fromarray(synthetic_image(40, 56, 1)).save(img)
+    with caplog.at_level(logging.WARNING):
+        args = ["predict", "--onnx", str(tmp_path / "f.onnx"), str(img), "--out", str(tmp_path / "p")]
+        assert main([*args, "--no-progress"]) == 0
+    assert [
+        r
+        for r in caplog.records
+        if "fixed-size ONNX model: every image is resized to 40x56" in r.getMessage()
+    ]
+
+
+def test_overlay_and_panel_legend_name_the_classes_present(tmp_path: Path) -> None:
+    from cinet.inference import visualize
+    from inference_fixtures import tiny_info
+
+    ckpt = save_tiny_checkpoint(tmp_path / "t.ckpt")
+    img = tmp_path / "room.png"
+    Image.fromarray(synthetic_image(40, 56, 1)).save(img)
+    assert (
+        main(["predict", "--checkpoint", str(ckpt), str(img), "--out", str(tmp_path / "p"), "--no-progress"])
+        == 0
+    )
+    labels = np.asarray(Image.open(tmp_path / "p" / "room_labels.png"))
+    overlay = np.asarray(Image.open(tmp_path / "p" / "room_overlay.png"))
+    info = tiny_info()
+    present = visualize.present_classes(labels, info.num_classes)
+    expected = visualize.legend(present, info.class_names, info.palette, 40)
+    np.testing.assert_array_equal(overlay[:, 56:], expected)
+    absent = [c for c in range(info.num_classes) if c not in present]
+    for c in present:  # each present class has its swatch; an absent one has none
+        assert (overlay[:, 56:] == info.palette[c]).all(axis=2).any()
+    for c in absent:
+        assert not (overlay[:, 56:] == info.palette[c]).all(axis=2).any()
+
+
+def test_checkpoint_directory_names_last_ckpt(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    img = tmp_path / "room.png"
+    Image.fromarray(synthetic_image(40, 56, 1)).save(img)
+    assert main(["predict", "--checkpoint", str(run), str(img), "--out", str(tmp_path / "p")]) == 2
+    assert one_error_line(capsys) == f"error: {run}: is a directory; did you mean {run / 'last.ckpt'}?"
+
+
+def test_data_help_points_to_the_docs(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    assert "docs/data.md" in capsys.readouterr().out
+    assert (ROOT / "docs" / "data.md").is_file()
+    assert "docs/data.md" in (ROOT / "README.md").read_text()
