@@ -174,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     for v in variants:
         if v not in VARIANTS:
             raise ConfigError(f"--variants: unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
+        if variants.count(v) > 1:  # one run directory per variant: a repeat would train into the same one
+            raise ConfigError(f"--variants: {v!r} listed twice")
     base = load_config(args.config, args.overrides)
     stem = Path(args.config).stem if args.config else base.name
     run_dir = (
