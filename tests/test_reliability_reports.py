@@ -146,3 +146,163 @@ def test_ablate_refuses_a_variant_listed_twice(tmp_path: Path, capsys: pytest.Ca
     assert rc == 2
     assert "--variants: 'sum' listed twice" in _one_error_line(capsys)
     assert not (tmp_path / "abl").exists()
+
+
+# ------------------------------------------------------------------ 6. stored settings merged with new ones
+
+
+def _synthetic_checkpoint(path: Path) -> Path:
+    from cinet.checkpoint import save_model_checkpoint
+    from cinet.config import config_to_dict, load_config
+    from cinet.data.synthetic import synthetic_info
+    from inference_fixtures import tiny_model
+
+    cfg = load_config(SMOKE)
+    info = synthetic_info()
+    model, kwargs = tiny_model("cinet", num_classes=info.num_classes)
+    return save_model_checkpoint(path, model, kwargs, info, config=config_to_dict(cfg))
+
+
+def test_eval_other_dataset_by_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
+    missing = tmp_path / "data" / "nyu"
+    rc = main(["eval", "--checkpoint", str(ck), "data.name=nyuv2", f"data.root={missing}"])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert str(missing) in line and "not found" in line, line
+    assert "data.size" not in line and "option" not in line
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        # override order does not matter: data.root belongs to the dataset named with it
+        ((None, ["data.root=/d/nyu", "data.name=nyuv2"]), ("nyuv2", "/d/nyu", {}, None)),
+        ((None, ["data.name=nyuv2"]), ("nyuv2", None, {}, None)),
+        # the same dataset again keeps its stored settings
+        ((None, ["data.name=synthetic"]), ("synthetic", "/old", {"size": [64, 80]}, 16)),
+        # a whole data mapping, and a YAML file (eval --config, resume --config)
+        (
+            (None, ["data={name: folder, root: /f, options: {num_classes: 3}}"]),
+            ("folder", "/f", {"num_classes": 3}, None),
+        ),
+        (("data:\n  name: folder\n  root: /g\n", []), ("folder", "/g", {}, None)),
+        (("data:\n  root: /h\n", []), ("synthetic", "/h", {"size": [64, 80]}, 16)),
+    ],
+)
+def test_switching_dataset_drops_the_stored_dataset_settings(
+    tmp_path: Path, layers: tuple[str | None, list[str]], expected: tuple
+) -> None:
+    from cinet.config import config_to_dict, load_config
+
+    stored = config_to_dict(load_config(SMOKE, ["data.root=/old"]))
+    yaml_text, overrides = layers
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "new.yaml"
+        path.write_text(yaml_text, encoding="utf-8")
+    cfg = load_config(path, overrides, base=stored)
+    assert (cfg.data.name, cfg.data.root, cfg.data.options, cfg.data.length) == expected
+    assert cfg.data.crop_size == [48, 64]  # not a dataset setting: kept
+
+
+def test_resume_with_a_dataset_override_drops_stored_options(tmp_path: Path) -> None:
+    from cinet.config import load_config, save_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_config(run_dir / "config.yaml", load_config(SMOKE))
+    # what `cinet train --resume RUN data.name=folder data.root=...` loads
+    cfg = load_config(run_dir / "config.yaml", ["data.root=/x", "data.name=folder"])
+    assert (cfg.data.name, cfg.data.root, cfg.data.options, cfg.data.length) == ("folder", "/x", {}, None)
+
+
+# ------------------------------------------------------------------ 3. attention path and memory at inference
+
+
+def _no_naive_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    sa = importlib.import_module(
+        "cinet.ops.sigmoid_attention"
+    )  # the module, not the function cinet.ops exports
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the naive B x N x N attention ran at inference on a large map")
+
+    monkeypatch.setattr(sa, "sigmoid_attention_naive", refuse)
+
+
+def test_naive_trained_checkpoint_predicts_large_maps_memory_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ck = save_tiny_checkpoint(tmp_path / "naive.ckpt", attention_impl="naive")
+    img = _save(tmp_path / "wide.png", 256, 264, 1)  # 32 x 33 = 1056 SUM positions: tiled from 1024 on
+    _no_naive_attention(monkeypatch)
+    rc = main(["predict", "--checkpoint", str(ck), str(img), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0
+    assert (tmp_path / "out" / "wide_depth.png").is_file()
+
+
+def test_predictor_attention_is_a_runtime_choice() -> None:
+    import torch
+
+    from cinet.inference.predictor import Predictor
+    from cinet.models.sum import SceneUnderstandingModule
+    from inference_fixtures import tiny_info, tiny_model
+
+    model, _ = tiny_model("cinet", attention_impl="naive")
+    x = synthetic_image(64, 72, 5)
+    ref = Predictor(model, tiny_info(), attention_impl=None).predict(x)
+    assert {m.attention_impl for m in model.modules() if isinstance(m, SceneUnderstandingModule)} == {"naive"}
+    tiled = Predictor(model, tiny_info(), attention_impl="tiled").predict(x)
+    np.testing.assert_allclose(tiled.depth, ref.depth, rtol=1e-4, atol=1e-5)
+    Predictor(model, tiny_info())
+    assert {m.attention_impl for m in model.modules() if isinstance(m, SceneUnderstandingModule)} == {"auto"}
+    assert torch.is_tensor(next(model.parameters()))
+
+
+def test_eval_of_naive_checkpoint_uses_memory_bounded_attention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")  # smoke config: attention_impl naive
+    _no_naive_attention(monkeypatch)
+    sizes = ["data.options.size=[256,256]", "data.eval_length=1", "data.eval_batch_size=1"]
+    rc = main(["eval", "--checkpoint", str(ck), "--out", str(tmp_path / "ev"), *sizes])
+    assert rc == 0
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_eval_refuses_model_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
+    rc = main(["eval", "--checkpoint", str(ck), "--out", str(tmp_path / "ev"), "model.channels=64"])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: model.channels: ") and "ignored" in line
+    assert not (tmp_path / "ev" / "metrics.json").exists()
+
+
+def test_photo_too_large_for_memory_is_refused_naming_max_side(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    import cinet.inference.predictor as predictor_module
+
+    photo = tmp_path / "in" / "photo.jpg"
+    photo.parent.mkdir()
+    Image.new("RGB", (4000, 3000), (120, 90, 60)).save(photo, quality=80)
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**30)  # a 1 GiB machine
+    out = tmp_path / "out"
+    rc = main(["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out), "--no-progress"])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert str(photo) in line and "4000x3000" in line
+    side = int(re.search(r"--max-side (\d+)", line).group(1))
+    assert list(out.iterdir()) == []
+    # the side it names fits, and one step larger would not
+    p = predictor_module.Predictor.from_checkpoint(ckpt, max_side=side)
+    p.check_fits(3000, 4000, name="photo")
+    p.max_side = side + 8
+    with pytest.raises(predictor_module.InputError, match="--max-side"):
+        p.check_fits(3000, 4000, name="photo")

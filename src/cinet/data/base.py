@@ -200,7 +200,7 @@ def collate(batch: Sequence[Sample]) -> Sample:
 def require_dir(path: Path, what: str = "dataset root") -> Path:
     """Return ``path`` if it is a directory, else raise :class:`DataError` naming it."""
     if path is None:
-        raise DataError(f"{what}: no root given (root=...)")
+        raise DataError(f"data.root: not set; the {what} is needed (data.root=DIR, or root=DIR)")
     path = Path(path).expanduser()
     if not path.is_dir():
         raise DataError(where(path, f"{what} not found"))

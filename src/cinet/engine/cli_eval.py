@@ -49,12 +49,18 @@ def evaluate_checkpoint(
     config, updated by ``config`` and ``overrides``.
     """
     from cinet.checkpoint import read_checkpoint
-    from cinet.config import StageConfig, load_config
+    from cinet.config import StageConfig, load_config, parse_overrides
     from cinet.engine.datamodule import dataset_info
     from cinet.engine.runner import build_module, build_protocol, evaluate_module, load_weights
-    from cinet.errors import CheckpointError
+    from cinet.errors import CheckpointError, ConfigError
     from cinet.models import build_model
 
+    for key, _ in parse_overrides(list(overrides)):
+        if key.split(".")[0] == "model":  # evaluation's attention path is always the inference one
+            raise ConfigError(
+                f"{key}: the model is rebuilt from the arguments stored in {checkpoint}; "
+                "this override would be ignored"
+            )
     ckpt = read_checkpoint(checkpoint)
     payload = ckpt["cinet"]
     del ckpt

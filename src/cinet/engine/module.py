@@ -36,6 +36,7 @@ from torch import nn
 from cinet.checkpoint import cinet_payload
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, SegMetrics
+from cinet.models.sum import attention_impl_set_to
 
 log = logging.getLogger(__name__)
 
@@ -271,14 +272,18 @@ class CINetModule(L.LightningModule):
 
     @torch.no_grad()
     def predict_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Depth [B,1,H,W] and seg logits [B,C,H,W] at the input resolution (``eval_size`` policy applied)."""
+        """Depth [B,1,H,W] and seg logits [B,C,H,W] at the input resolution (``eval_size`` policy applied).
+
+        The SUM runs the inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`).
+        """
         h, w = images.shape[-2:]
         x = images
         if self.eval_size is not None and (h, w) != self.eval_size:
             x = F.interpolate(images, size=self.eval_size, mode="bilinear", align_corners=False)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
+        with attention_impl_set_to(self.model):  # memory-bounded for large maps, whatever training uses
+            out = self.model(x)
         depth, logits = out.depth.float(), out.seg_logits.float()
         if depth.shape[-2:] != (h, w):
             depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)

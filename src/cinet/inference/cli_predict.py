@@ -195,6 +195,16 @@ def unique_stems(files: list[Path], suffixes: list[str] | tuple[str, ...] = OUTP
     return stems
 
 
+def check_memory(predictor: Predictor, files: list[Path]) -> None:
+    """Refuse, before anything is predicted, an image too large for the free memory (names ``--max-side``)."""
+    from PIL import Image
+
+    for f in files:
+        with Image.open(f) as img:
+            width, height = img.size  # header only; EXIF rotation does not change the pixel count
+        predictor.check_fits(height, width, name=str(f))
+
+
 def ensure_output_dir(out: Path) -> None:
     """Create ``out`` and check that a file can be written there (InputError naming it otherwise)."""
     try:
@@ -339,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
     _check_requests(predictor, args)
+    check_memory(predictor, files)
     keep_output = bool(points or args.features)
 
     stems = unique_stems(files, output_suffixes(args, points))
