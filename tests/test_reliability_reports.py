@@ -306,3 +306,110 @@ def test_photo_too_large_for_memory_is_refused_naming_max_side(
     p.max_side = side + 8
     with pytest.raises(predictor_module.InputError, match="--max-side"):
         p.check_fits(3000, 4000, name="photo")
+
+
+# ------------------------------------------------------------------ 4. one image reader
+
+
+def _folder(root: Path, rgb: Image.Image, rgb_name: str, depth: np.ndarray, labels: np.ndarray) -> Path:
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rgb.save(root / "rgb" / rgb_name)
+    stem = Path(rgb_name).stem
+    Image.fromarray(depth).save(root / "depth" / f"{stem}.png")
+    Image.fromarray(labels).save(root / "labels" / f"{stem}.png")
+    return root
+
+
+def test_16bit_greyscale_is_the_same_gradient_in_training_and_predict(tmp_path: Path) -> None:
+    from cinet.data.folder import FolderDataset
+    from cinet.inference.predictor import load_image
+
+    grad = np.linspace(500, 54500, 80).reshape(8, 10).astype(np.uint16)
+    root = _folder(
+        tmp_path / "ds",
+        Image.fromarray(grad),
+        "ir.png",
+        np.full((8, 10), 1500, np.uint16),
+        np.zeros((8, 10), np.uint8),
+    )
+    expected = np.repeat(np.rint(grad / 257.0).astype(np.uint8)[:, :, None], 3, axis=2)
+    train_image = FolderDataset(root, num_classes=2)._load(0)["image"]
+    np.testing.assert_array_equal(train_image, expected)  # was 255 everywhere (PIL's convert clips)
+    np.testing.assert_array_equal(load_image(root / "rgb" / "ir.png"), expected)
+    assert train_image.min() == 2 and train_image.max() == 212
+
+
+@pytest.mark.parametrize(
+    ("mode", "make", "rgb00"),
+    [
+        ("1", lambda: Image.new("1", (3, 2), 1), (255, 255, 255)),
+        ("L", lambda: Image.new("L", (3, 2), 77), (77, 77, 77)),
+        ("LA", lambda: Image.new("LA", (3, 2), (77, 10)), (77, 77, 77)),
+        ("P", lambda: _palette("P"), (10, 20, 30)),
+        ("PA", lambda: _palette("PA"), (10, 20, 30)),
+        ("RGBA", lambda: Image.new("RGBA", (3, 2), (1, 2, 3, 0)), (1, 2, 3)),
+        ("CMYK", lambda: Image.new("CMYK", (3, 2), (0, 255, 255, 0)), (255, 0, 0)),
+        ("I;16", lambda: Image.fromarray(np.full((2, 3), 65535, np.uint16)), (255, 255, 255)),
+        ("I", lambda: Image.fromarray(np.full((2, 3), 25700, np.int32)), (100, 100, 100)),
+        ("F", lambda: Image.fromarray(np.full((2, 3), 0.5, np.float32)), (128, 128, 128)),
+    ],
+)
+def test_every_mode_reads_the_same_for_datasets_and_predict(
+    tmp_path: Path, mode: str, make: object, rgb00: tuple[int, int, int]
+) -> None:
+    from cinet.data.base import pil_to_rgb, read_rgb
+    from cinet.inference.predictor import load_image
+
+    img = make()  # type: ignore[operator]
+    assert img.mode == mode
+    arr = pil_to_rgb(img)
+    assert arr.shape == (2, 3, 3) and arr.dtype == np.uint8
+    assert tuple(int(v) for v in arr[0, 0]) == rgb00
+    path = tmp_path / "x.tif"
+    try:
+        img.save(path)
+    except (OSError, ValueError, KeyError):
+        return  # no file format for this mode here: the in-memory conversion is the shared part
+    np.testing.assert_array_equal(read_rgb(path), load_image(path))
+
+
+def _palette(mode: str) -> Image.Image:
+    img = Image.new("P", (3, 2), 1)
+    img.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    return img if mode == "P" else img.convert("PA")
+
+
+def _exif_jpeg(path: Path, width: int, height: int, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(synthetic_image(height, width, 7)).save(path, exif=exif.tobytes(), quality=95)
+
+
+def test_exif_rotation_is_the_same_in_datasets_and_predict_and_a_size_clash_names_the_file(
+    tmp_path: Path,
+) -> None:
+    from cinet.data.base import read_png16
+    from cinet.data.folder import FolderDataset
+    from cinet.errors import DataError
+    from cinet.inference.predictor import load_image
+
+    root = tmp_path / "ds"
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True)
+    _exif_jpeg(root / "rgb" / "cam.jpg", 10, 8, orientation=6)  # stored 10 wide, 8 high; shown 8 x 10
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((8, 10), 1500, np.uint16)).save(root / "depth" / "cam.png", exif=exif.tobytes())
+    Image.fromarray(np.zeros((8, 10), np.uint8)).save(root / "labels" / "cam.png")
+    ds = FolderDataset(root, num_classes=2)
+    raw = ds._load(0)
+    assert raw["image"].shape == (10, 8, 3)  # turned by its EXIF orientation
+    assert raw["depth"].shape == raw["labels"].shape == (8, 10)  # maps as stored, never turned
+    assert read_png16(root / "depth" / "cam.png").shape == (8, 10)
+    np.testing.assert_array_equal(raw["image"], load_image(root / "rgb" / "cam.jpg"))
+    with pytest.raises(DataError) as err:
+        ds[0]
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(root / "rgb" / "cam.jpg"))
+    assert "EXIF orientation 6" in msg

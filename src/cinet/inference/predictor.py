@@ -42,28 +42,13 @@ RESIZE_MODES = ("pad", "resize")
 # --------------------------------------------------------------------------------------------- image input
 
 
-def _to_rgb_pil(img: PILImage.Image) -> PILImage.Image:
-    """Any PIL mode -> RGB (palette, greyscale, RGBA/LA with alpha dropped, CMYK, 16-bit and float greyscale)."""
-    from PIL import Image
-
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit-depth greyscale: stretch to 0..255
-        arr = np.asarray(img, dtype=np.float64)
-        finite = np.isfinite(arr)
-        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 1.0)
-        arr = np.where(finite, (arr - lo) / max(hi - lo, 1e-12) * 255.0, 0.0)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img.convert("RGB")
-
-
 def load_image(image: ImageLike) -> np.ndarray:
     """Read an image as an ``HxWx3`` uint8 RGB array.
 
     Args:
-        image: A file path, a PIL image of any mode, or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
+        image: A file path (read by :func:`cinet.data.base.read_rgb`, as the datasets read their images:
+            EXIF orientation applied, 16-bit greyscale scaled to 8 bits), a PIL image of any mode
+            (:func:`cinet.data.base.pil_to_rgb`), or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
             ``HxWx4`` (alpha dropped).
 
     Returns:
@@ -72,28 +57,24 @@ def load_image(image: ImageLike) -> np.ndarray:
     Raises:
         InputError: The file is missing or not a readable image, or the array has another shape / dtype.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
+
+    from cinet.data.base import pil_to_rgb, read_rgb
+    from cinet.errors import DataError
 
     if isinstance(image, str | Path):
         path = Path(image)
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         try:
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)  # camera photos: apply the EXIF orientation
-                return np.ascontiguousarray(np.asarray(_to_rgb_pil(img), dtype=np.uint8))
-        except (
-            UnidentifiedImageError,
-            OSError,
-            ValueError,
-            SyntaxError,
-            Image.DecompressionBombError,
-        ) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise InputError(f"{path}: not a readable image ({reason})") from exc
+            return read_rgb(path)  # the datasets' reader: same modes, same EXIF orientation, same array
+        except DataError as exc:
+            raise InputError(str(exc)) from exc
     if isinstance(image, Image.Image):
-        return np.ascontiguousarray(np.asarray(_to_rgb_pil(image), dtype=np.uint8))
+        try:
+            return pil_to_rgb(image)
+        except ValueError as exc:
+            raise InputError(f"<PIL image>: mode {image.mode!r} cannot be converted to RGB ({exc})") from exc
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise InputError(f"<array>: image arrays must be uint8 (0..255), got {image.dtype}")
