@@ -413,3 +413,60 @@ def test_exif_rotation_is_the_same_in_datasets_and_predict_and_a_size_clash_name
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(str(root / "rgb" / "cam.jpg"))
     assert "EXIF orientation 6" in msg
+
+
+# ------------------------------------------------------------------ 5. degenerate feature maps
+
+
+def test_batch_one_small_crop_is_refused_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(
+        ["train", "--config", SMOKE, "--run-dir", str(run_dir), "data.batch_size=1", "data.crop_size=[32,32]"]
+    )
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: data.crop_size: a 32x32 input with data.batch_size 1 ")
+    assert "use data.crop_size of at least [40, 40] or data.batch_size >= 2" in line
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("variant", ["baseline", "sum", "fsm", "lsu", "sum_fsm", "cinet"])
+def test_smallest_training_side_is_what_pytorch_accepts(variant: str) -> None:
+    import torch
+
+    from cinet.models import build_model
+    from cinet.models.shapes import smallest_training_side
+
+    model = build_model(variant=variant, encoder="resnet18", num_classes=3, channels=8, qk_channels=4,
+                        decoder_channels=[8, 8, 8]).train()  # fmt: skip
+    side = smallest_training_side(model, batch=1)
+    assert side == (40 if variant in ("fsm", "sum_fsm", "cinet") else 16)  # FSM context: 1/32; else 1/8
+    model(torch.rand(1, 3, side, side))  # trains
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model(torch.rand(1, 3, side - 8, side - 8))
+    assert smallest_training_side(model, batch=2) == 8  # two images: any map of one cell
+
+
+@pytest.mark.parametrize("encoder", ["resnet34", "resnet50", "resnet101"])
+def test_every_encoder_has_its_smallest_side_computed(encoder: str) -> None:
+    import torch
+
+    from cinet.models.shapes import smallest_training_side
+
+    with torch.device("meta"):
+        from cinet.models import build_model
+
+        model = build_model(variant="cinet", encoder=encoder, num_classes=3, channels=8, qk_channels=4)
+    assert smallest_training_side(model, batch=1) == 40
+
+
+def test_tiny_inputs_evaluate_for_every_variant() -> None:
+    from cinet.inference.predictor import Predictor
+    from inference_fixtures import tiny_info, tiny_model
+
+    for variant in ("baseline", "sum", "fsm", "lsu", "sum_fsm", "cinet"):
+        model, _ = tiny_model(variant)
+        pred = Predictor(model, tiny_info()).predict(synthetic_image(5, 7, 1))  # 8x8 network input
+        assert pred.depth.shape == (5, 7) and np.isfinite(pred.depth).all()
