@@ -72,3 +72,49 @@ def test_combine_seeds_mean_and_std() -> None:
     assert out["metrics"]["rms"] == 2.0 and out["std"]["rms"] == pytest.approx(2**0.5)
     assert out["wall_s"] == 6.0 and out["runs"] == [a, b]
     assert _combine([a]) is a
+
+
+def _fake(values: dict[str, list[float]]) -> dict:
+    from cinet.engine.cli_ablate import _combine
+
+    n = len(next(iter(values.values())))
+    runs = [{"metrics": {k: v[i] for k, v in values.items()}, "wall_s": 1.0} for i in range(n)]
+    return _combine(runs)
+
+
+def test_compare_rows_significance_and_delta_m() -> None:
+    from cinet.engine.cli_ablate import compare_rows, format_results
+
+    results = {
+        "baseline": _fake({"rms": [0.70, 0.71, 0.72], "miou": [0.20, 0.21, 0.19]}),
+        # rms clearly lower (better) than the baseline; mIoU within the noise
+        "cinet": _fake({"rms": [0.60, 0.61, 0.59], "miou": [0.21, 0.19, 0.20]}),
+        "depth_only": _fake({"rms": [0.65, 0.65, 0.65], "miou": [None, None, None]}),
+        "seg_only": _fake({"rms": [None, None, None], "miou": [0.25, 0.25, 0.25]}),
+    }
+    comparison = compare_rows(results)
+    assert comparison["cinet"]["p"]["rms"] < 0.05 and comparison["cinet"]["p"]["miou"] > 0.05
+    assert comparison["baseline"]["p"] == {}
+    # Δm of cinet: rms 0.60 vs 0.65 (+7.692 %), mIoU 0.20 vs 0.25 (-20 %) -> mean -6.154 %
+    assert comparison["cinet"]["delta_m"] == pytest.approx((0.05 / 0.65 - 0.05 / 0.25) / 2 * 100)
+    assert comparison["depth_only"]["delta_m"] is None and comparison["seg_only"]["delta_m"] is None
+    table = format_results(results, comparison)
+    assert "| CI-Net (SUM + FSM + L_con) | " in table and "0.600 ± 0.010 (+)" in table
+    assert "20.000 ± 1.000 |" in table  # mIoU in %, no mark: within the noise
+    assert "Δm (%) ↑" in table and "-6.15" in table
+
+
+def test_parse_rows() -> None:
+    from cinet.engine.cli_ablate import parse_rows
+    from cinet.errors import ConfigError
+
+    rows = parse_rows("baseline,cinet", ["cinet_learned: model.variant=cinet train.schedule=learned"])
+    assert rows == {
+        "baseline": ["model.variant=baseline"],
+        "cinet": ["model.variant=cinet"],
+        "cinet_learned": ["model.variant=cinet", "train.schedule=learned"],
+    }
+    with pytest.raises(ConfigError, match=r"--row 'a b: x=1'"):
+        parse_rows("", ["a b: x=1"])
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_rows("cinet", ["cinet: model.variant=cinet"])

@@ -202,10 +202,10 @@ def test_loader_state_positions_the_sampler() -> None:
 def test_stage_plan_and_trainer_kwargs() -> None:
     cfg = load_config(SMOKE, ["stage=2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.precision=32"])
     assert [s.stage for s in runner.stage_plan(cfg)] == [2]
-    kw = runner._trainer_kwargs(cfg, StageConfig(stage=1), uses_sum=True)
+    kw = runner._trainer_kwargs(cfg, StageConfig(stage=1))
     assert kw["strategy"] == "ddp_find_unused_parameters_true"  # SUM's Q/K get no gradient in stage 1
     assert kw["devices"] == 2 and kw["precision"] == "32-true" and kw["use_distributed_sampler"] is False
-    assert runner._trainer_kwargs(cfg, StageConfig(stage=2), uses_sum=True)["strategy"] == "ddp"
+    assert runner._trainer_kwargs(cfg, StageConfig(stage=2))["strategy"] == "ddp"
 
 
 def test_class_weight_modes() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cinet.engine.stages import stage_spec
 from cinet.losses import (
     LOSS_KEYS,
     LossWeights,
@@ -14,6 +15,7 @@ from cinet.losses import (
     downsample_labels,
     weighted_cross_entropy,
 )
+from cinet.models.factory import VariantSpec
 from cinet.models.outputs import AttentionState, CINetOutput
 
 C = 3
@@ -58,8 +60,10 @@ def expected_total(t: dict, w: LossWeights, att: bool, con: bool) -> float:
 @pytest.mark.parametrize("use_consistency", [True, False])
 def test_terms_by_stage_and_variant(stage: int, use_attention: bool, use_consistency: bool) -> None:
     loss = TotalLoss(C, use_attention=use_attention, use_consistency=use_consistency, num_pairs=50)
+    variant = VariantSpec(use_sum=use_attention, sharing="none", consistency=use_consistency)
+    active = stage_spec("paper", stage).active_terms(variant)
     out, batch = make_output(), make_batch()
-    terms = loss(out, batch, stage=stage)
+    terms = loss(out, batch, active)
     assert tuple(terms) == LOSS_KEYS
     att_on = use_attention and stage >= 2
     con_on = use_consistency and stage == 3
@@ -79,7 +83,7 @@ def test_terms_by_stage_and_variant(stage: int, use_attention: bool, use_consist
 
 def test_given_attention_is_not_supervised() -> None:
     loss = TotalLoss(C, use_attention=True, use_consistency=False, num_pairs=20)
-    terms = loss(make_output(given=True), make_batch(), stage=3)
+    terms = loss(make_output(given=True), make_batch(), ("depth", "seg", "att"))
     assert terms["att"].item() == 0.0
 
 
@@ -88,7 +92,7 @@ def test_terms_equal_the_pure_functions_and_custom_weights() -> None:
     loss = TotalLoss(C, use_attention=True, use_consistency=True, weights=w, num_pairs=30)
     out, batch = make_output(), make_batch()
     loss.generator = torch.Generator().manual_seed(7)
-    terms = loss(out, batch, stage=3)
+    terms = loss(out, batch)
     d, parts = depth_loss(
         out.depth, batch["depth"], lam=0.5, mu=2.0, num_pairs=30,
         generator=torch.Generator().manual_seed(7), return_terms=True,
@@ -108,16 +112,33 @@ def test_terms_equal_the_pure_functions_and_custom_weights() -> None:
 
 def test_errors() -> None:
     loss = TotalLoss(C, use_attention=True, use_consistency=False)
-    with pytest.raises(ValueError, match="stage must be 1, 2 or 3"):
-        loss(make_output(), make_batch(), stage=4)
-    with pytest.raises(ValueError, match="no attention state"):
-        loss(make_output(with_attention=False), make_batch(), stage=2)
-    # stage 1 does not need the attention state
-    assert loss(make_output(with_attention=False), make_batch(), stage=1)["att"].item() == 0.0
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        loss(make_output(), make_batch(), ("depth", "stage4"))
+    with pytest.raises(ValueError, match="term 'att' needs"):
+        loss(make_output(with_attention=False), make_batch(), ("depth", "seg", "att"))
+    with pytest.raises(ValueError, match="term 'con' needs"):
+        loss(make_output(), make_batch(), ("depth", "con"))
+    # without 'att' the attention state is not needed
+    assert loss(make_output(with_attention=False), make_batch(), ("depth", "seg"))["att"].item() == 0.0
     bad = make_batch()
     bad["labels"][0, 0, 0] = 9
     with pytest.raises(ValueError, match="label value 9"):
-        loss(make_output(), bad, stage=1)
+        loss(make_output(), bad, ("depth", "seg"))
+
+
+def test_single_task_outputs() -> None:
+    """A single-task model has None for the other output: only its own term, the other is zero."""
+    loss = TotalLoss(C, use_attention=False, use_consistency=False, num_pairs=20)
+    out, batch = make_output(with_attention=False), make_batch()
+    depth_only = CINetOutput(depth=out.depth, seg_logits=None)
+    terms = loss(depth_only, batch, ("depth",))
+    assert terms["seg"].item() == 0.0 and terms["total"].item() == pytest.approx(terms["depth"].item())
+    seg_only = CINetOutput(depth=None, seg_logits=out.seg_logits)
+    terms = loss(seg_only, batch, ("seg",))
+    assert terms["depth"].item() == 0.0
+    assert terms["total"].item() == pytest.approx(LossWeights().gamma * terms["seg"].item())
+    with pytest.raises(ValueError, match="no seg output"):
+        loss(depth_only, batch, ("depth", "seg"))
 
 
 def test_fixed_class_weights_buffer() -> None:
@@ -126,4 +147,4 @@ def test_fixed_class_weights_buffer() -> None:
     assert torch.equal(loss.state_dict()["seg_loss.class_weights"], w)
     out, batch = make_output(), make_batch()
     expected = weighted_cross_entropy(out.seg_logits, batch["labels"], C, weights=w)
-    assert loss(out, batch, stage=1)["seg"].item() == pytest.approx(expected.item())
+    assert loss(out, batch, ("depth", "seg"))["seg"].item() == pytest.approx(expected.item())

@@ -27,29 +27,48 @@ def labels_like(b: int, h: int, w: int) -> torch.Tensor:
     return lab
 
 
-def _check_forward_backward(model: CINet, images: torch.Tensor) -> None:
-    b, _, h, w = images.shape
+def _task_loss(model: CINet, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, CINetOutput]:
     out = model(images)
-    assert isinstance(out, CINetOutput)
-    assert out.depth.shape == (b, 1, h, w) and out.seg_logits.shape == (b, K, h, w)
-    assert out.depth.dtype == torch.float32
-    assert (out.depth > 0).all() and torch.isfinite(out.depth).all() and torch.isfinite(out.seg_logits).all()
-    spec = variant_spec(model.variant)
-    assert (out.attention is not None) == spec.use_sum
-    assert len(out.depth_features) == len(out.seg_features) == 3
-    assert [f.shape[1] for f in out.depth_features] == [32, 16, 8]
-    assert len(out.shared_features) == (0 if spec.sharing == "none" else 3)
-    for (fd, fs), d_next, s_next in zip(out.shared_features, out.depth_features, out.seg_features):
-        assert fd.shape == d_next.shape and fs.shape == s_next.shape
-
-    labels = labels_like(b, h, w)
-    loss = F.l1_loss(out.depth, torch.full_like(out.depth, 2.0)) + F.cross_entropy(
-        out.seg_logits, labels, ignore_index=255
-    )
+    loss = torch.zeros(())
+    if out.depth is not None:
+        loss = loss + F.l1_loss(out.depth, torch.full_like(out.depth, 2.0))
+    if out.seg_logits is not None:
+        loss = loss + F.cross_entropy(out.seg_logits, labels, ignore_index=255)
     if out.attention is not None:
         att = out.attention
         small = downsample_labels(labels, att.size).flatten(1)
         loss = loss + attention_bce(att.query, att.key, small)
+    return loss, out
+
+
+def _check_forward_backward(model: CINet, images: torch.Tensor) -> None:
+    b, _, h, w = images.shape
+    spec = variant_spec(model.variant)
+    labels = labels_like(b, h, w)
+    loss, out = _task_loss(model, images, labels)
+    assert isinstance(out, CINetOutput)
+    assert (out.depth is not None) == ("depth" in spec.tasks)
+    assert (out.seg_logits is not None) == ("seg" in spec.tasks)
+    if out.depth is not None:
+        assert out.depth.shape == (b, 1, h, w) and out.depth.dtype == torch.float32
+        assert (out.depth > 0).all() and torch.isfinite(out.depth).all()
+        assert len(out.depth_features) == 3 and [f.shape[1] for f in out.depth_features] == [32, 16, 8]
+    if out.seg_logits is not None:
+        assert out.seg_logits.shape == (b, K, h, w) and torch.isfinite(out.seg_logits).all()
+        assert len(out.seg_features) == 3 and [f.shape[1] for f in out.seg_features] == [32, 16, 8]
+    assert (out.attention is not None) == spec.use_sum
+    assert len(out.shared_features) == (0 if spec.sharing == "none" else 3)
+    for (fd, fs), d_next, s_next in zip(out.shared_features, out.depth_features, out.seg_features):
+        assert fd.shape == d_next.shape and fs.shape == s_next.shape
+
+    loss.backward()
+    unconnected = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unconnected, f"parameters outside the graph: {unconnected}"
+    # Modules that start as the identity (zero-initialised allocations) pass no gradient to what feeds them
+    # at step 0; after one SGD step every parameter must get a non-zero gradient.
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad(set_to_none=True)
+    loss, _ = _task_loss(model, images, labels)
     loss.backward()
     no_grad = [
         n
@@ -77,7 +96,9 @@ def test_odd_input_size() -> None:
 
 
 def test_variant_table_drives_the_modules() -> None:
-    assert set(VARIANTS) == {"baseline", "sum", "fsm", "lsu", "sum_fsm", "cinet"}
+    assert set(VARIANTS) == {
+        "baseline", "sum", "sum_unsup", "fsm", "lsu", "sum_fsm", "cinet", "depth_only", "seg_only"
+    }  # fmt: skip
     assert variant_spec("cinet").consistency and not variant_spec("sum_fsm").consistency
     for name, spec in VARIANTS.items():
         m = tiny(name)
@@ -86,7 +107,7 @@ def test_variant_table_drives_the_modules() -> None:
         assert isinstance(m.share[0] if m.share is not None else None, kind)
         assert (m.variant, m.encoder_name, m.num_classes) == (name, "resnet18", K)
         assert m.build_kwargs["variant"] == name and m.build_kwargs["num_classes"] == K
-    with pytest.raises(ConfigError, match="baseline, sum, fsm, lsu, sum_fsm, cinet"):
+    with pytest.raises(ConfigError, match="baseline, sum, sum_unsup, fsm, lsu, sum_fsm, cinet, depth_only"):
         build_model(variant="nope", num_classes=3)
     with pytest.raises(ConfigError, match="attention_norm"):
         build_model(variant="sum", encoder="resnet18", num_classes=3, attention_norm="softmax")

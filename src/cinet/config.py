@@ -51,7 +51,8 @@ class ModelConfig:
     """Arguments of :func:`cinet.models.build_model` (``num_classes`` comes from the dataset).
 
     Attributes:
-        variant: ``baseline | sum | fsm | lsu | sum_fsm | cinet`` (paper Tables 1–2).
+        variant: A row of :data:`cinet.models.VARIANTS`: ``baseline | sum | fsm | lsu | sum_fsm | cinet``
+            (paper Tables 1–2), ``sum_unsup`` (Fig. 7 without L_att), ``depth_only | seg_only`` (Δm).
         encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8).
         encoder_weights: ``null`` (random init), ``imagenet`` (torchvision weights, needs network or cache)
             or the path of a torchvision ResNet state dict.
@@ -61,6 +62,8 @@ class ModelConfig:
         attention_norm: ``n`` (divide A~V by N) or ``none``.
         attention_impl: ``naive | tiled | triton | auto``.
         depth_init: Initial depth (bias of the depth head) in metres.
+        zero_init_sharing: FSM/LSU allocation convs start at zero (identity at init; docs/architecture.md).
+        zero_init_sum: The SUM's value projection starts at zero (identity at init; docs/architecture.md).
     """
 
     variant: str = "cinet"
@@ -72,6 +75,8 @@ class ModelConfig:
     attention_norm: str = "n"
     attention_impl: str = "auto"
     depth_init: float = 3.0
+    zero_init_sharing: bool = True
+    zero_init_sum: bool = True
 
 
 @dataclass
@@ -216,6 +221,10 @@ class TrainConfig:
     Attributes:
         seed: Global seed (model init, data order, augmentation).
         stages: The stages to run, in order (default: the paper's three NYU stages).
+        schedule: What each stage trains (:data:`cinet.engine.stages.SCHEDULES`): ``paper`` (default; ideal
+            map in stage 1), ``learned`` (the SUM learns its map from stage 1, with L_att) or ``handover``
+            (stage 2 mixes the ideal and the learned map, the ideal weight falling from 1 to 0).
+        handover_epochs: Epochs of stage 2 over which ``handover`` moves from the ideal to the learned map.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         encoder_lr_mult: Learning-rate factor of the pretrained encoder.
@@ -233,6 +242,8 @@ class TrainConfig:
 
     seed: int = 0
     stages: list[StageConfig] = field(default_factory=_paper_stages)
+    schedule: str = "paper"
+    handover_epochs: float = 2.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     encoder_lr_mult: float = 0.1
@@ -305,6 +316,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
     "train.eval.reduction": ("per_image", "pooled"),
     "loss.class_weights": ("batch", "dataset", "none"),
+    "train.schedule": ("paper", "learned", "handover"),
 }
 
 

@@ -144,7 +144,7 @@ def training_step_fn(
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(images)
-            losses = loss_fn(out, target, stage=3)
+            losses = loss_fn(out, target)
         losses["total"].backward()
         opt.step()
 
@@ -163,7 +163,7 @@ def count_flops(
             model(batch["image"])
         with FlopCounterMode(display=False) as step_counter:
             out = model(batch["image"])
-            loss_fn(out, target, stage=3)["total"].backward()
+            loss_fn(out, target)["total"].backward()
     model.zero_grad(set_to_none=True)
     loss_fn.zero_grad(set_to_none=True)
     return {"forward": int(fwd_counter.get_total_flops()), "train_step": int(step_counter.get_total_flops())}

@@ -13,6 +13,8 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from cinet.losses.total import LOSS_KEYS
+from cinet.models.cinet import DIAGNOSTIC_GROUPS
 from cinet.utils.io import atomic_save, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class LossLog(L.Callback):
         path: CSV file.
     """
 
-    TERMS = ("total", "depth", "berhu", "pair", "normal", "seg", "att", "con")
+    TERMS = (*LOSS_KEYS, *(f"grad_{g}" for g in DIAGNOSTIC_GROUPS))
     HEADER = ",".join(("step", "epoch", "batch", "skipped", *TERMS))
 
     def __init__(self, path: str | Path):

@@ -1,14 +1,14 @@
 """The LightningModule of CI-Net: one training stage of the paper's schedule (Sec. 4.2).
 
-=========  ==========================================================================================
-stage 1    the SUM is fed the ideal attention map of the labels (Eq. 3); L = a L_depth + g L_seg
-stage 2    the SUM learns its map; + L_att (Eq. 4)
-stage 3    all losses (+ b L_con for ``cinet``), poly learning-rate decay (power 0.9) per step
-=========  ==========================================================================================
+What a stage means (attention map, active loss terms, what trains) is one row of the stage table
+:data:`cinet.engine.stages.SCHEDULES`, intersected with the variant's row of
+:data:`cinet.models.factory.VARIANTS`: variants without SUM have no L_att and take no ideal map (their stages 1
+and 2 differ only in the learning rate and length; the same epochs for every variant keeps an ablation
+fair), variants without L_con train the same losses in stage 3 as in stage 2.
 
-Variants without SUM have no L_att and take no ideal map: their stages 1 and 2 differ only in the
-learning rate and length (the same epochs for every variant keeps an ablation fair). Variants without
-L_con train the same losses in stage 3 as in stage 2.
+Diagnostics: every step, the gradient norm of each part of the network (``encoder``, ``sum``, ``sharing``,
+``depth``, ``seg``: :meth:`cinet.models.CINet.diagnostic_groups`) is logged to TensorBoard (``grad_norm/*``)
+and written to ``losses.csv`` with the loss terms.
 
 Optimiser: SGD (momentum 0.9, weight decay 5e-4) with three groups: ``encoder`` (pretrained backbone,
 ``lr * encoder_lr_mult``), ``new`` (every other layer, ``lr``) and ``loss`` (learned sigmas of L_con, ``lr``,
@@ -34,8 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinet.checkpoint import cinet_payload
+from cinet.engine.stages import stage_spec
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, SegMetrics
+from cinet.models.factory import VARIANTS, VariantSpec
 from cinet.models.sum import attention_impl_set_to
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ class CINetModule(L.LightningModule):
         model: The CI-Net (``cinet.models.build_model``); ``model.build_kwargs`` goes into checkpoints.
         loss: The :class:`cinet.losses.TotalLoss` of the variant.
         stage: 1, 2 or 3.
+        schedule: Row set of :data:`cinet.engine.stages.SCHEDULES` (``paper`` default).
+        handover_epochs: Length of the ideal -> learned map hand-over (``handover`` schedule, stage 2).
+        variant_spec: The variant's :class:`VariantSpec` (default: ``VARIANTS[model.variant]``).
         lr: Learning rate of the new layers.
         poly_power: Poly decay power per step (0 = constant).
         momentum: SGD momentum.
@@ -94,6 +99,9 @@ class CINetModule(L.LightningModule):
         loss: nn.Module,
         *,
         stage: int = 3,
+        schedule: str = "paper",
+        handover_epochs: float = 2.0,
+        variant_spec: VariantSpec | None = None,
         lr: float = 2e-4,
         poly_power: float = 0.0,
         momentum: float = 0.9,
@@ -117,6 +125,19 @@ class CINetModule(L.LightningModule):
         self.model = model
         self.loss = loss
         self.stage = stage
+        self.stage_spec = stage_spec(schedule, stage)
+        self.handover_epochs = float(handover_epochs)
+        if variant_spec is None:
+            variant_spec = VARIANTS.get(getattr(model, "variant", ""))
+        if variant_spec is None:  # a model built directly: read its structure
+            variant_spec = VariantSpec(
+                use_sum=getattr(model, "sum", None) is not None,
+                sharing=getattr(model, "sharing", "none"),
+                consistency=bool(getattr(loss, "use_consistency", False)),
+                tasks=tuple(getattr(model, "tasks", ("depth", "seg"))),
+            )
+        self.variant_spec = variant_spec
+        self.active_terms = self.stage_spec.active_terms(variant_spec)
         self.lr = lr
         self.poly_power = poly_power
         self.momentum = momentum
@@ -142,15 +163,13 @@ class CINetModule(L.LightningModule):
         self.last_terms: dict[str, torch.Tensor] = {}  # loss terms of the latest training step
         self._skip_step = False
         # parameters of loss terms inactive in this stage get no gradient (keeps DDP's reducer happy)
-        uses_con = bool(getattr(loss, "use_consistency", False)) and stage >= 3
+        uses_con = self.stage_spec.trains_loss_parameters(variant_spec)
         for p in loss.parameters():
             p.requires_grad_(uses_con)
+        groups = model.diagnostic_groups() if hasattr(model, "diagnostic_groups") else {}
+        self._grad_groups = {k: v for k, v in groups.items() if v}
 
     # ------------------------------------------------------------------------------------------ helpers
-
-    @property
-    def uses_sum(self) -> bool:
-        return getattr(self.model, "sum", None) is not None
 
     def _images(self, batch: dict[str, Any]) -> torch.Tensor:
         images = batch["image"]
@@ -167,12 +186,27 @@ class CINetModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ training
 
+    def ideal_weight(self) -> float:
+        """Weight of the ideal map at the current step (0 when the SUM learns its own map)."""
+        if not self.stage_spec.uses_ideal_map(self.variant_spec):
+            return 0.0
+        steps_per_epoch = 1
+        if self._trainer is not None:
+            n = self.trainer.num_training_batches
+            steps_per_epoch = (
+                int(n) if isinstance(n, int) or (isinstance(n, float) and math.isfinite(n)) else 1
+            )
+        return self.stage_spec.ideal_weight(self.global_step, steps_per_epoch, self.handover_epochs)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        ideal = batch["labels"] if (self.stage == 1 and self.uses_sum) else None
-        out = self.model(self._images(batch), ideal_labels=ideal)
-        terms = self.loss(out, batch, stage=self.stage)
+        weight = self.ideal_weight()
+        ideal = batch["labels"] if weight > 0 else None
+        out = self.model(self._images(batch), ideal_labels=ideal, ideal_weight=weight if weight > 0 else 1.0)
+        terms = self.loss(out, batch, self.active_terms)
         self.last_terms = {k: v.detach() for k, v in terms.items()}  # read by the loss log (no sync here)
         bs = batch["image"].shape[0]
+        if self.stage_spec.attention == "handover" and self.variant_spec.supervised_attention:
+            self.log("train/ideal_weight", weight, on_step=True, on_epoch=False, batch_size=bs)
         for name, value in terms.items():
             self.log(
                 f"train/{name}",
@@ -219,6 +253,17 @@ class CINetModule(L.LightningModule):
         poly = getattr(self, "_poly", None)
         if poly is not None:
             poly.total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradient norm of each part of the network (TensorBoard ``grad_norm/*`` and ``losses.csv``)."""
+        norms: dict[str, torch.Tensor] = {}
+        for name, params in self._grad_groups.items():
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                norms[name] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach()
+        for name, value in norms.items():
+            self.last_terms[f"grad_{name}"] = value
+            self.log(f"grad_norm/{name}", value, on_step=True, on_epoch=False, batch_size=1)
 
     def _grads_finite(self, optimizer: torch.optim.Optimizer) -> bool:
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -284,26 +329,34 @@ class CINetModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         with attention_impl_set_to(self.model):  # memory-bounded for large maps, whatever training uses
             out = self.model(x)
-        depth, logits = out.depth.float(), out.seg_logits.float()
-        if depth.shape[-2:] != (h, w):
-            depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return depth, logits
+
+        def at_input_size(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            t = t.float()
+            if t.shape[-2:] != (h, w):
+                t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+            return t
+
+        return at_input_size(out.depth), at_input_size(out.seg_logits)
 
     def _eval_step(self, batch: dict[str, Any], depth_m: DepthMetrics, seg_m: SegMetrics) -> tuple:
+        """Update the metrics with one batch; a single-task model leaves the other task's metric empty."""
         depth, logits = self.predict_batch(self._images(batch))
-        pred_labels = logits.argmax(1)
-        depth_m.update(depth, batch["depth"])
-        seg_m.update(pred_labels, batch["labels"])
+        pred_labels = logits.argmax(1) if logits is not None else None
+        if depth is not None:
+            depth_m.update(depth, batch["depth"])
+        if pred_labels is not None:
+            seg_m.update(pred_labels, batch["labels"])
         return depth, pred_labels
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         depth, pred_labels = self._eval_step(batch, self.val_depth, self.val_seg)
-        if batch_idx == 0 and self.num_vis > 0:
+        if batch_idx == 0 and self.num_vis > 0 and depth is not None and pred_labels is not None:
             self._log_images(batch, depth, pred_labels)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._compute(self.val_depth, self.val_seg)
+        metrics = self._compute(self.val_depth, self.val_seg, self.variant_spec.tasks)
         for key, value in metrics.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.log(f"val/{key}", value, prog_bar=key in ("delta1", "rms", "miou"), sync_dist=True)
@@ -312,22 +365,24 @@ class CINetModule(L.LightningModule):
         self._eval_step(batch, self.test_depth, self.test_seg)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._compute(self.test_depth, self.test_seg)
+        self.test_results = self._compute(self.test_depth, self.test_seg, self.variant_spec.tasks)
         for key, value in self.test_results.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.log(f"test/{key}", value, sync_dist=True)
 
     @staticmethod
-    def _compute(depth_m: DepthMetrics, seg_m: SegMetrics) -> dict[str, Any]:
-        """Synchronised (torchmetrics) depth + segmentation metrics as plain floats; resets the metrics."""
+    def _compute(
+        depth_m: DepthMetrics, seg_m: SegMetrics, tasks: tuple[str, ...] = ("depth", "seg")
+    ) -> dict[str, Any]:
+        """Synchronised (torchmetrics) metrics as plain floats (``None`` for a task the model lacks); resets them."""
         out: dict[str, Any] = {}
         d = depth_m.compute()
         s = seg_m.compute()
-        for src in (d, s):
+        for task, src in (("depth", d), ("seg", s)):
             for k, v in src.items():
                 if isinstance(v, torch.Tensor):
                     v = v.tolist() if v.ndim else float(v)
-                out[k] = v
+                out[k] = v if task in tasks else None
         n_images = getattr(depth_m, "n_images", None)
         if n_images is not None:
             with depth_m.sync_context():  # the count over all ranks (compute() restores local states)

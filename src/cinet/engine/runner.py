@@ -101,6 +101,8 @@ def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
         attention_impl=m.attention_impl,
         depth_init=m.depth_init,
         ignore_index=ignore_index,
+        zero_init_sharing=m.zero_init_sharing,
+        zero_init_sum=m.zero_init_sum,
     )
 
 
@@ -157,7 +159,7 @@ def build_loss(cfg: Config, info: Any, class_weights: Any = None) -> Any:
     lc = cfg.loss
     return TotalLoss(
         info.num_classes,
-        use_attention=spec.use_sum,
+        use_attention=spec.supervised_attention,
         use_consistency=spec.consistency,
         weights=LossWeights(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, lam=lc.lam, mu=lc.mu),
         num_pairs=lc.num_pairs,
@@ -254,6 +256,8 @@ def build_module(
         model,
         build_loss(cfg, info, class_weights),
         stage=stage_cfg.stage,
+        schedule=cfg.train.schedule,
+        handover_epochs=cfg.train.handover_epochs,
         lr=stage_cfg.lr,
         poly_power=stage_cfg.poly_power,
         momentum=cfg.train.momentum,
@@ -318,11 +322,15 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
         )
 
 
-def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict[str, Any]:
+def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig) -> dict[str, Any]:
+    from cinet.engine.stages import stage_spec
+    from cinet.models import variant_spec
+
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
-    # stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
-    if stage_cfg.stage == 1 and uses_sum and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+    # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
+    unused = stage_spec(t.schedule, stage_cfg.stage).ddp_find_unused(variant_spec(cfg.model.variant))
+    if unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
         strategy = f"{strategy}_find_unused_parameters_true"
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
@@ -357,9 +365,7 @@ def _trainer_kwargs(cfg: Config, stage_cfg: StageConfig, uses_sum: bool) -> dict
     return kwargs
 
 
-def _make_trainer(
-    cfg: Config, stage_cfg: StageConfig, *, uses_sum: bool, logger: Any, callbacks: list
-) -> Any:
+def _make_trainer(cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list) -> Any:
     import lightning as L
 
     from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
@@ -370,7 +376,7 @@ def _make_trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **_trainer_kwargs(cfg, stage_cfg, uses_sum),
+        **_trainer_kwargs(cfg, stage_cfg),
     )
 
 
@@ -382,7 +388,7 @@ def evaluate_module(
 
     dm = build_datamodule(cfg, test_split=split)
     if trainer is None:
-        kw = _trainer_kwargs(cfg, StageConfig(stage=3), uses_sum=False)
+        kw = _trainer_kwargs(cfg, StageConfig(stage=3))
         keep = (
             "accelerator",
             "devices",
@@ -619,7 +625,7 @@ def train(
             RollingCheckpoint(last, cfg.train.checkpoint_every),
             *(callbacks or []),
         ]
-        trainer = _make_trainer(cfg, st, uses_sum=module.uses_sum, logger=logger, callbacks=cbs)
+        trainer = _make_trainer(cfg, st, logger=logger, callbacks=cbs)
         dm = build_datamodule(cfg, stage=st.stage)
         ts = time.time()
         try:

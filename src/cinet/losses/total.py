@@ -1,20 +1,15 @@
-"""Total training loss (paper Eq. 13) with the three-stage schedule of Sec. 4.2.
+"""Total training loss (paper Eq. 13).
 
 ``L = L_att + alpha * L_depth + beta * L_con + gamma * L_seg`` with ``L_depth = L_berhu + lam L_pair + mu L_norm``.
 
-Active terms by training stage:
-
-========  ====================================================================================
-stage 1   L_depth + L_seg (the SUM uses the ideal map)
-stage 2   + L_att (only when ``use_attention`` and the model's attention is learned, not given)
-stage 3   + L_con (only when ``use_consistency``)
-========  ====================================================================================
-
-Inactive terms are returned as zeros so that every step logs the same keys.
+The caller says which top-level terms (``depth``, ``seg``, ``att``, ``con``) are active: the stage table
+(:mod:`cinet.engine.stages`) intersected with the variant. Inactive terms are returned as zeros so that every
+step logs the same keys (:data:`LOSS_KEYS`, the one list of loss-term names).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,9 +24,12 @@ from cinet.losses.segmentation import WeightedCrossEntropy
 if TYPE_CHECKING:
     from cinet.models.outputs import CINetOutput
 
-__all__ = ["LOSS_KEYS", "LossWeights", "TotalLoss"]
+__all__ = ["LOSS_KEYS", "TERMS", "LossWeights", "TotalLoss"]
 
-LOSS_KEYS = ("berhu", "pair", "normal", "depth", "seg", "att", "con", "total")
+#: Every key :meth:`TotalLoss.forward` returns (the parts of L_depth, the top-level terms, the total).
+LOSS_KEYS = ("total", "depth", "berhu", "pair", "normal", "seg", "att", "con")
+#: The top-level terms of Eq. 13 that a stage can switch on.
+TERMS = ("depth", "seg", "att", "con")
 
 
 @dataclass(frozen=True)
@@ -95,50 +93,57 @@ class TotalLoss(nn.Module):
         )
         self.generator: torch.Generator | None = None  # optional, for reproducible pair sampling
 
-    def active_terms(self, stage: int, attention_given: bool = False) -> set[str]:
-        """Names of the top-level terms (``depth``, ``seg``, ``att``, ``con``) active at ``stage``."""
-        if stage not in (1, 2, 3):
-            raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
-        terms = {"depth", "seg"}
-        if stage >= 2 and self.use_attention and not attention_given:
-            terms.add("att")
-        if stage >= 3 and self.use_consistency:
-            terms.add("con")
-        return terms
-
-    def forward(self, out: CINetOutput, batch: dict, stage: int = 3) -> dict[str, torch.Tensor]:
-        """Compute every term of Eq. 13.
+    def forward(
+        self, out: CINetOutput, batch: dict, terms: Collection[str] = TERMS
+    ) -> dict[str, torch.Tensor]:
+        """Compute the active terms of Eq. 13.
 
         Args:
-            out: Model output (``depth`` [B,1,H,W], ``seg_logits`` [B,C,H,W], ``attention``, features).
+            out: Model output (``depth`` [B,1,H,W], ``seg_logits`` [B,C,H,W], ``attention``, features; a
+                single-task model has ``None`` for the other output).
             batch: ``depth`` [B,1,H,W] metres (0 = invalid), ``labels`` [B,H,W] long (``ignore_index`` ignored).
-            stage: Training stage 1, 2 or 3.
+            terms: Active top-level terms, a subset of :data:`TERMS` (from the stage table and the variant).
+                ``att`` is skipped when the map was given (the ideal map alone: nothing to supervise).
 
         Returns:
-            ``{"berhu", "pair", "normal", "depth", "seg", "att", "con", "total"}`` scalar tensors; inactive terms
-            are zeros (no gradient). ``total`` is the weighted sum of the active terms.
+            ``{"total", "depth", "berhu", "pair", "normal", "seg", "att", "con"}`` scalar tensors; inactive
+            terms are zeros (no gradient). ``total`` is the weighted sum of the active terms.
+
+        Raises:
+            ValueError: An unknown term, or an active term whose input or module is missing (e.g. ``att`` for
+                a model without SUM, ``con`` for a loss built without ``use_consistency``).
         """
-        if self.use_attention and stage >= 2 and out.attention is None:
-            raise ValueError(
-                "use_attention=True but the model output has no attention state (variant without SUM?)"
-            )
-        given = out.attention is None or out.attention.given
-        active = self.active_terms(stage, attention_given=given)
+        active = set(terms)
+        unknown = active - set(TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; valid: {TERMS}")
+        if "att" in active:
+            if self.att_loss is None or out.attention is None:
+                raise ValueError("term 'att' needs use_attention=True and a model with a SUM")
+            if out.attention.given:
+                active.discard("att")
+        if "con" in active and self.con_loss is None:
+            raise ValueError("term 'con' needs use_consistency=True")
+        for term, value in (("depth", out.depth), ("seg", out.seg_logits)):
+            if term in active and value is None:
+                raise ValueError(f"term {term!r} is active but the model has no {term} output")
         w = self.weights
         target, labels = batch["depth"], batch["labels"]
-        device = out.depth.device
+        device = target.device
         zero = torch.zeros((), device=device)
 
-        depth, parts = depth_loss(
-            out.depth,
-            target,
-            lam=w.lam,
-            mu=w.mu,
-            num_pairs=self.num_pairs,
-            generator=self.generator,
-            return_terms=True,
-        )
-        seg = self.seg_loss(out.seg_logits, labels)
+        depth, parts = zero, {"berhu": zero, "pair": zero, "normal": zero}
+        if "depth" in active:
+            depth, parts = depth_loss(
+                out.depth,
+                target,
+                lam=w.lam,
+                mu=w.mu,
+                num_pairs=self.num_pairs,
+                generator=self.generator,
+                return_terms=True,
+            )
+        seg = self.seg_loss(out.seg_logits, labels) if "seg" in active else zero
         att = zero
         if "att" in active:
             assert self.att_loss is not None and out.attention is not None
@@ -148,20 +153,24 @@ class TotalLoss(nn.Module):
             assert self.con_loss is not None
             con = self.con_loss(out.depth_features, out.seg_features, labels)
 
-        total = w.alpha * depth + w.gamma * seg
+        total = zero
+        if "depth" in active:
+            total = total + w.alpha * depth
+        if "seg" in active:
+            total = total + w.gamma * seg
         if "att" in active:
             total = total + att
         if "con" in active:
             total = total + w.beta * con
         return {
+            "total": total,
+            "depth": depth,
             "berhu": parts["berhu"],
             "pair": parts["pair"],
             "normal": parts["normal"],
-            "depth": depth,
             "seg": seg,
             "att": att,
             "con": con,
-            "total": total,
         }
 
     def extra_repr(self) -> str:

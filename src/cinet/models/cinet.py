@@ -27,6 +27,9 @@ from cinet.models.sum import SceneUnderstandingModule
 from cinet.ops import downsample_labels
 
 SHARING = ("none", "fsm", "lsu")
+TASKS = ("depth", "seg")
+#: Parts of the network reported by :meth:`CINet.diagnostic_groups` (gradient-norm diagnostics).
+DIAGNOSTIC_GROUPS = ("encoder", "sum", "sharing", "depth", "seg")
 
 
 class CINet(nn.Module):
@@ -47,6 +50,10 @@ class CINet(nn.Module):
         depth_init: Initial depth prediction in metres.
         ignore_index: Ignored label value of ``ideal_labels``.
         variant: Name recorded for checkpoint checks (the factory passes the table name).
+        tasks: Branches to build: ``("depth", "seg")`` (joint, the paper) or one of them (single-task
+            baselines: the other output is ``None``; no sharing possible).
+        zero_init_sharing: FSM/LSU allocations start at zero (identity at init; see :mod:`cinet.models.fsm`).
+        zero_init_sum: The SUM's value projection starts at zero (identity at init; see :mod:`cinet.models.sum`).
 
     Attributes:
         variant, encoder_name, num_classes, use_sum, sharing: The configuration, for checkpoint checks.
@@ -69,10 +76,18 @@ class CINet(nn.Module):
         depth_init: float = 3.0,
         ignore_index: int = 255,
         variant: str = "custom",
+        tasks: tuple[str, ...] = TASKS,
+        zero_init_sharing: bool = True,
+        zero_init_sum: bool = True,
     ) -> None:
         super().__init__()
         if sharing not in SHARING:
             raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
+        tasks = tuple(tasks)
+        if not tasks or any(t not in TASKS for t in tasks) or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tasks!r}")
+        if len(tasks) == 1 and sharing != "none":
+            raise ValueError(f"sharing {sharing!r} needs both branches, got tasks={tasks!r}")
         if len(decoder_channels) != 3:
             raise ValueError(
                 f"decoder_channels needs 3 entries (1/8 -> 1/4 -> 1/2 -> 1/1), got {decoder_channels}"
@@ -82,31 +97,36 @@ class CINet(nn.Module):
         self.num_classes = num_classes
         self.use_sum = use_sum
         self.sharing = sharing
+        self.tasks = tasks
         self.ignore_index = ignore_index
         self.build_kwargs: dict[str, Any] = {}  # set by cinet.models.build_model (checkpoint payload)
 
         self.encoder = DilatedResNet(encoder, weights=encoder_weights)
         self.reduce = conv_bn_relu(self.encoder.out_channels, channels)
         self.sum = (
-            SceneUnderstandingModule(channels, qk_channels, attention_norm, attention_impl, ignore_index)
+            SceneUnderstandingModule(
+                channels, qk_channels, attention_norm, attention_impl, ignore_index, zero_init_sum
+            )
             if use_sum
             else None
         )
         stage_channels = (channels, *decoder_channels[:-1])  # inputs of the three blocks, e.g. 512, 256, 128
         if sharing == "fsm":
-            self.share = nn.ModuleList(FeatureSharingModule(c) for c in stage_channels)
+            self.share = nn.ModuleList(FeatureSharingModule(c, zero_init_sharing) for c in stage_channels)
         elif sharing == "lsu":
-            self.share = nn.ModuleList(LateralSharingUnit(c) for c in stage_channels)
+            self.share = nn.ModuleList(LateralSharingUnit(c, zero_init_sharing) for c in stage_channels)
         else:
             self.share = None
-        self.depth_blocks = nn.ModuleList(
-            UpsampleBlock(cin, cout) for cin, cout in zip(stage_channels, decoder_channels)
+        blocks = zip(stage_channels, decoder_channels)
+        self.depth_blocks = (
+            nn.ModuleList(UpsampleBlock(cin, cout) for cin, cout in blocks) if "depth" in tasks else None
         )
-        self.seg_blocks = nn.ModuleList(
-            UpsampleBlock(cin, cout) for cin, cout in zip(stage_channels, decoder_channels)
+        blocks = zip(stage_channels, decoder_channels)
+        self.seg_blocks = (
+            nn.ModuleList(UpsampleBlock(cin, cout) for cin, cout in blocks) if "seg" in tasks else None
         )
-        self.depth_head = DepthHead(decoder_channels[-1], depth_init=depth_init)
-        self.seg_head = SegHead(decoder_channels[-1], num_classes)
+        self.depth_head = DepthHead(decoder_channels[-1], depth_init=depth_init) if "depth" in tasks else None
+        self.seg_head = SegHead(decoder_channels[-1], num_classes) if "seg" in tasks else None
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"encoder": backbone params (pretrained, 0.1x lr), "new": all others}`` — a partition."""
@@ -114,12 +134,32 @@ class CINet(nn.Module):
         enc_ids = {id(p) for p in enc}
         return {"encoder": enc, "new": [p for p in self.parameters() if id(p) not in enc_ids]}
 
+    def diagnostic_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by part of the network, for gradient-norm diagnostics (a partition of ``parameters()``).
+
+        Returns:
+            ``{"encoder": backbone + 3x3 reduction, "sum": SUM, "sharing": FSM/LSU, "depth": depth branch
+            (upsampling blocks + head), "seg": segmentation branch}``; parts the variant lacks are empty lists.
+        """
+
+        def params(*modules: nn.Module | None) -> list[nn.Parameter]:
+            return [p for m in modules if m is not None for p in m.parameters()]
+
+        return {
+            "encoder": params(self.encoder, self.reduce),
+            "sum": params(self.sum),
+            "sharing": params(self.share),
+            "depth": params(self.depth_blocks, self.depth_head),
+            "seg": params(self.seg_blocks, self.seg_head),
+        }
+
     def forward(
         self,
         images: torch.Tensor,
         *,
         ideal_labels: torch.Tensor | None = None,
         attention_map: torch.Tensor | None = None,
+        ideal_weight: float = 1.0,
     ) -> CINetOutput:
         """Predict depth and segmentation.
 
@@ -131,10 +171,13 @@ class CINet(nn.Module):
                 variants without SUM.
             attention_map: Optional explicit attention map [B,N,N] (N = h*w at 1/8), values in [0, 1].
                 Ignored by variants without SUM.
+            ideal_weight: Weight of the ideal map in ``w A + (1 - w) A~`` when ``ideal_labels`` is given
+                (1 = the ideal map alone; see :class:`SceneUnderstandingModule`).
 
         Returns:
             :class:`CINetOutput`; ``depth_features`` / ``seg_features`` hold each branch's features after each
             sharing stage (f^{t+1}, coarse to fine: 1/8, 1/4, 1/2), the inputs of the upsampling blocks.
+            A single-task model returns ``None`` for the other output and no features for it.
         """
         in_size = (images.shape[-2], images.shape[-1])
         x, enc_sizes = self.encoder(images)  # [B,Cenc,h8,w8], [(h2,w2),(h4,w4),(h8,w8)]
@@ -147,7 +190,11 @@ class CINet(nn.Module):
                     ideal_labels = ideal_labels.squeeze(1)
                 labels = downsample_labels(ideal_labels, (x.shape[-2], x.shape[-1]))  # [B,h8,w8]
             x, attention = self.sum(
-                x, ideal_labels=labels, attention_map=attention_map, num_classes=self.num_classes
+                x,
+                ideal_labels=labels,
+                attention_map=attention_map,
+                num_classes=self.num_classes,
+                ideal_weight=ideal_weight,
             )
 
         targets = [enc_sizes[1], enc_sizes[0], in_size]  # 1/4, 1/2, 1/1
@@ -159,13 +206,15 @@ class CINet(nn.Module):
             if self.share is not None:
                 f_d, f_s, alloc = self.share[i](f_d, f_s)
                 shared.append(alloc)
-            depth_features.append(f_d)
-            seg_features.append(f_s)
-            f_d = self.depth_blocks[i](f_d, size)
-            f_s = self.seg_blocks[i](f_s, size)
+            if self.depth_blocks is not None:
+                depth_features.append(f_d)
+                f_d = self.depth_blocks[i](f_d, size)
+            if self.seg_blocks is not None:
+                seg_features.append(f_s)
+                f_s = self.seg_blocks[i](f_s, size)
         return CINetOutput(
-            depth=self.depth_head(f_d),
-            seg_logits=self.seg_head(f_s),
+            depth=self.depth_head(f_d) if self.depth_head is not None else None,
+            seg_logits=self.seg_head(f_s) if self.seg_head is not None else None,
             attention=attention,
             depth_features=depth_features,
             seg_features=seg_features,

@@ -1,16 +1,21 @@
 """Named variants of the paper's ablations (Tables 1–2) and the model builder.
 
-| variant    | SUM | sharing | L_con | paper                         |
-|------------|-----|---------|-------|-------------------------------|
-| baseline   | no  | none    | no    | Table 1, baseline             |
-| sum        | yes | none    | no    | Table 1, baseline + SUM       |
-| fsm        | no  | fsm     | no    | Table 1/2, baseline + FSM     |
-| lsu        | no  | lsu     | no    | Table 2, baseline + LSU       |
-| sum_fsm    | yes | fsm     | no    | Table 1, baseline + SUM + FSM |
-| cinet      | yes | fsm     | yes   | Table 1, CI-Net               |
+| variant    | SUM        | sharing | L_con | tasks      | paper                                      |
+|------------|------------|---------|-------|------------|--------------------------------------------|
+| baseline   | no         | none    | no    | depth, seg | Table 1, baseline                          |
+| sum        | supervised | none    | no    | depth, seg | Table 1, baseline + SUM                    |
+| sum_unsup  | learned    | none    | no    | depth, seg | Fig. 7, SUM without L_att nor ideal map    |
+| fsm        | no         | fsm     | no    | depth, seg | Table 1/2, baseline + FSM                  |
+| lsu        | no         | lsu     | no    | depth, seg | Table 2, baseline + LSU                    |
+| sum_fsm    | supervised | fsm     | no    | depth, seg | Table 1, baseline + SUM + FSM              |
+| cinet      | supervised | fsm     | yes   | depth, seg | Table 1, CI-Net                            |
+| depth_only | no         | none    | no    | depth      | single-task reference of Δm (not in paper) |
+| seg_only   | no         | none    | no    | seg        | single-task reference of Δm (not in paper) |
 
-Variants are rows of :data:`VARIANTS`; the model has one code path. ``consistency`` is read by the loss
-builder (the consistency loss of Eq. 7), not by the network.
+"supervised": the SUM is fed the ideal map A = M M^T in stage 1 and its learned map is trained with L_att
+(Eq. 3–4); "learned": the SUM learns its map from the task losses alone (the "without L_att" maps of the
+paper's Fig. 7). Variants are rows of :data:`VARIANTS`; the model has one code path. ``consistency`` and
+``attention_supervision`` are read by the loss builder and the training schedule, not by the network.
 """
 
 from __future__ import annotations
@@ -36,20 +41,42 @@ class VariantSpec:
         use_sum: Scene-understanding module after the encoder (Sec. 3.2).
         sharing: ``none | fsm | lsu`` before each upsampling block (Sec. 3.3).
         consistency: Train with the consistency loss L_con (Eq. 7).
+        attention_supervision: With a SUM: ideal map in stage 1 and L_att (Eq. 3–4) on the learned map.
+        tasks: Branches of the network (``("depth", "seg")``, or one for the single-task baselines).
     """
 
     use_sum: bool
     sharing: str
     consistency: bool
+    attention_supervision: bool = True
+    tasks: tuple[str, ...] = ("depth", "seg")
+
+    @property
+    def supervised_attention(self) -> bool:
+        """The variant has a SUM whose map is supervised (ideal map in stage 1, L_att)."""
+        return self.use_sum and self.attention_supervision
+
+    @property
+    def loss_terms(self) -> frozenset[str]:
+        """Top-level terms of Eq. 13 this variant can train: ``depth``, ``seg``, ``att``, ``con``."""
+        terms = set(self.tasks)
+        if self.supervised_attention:
+            terms.add("att")
+        if self.consistency:
+            terms.add("con")
+        return frozenset(terms)
 
 
 VARIANTS: dict[str, VariantSpec] = {
     "baseline": VariantSpec(use_sum=False, sharing="none", consistency=False),
     "sum": VariantSpec(use_sum=True, sharing="none", consistency=False),
+    "sum_unsup": VariantSpec(use_sum=True, sharing="none", consistency=False, attention_supervision=False),
     "fsm": VariantSpec(use_sum=False, sharing="fsm", consistency=False),
     "lsu": VariantSpec(use_sum=False, sharing="lsu", consistency=False),
     "sum_fsm": VariantSpec(use_sum=True, sharing="fsm", consistency=False),
     "cinet": VariantSpec(use_sum=True, sharing="fsm", consistency=True),
+    "depth_only": VariantSpec(use_sum=False, sharing="none", consistency=False, tasks=("depth",)),
+    "seg_only": VariantSpec(use_sum=False, sharing="none", consistency=False, tasks=("seg",)),
 }
 
 
@@ -73,11 +100,14 @@ def build_model(
     attention_impl: str = "auto",
     depth_init: float = 3.0,
     ignore_index: int = 255,
+    zero_init_sharing: bool = True,
+    zero_init_sum: bool = True,
 ) -> CINet:
     """Build a :class:`CINet` for a named variant.
 
     Args:
-        variant: Row of :data:`VARIANTS` (``baseline | sum | fsm | lsu | sum_fsm | cinet``).
+        variant: Row of :data:`VARIANTS` (``baseline | sum | sum_unsup | fsm | lsu | sum_fsm | cinet |
+            depth_only | seg_only``).
         encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8).
         num_classes: Number of segmentation classes.
         encoder_weights: ``None`` (random), ``"imagenet"`` (torchvision weights API, needs network or
@@ -89,6 +119,8 @@ def build_model(
         attention_impl: ``naive | tiled | triton | auto``.
         depth_init: Initial depth prediction in metres (bias of the depth head).
         ignore_index: Label value ignored in the ideal attention map.
+        zero_init_sharing: FSM/LSU allocation convs start at zero (the module is the identity at init).
+        zero_init_sum: The SUM's value projection starts at zero (the SUM is the identity at init).
 
     Returns:
         The model; ``model.build_kwargs`` holds these arguments (plain types) for the checkpoint payload.
@@ -130,6 +162,9 @@ def build_model(
         depth_init=depth_init,
         ignore_index=ignore_index,
         variant=variant,
+        tasks=spec.tasks,
+        zero_init_sharing=zero_init_sharing,
+        zero_init_sum=zero_init_sum,
     )
     model.build_kwargs = {
         "variant": variant,
@@ -143,6 +178,8 @@ def build_model(
         "attention_impl": attention_impl,
         "depth_init": depth_init,
         "ignore_index": ignore_index,
+        "zero_init_sharing": zero_init_sharing,
+        "zero_init_sum": zero_init_sum,
     }
     logger.debug(
         "built %s (%s) with %d parameters", variant, encoder, sum(p.numel() for p in model.parameters())

@@ -7,6 +7,14 @@
 
 Both return ``(f_d', f_s', (F_d, F_s))`` where ``F_d, F_s`` are the allocated features of Eq. 14 (what is added
 to each branch), shown in the paper's Fig. 8.
+
+Initialisation (the paper is silent; decision and measurement in ``docs/architecture.md``): with
+``zero_init=True`` (default) the 1x1 convs that allocate features to the branches (C_fd, C_fs of Eq. 5; the
+four convs of Eq. 6) start at zero, so each module adds exactly 0 at step 0 and the network computes what the
+same network without it computes (the zero-gamma residual / zero-initialised adapter practice). Their
+gradients are not zero (they see the shared features), so the allocation is learned from the first step.
+With PyTorch's default init the FSM adds large random features to both branches at step 0, which cost
+0.2 in δ1 on the ablation benchmark (docs/results.md).
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ class DSConv(nn.Sequential):
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
+
+
+def zero_init_(*convs: nn.Conv2d) -> None:
+    """Set the weights and biases of ``convs`` to zero in place (identity-at-init residual branches)."""
+    for conv in convs:
+        nn.init.zeros_(conv.weight)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -67,13 +83,16 @@ class FeatureSharingModule(nn.Module):
 
     Args:
         channels: Channels C of each branch's features.
+        zero_init: Start C_fd and C_fs at zero, so that the module adds exactly 0 at initialisation.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, zero_init: bool = True) -> None:
         super().__init__()
         self.context = SharedContext(2 * channels, channels)
         self.to_depth = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fd}
         self.to_seg = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fs}
+        if zero_init:
+            zero_init_(self.to_depth, self.to_seg)
 
     def forward(
         self, f_d: torch.Tensor, f_s: torch.Tensor
@@ -98,14 +117,17 @@ class LateralSharingUnit(nn.Module):
 
     Args:
         channels: Channels C of each branch's features.
+        zero_init: Start the four 1x1 convs at zero, so that the unit adds exactly 0 at initialisation.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, zero_init: bool = True) -> None:
         super().__init__()
         self.d1 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fd1}: depth -> depth
         self.d2 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fd2}: depth -> seg
         self.s1 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fs1}: seg -> seg
         self.s2 = nn.Conv2d(channels, channels, 1)  # C^{1x1}_{fs2}: seg -> depth
+        if zero_init:
+            zero_init_(self.d1, self.d2, self.s1, self.s2)
 
     def forward(
         self, f_d: torch.Tensor, f_s: torch.Tensor

@@ -41,8 +41,9 @@ class CINetOutput:
     """Result of ``CINet.forward``.
 
     Attributes:
-        depth: [B,1,H,W] metric depth in metres (> 0), at the input resolution.
-        seg_logits: [B,C,H,W] class logits at the input resolution.
+        depth: [B,1,H,W] metric depth in metres (> 0), at the input resolution; ``None`` for the
+            segmentation-only baseline.
+        seg_logits: [B,C,H,W] class logits at the input resolution; ``None`` for the depth-only baseline.
         attention: SUM state (None for variants without SUM).
         depth_features: Depth-branch features after each sharing stage (f_d^{t+1} of Eq. 5/6), i.e. the inputs
             of the three upsampling blocks (list, coarse to fine: 1/8, 1/4, 1/2); for variants without sharing,
@@ -52,8 +53,8 @@ class CINetOutput:
             by the paper's Fig. 8; empty for variants without sharing.
     """
 
-    depth: torch.Tensor
-    seg_logits: torch.Tensor
+    depth: torch.Tensor | None
+    seg_logits: torch.Tensor | None
     attention: AttentionState | None = None
     depth_features: list[torch.Tensor] = field(default_factory=list)
     seg_features: list[torch.Tensor] = field(default_factory=list)

@@ -14,7 +14,12 @@ Notes on fidelity:
   ``normalize="none"`` gives Eq. 2 literally.
 * Stage 1 of training replaces A~ by the ideal map A = M M^T built from the labels (Eq. 3); this is the
   ``ideal_labels`` mode (computed as M (M^T V), never N x N). An explicit ``attention_map`` [B,N,N] is also
-  accepted (tests, analysis).
+  accepted (tests, analysis). ``ideal_weight`` w < 1 mixes the two maps, ``w A + (1 - w) A~`` (the optional
+  gradual hand-over from stage 1 to stage 2; not in the paper, which switches at once).
+* Initialisation (the paper is silent): ``zero_init_value=True`` starts the value projection V at zero, so
+  the SUM is exactly the identity at step 0 (the models' default, ``model.zero_init_sum``); ``False`` keeps
+  PyTorch's init, so at step 0 the SUM adds ``0.5 mean_n(V)`` (A~ ~ 1/2 everywhere) to every position. The
+  choice is measured in ``docs/results.md`` and recorded in ``docs/architecture.md``.
 
 The N x N product goes through :func:`cinet.ops.sigmoid_attention`, which picks the naive or a
 memory-efficient implementation (``attention_impl``).
@@ -81,6 +86,7 @@ class SceneUnderstandingModule(nn.Module):
         normalize: ``"n"`` multiplies ``A~ V`` by 1/N (default), ``"none"`` by 1 (paper's Eq. 2 as written).
         attention_impl: ``naive | tiled | triton | auto`` (see :mod:`cinet.ops.sigmoid_attention`).
         ignore_index: Label value excluded from the ideal map.
+        zero_init_value: Start the value projection at zero (the SUM adds exactly 0 at initialisation).
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class SceneUnderstandingModule(nn.Module):
         normalize: str = "n",
         attention_impl: str = "auto",
         ignore_index: int = 255,
+        zero_init_value: bool = False,
     ) -> None:
         super().__init__()
         if normalize not in ATTENTION_NORMS:
@@ -104,6 +111,9 @@ class SceneUnderstandingModule(nn.Module):
         self.query = nn.Conv2d(channels, qk_channels, 1)
         self.key = nn.Conv2d(channels, qk_channels, 1)
         self.value = nn.Conv2d(channels, channels, 1)
+        if zero_init_value:
+            nn.init.zeros_(self.value.weight)
+            nn.init.zeros_(self.value.bias)
 
     def scale(self, n: int) -> float:
         """Multiplier of ``A~ V``: ``1/N`` for ``normalize="n"``, else 1."""
@@ -116,6 +126,7 @@ class SceneUnderstandingModule(nn.Module):
         ideal_labels: torch.Tensor | None = None,
         attention_map: torch.Tensor | None = None,
         num_classes: int | None = None,
+        ideal_weight: float = 1.0,
     ) -> tuple[torch.Tensor, AttentionState]:
         """Apply the SUM.
 
@@ -125,6 +136,8 @@ class SceneUnderstandingModule(nn.Module):
                 ideal map A = M M^T (Eq. 3) instead of A~ (stage 1 of training).
             attention_map: Optional explicit map [B,N,N] with values in [0, 1] instead of A~.
             num_classes: Classes of the one-hot M (needed with ``ideal_labels``; default: max label + 1).
+            ideal_weight: With ``ideal_labels``: weight w in [0, 1] of the ideal map in ``w A + (1 - w) A~``
+                (1: the ideal map alone, stage 1 of the paper; 0: the learned map alone).
 
         Returns:
             Y [B,C,h,w] (Eq. 2) and the :class:`AttentionState` (Q, K for the attention loss of Eq. 4).
@@ -135,13 +148,20 @@ class SceneUnderstandingModule(nn.Module):
         k = self.key(x).flatten(2).transpose(1, 2)  # [B,N,D]
         v = self.value(x).flatten(2).transpose(1, 2)  # [B,N,C]
         scale = self.scale(n)
-        given = ideal_labels is not None or attention_map is not None
+        if not 0.0 <= ideal_weight <= 1.0:
+            raise ValueError(f"ideal_weight must be in [0, 1], got {ideal_weight}")
+        if ideal_labels is not None and ideal_weight == 0.0:
+            ideal_labels = None  # the learned map alone
+        given = (ideal_labels is not None and ideal_weight == 1.0) or attention_map is not None
         if ideal_labels is not None:
             labels = ideal_labels.reshape(b, n).long()  # [B,N]
             if num_classes is None:
                 valid = labels[labels != self.ignore_index]
                 num_classes = int(valid.max()) + 1 if valid.numel() else 1
             y = ideal_attention_apply(labels, v, num_classes, scale=scale, ignore_index=self.ignore_index)
+            if ideal_weight < 1.0:  # hand-over: w A V + (1 - w) A~ V
+                learned = sigmoid_attention(q, k, v, scale=scale, impl=self.attention_impl)  # [B,N,C]
+                y = ideal_weight * y + (1.0 - ideal_weight) * learned
         elif attention_map is not None:
             if tuple(attention_map.shape) != (b, n, n):
                 raise ValueError(
