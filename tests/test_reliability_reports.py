@@ -104,6 +104,18 @@ def test_png_text_chunk_with_non_latin1_value(tmp_path: Path) -> None:
         assert img.text["classes"] == "mesa,año,日本"
 
 
+def test_panel_caption_with_a_non_latin1_name_and_a_bitmap_font(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageFont
+
+    from cinet.inference.visualize import make_panel
+
+    bitmap = ImageFont.load_default_imagefont  # what Pillow without FreeType gives
+    monkeypatch.setattr(ImageFont, "load_default", lambda size=None: bitmap())
+    tile = np.zeros((16, 24, 3), np.uint8)
+    panel = make_panel([tile, tile], ["input", "segmentation (salón 日本)"])
+    assert panel.shape[1] >= 48 and panel.dtype == np.uint8
+
+
 # ------------------------------------------------------------------ 2. output name collisions
 
 
