@@ -19,24 +19,40 @@ def test_ablate_two_variants(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         "--config",
         str(ROOT / "configs" / "smoke.yaml"),
         "--variants",
-        "baseline,sum",
+        "baseline,sum,depth_only,seg_only",
+        "--row",
+        "sum_handover: model.variant=sum train.schedule=handover train.handover_epochs=0.5",
         "--run-dir",
         str(run_dir),
         "train.stages.0.epochs=1",
     ]
     assert main(args) == 0
     md = (run_dir / "ablation.md").read_text()
-    assert "| baseline |" in md and "| baseline + SUM |" in md
-    assert "δ1 ↑" in md and "rms ↓" in md and "mIoU (%) ↑" in md
+    assert "| baseline |" in md and "| baseline + SUM |" in md and "| sum_handover |" in md
+    assert "| depth only (single task) |" in md and "| segmentation only (single task) |" in md
+    assert "δ1 ↑" in md and "rms ↓" in md and "mIoU (%) ↑" in md and "Δm (%) ↑" in md
     assert "Hardware:" in md and "wall time" in md and "Protocol: synthetic" in md
+    assert "Training loss per term" in md and "Gradient norm per part" in md
     data = json.loads((run_dir / "ablation.json").read_text())
-    assert list(data["results"]) == ["baseline", "sum"]
-    for v in ("baseline", "sum"):
+    assert list(data["results"]) == ["baseline", "sum", "depth_only", "seg_only", "sum_handover"]
+    for v in ("baseline", "sum", "sum_handover"):
         assert (run_dir / v / "metrics.json").is_file()
         cfg = (run_dir / v / "config.yaml").read_text()
-        assert f"variant: {v}" in cfg and "seed: 0" in cfg
+        assert f"variant: {v.split('_')[0]}" in cfg and "seed: 0" in cfg
         assert data["results"][v]["metrics"]["delta1"] > 0
-    assert data["results"]["baseline"]["metrics"] != data["results"]["sum"]["metrics"]
+        assert data["comparison"][v]["delta_m"] is not None
+    assert "schedule: handover" in (run_dir / "sum_handover" / "config.yaml").read_text()
+    results = data["results"]
+    assert results["depth_only"]["metrics"]["miou"] is None and results["depth_only"]["metrics"]["rms"] > 0
+    assert results["seg_only"]["metrics"]["rms"] is None and results["seg_only"]["metrics"]["miou"] > 0
+    assert results["baseline"]["metrics"] != results["sum"]["metrics"]
+    # diagnostics: per-term training losses by stage (att only where the SUM learns its map) and grad norms
+    loss = results["sum"]["diagnostics"]["loss"]
+    assert "att" not in loss["s1"] and loss["s2"]["att"] > 0 and loss["s1"]["depth"] > 0
+    assert "att" not in results["baseline"]["diagnostics"]["loss"]["s2"]
+    assert "seg" not in results["depth_only"]["diagnostics"]["loss"]["s3"]
+    grads = results["sum"]["diagnostics"]["grad_norm"]
+    assert grads["s2"]["sum"] > 0 and grads["s2"]["encoder"] > 0 and "sharing" not in grads["s2"]
     out = capsys.readouterr().out
     assert "ablation.md" in out
     # a second call reuses finished variants instead of training them again

@@ -56,3 +56,19 @@ def test_default_pytorch_init_is_not_the_identity(variant: str, option: str) -> 
     """The property is not automatic: with PyTorch's default init each module changes the output."""
     d, d_ref, s, s_ref = _outputs(variant, False, **{option: False})
     assert (d - d_ref).abs().max() > 1e-4 and (s - s_ref).abs().max() > 1e-4  # 10x the tolerance above
+
+
+@pytest.mark.parametrize("variant", ["depth_only", "seg_only"])
+def test_single_task_baselines_are_refused_by_predict_and_export(variant: str, tmp_path) -> None:
+    from cinet.errors import CinetError
+    from cinet.inference.export import export_onnx
+    from cinet.inference.predictor import Predictor
+    from inference_fixtures import tiny_info
+
+    model = build_model(variant=variant, encoder="resnet18", num_classes=K, **TINY)
+    info = tiny_info()
+    with pytest.raises(CinetError, match=f"variant '{variant}' is a single-task baseline"):
+        Predictor(model, info)
+    with pytest.raises(CinetError, match="single-task baseline"):
+        export_onnx(model, tmp_path / "m.onnx", height=32, width=32)
+    assert not (tmp_path / "m.onnx").exists()

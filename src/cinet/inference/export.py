@@ -157,14 +157,18 @@ def export_onnx(
 
     Raises:
         RuntimeError: No exporter could export the model (the errors of each are in the message).
+        CinetError: A single-task baseline (``depth_only`` / ``seg_only``): both outputs are needed.
     """
     import onnx
+
+    from cinet.models.cinet import require_joint
 
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     if height < 1 or width < 1:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     path = Path(path)
+    require_joint(model, str(path))
     wrapper = ExportWrapper(exportable_copy(model)).eval()
     batch = 2 if dynamic else 1  # a batch of 2 keeps torch.export from specialising the batch axis to 1
     sample = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
+from cinet.models.cinet import require_joint
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
 
 if TYPE_CHECKING:
@@ -319,6 +320,7 @@ class Predictor:
         self.model_kwargs = dict(model_kwargs or getattr(model, "build_kwargs", {}) or {})
         self.is_torch = isinstance(model, torch.nn.Module)
         if self.is_torch:
+            require_joint(model, self.source)
             model = model.to(self.device).eval()
             if attention_impl is not None:
                 set_attention_impl(model, attention_impl)

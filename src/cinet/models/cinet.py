@@ -32,6 +32,23 @@ TASKS = ("depth", "seg")
 DIAGNOSTIC_GROUPS = ("encoder", "sum", "sharing", "depth", "seg")
 
 
+def require_joint(model: nn.Module, source: str) -> None:
+    """Refuse a single-task baseline where both outputs are needed (predict, export, serve).
+
+    Raises:
+        CinetError: One line naming ``source`` and the variant (``depth_only`` / ``seg_only`` are the Δm
+            references of the ablation; ``cinet eval`` evaluates them).
+    """
+    from cinet.errors import CinetError
+
+    tasks = tuple(getattr(model, "tasks", TASKS))
+    if len(tasks) < len(TASKS):
+        raise CinetError(
+            f"{source}: variant {getattr(model, 'variant', '?')!r} is a single-task baseline ({tasks[0]} only); "
+            "predict/export need a joint model (cinet eval evaluates it)"
+        )
+
+
 class CINet(nn.Module):
     """Joint depth estimation and semantic segmentation network with contextual interaction.
 
