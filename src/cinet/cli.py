@@ -9,6 +9,7 @@ instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -57,10 +58,24 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip()) or "unknown error"
 
 
+def _escape_unencodable_output() -> None:
+    """Let stdout / stderr escape what their encoding cannot hold (``\\xe9``) instead of crashing.
+
+    File names are any Unicode (and, on POSIX, any bytes: surrogate escapes); a terminal or pipe with an
+    ASCII / Latin-1 encoding must not turn one such name in a progress or error line into a traceback.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # a detached or closed stream
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cinet`` console script. Returns the process exit code."""
     from cinet.errors import CinetError
 
+    _escape_unencodable_output()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may stand anywhere, also after options (argparse takes one run of them)

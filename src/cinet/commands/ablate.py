@@ -96,6 +96,8 @@ def parse_rows(variants: str, extra: list[str]) -> dict[str, list[str]]:
             continue
         if v not in VARIANTS:
             raise ConfigError(f"--variants: unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
+        if v in rows:  # one run directory per row: a repeat would train into the same one
+            raise ConfigError(f"--variants: {v!r} listed twice")
         rows[v] = [f"model.variant={v}"]
     for text in extra:
         name, sep, overrides = text.partition(":")

@@ -34,12 +34,18 @@ def evaluate_checkpoint(
     config, updated by ``config`` and ``overrides``.
     """
     from cinet.checkpoint import load_model
-    from cinet.config import StageConfig, load_config
+    from cinet.config import StageConfig, load_config, parse_overrides
     from cinet.engine.builders import build_module, build_protocol
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.training import evaluate_module
-    from cinet.errors import CheckpointError
+    from cinet.errors import CheckpointError, ConfigError
 
+    for key, _ in parse_overrides(list(overrides)):
+        if key.split(".")[0] == "model":  # evaluation's attention path is always the inference one
+            raise ConfigError(
+                f"{key}: the model is rebuilt from the arguments stored in {checkpoint}; "
+                "this override would be ignored"
+            )
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.get("config") or None)
     split = split or cfg.data.test_split

@@ -165,18 +165,50 @@ def check_images(files: list[Path], skip_bad: bool) -> list[Path]:
     return good
 
 
-def unique_stems(files: list[Path]) -> list[str]:
-    """Output stems; files with the same name in different folders get ``_2``, ``_3``... appended."""
-    used: dict[str, int] = {}
-    stems = []
-    for f in files:
-        stem = f.stem
-        n = used.get(stem, 0) + 1
-        used[stem] = n
-        stems.append(stem if n == 1 else f"{stem}_{n}")
-        if n > 1:
-            logger.warning("%s: another input has the stem %r; writing it as %r", f, stem, stems[-1])
+OUTPUT_SUFFIXES = (
+    "_depth.png",
+    "_depth_color.png",
+    "_labels.png",
+    "_seg_color.png",
+    "_overlay.png",
+    "_panel.png",
+)
+
+
+def output_suffixes(args: argparse.Namespace, attention_points: list[tuple[float, float]]) -> list[str]:
+    """Every file-name suffix one image's outputs get with these options (see :func:`write_outputs`)."""
+    suffixes = list(OUTPUT_SUFFIXES)
+    suffixes += [f"_attention_{x:g}_{y:g}.png" for x, y in attention_points]
+    if getattr(args, "features", False):
+        suffixes += [f"_features_stage{k}_{t}.png" for k in range(1, 10) for t in "ds"]
+    if getattr(args, "ply", False):
+        suffixes.append(".ply")
+    return suffixes
+
+
+def unique_stems(files: list[Path], suffixes: list[str] | tuple[str, ...] = OUTPUT_SUFFIXES) -> list[str]:
+    """Output stems of all inputs, decided up front (:func:`cinet.utils.io.allocate_stems`).
+
+    Files with the same name in different folders get ``_2``, ``_3``... appended, never a number that is
+    another input's own stem (``room_2.png``), so no output is written twice in one run.
+    """
+    from cinet.utils.io import allocate_stems
+
+    stems = allocate_stems([f.stem for f in files], suffixes)
+    for f, stem in zip(files, stems):
+        if stem != f.stem:
+            logger.warning("%s: another input has the stem %r; writing it as %r", f, f.stem, stem)
     return stems
+
+
+def check_memory(predictor: Predictor, files: list[Path]) -> None:
+    """Refuse, before anything is predicted, an image too large for the free memory (names ``--max-side``)."""
+    from PIL import Image
+
+    for f in files:
+        with Image.open(f) as img:
+            width, height = img.size  # header only; EXIF rotation does not change the pixel count
+        predictor.check_fits(height, width, name=str(f))
 
 
 def ensure_output_dir(out: Path) -> None:
@@ -300,10 +332,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
     _check_requests(predictor, args)
+    check_memory(predictor, files)
     keep_output = bool(points or args.features)
 
-    stems = unique_stems(files)
-    n_written = 0
+    stems = unique_stems(files, output_suffixes(args, points))
+    written_paths: set[Path] = set()
     n_images = 0
     bar = tqdm(
         total=len(files), unit="img", disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr
@@ -327,7 +360,9 @@ def run(args: argparse.Namespace) -> int:
             )
             for (path, stem, _), pred in zip(loaded, preds):
                 written = write_outputs(pred, stem, args.out, predictor, args, points, path)
-                n_written += len(written)
+                if written_paths.intersection(written):  # allocate_stems makes this impossible
+                    raise RuntimeError(f"{path}: an output of an earlier image would be overwritten")
+                written_paths.update(written)
                 n_images += 1
                 lo, hi = float(pred.depth.min()), float(pred.depth.max())
                 msg = f"{path} -> {args.out / stem}_*.png ({len(written)} files, depth {lo:.2f}-{hi:.2f} m)"
@@ -335,5 +370,6 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
     finally:
         bar.close()
+    n_written = sum(p.is_file() for p in written_paths)  # count what is on disk
     print(f"wrote {n_written} files for {n_images} image(s) to {os.fspath(args.out)}")
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from cinet.config.legacy import migrate_legacy
-from cinet.config.schema import Config, validate
+from cinet.config.schema import Config, DataConfig, validate
 from cinet.errors import ConfigError
 
 __all__ = [
@@ -197,10 +197,27 @@ def _exact(tp: Any, value: Any) -> bool:
     return isinstance(tp, type) and isinstance(value, tp)
 
 
+#: Fields of :class:`DataConfig` that belong to one dataset: a later layer (YAML file, override) that names
+#: another dataset starts them from their defaults, so that settings of the dataset stored in a checkpoint or
+#: run directory never leak into the new one (``data.options.size`` of ``synthetic`` is no ``nyuv2`` option).
+DATASET_KEYS = ("root", "options", "length", "eval_length")
+
+
+def _switch_dataset(data: DataConfig, name: Any) -> None:
+    """Reset the :data:`DATASET_KEYS` of ``data`` when ``name`` names another dataset than ``data.name``."""
+    if name == data.name:
+        return
+    fresh = DataConfig()
+    for key in DATASET_KEYS:
+        setattr(data, key, getattr(fresh, key))
+
+
 def _update_dataclass(obj: Any, values: dict[str, Any], prefix: str, source: str | None) -> None:
     """Recursively update dataclass ``obj`` from a nested dict, checking keys and types."""
     if not isinstance(values, dict):
         raise _bad_type(prefix.rstrip("."), type(obj), values, source)
+    if isinstance(obj, DataConfig) and "name" in values:
+        _switch_dataset(obj, values["name"])  # before the layer's own dataset keys are applied
     hints = _type_hints(type(obj))
     for key, value in values.items():
         if key not in hints:
@@ -243,6 +260,8 @@ def _set_dotted(cfg: Config, key: str, value: Any, source: str | None = None) ->
             if part not in hints:
                 raise _unknown_key(prefix, part, type(obj), source)
             if last:
+                if isinstance(obj, DataConfig) and part == "name":
+                    _switch_dataset(obj, value)
                 _assign(obj, part, hints[part], value, prefix, source)
                 return
             nxt = getattr(obj, part)
@@ -315,6 +334,9 @@ def load_config(
 ) -> Config:
     """Build a :class:`Config`: defaults <- ``base`` dict <- YAML file (with its defaults chain) <- overrides.
 
+    A layer that names another dataset (``data.name``) drops the earlier layers' :data:`DATASET_KEYS`
+    (root, options, lengths), so a stored config (checkpoint, run directory) can be pointed at another dataset.
+
     Args:
         path: YAML file, the name of a bundled config (``smoke``, ``nyuv2``, ... see
             :func:`resolve_config_path`), or None for the built-in defaults.
@@ -338,7 +360,10 @@ def load_config(
                 # a stage list replaces the default list as a whole
                 cfg.train.stages = []
             _update_dataclass(cfg, data, "", source)
-    for key, value in parse_overrides(list(overrides)):
+    parsed = parse_overrides(list(overrides))
+    # a dataset switch first: the overrides given with it (data.root=...) belong to the new dataset
+    parsed.sort(key=lambda kv: kv[0] not in ("data", "data.name"))
+    for key, value in parsed:
         _set_dotted(cfg, key, value)
     validate(cfg, str(path) if path is not None else None)
     return cfg

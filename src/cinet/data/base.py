@@ -112,7 +112,15 @@ def to_tensor_sample(raw: Sample, info: DatasetInfo) -> Sample:
     shapes = {"image": image.shape[:2], "depth": depth.shape[:2], "labels": labels.shape[:2]}
     if len(set(shapes.values())) != 1:
         desc = ", ".join(f"{k} {h}x{w}" for k, (h, w) in shapes.items())
-        raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc})")
+        turned = ""
+        if shapes["image"][::-1] in (shapes["depth"], shapes["labels"]):
+            orientation = exif_orientation(files[0])
+            if orientation in EXIF_TRANSPOSING:
+                turned = (
+                    f"; the image is turned by its EXIF orientation {orientation}, its maps are read as stored: "
+                    "save the image without the orientation tag, or turn the maps the same way"
+                )
+        raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc}{turned})")
     depth = np.asarray(depth, dtype=np.float32)
     bad = ~np.isfinite(depth)
     if bad.any():
@@ -213,7 +221,7 @@ def collate(batch: Sequence[Sample], size_hint: str = "set data.image_size or da
 def require_dir(path: Path, what: str = "dataset root") -> Path:
     """Return ``path`` if it is a directory, else raise :class:`DataError` naming it."""
     if path is None:
-        raise DataError(f"{what}: no root given (root=...)")
+        raise DataError(f"data.root: not set; the {what} is needed (data.root=DIR, or root=DIR)")
     path = Path(path).expanduser()
     if not path.is_dir():
         raise DataError(where(path, f"{what} not found"))
@@ -239,12 +247,72 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
+#: 16-bit greyscale modes of PIL (PNG / TIFF): scaled to 8 bits as ``round(v / 257)`` (65535 -> 255).
+MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+#: EXIF orientation values that turn the image by 90 degrees (its width and height swap).
+EXIF_TRANSPOSING = (5, 6, 7, 8)
+EXIF_ORIENTATION = 0x0112
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL image as an ``HxWx3`` uint8 RGB array: the one colour conversion of datasets and ``predict``.
+
+    * ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``... : PIL's own conversion to RGB;
+    * ``LA``, ``PA``, ``RGBA``, ``La``, ``RGBa``, ``P`` with transparency: the alpha channel is dropped;
+    * 16-bit greyscale (``I;16*``, and ``I`` with values in 0..65535): ``round(v / 257)``, the full 16-bit
+      range mapped onto 0..255 (PIL's ``convert("RGB")`` would clip every value above 255 to white);
+    * ``I`` outside 0..65535, and ``F`` (float): ``F`` values in 0..1 times 255, anything else stretched from
+      its finite minimum..maximum to 0..255 (no fixed range exists); NaN / inf -> 0.
+
+    Raises:
+        ValueError: A mode PIL cannot convert (the caller names the file).
+    """
+    if img.mode == "RGB":
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    if img.mode in (*MODES_16BIT, "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        finite = np.isfinite(arr)
+        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+        if img.mode in MODES_16BIT or (img.mode == "I" and lo >= 0 and hi <= 65535):
+            arr = arr / 257.0
+        elif img.mode == "F" and lo >= 0 and hi <= 1:
+            arr = arr * 255.0
+        else:
+            arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+        grey = np.clip(np.rint(np.where(finite, arr, 0.0)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif img.mode == "La":
+        img = img.convert("LA")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as uint8 HxWx3 RGB."""
+    """An image file as uint8 HxWx3 RGB: turned by its EXIF orientation, converted by :func:`pil_to_rgb`.
+
+    The reader of every dataset and of ``cinet predict`` (the same file gives the same array). Depth and label
+    maps are read as stored (:func:`read_png16`, :func:`read_label_png`): never turned, never colour-converted.
+    """
+    from PIL import ImageOps
+
     img = _open(path)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8)
+    try:
+        img = ImageOps.exif_transpose(img)  # camera photos (the orientation tag, EXIF 0x0112)
+        return pil_to_rgb(img)
+    except Exception as exc:  # a broken EXIF block, an unconvertible mode
+        raise DataError(
+            where(path, f"cannot read image ({type(exc).__name__}: {exc})".replace("\n", " "))
+        ) from None
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation (1..8) of an image file; 1 (as stored) when it has none or cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
 
 
 def read_png16(path: Path) -> np.ndarray:

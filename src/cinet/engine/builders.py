@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from cinet.config import Config, StageConfig, config_to_dict
+from cinet.errors import ConfigError
 
 __all__ = [
     "build_class_weights",
@@ -294,4 +295,48 @@ def build_test_trainer(cfg: Config) -> Any:
         enable_model_summary=False,
         use_distributed_sampler=False,
         **{k: kw[k] for k in keep},
+    )
+
+
+def check_feature_maps(cfg: Config, num_classes: int, native_size: Any = None) -> None:
+    """Refuse a training input so small that a normalisation layer would see one value per channel.
+
+    The model of ``cfg`` is built on the ``meta`` device (no memory, no compute) and its layers' map sizes
+    found for the training input (``data.crop_size``, else ``data.image_size``, else ``native_size()``, the
+    size of a training sample) at ``data.batch_size`` (:mod:`cinet.models.shapes`). With two or more images
+    per step and no instance norm, every map of at least one cell works and nothing is built.
+
+    Raises:
+        ConfigError: One line naming ``data.crop_size`` (or ``data.image_size``) and ``data.batch_size``, the
+            layer, and the smallest square size that trains at this batch size.
+    """
+    import torch
+
+    from cinet.models.shapes import degenerate_norm, has_instance_norm, smallest_training_side
+
+    batch = cfg.data.batch_size
+    meta_cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, encoder_weights=None, attention_impl="naive")
+    )
+    with torch.device("meta"):
+        model = build_model(meta_cfg, num_classes)
+    if batch > 1 and not has_instance_norm(model):
+        return
+    key = "data.crop_size" if cfg.data.crop_size else "data.image_size"
+    size = cfg.data.crop_size or cfg.data.image_size or (native_size() if native_size is not None else None)
+    if size is None:
+        return
+    h, w = int(size[0]), int(size[1])
+    bad = degenerate_norm(model, batch, h, w)
+    if bad is None:
+        return
+    name, _, cells = bad
+    side = smallest_training_side(model, batch)
+    fix = f"use {key} of at least [{side}, {side}]" if side else f"use a larger {key}"
+    if not has_instance_norm(model) and batch == 1:
+        fix += " or data.batch_size >= 2"
+    raise ConfigError(
+        f"{key}: a {h}x{w} input with data.batch_size {batch} reduces the map of {name} to "
+        f"{'x'.join(map(str, cells))}, one value per channel for its normalisation in training "
+        f"(model.variant {cfg.model.variant}, model.encoder {cfg.model.encoder}); {fix}"
     )

@@ -37,6 +37,7 @@ from cinet.engine.stages import stage_spec
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, SegMetrics
 from cinet.models.factory import VARIANTS, VariantSpec
+from cinet.models.sum import attention_impl_set_to
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,8 @@ class CINetModule(L.LightningModule):
 
         The one preprocessing of :mod:`cinet.inference.preprocess` (the same as ``cinet predict``): resized to
         ``eval_size`` when set (else scaled to the training size ``payload["train_size"]`` when far from it),
-        padded to a multiple of the output stride, outputs cropped and resized back.
+        padded to a multiple of the output stride, outputs cropped and resized back. The SUM runs the
+        inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`).
         """
         from cinet.inference.preprocess import plan_geometry, to_network
 
@@ -333,7 +335,8 @@ class CINetModule(L.LightningModule):
         x = to_network(images, geometry)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
+        with attention_impl_set_to(self.model):  # memory-bounded for large maps, whatever training uses
+            out = self.model(x)
 
         def at_input_size(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else geometry.restore(t.float())

@@ -109,7 +109,9 @@ def train(
     info = dataset_info_from_config(cfg.data)
     preflight = builders.build_datamodule(cfg)
     train_size = preflight.check(validate=cfg.train.val_every > 0)
-    train_batches = builders.train_batches_per_epoch(cfg, len(preflight.dataset("train")))
+    train_set = preflight.dataset("train")
+    builders.check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
+    train_batches = builders.train_batches_per_epoch(cfg, len(train_set))
     del preflight
     if cfg.init_from and not resume:
         load_weights(builders.build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)

@@ -56,11 +56,9 @@ class ExportWrapper(nn.Module):
 
 def exportable_copy(model: nn.Module) -> nn.Module:
     """A CPU eval-mode copy of ``model`` with every ``attention_impl`` forced to ``naive`` (traceable)."""
-    model = copy.deepcopy(model).cpu().eval()
-    for m in model.modules():
-        if hasattr(m, "attention_impl"):
-            m.attention_impl = "naive"
-    return model
+    from cinet.models.sum import set_attention_impl
+
+    return set_attention_impl(copy.deepcopy(model).cpu().eval(), "naive")
 
 
 def _export_dynamo(

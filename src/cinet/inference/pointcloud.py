@@ -79,10 +79,27 @@ def point_cloud(
     return out
 
 
+def ply_header_text(text: str) -> str:
+    """``text`` made safe for one PLY header line: printable ASCII, non-ASCII and control characters escaped.
+
+    The PLY header is ASCII, one statement per line (Turk's PLY format; e.g. ``plyfile`` decodes it as ASCII),
+    so a user-given name such as ``café_ü.png`` is written as ``caf\\xe9_\\xfc.png`` (Python's
+    ``backslashreplace``) and a line break cannot end the comment early.
+    """
+    text = text.replace("\\", "\\\\")
+    text = "".join(
+        c if c.isprintable() or not c.isascii() else c.encode("unicode_escape").decode() for c in text
+    )
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def ply_bytes(points: np.ndarray, *, binary: bool = True, comments: Sequence[str] = ()) -> bytes:
-    """Encode a :data:`PLY_DTYPE` array as PLY (binary little-endian or ASCII)."""
+    """Encode a :data:`PLY_DTYPE` array as PLY (binary little-endian or ASCII).
+
+    ``comments`` may hold any text (file names): see :func:`ply_header_text`.
+    """
     header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
-    header += [f"comment {c}" for c in comments]
+    header += [f"comment {ply_header_text(c)}" for c in comments]
     header += [f"element vertex {len(points)}"]
     header += ["property float x", "property float y", "property float z"]
     header += ["property uchar red", "property uchar green", "property uchar blue", "property uchar label"]

@@ -19,6 +19,7 @@ or an exported ONNX file through onnxruntime (:meth:`Predictor.from_onnx`); the 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
 from cinet.inference.preprocess import FIT_MODES, Geometry, plan_geometry, to_network, training_side
 from cinet.models.cinet import require_joint
+from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -48,28 +50,13 @@ __all__ = ["Geometry", "ImageLike", "Prediction", "Predictor", "load_image"]
 # --------------------------------------------------------------------------------------------- image input
 
 
-def _to_rgb_pil(img: PILImage.Image) -> PILImage.Image:
-    """Any PIL mode -> RGB (palette, greyscale, RGBA/LA with alpha dropped, CMYK, 16-bit and float greyscale)."""
-    from PIL import Image
-
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit-depth greyscale: stretch to 0..255
-        arr = np.asarray(img, dtype=np.float64)
-        finite = np.isfinite(arr)
-        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 1.0)
-        arr = np.where(finite, (arr - lo) / max(hi - lo, 1e-12) * 255.0, 0.0)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img.convert("RGB")
-
-
 def load_image(image: ImageLike) -> np.ndarray:
     """Read an image as an ``HxWx3`` uint8 RGB array.
 
     Args:
-        image: A file path, a PIL image of any mode, or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
+        image: A file path (read by :func:`cinet.data.base.read_rgb`, as the datasets read their images:
+            EXIF orientation applied, 16-bit greyscale scaled to 8 bits), a PIL image of any mode
+            (:func:`cinet.data.base.pil_to_rgb`), or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
             ``HxWx4`` (alpha dropped).
 
     Returns:
@@ -78,28 +65,24 @@ def load_image(image: ImageLike) -> np.ndarray:
     Raises:
         InputError: The file is missing or not a readable image, or the array has another shape / dtype.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
+
+    from cinet.data.base import pil_to_rgb, read_rgb
+    from cinet.errors import DataError
 
     if isinstance(image, str | Path):
         path = Path(image)
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         try:
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)  # camera photos: apply the EXIF orientation
-                return np.ascontiguousarray(np.asarray(_to_rgb_pil(img), dtype=np.uint8))
-        except (
-            UnidentifiedImageError,
-            OSError,
-            ValueError,
-            SyntaxError,
-            Image.DecompressionBombError,
-        ) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise InputError(f"{path}: not a readable image ({reason})") from exc
+            return read_rgb(path)  # the datasets' reader: same modes, same EXIF orientation, same array
+        except DataError as exc:
+            raise InputError(str(exc)) from exc
     if isinstance(image, Image.Image):
-        return np.ascontiguousarray(np.asarray(_to_rgb_pil(image), dtype=np.uint8))
+        try:
+            return pil_to_rgb(image)
+        except ValueError as exc:
+            raise InputError(f"<PIL image>: mode {image.mode!r} cannot be converted to RGB ({exc})") from exc
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise InputError(f"<array>: image arrays must be uint8 (0..255), got {image.dtype}")
@@ -140,6 +123,71 @@ class Prediction:
     geometry: Geometry
     probs: np.ndarray | None = None
     output: CINetOutput | None = None
+
+
+# --------------------------------------------------------------------------------------------- memory
+
+#: Network inputs up to this many pixels (x batch) are not checked against the free memory.
+MEMORY_CHECK_MIN_PIXELS = 2**20
+#: Share of the free memory a forward pass may plan to use (the rest: allocator slack, other processes).
+MEMORY_FRACTION = 0.9
+#: Side of the square input of the one-time memory measurement (>= 1024 SUM positions: the tiled path).
+MEASURE_SIDE = 256
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory for a forward pass on ``device`` (bytes), or None when unknown.
+
+    CUDA: ``torch.cuda.mem_get_info`` plus what PyTorch's caching allocator holds unused. CPU: Linux
+    ``MemAvailable`` of ``/proc/meminfo``, else ``os.sysconf`` available pages.
+    """
+    import os
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _measure_bytes_per_pixel(model: torch.nn.Module, device: torch.device) -> float:
+    """Activation peak of one inference forward per input pixel, measured with fake tensors (no compute).
+
+    Source: ``torch.distributed._tools.mem_tracker.MemTracker`` under ``FakeTensorMode`` (PyTorch's memory
+    estimator). Returns 0 where it cannot run (the memory check is then skipped).
+    """
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.distributed._tools.mem_tracker import MemTracker
+
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            x = torch.empty(1, 3, MEASURE_SIDE, MEASURE_SIDE, device=device)
+            tracker = MemTracker()
+            tracker.track_external(model)
+            with tracker, torch.inference_mode():
+                model(x)
+            peak = tracker.get_tracker_snapshot("peak")
+        act = sum(
+            v
+            for per_device in peak.values()
+            for k, v in per_device.items()
+            if str(k).endswith(("ACT", "TEMP"))
+        )
+        return act / float(MEASURE_SIDE * MEASURE_SIDE)
+    except Exception as exc:  # a private PyTorch API: never let the estimate break a prediction
+        logger.debug("forward memory not measured (%s: %s)", type(exc).__name__, exc)
+        return 0.0
 
 
 # --------------------------------------------------------------------------------------------- predictor
@@ -186,6 +234,9 @@ class Predictor:
         keep_size: Run every image at its own size even when far from ``train_size`` (a warning says so).
         source: Where the model came from (checkpoint path), used in error messages.
         model_kwargs: build_model arguments of the model, if known (shown in messages).
+        attention_impl: The SUM's attention path at inference (set on ``model`` in place); the default
+            ``auto`` is memory-bounded for large maps whatever the checkpoint was trained with
+            (:func:`cinet.models.sum.set_attention_impl`). None keeps the model's own.
 
     Example:
         >>> from cinet import Predictor
@@ -207,6 +258,7 @@ class Predictor:
         keep_size: bool = False,
         source: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        attention_impl: str | None = INFERENCE_ATTENTION_IMPL,
     ) -> None:
         if mode not in RESIZE_MODES:
             raise ValueError(f"mode must be one of {RESIZE_MODES}, got {mode!r}")
@@ -229,7 +281,10 @@ class Predictor:
         if self.is_torch:
             require_joint(model, self.source)
             model = model.to(self.device).eval()
+            if attention_impl is not None:
+                set_attention_impl(model, attention_impl)
         self.model = model
+        self._bytes_per_pixel: float | None = None  # forward memory per network-input pixel, measured once
         mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(self.info.std, dtype=torch.float32).view(1, 3, 1, 1)
         if float(mean.max()) > 1.0:  # mean/std given on the 0..255 scale
@@ -462,8 +517,10 @@ class Predictor:
                     )
             pending.clear()
 
-        for image in images:
+        for i, image in enumerate(images):
             rgb, x, geom = self.prepare(image)
+            name = str(image) if isinstance(image, str | Path) else f"<image {i}>"
+            self.check_fits(*geom.orig, batch=min(batch_size, 1 + len(pending)), name=name)
             if pending and (pending[0][3].padded != geom.padded or len(pending) >= batch_size):
                 flush()
             results.append(None)
@@ -471,6 +528,80 @@ class Predictor:
         if pending:
             flush()
         return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ memory
+
+    def forward_bytes(self, height: int, width: int, batch: int = 1) -> int:
+        """Estimated peak memory (bytes) of predicting ``batch`` images of ``height`` x ``width`` pixels.
+
+        PyTorch models: the activation peak of one forward, measured once per predictor on a 256 x 256 input
+        with fake tensors (``FakeTensorMode`` + ``torch.distributed._tools.mem_tracker.MemTracker``: no memory
+        is allocated, nothing is computed) and scaled by the number of network-input pixels (exact for the
+        memory-bounded attention paths, whose peak grows linearly with N). ONNX files: the naive attention's
+        B x N x N map (their SUM is exported naive). Both add the input and the full-size outputs
+        (depth, logits and their softmax / argmax at the image size).
+
+        Args:
+            height: Image rows (before ``max_side`` / padding).
+            width: Image columns.
+            batch: Images per forward pass.
+
+        Returns:
+            Bytes; 0 when no estimate can be made.
+        """
+        _, (ph, pw) = self.network_size(height, width)
+        classes = self.info.num_classes
+        outputs = batch * height * width * 4 * (2 * classes + 2) + batch * ph * pw * 4 * (3 + classes + 1)
+        if self.is_torch:
+            return int(self._forward_bytes_per_pixel() * batch * ph * pw) + outputs
+        from cinet.models import VARIANTS
+
+        spec = VARIANTS.get(str(self.model_kwargs.get("variant", "cinet")))
+        if spec is None or spec.use_sum:
+            n = math.ceil(ph / self.pad_multiple) * math.ceil(pw / self.pad_multiple)
+            return 2 * 4 * batch * n * n + outputs
+        return outputs
+
+    def _forward_bytes_per_pixel(self) -> float:
+        if self._bytes_per_pixel is None:
+            self._bytes_per_pixel = _measure_bytes_per_pixel(self.model, self.device)
+        return self._bytes_per_pixel
+
+    def check_fits(self, height: int, width: int, batch: int = 1, *, name: str = "<image>") -> None:
+        """Refuse, before any work, an image whose forward pass cannot fit in the device's free memory.
+
+        Only images larger than :data:`MEMORY_CHECK_MIN_PIXELS` are checked (smaller ones fit anywhere
+        cinet runs, and the one-time measurement of :meth:`forward_bytes` is then skipped).
+
+        Raises:
+            InputError: One line naming the file, the memory needed and free, and the ``--max-side`` (the
+                ``max_side`` option of :class:`Predictor`) that fits.
+        """
+        (_, _), (ph, pw) = self.network_size(height, width)
+        if ph * pw * batch <= MEMORY_CHECK_MIN_PIXELS:
+            return
+        free = available_bytes(self.device)
+        need = self.forward_bytes(height, width, batch)
+        if free is None or need <= MEMORY_FRACTION * free:
+            return
+        side = max(height, width)
+        lo, hi = self.pad_multiple, side  # largest max_side whose estimate fits (monotone in max_side)
+        saved = self.max_side
+        try:
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                self.max_side = mid
+                if self.forward_bytes(height, width, batch) <= MEMORY_FRACTION * free:
+                    lo = mid
+                else:
+                    hi = mid - 1
+        finally:
+            self.max_side = saved
+        gib = 2.0**30
+        raise InputError(
+            f"{name}: a {width}x{height} image needs about {need / gib:.1f} GiB to predict on {self.device}, "
+            f"{free / gib:.1f} GiB is free; pass --max-side {lo} (or less) to predict it at a lower resolution"
+        )
 
     # ------------------------------------------------------------------ helpers
 

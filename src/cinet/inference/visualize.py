@@ -275,7 +275,12 @@ def _caption(text: str, width: int, height: int) -> np.ndarray:
     strip = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     font = _font(max(8, height - 6))
-    draw.text((3, 1), text, fill=(0, 0, 0), font=font)
+    try:
+        draw.text((3, 1), text, fill=(0, 0, 0), font=font)
+    except UnicodeEncodeError:  # a bitmap font (no FreeType) holds Latin-1 only: escape the rest (names)
+        draw.text(
+            (3, 1), text.encode("latin-1", "backslashreplace").decode("latin-1"), fill=(0, 0, 0), font=font
+        )
     return np.asarray(strip, dtype=np.uint8)
 
 

@@ -27,6 +27,9 @@ memory-efficient implementation (``attention_impl``).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -34,6 +37,44 @@ from cinet.models.outputs import AttentionState
 from cinet.ops import ATTENTION_IMPLS, ideal_attention_apply, sigmoid_attention
 
 ATTENTION_NORMS = ("n", "none")
+
+#: The attention path of inference (predict, eval, Predictor, benchmarks), whatever a checkpoint was trained
+#: with: ``auto`` is naive for small maps and memory-bounded (tiled; Triton on CUDA) from
+#: ``$CINET_ATTENTION_TILED_MIN_N`` positions on. The path changes how A~ V is computed, not its value.
+INFERENCE_ATTENTION_IMPL = "auto"
+
+
+def set_attention_impl(model: nn.Module, impl: str = INFERENCE_ATTENTION_IMPL) -> nn.Module:
+    """Set the attention path of every SUM in ``model`` (in place) and return ``model``.
+
+    How the attention is computed is a runtime choice, not a property of the trained weights: a checkpoint
+    trained with ``naive`` predicts identically (to float rounding) with ``tiled``, without the B x N x N map.
+
+    Args:
+        model: Any module (a :class:`~cinet.models.CINet`); modules other than the SUM are left alone.
+        impl: ``naive | tiled | triton | auto``.
+
+    Raises:
+        ValueError: Unknown ``impl``.
+    """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    for m in model.modules():
+        if isinstance(m, SceneUnderstandingModule):
+            m.attention_impl = impl
+    return model
+
+
+@contextlib.contextmanager
+def attention_impl_set_to(model: nn.Module, impl: str = INFERENCE_ATTENTION_IMPL) -> Iterator[nn.Module]:
+    """Run a block with every SUM of ``model`` on ``impl`` (:func:`set_attention_impl`), then restore them."""
+    previous = [(m, m.attention_impl) for m in model.modules() if isinstance(m, SceneUnderstandingModule)]
+    set_attention_impl(model, impl)
+    try:
+        yield model
+    finally:
+        for m, old in previous:
+            m.attention_impl = old
 
 
 class SceneUnderstandingModule(nn.Module):

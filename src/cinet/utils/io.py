@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,7 +41,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the mode a plain open() would give
-        with os.fdopen(fd, mode) as fh:
+        # text is always UTF-8, whatever the locale says (user-given names may be any Unicode)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -95,3 +96,36 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
         raise InputError(f"{path}: {what} cannot be created ({detail})")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{path}: {what} is not writable (no write permission on {probe})")
+
+
+def allocate_stems(stems: Sequence[str], suffixes: Sequence[str] = ("",)) -> list[str]:
+    """One output stem per input such that no two inputs' output files share a name, all decided up front.
+
+    Input ``i`` writes ``stem_i + suffix`` for every suffix. Each input keeps its own stem when none of its
+    files collides with a file of an earlier input; otherwise it gets ``<stem>_2``, ``<stem>_3``... — skipping
+    every number whose stem is another input's own stem, so that a later input (``c/room_2.png``) never
+    finds its name taken by a renamed earlier one (``b/room.png``). Names are compared case-folded (macOS and
+    Windows file systems are case-insensitive).
+
+    Args:
+        stems: The inputs' own stems, in processing order.
+        suffixes: Every suffix (with extension) an input's outputs get, e.g. ``("_depth.png", ".ply")``.
+
+    Returns:
+        The output stems, in the order of ``stems``; distinct, and ``stems[i]`` wherever possible.
+    """
+    own = {s.casefold() for s in stems}
+    taken: set[str] = set()
+    out = []
+    for stem in stems:
+        candidate, n = stem, 1
+        while True:
+            names = {(candidate + suffix).casefold() for suffix in suffixes}
+            reserved = candidate != stem and candidate.casefold() in own
+            if not reserved and not names & taken:
+                break
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken |= names
+        out.append(candidate)
+    return out
