@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cinet.bench import cli
+from cinet.commands import bench as cli
 
 
 def main(argv: list[str] | None = None) -> int:
