@@ -279,7 +279,14 @@ def test_eval_of_naive_checkpoint_uses_memory_bounded_attention(
 ) -> None:
     ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")  # smoke config: attention_impl naive
     _no_naive_attention(monkeypatch)
-    sizes = ["data.options.size=[256,256]", "data.eval_length=1", "data.eval_batch_size=1"]
+    # data.eval_size: the network sees the 256x256 map (without it, the one preprocessing would scale the image
+    # to the checkpoint's training size, a small map)
+    sizes = [
+        "data.options.size=[256,256]",
+        "data.eval_size=[256,256]",
+        "data.eval_length=1",
+        "data.eval_batch_size=1",
+    ]
     rc = main(["eval", "--checkpoint", str(ck), "--out", str(tmp_path / "ev"), *sizes])
     assert rc == 0
     assert (tmp_path / "ev" / "metrics.json").is_file()

@@ -99,12 +99,12 @@ def test_unknown_timm_model_is_one_config_line() -> None:
 
 def test_training_data_module_and_checkpoint_use_the_encoder_normalisation(tmp_path: Path) -> None:
     from cinet.config import StageConfig, load_config
-    from cinet.engine import runner
+    from cinet.engine import builders
 
     cfgs = {enc: load_config(SMOKE, [f"model.encoder={enc}"]) for enc in ("resnet18", VIT)}
     images = {}
     for enc, cfg in cfgs.items():
-        dm = runner.build_datamodule(cfg)
+        dm = builders.build_datamodule(cfg)
         images[enc] = dm.dataset("test")[0]["image"]
         mean, std = encoder_normalization(enc)
         assert dm.info.mean == mean and dm.info.std == std
@@ -117,8 +117,8 @@ def test_training_data_module_and_checkpoint_use_the_encoder_normalisation(tmp_p
     assert not torch.allclose(images[VIT], images["resnet18"], atol=1e-2)
     # the module's checkpoint payload records the model's normalisation, even for a dataset info without it
     cfg = cfgs[VIT]
-    info = runner.build_datamodule(cfgs["resnet18"]).info  # ImageNet mean/std
-    module = runner.build_module(cfg, info, StageConfig(stage=3))
+    info = builders.build_datamodule(cfgs["resnet18"]).info  # ImageNet mean/std
+    module = builders.build_module(cfg, info, StageConfig(stage=3))
     assert tuple(module.payload["dataset"]["mean"]) == (0.5, 0.5, 0.5)
     assert module.loss.con_loss.num_maps == 4  # L_con over the 4 sharing stages of a stride-16 encoder
 

@@ -49,6 +49,10 @@ def evaluate_checkpoint(
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.get("config") or None)
     split = split or cfg.data.test_split
+    if cfg.data.root is not None:  # a missing or wrong root is named before anything else is compared
+        from cinet.engine.datamodule import build_dataset
+
+        build_dataset(cfg.data, split, train=False)
     info = dataset_info_from_config(cfg.data)
     trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
     if trained_classes != info.num_classes:

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 def resume_point(cfg: object, run_dir: Path) -> str:
     """One line saying where ``cinet train --resume RUN_DIR`` continues: stage, step and checkpoint."""
     from cinet.checkpoint import read_checkpoint
-    from cinet.engine.runner import read_state, stage_plan
+    from cinet.engine.rundir import read_state
+    from cinet.engine.training import stage_plan
 
     state = read_state(run_dir)
     done = [int(s) for s in state.get("completed", [])]
