@@ -628,12 +628,9 @@ def install_int8_outputs(fp32_tmp: Path, int8_tmp: Path, report: dict[str, Any],
     Each file is written atomically (temporary file + rename), so an existing file is either kept whole or
     replaced whole.
     """
-    import shutil
-
-    from cinet.utils.io import atomic_open, atomic_write_json
+    from cinet.utils.io import atomic_write_bytes, atomic_write_json
 
     int8_out, report_out = int8_paths(out)
     for src, dst in ((fp32_tmp, Path(out)), (int8_tmp, int8_out)):
-        with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+        atomic_write_bytes(dst, Path(src).read_bytes())
     atomic_write_json(report_out, report_json(report))
