@@ -106,9 +106,9 @@ def train(
     check_writable_dir(run_dir, "run directory")
     if cfg.data.root is not None:  # stored absolute: the run can be evaluated from another folder
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    info = dataset_info_from_config(cfg.data)
     preflight = builders.build_datamodule(cfg)
-    train_size = preflight.check(validate=cfg.train.val_every > 0)
+    train_size = preflight.check(validate=cfg.train.val_every > 0)  # a missing root is named first
+    info = dataset_info_from_config(cfg.data)
     train_set = preflight.dataset("train")
     builders.check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
     train_batches = builders.train_batches_per_epoch(cfg, len(train_set))
