@@ -81,9 +81,7 @@ def test_predict_page_names_the_upload_not_its_temporary_path(predictor: Predict
     upload.write_bytes(b"not a picture")
     with pytest.raises(InputError) as info:
         page.predict_page(predictor, upload, tmp_path, FileOptions(), name="room.png")
-    assert str(info.value).startswith("room.png: cannot read image") and str(tmp_path) not in str(
-        info.value
-    )
+    assert str(info.value).startswith("room.png: cannot read image") and str(tmp_path) not in str(info.value)
 
 
 def test_predict_page_without_sum_keeps_no_output(tmp_path: Path) -> None:
