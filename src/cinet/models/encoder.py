@@ -34,6 +34,7 @@ from cinet.errors import CheckpointError, ConfigError, where
 from cinet.models.timm_encoder import (
     TIMM_PREFIX,
     TimmEncoder,
+    check_state_keys,
     check_timm_name,
     timm_model_name,
     timm_normalization,
@@ -48,9 +49,6 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "resnet50": ("resnet50", "ResNet50_Weights"),
     "resnet101": ("resnet101", "ResNet101_Weights"),
 }
-
-# Keys torchvision's ImageNet files may lack (written before BN tracked its step count).
-_OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
 def _dilate_basic_layer(layer: nn.Sequential, dilation: int, previous_dilation: int) -> None:
@@ -150,23 +148,8 @@ class DilatedResNet(nn.Module):
             ) from exc
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
-        own = self.state_dict()
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        for key, ref in own.items():
-            if key not in state:
-                if key.endswith(_OPTIONAL_SUFFIXES):
-                    continue
-                raise CheckpointError(where(source, f"missing key {key!r} for {self.name}"))
-            if tuple(state[key].shape) != tuple(ref.shape):
-                raise CheckpointError(
-                    where(
-                        source,
-                        f"key {key!r} has shape {tuple(state[key].shape)} but {self.name} expects {tuple(ref.shape)}",
-                    )
-                )
-        unexpected = [k for k in state if k not in own]
-        if unexpected:
-            raise CheckpointError(where(source, f"unexpected key {unexpected[0]!r} for {self.name}"))
+        check_state_keys(state, self.state_dict(), self.name, source)
         self.load_state_dict(state, strict=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int]]]:

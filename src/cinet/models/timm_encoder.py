@@ -168,7 +168,19 @@ def check_timm_state_dict(name: str, state: dict[str, torch.Tensor], source: str
     heads = _classifier_prefixes(dict(full.pretrained_cfg))
     own = {k: v for k, v in full.state_dict().items() if not k.startswith(heads)}
     state = {k: v for k, v in state.items() if not k.startswith(heads)}
-    label = f"timm:{name}"
+    check_state_keys(state, own, f"timm:{name}", source)
+    return state
+
+
+def check_state_keys(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], label: str, source: str
+) -> None:
+    """Check that encoder weights ``state`` fit the encoder's own state dict ``own`` key by key.
+
+    Raises:
+        CheckpointError: One line naming ``source`` and the first missing, misshaped or unexpected key
+            (``num_batches_tracked`` may be missing).
+    """
     for key, ref in own.items():
         if key not in state:
             if key.endswith(_OPTIONAL_SUFFIXES):
@@ -184,7 +196,6 @@ def check_timm_state_dict(name: str, state: dict[str, torch.Tensor], source: str
     unexpected = [k for k in state if k not in own]
     if unexpected:
         raise CheckpointError(where(source, f"unexpected key {unexpected[0]!r} for {label}"))
-    return state
 
 
 class TimmEncoder(nn.Module):
