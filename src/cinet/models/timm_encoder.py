@@ -288,8 +288,9 @@ class TimmEncoder(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         s = self.output_stride
         pad_h, pad_w = (s - h % s) % s, (s - w % s) % s  # non-negative operands (see stage_sizes)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        # always pad (a no-op at multiples of s), never branch on the size: torch.export would keep only the branch
+        # of its sample, so a file traced at a multiple of s would skip the padding at every other size
+        x = F.pad(x, (0, pad_w, 0, pad_h))
         feat = self.body(x)[-1]
         if self.channels_last_output:
             feat = feat.permute(0, 3, 1, 2)
