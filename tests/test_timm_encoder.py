@@ -226,7 +226,9 @@ class _Features(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # the input name the exporter's dynamic shapes use
+    def forward(
+        self, images: torch.Tensor
+    ) -> torch.Tensor:  # the input name the exporter's dynamic shapes use
         return self.encoder(images)[0]
 
 

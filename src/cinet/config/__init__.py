@@ -5,48 +5,11 @@
 * :mod:`cinet.config.legacy` — keys of older configs and checkpoints moved to today's layout.
 
 Modules never read this config: the builders in :mod:`cinet.engine.builders` turn it into constructor arguments.
+The names of both modules' ``__all__`` are re-exported here (one list each, kept where the names are defined).
 """
 
-from cinet.config.loader import (
-    bundled_configs,
-    config_to_dict,
-    git_revision,
-    load_config,
-    parse_overrides,
-    read_saved_git,
-    resolve_config_path,
-    save_config,
-)
-from cinet.config.schema import (
-    PAPER_STAGES,
-    AugmentConfig,
-    Config,
-    DataConfig,
-    EvalConfig,
-    LossConfig,
-    ModelConfig,
-    StageConfig,
-    TrainConfig,
-    TrainerConfig,
-)
+from cinet.config import loader, schema
+from cinet.config.loader import *  # noqa: F403
+from cinet.config.schema import *  # noqa: F403
 
-__all__ = [
-    "PAPER_STAGES",
-    "AugmentConfig",
-    "Config",
-    "DataConfig",
-    "EvalConfig",
-    "LossConfig",
-    "ModelConfig",
-    "StageConfig",
-    "TrainConfig",
-    "TrainerConfig",
-    "bundled_configs",
-    "config_to_dict",
-    "git_revision",
-    "load_config",
-    "parse_overrides",
-    "read_saved_git",
-    "resolve_config_path",
-    "save_config",
-]
+__all__ = [*schema.__all__, *loader.__all__]

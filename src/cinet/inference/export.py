@@ -127,6 +127,30 @@ def _info_dict(dataset_info: DatasetInfo | dict[str, Any] | None) -> dict[str, A
     return dict(dataset_info)
 
 
+def save_checked_onnx(proto: Any, path: str | Path, metadata: dict[str, str]) -> None:
+    """Set ``metadata`` in the model's ``metadata_props`` (other keys kept), check the model, write it atomically.
+
+    Args:
+        proto: An ``onnx.ModelProto`` (changed in place: metadata and ``producer_name = "cinet"``).
+        path: Destination; replaced only once the whole file is written.
+        metadata: ``{key: value}`` strings (``cinet.dataset``, ``cinet.model``, ``cinet.quantization``, ...).
+
+    Raises:
+        onnx.checker.ValidationError: The model is not valid ONNX (nothing is written).
+    """
+    import onnx
+
+    kept = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "cinet"
+    onnx.checker.check_model(proto)
+    atomic_write_bytes(path, proto.SerializeToString())
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -214,15 +238,7 @@ def export_onnx(
         ),
         META_EXPORTER: used,
     }
-    kept = [p for p in proto.metadata_props if p.key not in meta]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "cinet"
-    onnx.checker.check_model(proto)
-    atomic_write_bytes(path, proto.SerializeToString())
+    save_checked_onnx(proto, path, meta)
     logger.info(
         "exported %s with the %s exporter (%s)", path, used, "dynamic" if dynamic else f"{height}x{width}"
     )

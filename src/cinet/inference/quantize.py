@@ -225,7 +225,7 @@ def quantize_int8(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from cinet.utils.io import atomic_write_bytes
+    from cinet.inference.export import save_checked_onnx
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     source = onnx.load(str(fp32_path))
@@ -269,13 +269,8 @@ def quantize_int8(
     }
     meta = {p.key: p.value for p in source.metadata_props}
     meta[META_QUANTIZATION] = json.dumps(info)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "cinet"
-    onnx.checker.check_model(proto)
-    atomic_write_bytes(out_path, proto.SerializeToString())
+    del proto.metadata_props[:]  # the float file's metadata, not whatever the quantizer left
+    save_checked_onnx(proto, out_path, meta)
     logger.info("quantized %s -> %s (%d calibration images)", fp32_path, out_path, reader.count)
     return info
 
