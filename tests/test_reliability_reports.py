@@ -311,7 +311,7 @@ def test_photo_too_large_for_memory_is_refused_naming_max_side(
     photo = tmp_path / "in" / "photo.jpg"
     photo.parent.mkdir()
     Image.new("RGB", (4000, 3000), (120, 90, 60)).save(photo, quality=80)
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**30)  # a 1 GiB machine
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**31)  # a 2 GiB machine
     out = tmp_path / "out"
     rc = main(["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out), "--no-progress"])
     assert rc == 2
@@ -319,12 +319,30 @@ def test_photo_too_large_for_memory_is_refused_naming_max_side(
     assert str(photo) in line and "4000x3000" in line
     side = int(re.search(r"--max-side (\d+)", line).group(1))
     assert list(out.iterdir()) == []
-    # the side it names fits, and one step larger would not
+    assert "more than 90% of the 2.0 GiB free" in line
+    # the side it names passes the check again once the run holds the decoded photo (the second check, per batch,
+    # before the forward pass: the real 8000x6000 run was refused there with the first suggestion), one step
+    # larger would not (2 GiB keeps both above MEMORY_CHECK_MIN_PIXELS, below which nothing is checked)
+    loaded = predictor_module.LOADED_BYTES_PER_PIXEL * 4000 * 3000
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**31 - loaded)
     p = predictor_module.Predictor.from_checkpoint(ckpt, max_side=side)
     p.check_fits(3000, 4000, name="photo")
     p.max_side = side + 8
     with pytest.raises(predictor_module.InputError, match="--max-side"):
         p.check_fits(3000, 4000, name="photo")
+
+
+def test_memory_refusal_inside_a_batch_names_the_file(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check that runs again per batch (memory can shrink after the up-front check) names the file too."""
+    import cinet.inference.predictor as predictor_module
+
+    p = predictor_module.Predictor.from_checkpoint(ckpt, keep_size=True)
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**20)
+    image = np.zeros((1100, 1000, 3), np.uint8)  # > MEMORY_CHECK_MIN_PIXELS, so it is checked
+    with pytest.raises(predictor_module.InputError, match=r"^/data/room\.jpg: a 1000x1100 image needs"):
+        p.predict_batch([image], names=["/data/room.jpg"])
+    with pytest.raises(predictor_module.InputError, match=r"^<image 0>: "):
+        p.predict_batch([image])
 
 
 # ------------------------------------------------------------------ 4. one image reader

@@ -356,7 +356,10 @@ def run(args: argparse.Namespace) -> int:
             if not loaded:
                 continue
             preds = predictor.predict_batch(
-                [img for _, _, img in loaded], batch_size=args.batch_size, return_output=keep_output
+                [img for _, _, img in loaded],
+                batch_size=args.batch_size,
+                return_output=keep_output,
+                names=[str(path) for path, _, _ in loaded],
             )
             for (path, stem, _), pred in zip(loaded, preds):
                 written = write_outputs(pred, stem, args.out, predictor, args, points, path)

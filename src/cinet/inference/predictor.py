@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -131,6 +131,9 @@ class Prediction:
 MEMORY_CHECK_MIN_PIXELS = 2**20
 #: Share of the free memory a forward pass may plan to use (the rest: allocator slack, other processes).
 MEMORY_FRACTION = 0.9
+#: Bytes per pixel of the original image that a run holds before its forward pass (decoded uint8 RGB + its float32
+#: copy): the ``--max-side`` an error suggests is sized for the free memory minus these (Predictor.check_fits).
+LOADED_BYTES_PER_PIXEL = 15
 #: Side of the square input of the one-time memory measurement (>= 1024 SUM positions: the tiled path).
 MEASURE_SIDE = 256
 
@@ -489,6 +492,7 @@ class Predictor:
         batch_size: int = 4,
         return_probs: bool = False,
         return_output: bool = False,
+        names: Sequence[str] | None = None,
     ) -> list[Prediction]:
         """Predict many images, ``batch_size`` at a time (images of the same network size share a batch).
 
@@ -497,6 +501,11 @@ class Predictor:
             batch_size: Images per forward pass.
             return_probs: See :meth:`predict`.
             return_output: See :meth:`predict`.
+            names: What error messages call each image (e.g. the file an array was read from); default: the
+                path for paths, ``<image i>`` for arrays.
+
+        Raises:
+            InputError: An image too large for the free memory (:meth:`check_fits`), named as above.
 
         Returns:
             One :class:`Prediction` per image, in order.
@@ -519,7 +528,10 @@ class Predictor:
 
         for i, image in enumerate(images):
             rgb, x, geom = self.prepare(image)
-            name = str(image) if isinstance(image, str | Path) else f"<image {i}>"
+            if names is not None:
+                name = str(names[i])
+            else:
+                name = str(image) if isinstance(image, str | Path) else f"<image {i}>"
             self.check_fits(*geom.orig, batch=min(batch_size, 1 + len(pending)), name=name)
             if pending and (pending[0][3].padded != geom.padded or len(pending) >= batch_size):
                 flush()
@@ -573,6 +585,12 @@ class Predictor:
         Only images larger than :data:`MEMORY_CHECK_MIN_PIXELS` are checked (smaller ones fit anywhere
         cinet runs, and the one-time measurement of :meth:`forward_bytes` is then skipped).
 
+        The image fits when its estimate is at most :data:`MEMORY_FRACTION` of the free memory. The
+        ``--max-side`` the error suggests fits in that share of the free memory minus what the run itself holds
+        when the check runs again before the forward pass (the decoded image and its float copy,
+        :data:`LOADED_BYTES_PER_PIXEL` bytes per pixel of the original), so that running again with the
+        suggestion passes both checks.
+
         Raises:
             InputError: One line naming the file, the memory needed and free, and the ``--max-side`` (the
                 ``max_side`` option of :class:`Predictor`) that fits.
@@ -585,13 +603,14 @@ class Predictor:
         if free is None or need <= MEMORY_FRACTION * free:
             return
         side = max(height, width)
+        budget = free - LOADED_BYTES_PER_PIXEL * height * width * batch
         lo, hi = self.pad_multiple, side  # largest max_side whose estimate fits (monotone in max_side)
         saved = self.max_side
         try:
             while lo < hi:
                 mid = (lo + hi + 1) // 2
                 self.max_side = mid
-                if self.forward_bytes(height, width, batch) <= MEMORY_FRACTION * free:
+                if self.forward_bytes(height, width, batch) <= MEMORY_FRACTION * budget:
                     lo = mid
                 else:
                     hi = mid - 1
@@ -600,7 +619,8 @@ class Predictor:
         gib = 2.0**30
         raise InputError(
             f"{name}: a {width}x{height} image needs about {need / gib:.1f} GiB to predict on {self.device}, "
-            f"{free / gib:.1f} GiB is free; pass --max-side {lo} (or less) to predict it at a lower resolution"
+            f"more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free; pass --max-side {lo} (or less) "
+            "to predict it at a lower resolution"
         )
 
     # ------------------------------------------------------------------ helpers
