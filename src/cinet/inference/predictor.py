@@ -131,9 +131,13 @@ class Prediction:
 MEMORY_CHECK_MIN_PIXELS = 2**20
 #: Share of the free memory a forward pass may plan to use (the rest: allocator slack, other processes).
 MEMORY_FRACTION = 0.9
-#: Bytes per pixel of the original image that a run holds before its forward pass (decoded uint8 RGB + its float32
-#: copy): the ``--max-side`` an error suggests is sized for the free memory minus these (Predictor.check_fits).
-LOADED_BYTES_PER_PIXEL = 15
+#: Bytes per pixel of the original image that a run holds when the check runs again before the forward pass (the
+#: decoded uint8 RGB, and one copy of it): the ``--max-side`` an error suggests is sized for the free memory minus
+#: these (Predictor.check_fits). The float tensors are made after that check.
+LOADED_BYTES_PER_PIXEL = 6
+#: The suggested ``--max-side`` plans for this share of what is left, for the free memory of the next run differing
+#: from this one's (measured: 0.3-0.5 GiB of 19-20 GiB between two runs of the same command).
+SUGGEST_MARGIN = 0.95
 #: Side of the square input of the one-time memory measurement (>= 1024 SUM positions: the tiled path).
 MEASURE_SIDE = 256
 
@@ -425,11 +429,14 @@ class Predictor:
             ``(rgb HxWx3 uint8, input [3,Hp,Wp] float32 on the device, geometry)``.
         """
         rgb = load_image(image)
-        h, w = rgb.shape[:2]
-        geometry = self.geometry(h, w)
+        geometry = self.geometry(*rgb.shape[:2])
+        return rgb, self._network_input(rgb, geometry), geometry
+
+    def _network_input(self, rgb: np.ndarray, geometry: Geometry) -> torch.Tensor:
+        """``rgb`` HxWx3 uint8 -> the normalised network input [3,Hp,Wp] float32 on the device."""
         x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0  # [1,3,H,W]
         x = (x - self._mean) / self._std
-        return rgb, to_network(x, geometry)[0], geometry
+        return to_network(x, geometry)[0]
 
     # ------------------------------------------------------------------ inference
 
@@ -527,12 +534,15 @@ class Predictor:
             pending.clear()
 
         for i, image in enumerate(images):
-            rgb, x, geom = self.prepare(image)
             if names is not None:
                 name = str(names[i])
             else:
                 name = str(image) if isinstance(image, str | Path) else f"<image {i}>"
+            rgb = load_image(image)
+            geom = self.geometry(*rgb.shape[:2])
+            # checked before the float tensors exist: only the decoded image is held (LOADED_BYTES_PER_PIXEL)
             self.check_fits(*geom.orig, batch=min(batch_size, 1 + len(pending)), name=name)
+            x = self._network_input(rgb, geom)
             if pending and (pending[0][3].padded != geom.padded or len(pending) >= batch_size):
                 flush()
             results.append(None)
@@ -587,9 +597,11 @@ class Predictor:
 
         The image fits when its estimate is at most :data:`MEMORY_FRACTION` of the free memory. The
         ``--max-side`` the error suggests fits in that share of the free memory minus what the run itself holds
-        when the check runs again before the forward pass (the decoded image and its float copy,
-        :data:`LOADED_BYTES_PER_PIXEL` bytes per pixel of the original), so that running again with the
-        suggestion passes both checks.
+        when the check runs again before the forward pass (the decoded image, :data:`LOADED_BYTES_PER_PIXEL`
+        bytes per pixel of the original) and :data:`SUGGEST_MARGIN` of that, so that running again with the
+        suggestion passes both checks. (Measured:
+        an 8000x6000 photo, whose float tensors were made before this second check in an earlier version, took
+        0.9 GiB between the two checks and was refused with the first suggestion.)
 
         Raises:
             InputError: One line naming the file, the memory needed and free, and the ``--max-side`` (the
@@ -603,7 +615,7 @@ class Predictor:
         if free is None or need <= MEMORY_FRACTION * free:
             return
         side = max(height, width)
-        budget = free - LOADED_BYTES_PER_PIXEL * height * width * batch
+        budget = SUGGEST_MARGIN * (free - LOADED_BYTES_PER_PIXEL * height * width * batch)
         lo, hi = self.pad_multiple, side  # largest max_side whose estimate fits (monotone in max_side)
         saved = self.max_side
         try:
