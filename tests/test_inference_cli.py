@@ -146,7 +146,7 @@ def test_missing_input_and_unwritable_out(
     out = blocker / "sub"  # a folder below a file cannot be created
     assert main(["predict", "--checkpoint", str(ckpt), str(images / "room.png"), "--out", str(out)]) == 2
     line = _stderr_line(capsys)
-    assert str(out) in line and "not writable" in line
+    assert str(out) in line and "cannot be created (" in line and "is a file, not a folder" in line
 
 
 def test_mismatched_and_truncated_checkpoint(
@@ -176,3 +176,43 @@ def test_attention_needs_sum(images: Path, tmp_path: Path, capsys: pytest.Captur
     line = _stderr_line(capsys)
     assert str(base) in line and "SUM" in line
     assert main([*args, "--features"]) == 0  # the fsm variant has the sharing module
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["--attention", "50,2"],
+            "--attention pixel (50, 2) is outside the 48x40 image",
+        ),  # the second image only
+        (["--device", "gpu"], "--device: 'gpu' is not a device"),
+        (["--device", "cuda:7"], "--device cuda:7: "),
+        (["--checkpoint", "missing.ckpt"], "missing.ckpt"),
+    ],
+)
+def test_refusals_write_nothing_not_even_the_folder(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expected: str
+) -> None:
+    """Every refusal comes before the first file: no output folder, no image's results (was: the first image's
+    files and an empty folder)."""
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.fromarray(synthetic_image(60, 80)).save(big)
+    Image.fromarray(synthetic_image(40, 48)).save(small)
+    out = tmp_path / "out" / "nested"
+    args = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        str(big),
+        str(small),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+    if extra[0] == "--checkpoint":
+        args = ["predict", "--checkpoint", str(tmp_path / extra[1]), str(big), str(small), "--out", str(out)]
+    assert main(args) == 2
+    line = _stderr_line(capsys)
+    assert expected in line
+    assert not (tmp_path / "out").exists()

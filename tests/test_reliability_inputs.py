@@ -427,7 +427,7 @@ def test_output_directory_cannot_be_written(
     blocker.write_bytes(SENTINEL)
     target = blocker / "out"
     rc = main(["predict", "--checkpoint", str(ckpts["good"]), str(image), "--out", str(target)])
-    one_line_error(capsys, rc, str(target), "not writable")
+    one_line_error(capsys, rc, str(target), "cannot be created")
     rc = main(["export", "--checkpoint", str(ckpts["good"]), "--onnx", str(target / "m.onnx"), "--no-check"])
     one_line_error(capsys, rc, str(blocker))
     rc = main(["data", "preview", "synthetic", "--num", "1", "--out", str(target), "size=[32,40]"])
@@ -443,3 +443,37 @@ def test_output_directory_cannot_be_written(
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="root not found"):
         main(["--debug", "data", "preview", "folder", "--root", str(tmp_path / "missing")])
+
+
+# a value of the wrong type for any dataset option: one ConfigError line naming data.<key> (was a traceback, exit 1)
+
+
+def _dataset_option_cases() -> list[tuple[str, str]]:
+    from cinet.data import DATASETS, dataset_class
+
+    return [(name, key) for name in DATASETS for key in dataset_class(name).OPTIONS]
+
+
+@pytest.mark.parametrize(("name", "key"), _dataset_option_cases())
+def test_wrong_type_of_any_dataset_option_is_one_line(name: str, key: str) -> None:
+    import typing
+
+    from cinet.data import dataset_class, dataset_info
+    from cinet.errors import ConfigError
+
+    hint = typing.get_type_hints(dataset_class(name).__init__)[key]
+    bad = "abc" if hint is not str else 3  # a string where no option takes one; a number for a string option
+    with pytest.raises(ConfigError) as err:
+        dataset_info(name, root="/nonexistent", **{key: bad})
+    msg = str(err.value)
+    assert msg.startswith(f"data.{key}: ") and "\n" not in msg and "expected" in msg
+
+
+def test_right_types_of_dataset_options_pass() -> None:
+    from cinet.data import dataset_info
+
+    dataset_info(
+        "folder", root="/x", depth_scale=5000, num_classes=40, intrinsics=[518.8, 519.5, 325.6, 253.7]
+    )
+    dataset_info("synthetic", size=[64, 80], length=4, holes=True)
+    dataset_info("nyuv2", root="/x", classes=13)

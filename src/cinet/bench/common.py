@@ -17,13 +17,10 @@ import torch
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but no CUDA device is available")
-    return device
+    """``auto`` -> CUDA when available else CPU; otherwise the named device (:func:`cinet.utils.device.resolve_device`)."""
+    from cinet.utils.device import resolve_device
+
+    return resolve_device(name)
 
 
 def synchronize(device: torch.device) -> None:

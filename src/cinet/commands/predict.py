@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
 from cinet.inference.visualize import DEPTH_CMAPS
+from cinet.utils.io import check_writable_dir
 
 if TYPE_CHECKING:
     from cinet.inference.files import FileOptions
@@ -201,18 +202,37 @@ def unique_stems(files: list[Path], suffixes: list[str] | tuple[str, ...] = OUTP
     return stems
 
 
-def check_memory(predictor: Predictor, files: list[Path]) -> None:
-    """Refuse, before anything is predicted, an image too large for the free memory (names ``--max-side``)."""
+def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
+    """``(height, width)`` of each file as the image reader returns it (EXIF-turned), from the headers only."""
     from PIL import Image
 
+    from cinet.data.base import EXIF_TRANSPOSING, exif_orientation
+
+    sizes = []
     for f in files:
         with Image.open(f) as img:
-            width, height = img.size  # header only; EXIF rotation does not change the pixel count
+            width, height = img.size
+        if exif_orientation(f) in EXIF_TRANSPOSING:
+            width, height = height, width
+        sizes.append((height, width))
+    return sizes
+
+
+def check_before_writing(predictor: Predictor, files: list[Path], points: list[tuple[float, float]]) -> None:
+    """Refuse, before anything is written, an image too large for the free memory (names ``--max-side``) or
+    smaller than an ``--attention`` pixel (names the file)."""
+    for f, (height, width) in zip(files, image_sizes(files)):
         predictor.check_fits(height, width, name=str(f))
+        for x, y in points:
+            if not (0 <= x < width and 0 <= y < height):
+                raise InputError(
+                    f"{f}: --attention pixel ({x:g}, {y:g}) is outside the {width}x{height} image"
+                )
 
 
 def ensure_output_dir(out: Path) -> None:
     """Create ``out`` and check that a file can be written there (InputError naming it otherwise)."""
+    check_writable_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -325,14 +345,15 @@ def run(args: argparse.Namespace) -> int:
     files = check_images(expand_inputs(args.inputs), args.skip_bad)
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")
-    ensure_output_dir(args.out)
+    check_writable_dir(args.out)  # creates nothing: every check below runs before the folder exists
     opts = {"mode": args.fit, "max_side": args.max_side, "keep_size": args.keep_size}
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, device=args.device, **opts)
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
     _check_requests(predictor, args)
-    check_memory(predictor, files)
+    check_before_writing(predictor, files, points)
+    ensure_output_dir(args.out)
     keep_output = bool(points or args.features)
 
     stems = unique_stems(files, output_suffixes(args, points))

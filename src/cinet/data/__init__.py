@@ -66,7 +66,62 @@ def dataset_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def _type_fits(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` (as YAML or an override gives it) fits the annotation ``hint``; None: not checkable."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_type_fits(value, arg) for arg in typing.get_args(hint)]
+        return True if any(v is True for v in verdicts) else (None if None in verdicts else False)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if not args:
+            return True
+        if origin is tuple and Ellipsis not in typing.get_args(hint) and len(args) != len(value):
+            return False
+        verdicts = [_type_fits(v, args[0] if len(args) == 1 else a) for v, a in zip(value, args * len(value))]
+        return None if None in verdicts else all(verdicts)
+    return None
+
+
+def _describe(hint: Any) -> str:
+    words = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+    if hint in words:
+        return words[hint]
+    return str(hint).replace("typing.", "").replace("NoneType", "null")
+
+
+def _check_option_types(name: str, cls: type, options: dict[str, Any]) -> None:
+    """One ConfigError line for an option value of the wrong type (checked against ``cls.__init__``'s hints)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: leave the checks to the class
+        return
+    for key, value in options.items():
+        if key in hints and _type_fits(value, hints[key]) is False:
+            raise ConfigError(
+                f"data.{key}: {value!r} is not a valid value for dataset {name!r} (expected {_describe(hints[key])})"
+            )
+
+
 def _check_options(name: str, cls: type, options: dict[str, Any]) -> None:
+    _check_option_types(name, cls, {k: v for k, v in options.items() if k in cls.OPTIONS})
     unknown = sorted(set(options) - set(cls.OPTIONS))
     if unknown:
         allowed = ", ".join(cls.OPTIONS) or "none"

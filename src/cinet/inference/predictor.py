@@ -33,6 +33,7 @@ from cinet.errors import InputError
 from cinet.inference.preprocess import FIT_MODES, Geometry, plan_geometry, to_network, training_side
 from cinet.models.cinet import require_joint
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
+from cinet.utils.device import resolve_device
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -217,12 +218,6 @@ def _slice_output(out: CINetOutput, i: int) -> CINetOutput:
     )
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Predictor:
     """Depth + segmentation for any image with a trained CI-Net.
 
@@ -274,7 +269,7 @@ class Predictor:
         if max_side is not None and max_side < pad_multiple:
             raise ValueError(f"max_side must be >= pad_multiple ({pad_multiple}), got {max_side}")
         self.info = info if isinstance(info, DatasetInfo) else DatasetInfo.from_dict(info)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.mode = mode
         self.pad_multiple = pad_multiple
         self.max_side = max_side
@@ -319,7 +314,7 @@ class Predictor:
         from cinet.errors import CheckpointError
         from cinet.inference.preprocess import training_size_of
 
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         model, payload = load_model(path, dev)
         dataset = payload.get("dataset") or {}
         if not dataset:
