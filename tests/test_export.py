@@ -88,3 +88,16 @@ def test_cli_export_and_predict_onnx(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert rc == 2
     assert "PyTorch checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", [["--height", "480"], ["--width", "64"], ["--height", "0", "--width", "0"]])
+def test_fixed_size_needs_both_sides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: list[str]
+) -> None:
+    """``--height`` alone made a 480x128 file (the width taken from the training size: every image squashed)."""
+    ck = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ck), "--onnx", str(out), *given]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and ("--height" in err[0] or "--width" in err[0]), err
+    assert not out.exists()

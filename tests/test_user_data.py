@@ -176,7 +176,10 @@ def test_wrong_depth_scale_is_named(tmp_path: Path, caplog, capsys: pytest.Captu
     lines = [r.getMessage() for r in caplog.records if "depth_scale" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "100% of valid depth is outside the dataset's range 0.001-10 m" in lines[0]
-    assert "(observed 1000-4000 m (median 2500 m) in 4 samples); check depth_scale" in lines[0], lines[0]
+    assert (
+        "(observed 1000-4000 m (1st-99th percentile, median 2500 m) in 4 samples); check depth_scale"
+        in lines[0]
+    ), lines[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the right scale: no warning
         assert main(["data", "preview", "folder", "--root", str(root), "--out", str(out)]) == 0

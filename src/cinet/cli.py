@@ -26,7 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "a web page to try a checkpoint: depth, segmentation, 3D points, attention",
     ),
     "export": ("cinet.commands.export", "export a checkpoint to ONNX (checked with onnxruntime)"),
-    "bench": ("cinet.commands.bench", "benchmarks (attention, train-step, inference), JSON output"),
+    "bench": ("cinet.commands.bench", "benchmarks (attention, train-step, inference, encoders), JSON output"),
     "data": ("cinet.commands.data", "dataset tools (preview)"),
 }
 

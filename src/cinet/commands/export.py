@@ -125,8 +125,13 @@ def run(args: argparse.Namespace) -> int:
         ref_h, ref_w = train_size
     elif info is not None and info.reference_size is not None:
         ref_w, ref_h = info.reference_size
-    height = args.height or ref_h
-    width = args.width or ref_w
+    if (args.height is None) != (args.width is None):
+        given = "--height" if args.height is not None else "--width"
+        raise InputError(
+            f"{given}: give --height and --width together (a fixed-size file), or neither (dynamic)"
+        )
+    height = args.height if args.height is not None else ref_h
+    width = args.width if args.width is not None else ref_w
     args.dynamic = args.dynamic or (args.height is None and args.width is None)
     args.train_size = train_size
     if height < 8 or width < 8:

@@ -66,12 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--depth-range", metavar="MIN,MAX", default=None, help="fixed depth range of the colour map in metres"
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the segmentation overlay (0..1)")
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the segmentation overlay (0..1, default 0.5)"
+    )
     parser.add_argument(
         "--ply", action="store_true", help="also write <stem>.ply (coloured, labelled points)"
     )
     parser.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
-    parser.add_argument("--ply-stride", type=int, default=1, help="keep every N-th row and column in the PLY")
+    parser.add_argument(
+        "--ply-stride", type=int, default=1, help="keep every N-th row and column in the PLY (default 1)"
+    )
     parser.add_argument(
         "--intrinsics",
         metavar="FX,FY,CX,CY",
@@ -243,11 +247,11 @@ def ensure_output_dir(out: Path) -> None:
         ) from exc
 
 
-def _pair(text: str, option: str, kind: type = float) -> tuple[Any, Any]:
+def _pair(text: str, option: str, kind: type = float, names: str = "A,B") -> tuple[Any, Any]:
     try:
         a, b = (kind(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"{option}: expected two numbers 'A,B', got {text!r}") from None
+        raise InputError(f"{option}: expected two numbers '{names}', got {text!r}") from None
     return a, b
 
 
@@ -336,11 +340,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
     if args.max_side is not None and args.max_side < 8:
         raise InputError(f"--max-side: must be >= 8, got {args.max_side}")
-    args.depth_range_pair = _pair(args.depth_range, "--depth-range") if args.depth_range else None
+    args.depth_range_pair = (
+        _pair(args.depth_range, "--depth-range", names="MIN,MAX") if args.depth_range else None
+    )
     if args.depth_range_pair and not 0 <= args.depth_range_pair[0] < args.depth_range_pair[1]:
         raise InputError(f"--depth-range: need 0 <= MIN < MAX, got {args.depth_range}")
     args.intrinsics_tuple = parse_intrinsics(args.intrinsics) if args.intrinsics else None
-    points = [_pair(a, "--attention") for a in args.attention]
+    points = [_pair(a, "--attention", names="X,Y") for a in args.attention]
 
     files = check_images(expand_inputs(args.inputs), args.skip_bad)
     if not files:

@@ -48,7 +48,7 @@ class DepthSummary:
         """E.g. ``observed 1.517-5.228 m (median 2.965 m) in 4 samples`` (the range: 1st-99th percentile)."""
         if self.valid == 0:
             return f"no valid depth in {self.samples} samples"
-        return f"observed {self.low:.4g}-{self.high:.4g} m (median {self.median:.4g} m) in {self.samples} samples"
+        return f"observed {self.low:.4g}-{self.high:.4g} m (1st-99th percentile, median {self.median:.4g} m) in {self.samples} samples"
 
 
 def _raw_depth(dataset: Any, index: int) -> np.ndarray | None:
