@@ -8,10 +8,13 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet train`` (cheap: no torch import)."""
+    from cinet.config.loader import bundled_configs
+
     parser.add_argument(
         "--config",
         "-c",
-        help="YAML config file, or a bundled config by name (smoke, demo, synthetic, nyuv2, sunrgbd, cityscapes, ablation); default: built-in defaults",
+        help=f"YAML config file, or a bundled config by name ({', '.join(bundled_configs())}); default: built-in "
+        "defaults",
     )
     parser.add_argument("--run-dir", help="run directory (default runs/<config>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
