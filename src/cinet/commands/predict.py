@@ -235,8 +235,10 @@ def check_before_writing(predictor: Predictor, files: list[Path], points: list[t
 
 
 def ensure_output_dir(out: Path) -> None:
-    """Create ``out`` and check that a file can be written there (InputError naming it otherwise)."""
-    check_writable_dir(out)
+    """Create ``out`` and check that a file can be written there (InputError naming it otherwise).
+
+    ``run`` has already called :func:`cinet.utils.io.check_writable_dir` on ``out`` (nothing created then).
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
