@@ -81,6 +81,46 @@ def test_attention_bench_skips_naive_that_does_not_fit(monkeypatch: pytest.Monke
     assert row["estimated_naive_bytes"] > 32 * 2**30
 
 
+def test_attention_step_flops_by_hand() -> None:
+    from cinet.bench.attention import step_flops
+
+    # forward: QK^T (2*1*10*10*4 = 800) + sigmoid(.)V (2*1*10*10*3 = 600) + BCE's QK^T (800) = 2200; x3 with
+    # the backward (two gradient products per product) = 6600
+    assert step_flops(1, 10, 3, 4) == 6600
+    assert step_flops(2, 10, 3, 4) == 2 * 6600
+
+
+def test_attention_measure_in_bfloat16() -> None:
+    import torch
+
+    from cinet.bench import attention
+
+    for impl in ("naive", "tiled"):
+        row = attention.measure(impl, 1, 64, 8, 8, torch.device("cpu"), 1, 0, None, "bfloat16")
+        assert row["impl"] == impl and row["median_s"] > 0
+        assert row["tflops"] == float(f"{attention.step_flops(1, 64, 8, 8) / row['median_s'] / 1e12:.4g}")
+    x = attention._inputs(1, 4, 2, 2, torch.device("cpu"), torch.bfloat16)
+    assert {x[k].dtype for k in ("q", "k", "v", "g")} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "names"),
+    [
+        ("--dtypes", "float32,float8", "'float8'"),
+        ("--sizes", "8x4800x512", "'8x4800x512'"),
+        ("--sizes", "8xax1x1", "BxNxCxD"),
+    ],
+)
+def test_attention_bench_bad_option_is_one_line(
+    option: str, value: str, names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["bench", "attention", "--device", "cpu", option, value]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"error: {option}: ") and names in line
+
+
 def test_parse_sizes_rejects_bad_input() -> None:
     from cinet.bench.attention import parse_sizes
 

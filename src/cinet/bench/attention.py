@@ -15,6 +15,11 @@ Peak memory, stated in the JSON (``memory_method``):
   independent figure ``tensor_peak_bytes`` comes from one more step under ``torch.profiler`` with
   ``profile_memory=True`` (peak of the live-tensor counter).
 
+Each row also gives ``tflops``: the useful floating-point operations of the step
+(:func:`step_flops`, the products the naive path computes, no recomputation counted) over the median time.
+``--dtypes`` repeats every size per input dtype (bf16 / fp16: Q, K, V and the upstream gradient in that dtype,
+as under autocast).
+
 A naive measurement that would not fit (estimate ``NAIVE_BYTES_PER_MAP_ELEMENT * B N^2`` vs 80% of the
 available RAM / free GPU memory) is skipped with the reason, and the tiled one runs alone.
 """
@@ -55,11 +60,36 @@ def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
     """``"BxNxCxD,..."`` -> [(B, N, C, D), ...]."""
     sizes = []
     for item in text.split(","):
-        parts = [int(p) for p in item.strip().lower().split("x")]
+        try:
+            parts = [int(p) for p in item.strip().lower().split("x")]
+        except ValueError:
+            parts = []
         if len(parts) != 4 or min(parts) < 1:
-            raise ValueError(f"size {item!r} must be BxNxCxD with positive integers")
+            raise ValueError(f"--sizes: {item!r} must be BxNxCxD with positive integers")
         sizes.append((parts[0], parts[1], parts[2], parts[3]))
     return sizes
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtypes(text: str) -> list[str]:
+    """``"float32,bfloat16"`` -> ["float32", "bfloat16"]; raises ValueError naming an unknown dtype."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in DTYPES:
+            raise ValueError(f"--dtypes: {name!r} not in {', '.join(DTYPES)}")
+    return names
+
+
+def step_flops(b: int, n: int, c: int, d: int) -> int:
+    """Useful FLOPs of one forward + backward of the benchmarked step.
+
+    Forward: ``Q K^T`` (2 B N^2 D) and ``sigmoid(.) V`` (2 B N^2 C) for the SUM product, ``Q K^T`` again
+    (2 B N^2 D) for the BCE; backward: twice the forward (each product gives two gradient products).
+    Total ``6 B N^2 (2 D + C)``; elementwise work (sigmoid, BCE) is not counted.
+    """
+    return 6 * b * n * n * (2 * d + c)
 
 
 def estimate_naive_bytes(b: int, n: int, c: int, d: int) -> int:
@@ -67,12 +97,14 @@ def estimate_naive_bytes(b: int, n: int, c: int, d: int) -> int:
     return NAIVE_BYTES_PER_MAP_ELEMENT * b * n * n + 4 * 4 * b * n * (c + d)
 
 
-def _inputs(b: int, n: int, c: int, d: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _inputs(
+    b: int, n: int, c: int, d: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    q = (torch.randn(b, n, d, generator=g) / d**0.5).to(device).requires_grad_()  # [B,N,D]
-    k = torch.randn(b, n, d, generator=g).to(device).requires_grad_()  # [B,N,D]
-    v = torch.randn(b, n, c, generator=g).to(device).requires_grad_()  # [B,N,C]
-    upstream = torch.randn(b, n, c, generator=g).to(device)  # [B,N,C]
+    q = (torch.randn(b, n, d, generator=g) / d**0.5).to(device, dtype).requires_grad_()  # [B,N,D]
+    k = torch.randn(b, n, d, generator=g).to(device, dtype).requires_grad_()  # [B,N,D]
+    v = torch.randn(b, n, c, generator=g).to(device, dtype).requires_grad_()  # [B,N,C]
+    upstream = torch.randn(b, n, c, generator=g).to(device, dtype)  # [B,N,C]
     labels = torch.randint(0, 13, (b, n), generator=g)
     labels[torch.rand(b, n, generator=g) < 0.1] = 255
     return {"q": q, "k": k, "v": v, "g": upstream, "labels": labels.to(device)}
@@ -99,12 +131,14 @@ def measure(
     repeat: int,
     warmup: int,
     tile: int | None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Time and peak memory of one forward + backward for ``impl`` (in this process)."""
     from cinet.ops import resolve_impl
 
-    _step(impl, _inputs(1, 64, 16, 16, device), tile)  # initialise libraries before the baseline
-    x = _inputs(b, n, c, d, device)
+    torch_dtype = DTYPES[dtype]
+    _step(impl, _inputs(1, 64, 16, 16, device, torch_dtype), tile)  # initialise libraries before the baseline
+    x = _inputs(b, n, c, d, device, torch_dtype)
     q = x["q"]
 
     def step() -> None:
@@ -125,6 +159,7 @@ def measure(
         "peak_bytes": int(peak),
         "peak_mib": round(peak / 2**20, 1),
         **{key: val for key, val in timing.items()},
+        "tflops": float(f"{step_flops(b, n, c, d) / max(timing['median_s'], 1e-12) / 1e12:.4g}"),
     }
     if device.type == "cpu":  # allocator-independent second figure (after the RSS measurement)
         tensor_peak = tensor_peak_bytes(step)
@@ -159,10 +194,12 @@ def _measure_fresh(
     repeat: int,
     warmup: int,
     tile: int | None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     if device.type == "cuda":
-        return measure(impl, *size, device, repeat, warmup, tile)
+        return measure(impl, *size, device, repeat, warmup, tile, dtype)
     spec = {
+        "dtype": dtype,
         "impl": impl,
         "size": list(size),
         "device": str(device),
@@ -180,8 +217,15 @@ def run_attention(
     warmup: int = 1,
     impls: str | None = None,
     tile: int | None = None,
+    *,
+    dtypes: str = "float32",
 ) -> dict[str, Any]:
-    """Benchmark every size; returns the JSON-ready result (see module docstring)."""
+    """Benchmark every size (and input dtype); returns the JSON-ready result (see module docstring).
+
+    Raises:
+        ValueError: A malformed size or an unknown dtype.
+    """
+    dtype_names = parse_dtypes(dtypes)
     dev = pick_device(device)
     names = (impls or ("naive,tiled,triton" if dev.type == "cuda" else "naive,tiled")).split(",")
     if dev.type == "cuda":
@@ -193,9 +237,10 @@ def run_attention(
             "peak RSS (getrusage ru_maxrss) minus peak RSS after inputs are allocated; fresh subprocess each"
         )
     rows = []
-    for size in parse_sizes(sizes):
+    for size, dtype in [(size, dt) for size in parse_sizes(sizes) for dt in dtype_names]:
         b, n, c, d = size
         row: dict[str, Any] = {
+            "dtype": dtype,
             "B": b,
             "N": n,
             "C": c,
@@ -207,7 +252,7 @@ def run_attention(
                 row[impl] = {"skipped": f"estimated {row['estimated_naive_bytes'] / 2**30:.1f} GiB > budget "
                              f"{budget / 2**30:.1f} GiB ({FIT_FRACTION:.0%} of available memory)"}  # fmt: skip
                 continue
-            row[impl] = _measure_fresh(impl, size, dev, repeat, warmup, tile)
+            row[impl] = _measure_fresh(impl, size, dev, repeat, warmup, tile, dtype)
         naive = row.get("naive", {})
         for impl in names:
             other = row.get(impl, {})
@@ -224,7 +269,7 @@ def run_attention(
         rows.append(row)
     return {
         "benchmark": "attention",
-        "what": "forward+backward of sigmoid(QK^T)V/N (SUM, Eq. 1-2) + attention BCE (Eq. 4), float32",
+        "what": "forward+backward of sigmoid(QK^T)V/N (SUM, Eq. 1-2) + attention BCE (Eq. 4)",
         "memory_method": method,
         "timing": f"median (and min) of {repeat} runs after {warmup} warm-up; wall clock",
         "tile": tile,
@@ -242,6 +287,7 @@ def _worker(spec_json: str) -> int:
         spec["repeat"],
         spec["warmup"],
         spec["tile"],
+        spec.get("dtype", "float32"),
     )
     print(json.dumps(result))
     return 0

@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--impls", default=None, help="comma-separated implementations (default naive,tiled[,triton])"
     )
     att.add_argument("--tile", type=int, default=None, help="tile size (query rows per block)")
+    att.add_argument(
+        "--dtypes",
+        default="float32",
+        help="comma-separated input dtypes among float32, bfloat16, float16 (default float32)",
+    )
 
     tr = sub.add_parser("train-step", help="images/s and FLOP/s of a full training step")
     common(tr)
@@ -96,10 +101,18 @@ def run(args: argparse.Namespace) -> int:
     from cinet.bench.common import emit
 
     if args.benchmark == "attention":
-        from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, run_attention
+        from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, parse_dtypes, parse_sizes, run_attention
+        from cinet.errors import InputError
 
         sizes = args.sizes or (TINY_SIZES if args.tiny else DEFAULT_SIZES)
-        result = run_attention(sizes, args.device, args.repeat, args.warmup, args.impls, args.tile)
+        try:  # bad sizes / dtypes: one line, exit 2, before any measurement
+            parse_sizes(sizes)
+            parse_dtypes(args.dtypes)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        result = run_attention(
+            sizes, args.device, args.repeat, args.warmup, args.impls, args.tile, dtypes=args.dtypes
+        )
     elif args.benchmark == "train-step":
         from cinet.bench.train_step import run_train_step
 
