@@ -186,6 +186,7 @@ def test_attention_needs_sum(images: Path, tmp_path: Path, capsys: pytest.Captur
             "--attention pixel (50, 2) is outside the 48x40 image",
         ),  # the second image only
         (["--device", "gpu"], "--device: 'gpu' is not a device"),
+        (["--max-side", "5"], "--max-side: must be >= 8 (or 0), got 5"),
         (["--device", "cuda:7"], "--device cuda:7: "),
         (["--checkpoint", "missing.ckpt"], "missing.ckpt"),
     ],
@@ -216,3 +217,15 @@ def test_refusals_write_nothing_not_even_the_folder(
     line = _stderr_line(capsys)
     assert expected in line
     assert not (tmp_path / "out").exists()
+
+
+def test_max_side_zero_means_none_as_in_serve(ckpt: Path, images: Path, tmp_path: Path) -> None:
+    """``--max-side 0`` is the default (no max-side; the training-size rule), as ``cinet serve --max-side 0``."""
+    src = images / "big.jpg"
+    for name, extra in (("default", []), ("zero", ["--max-side", "0"])):
+        argv = ["predict", "--checkpoint", str(ckpt), str(src), "--out", str(tmp_path / name), "--no-progress"]
+        assert main([*argv, *extra]) == 0
+    a = np.asarray(Image.open(tmp_path / "default" / "big_depth.png"))
+    b = np.asarray(Image.open(tmp_path / "zero" / "big_depth.png"))
+    assert a.shape == (80, 112)
+    np.testing.assert_array_equal(a, b)

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-side",
         type=int,
         default=None,
-        help="resize images whose longer side is larger down to this first (replaces the training-size rule)",
+        help="resize images whose longer side is larger down to this first (replaces the training-size rule; "
+        "0 = none, the default, as in 'cinet serve')",
     )
     parser.add_argument(
         "--keep-size",
@@ -340,8 +341,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--ply-stride: must be >= 1, got {args.ply_stride}")
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
+    if args.max_side == 0:  # none (the training-size rule), as in `cinet serve --max-side 0`
+        args.max_side = None
     if args.max_side is not None and args.max_side < 8:
-        raise InputError(f"--max-side: must be >= 8, got {args.max_side}")
+        raise InputError(f"--max-side: must be >= 8 (or 0), got {args.max_side}")
     args.depth_range_pair = (
         _pair(args.depth_range, "--depth-range", names="MIN,MAX") if args.depth_range else None
     )

@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_SIDE,
         help=f"resize images whose longer side is larger down to this first (default: {DEFAULT_MAX_SIDE}; "
-        "0 = never); results come back at the image size, as with 'cinet predict --max-side'",
+        "0 = none: images far from the training size are scaled to it, as 'cinet predict' does without "
+        "--max-side); results come back at the image size, as with 'cinet predict --max-side'",
     )
     parser.add_argument(
         "--fit", choices=("pad", "resize"), default="pad", help="network input: reflect padding or resizing"
