@@ -223,7 +223,15 @@ def test_max_side_zero_means_none_as_in_serve(ckpt: Path, images: Path, tmp_path
     """``--max-side 0`` is the default (no max-side; the training-size rule), as ``cinet serve --max-side 0``."""
     src = images / "big.jpg"
     for name, extra in (("default", []), ("zero", ["--max-side", "0"])):
-        argv = ["predict", "--checkpoint", str(ckpt), str(src), "--out", str(tmp_path / name), "--no-progress"]
+        argv = [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            str(src),
+            "--out",
+            str(tmp_path / name),
+            "--no-progress",
+        ]
         assert main([*argv, *extra]) == 0
     a = np.asarray(Image.open(tmp_path / "default" / "big_depth.png"))
     b = np.asarray(Image.open(tmp_path / "zero" / "big_depth.png"))

@@ -466,7 +466,8 @@ def test_batch_one_small_crop_is_refused_before_the_run_dir(
     assert rc == 2
     line = _one_error_line(capsys)
     assert line.startswith("error: data.crop_size: a 32x32 input with data.batch_size 1 ")
-    assert "use data.crop_size of at least [40, 40] or data.batch_size >= 2" in line
+    # the smallest square crop, exactly (training crops are not padded to a multiple of 8: 33..39 train too)
+    assert "the smallest square data.crop_size that trains is [33, 33] or data.batch_size >= 2" in line
     assert not run_dir.exists()
 
 
@@ -491,6 +492,11 @@ def test_smallest_training_side_is_what_pytorch_accepts(variant: str) -> None:
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         model(torch.rand(1, 3, side - 8, side - 8))
     assert smallest_training_side(model, batch=2) == 8  # two images: any map of one cell
+    exact = smallest_training_side(model, batch=1, multiple=1)  # what `cinet train` names
+    assert exact == (33 if VARIANTS[variant].sharing == "fsm" else 9)
+    model(torch.rand(1, 3, exact, exact))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model(torch.rand(1, 3, exact - 1, exact - 1))
 
 
 @pytest.mark.parametrize("encoder", ["resnet34", "resnet50", "resnet101"])
@@ -517,3 +523,154 @@ def test_tiny_inputs_evaluate_for_every_variant(variant: str) -> None:
         out = model(torch.rand(1, 3, 8, 8))  # the smallest network input (output stride 8): 1x1 maps
     for t in (out.depth, out.seg_logits):
         assert t is None or (t.shape[-2:] == (8, 8) and torch.isfinite(t).all())
+
+
+# ------------------------------------------------------------------ the same kinds, found by a second trial
+
+
+def test_predict_into_the_input_folder_never_overwrites_an_input(ckpt: Path, tmp_path: Path) -> None:
+    """Kind 2: ``room_depth.png`` and ``room_overlay.png`` are inputs in the output folder; ``room.png``'s
+    outputs must not take their names (they were overwritten, then read back as images)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _save(folder / "room.png", 30, 40, 1)
+    _save(folder / "room_depth.png", 24, 36, 2)
+    _save(folder / "room_overlay.png", 20, 28, 3)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert (
+        main(["predict", "--checkpoint", str(ckpt), str(folder), "--out", str(folder), "--no-progress"]) == 0
+    )
+    for name, data in before.items():
+        assert (folder / name).read_bytes() == data, f"input {name} was overwritten"
+    depth_files = sorted(p.name for p in folder.glob("*_depth.png") if p.name not in before)
+    assert depth_files == ["room_2_depth.png", "room_depth_depth.png", "room_overlay_depth.png"]
+    assert Image.open(folder / "room_2_depth.png").size == (40, 30)
+    assert Image.open(folder / "room_depth_depth.png").size == (36, 24)
+    assert Image.open(folder / "room_overlay_depth.png").size == (28, 20)
+    assert len(list(folder.iterdir())) == 3 + 18
+
+
+def test_allocate_stems_keeps_off_reserved_names() -> None:
+    from cinet.utils.io import allocate_stems
+
+    assert allocate_stems(
+        ["room", "room_depth"], ["_depth.png", "_overlay.png"], reserved=["ROOM_DEPTH.png"]
+    ) == [
+        "room_2",
+        "room_depth",
+    ]
+
+
+def test_export_onto_the_checkpoint_is_refused(ckpt: Path, tmp_path: Path, capsys) -> None:
+    """Kind 2 in ``export``: ``--onnx`` naming the checkpoint itself would replace it."""
+    copy = tmp_path / "model.onnx"  # a checkpoint that happens to be named .onnx
+    copy.write_bytes(ckpt.read_bytes())
+    rc = main(["export", "--checkpoint", str(copy), "--onnx", str(copy)])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert (
+        line
+        == f"error: {copy}: is the file given with --checkpoint; writing there would replace it (choose another path)"
+    )
+    assert copy.read_bytes() == ckpt.read_bytes()
+
+
+def test_images_above_pils_bomb_limit_are_read(ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """Kind 3: PIL refuses images above ``MAX_IMAGE_PIXELS`` (179 MP) as "decompression bombs"; cinet's own
+    memory check decides instead. Shown here with the limit lowered below a 40x56 image."""
+    import warnings
+
+    from cinet.data.base import read_rgb
+    from cinet.inference.predictor import Predictor
+
+    photo = _save(tmp_path / "photo.png", 40, 56)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 2240 pixels: over twice the limit -> error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no DecompressionBombWarning either
+        assert read_rgb(photo).shape == (40, 56, 3)
+        assert Predictor.from_checkpoint(ckpt).predict(photo).depth.shape == (40, 56)
+    assert Image.MAX_IMAGE_PIXELS == 500  # the limit is restored
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out), "--no-progress"]) == 0
+    monkeypatch.undo()
+    assert Image.open(out / "photo_depth.png").size == (56, 40)
+
+
+def test_a_photo_whose_results_alone_do_not_fit_says_to_downscale(
+    ckpt: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Kind 3: scaled to the training size the network input is small, but the results come back at the image
+    size: a photo whose full-size results exceed the memory is refused up front, and no --max-side is offered
+    (none would help). Sizes: WxH."""
+    import cinet.inference.predictor as predictor_module
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (4000, 3000), (120, 90, 60)).save(photo, quality=80)
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**28)  # 256 MiB free
+    rc = main(
+        ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(tmp_path / "out"), "--no-progress"]
+    )
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {photo}: a 4000x3000 image needs about ")
+    assert line.endswith(
+        "at any --max-side (the results come back at the image size): downscale the file first"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_refuses_an_eval_size_that_cannot_fit(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Kind 3 in ``eval``: the memory check of predict, naming data.eval_size / data.eval_batch_size."""
+    import cinet.inference.predictor as predictor_module
+
+    ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**28)  # 256 MiB free
+    out = tmp_path / "ev"
+    rc = main(["eval", "--checkpoint", str(ck), "data.eval_size=[2048,2048]", "--out", str(out)])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: data.eval_size: [2048, 2048] with data.eval_batch_size ")
+    assert line.endswith("lower data.eval_size or data.eval_batch_size")
+    assert not (out / "metrics.json").exists()
+
+
+def test_a_later_samples_size_clash_is_refused_before_the_run_dir(tmp_path: Path, capsys) -> None:
+    """Kind 4: every sample's header is checked before training (it was found at its batch, mid-run)."""
+    root = tmp_path / "ds"
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True)
+    for i in range(3):
+        _save(root / "rgb" / f"a{i}.png", 32, 40, i)
+    _exif_jpeg(root / "rgb" / "z.jpg", 40, 32, orientation=6)  # sorts last; shown 32 wide, 40 high
+    for stem in ("a0", "a1", "a2", "z"):
+        Image.fromarray(np.full((32, 40), 1500, np.uint16)).save(root / "depth" / f"{stem}.png")
+        Image.fromarray(np.zeros((32, 40), np.uint8)).save(root / "labels" / f"{stem}.png")
+    run = tmp_path / "run"
+    rc = main(
+        ["train", "--config", SMOKE, "--run-dir", str(run), "data.name=folder", f"data.root={root}",
+         "data.options={num_classes: 2}", "data.image_size=null", "data.crop_size=[16,16]", "data.batch_size=2"]
+    )  # fmt: skip
+    assert rc == 2 and not run.exists()
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {root / 'rgb' / 'z.jpg'}, ") and "EXIF orientation 6" in line
+
+
+def test_eval_on_a_folder_without_root_names_the_root(tmp_path: Path, capsys) -> None:
+    """Kind 6: the missing root is named first (it was a key that does not exist, ``data.num_classes``)."""
+    ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
+    assert main(["eval", "--checkpoint", str(ck), "data.name=folder"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: data.root: not set"), line
+
+
+def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--config", SMOKE, "--run-dir", str(run), "data.crop_size=[1,1]"]) == 2
+    line = _one_error_line(capsys)
+    assert (
+        line
+        == "error: command-line override: config key 'data.crop_size': expected [H, W] (>= 8), got [1, 1]"
+    )
+    assert not run.exists()
+    assert main(["train", "--config", SMOKE, "--run-dir", str(run), "data.eval_size=[4,4]"]) == 2
+    assert _one_error_line(capsys).startswith("error: command-line override: config key 'data.eval_size'")

@@ -129,8 +129,8 @@ def test_recipe_from_docs(
         assert main(predict) == 0
     # 48x64 photos, trained at 32x40: scaled to the training size, and said once per image size
     notes = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
-    assert len(notes) == 1 and "48x64 is far from the training resolution 32x40" in notes[0], notes
-    assert "sees it at 30x40" in notes[0]
+    assert len(notes) == 1 and "64x48 is far from the training resolution 40x32" in notes[0], notes
+    assert "sees it at 40x30" in notes[0]  # sizes are WxH, as PIL and the memory check
     assert Image.open(work / "predictions" / "img0_labels.png").size == (64, 48)
 
     # from another folder: the stored absolute root still works; once the data moved, data.root= is named
@@ -279,7 +279,7 @@ def test_mixed_sizes_in_an_eval_split_name_what_helps(tmp_path: Path, capsys) ->
     rc, run = _train(tmp_path, root, "data.image_size=null", "data.crop_size=[32,40]")
     assert rc == 2 and not run.exists()
     line = one_error_line(capsys)
-    assert "differ in 'image' size" in line and line.endswith(
+    assert "images of the val split differ in size (64x48, 64x40)" in line and line.endswith(
         "set data.image_size (every split) or data.eval_batch_size=1"
     )
 
@@ -320,8 +320,8 @@ def test_predict_scales_far_images_to_the_training_size(tmp_path: Path, caplog) 
         )
     said = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
     assert said == [
-        f"{ckpt}: image 120x168 is far from the training resolution 40x56: the network sees it at "
-        "40x56, results are at 120x168 (--keep-size to run it at its own size, --max-side N to choose)"
+        f"{ckpt}: image 168x120 is far from the training resolution 56x40: the network sees it at "
+        "56x40, results are at 168x120 (--keep-size to run it at its own size, --max-side N to choose)"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -362,7 +362,7 @@ def test_export_is_dynamic_by_default(tmp_path: Path, capsys, caplog) -> None:
     assert [
         r
         for r in caplog.records
-        if "fixed-size ONNX model: every image is resized to 40x56" in r.getMessage()
+        if "fixed-size ONNX model: every image is resized to 56x40" in r.getMessage()
     ]
 
 

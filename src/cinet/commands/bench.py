@@ -99,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON. Returns the exit code."""
     from cinet.bench.common import emit
+    from cinet.utils.io import check_not_an_input
+
+    if args.out:  # the JSON never replaces a file the benchmark reads
+        check_not_an_input(
+            [args.out],
+            {"--onnx": getattr(args, "onnx", None)},
+        )
 
     if args.benchmark == "attention":
         from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, parse_dtypes, parse_sizes, run_attention

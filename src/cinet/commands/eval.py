@@ -49,10 +49,9 @@ def evaluate_checkpoint(
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.get("config") or None)
     split = split or cfg.data.test_split
-    if cfg.data.root is not None:  # a missing or wrong root is named before anything else is compared
-        from cinet.engine.datamodule import build_dataset
+    from cinet.engine.datamodule import build_dataset
 
-        build_dataset(cfg.data, split, train=False)
+    dataset = build_dataset(cfg.data, split, train=False)  # a missing or wrong root is named first
     info = dataset_info_from_config(cfg.data)
     trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
     if trained_classes != info.num_classes:
@@ -62,9 +61,61 @@ def evaluate_checkpoint(
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
     from cinet.inference.preprocess import training_size_of
 
+    check_eval_memory(model, cfg, dataset, info.num_classes, training_size_of(payload))
     module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=training_size_of(payload))
     metrics = evaluate_module(module, cfg, split=split)
     return metrics, build_protocol(cfg, info), cfg
+
+
+def check_eval_memory(
+    model: Any, cfg: Any, dataset: Any, num_classes: int, train_size: tuple[int, int] | None
+) -> None:
+    """Refuse, before the evaluation, a ``data.eval_size`` / ``data.eval_batch_size`` whose forward pass cannot
+    fit in the free memory (the check ``cinet predict`` makes, :meth:`Predictor.check_fits`).
+
+    The network input comes from the first sample's size and the evaluation's preprocessing (``eval_size``,
+    else the training-size rule); the estimate is the forward's activation peak per network-input pixel
+    (:func:`cinet.inference.predictor.measure_bytes_per_pixel`, fake tensors) times the batch's pixels, plus
+    the full-size outputs. Small inputs (up to ``MEMORY_CHECK_MIN_PIXELS``) are not checked.
+
+    Raises:
+        ConfigError: One line naming ``data.eval_size`` and ``data.eval_batch_size``, the memory needed and free.
+    """
+    import torch
+
+    from cinet.errors import ConfigError
+    from cinet.inference.predictor import (
+        MEMORY_CHECK_MIN_PIXELS,
+        MEMORY_FRACTION,
+        available_bytes,
+        measure_bytes_per_pixel,
+    )
+    from cinet.inference.preprocess import plan_geometry
+
+    if len(dataset) == 0:
+        return
+    height, width = (int(v) for v in dataset[0]["image"].shape[-2:])
+    eval_size = tuple(cfg.data.eval_size) if cfg.data.eval_size else None
+    ph, pw = plan_geometry(height, width, input_size=eval_size, train_size=train_size).padded
+    batch = int(cfg.data.eval_batch_size)
+    if max(ph * pw, height * width) * batch <= MEMORY_CHECK_MIN_PIXELS:
+        return
+    cuda = cfg.trainer.accelerator in ("gpu", "cuda") or (
+        cfg.trainer.accelerator == "auto" and torch.cuda.is_available()
+    )
+    device = torch.device("cuda" if cuda else "cpu")
+    free = available_bytes(device)
+    outputs = batch * height * width * 4 * (2 * num_classes + 2) + batch * ph * pw * 4 * (3 + num_classes + 1)
+    need = int(measure_bytes_per_pixel(model, device) * batch * ph * pw) + outputs
+    if free is None or need <= MEMORY_FRACTION * free:
+        return
+    gib = 2.0**30
+    size = f"{list(eval_size)}" if eval_size else f"null (network input {pw}x{ph})"
+    raise ConfigError(
+        f"data.eval_size: {size} with data.eval_batch_size {batch} needs about {need / gib:.1f} GiB to evaluate "
+        f"{width}x{height} images on {device}, more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free; "
+        "lower data.eval_size or data.eval_batch_size"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,16 +124,17 @@ def run(args: argparse.Namespace) -> int:
     from cinet.engine.distributed import global_rank
     from cinet.engine.rundir import write_metrics
     from cinet.metrics import format_table
-    from cinet.utils.io import check_writable_dir
+    from cinet.utils.io import check_not_an_input, check_writable_dir
 
     quiet_lightning(getattr(args, "verbose", 0))
-    check_writable_dir(Path(args.out) if args.out else Path(args.checkpoint).parent)  # before the evaluation
+    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
+    check_writable_dir(out_dir)  # before the evaluation
+    check_not_an_input([out_dir / "metrics.json"], {"--checkpoint": args.checkpoint, "--config": args.config})
     metrics, protocol, cfg = evaluate_checkpoint(
         args.checkpoint, config=args.config, overrides=args.overrides, split=args.split
     )
     if global_rank() != 0:
         return 0
-    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     split = args.split or cfg.data.test_split
     path = out_dir / "metrics.json"
     write_metrics(

@@ -102,6 +102,15 @@ def run(args: argparse.Namespace) -> int:
         ) from exc
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give the .onnx file name")
+    from cinet.utils.io import check_not_an_input
+
+    inputs = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
+    if args.quantize:
+        from cinet.inference.quantize import int8_paths
+
+        check_not_an_input([out, *int8_paths(out)], inputs)
+    else:
+        check_not_an_input([out], inputs)
 
     if args.quantize:
         from cinet.inference.quantize import int8_paths, parse_keep_float

@@ -101,18 +101,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def _image_problem(path: Path) -> str | None:
-    """None when PIL can decode ``path`` completely, else the reason (not an image, corrupt, truncated).
+def _image_problem(path: Path, *, decode: bool = True) -> str | None:
+    """None when PIL can read ``path`` (its header; with ``decode``, every pixel), else the reason (not an
+    image, corrupt, truncated).
 
-    Every input is decoded once before anything is written, so a bad file stops the run with no output.
+    Every input's header is read first (the memory check needs only the size), then every input is decoded once
+    before anything is written, so a bad file stops the run with no output. No pixel limit
+    (:func:`cinet.data.base.no_pixel_limit`): the memory check decides what is too large.
     """
     from PIL import Image, UnidentifiedImageError
 
+    from cinet.data.base import no_pixel_limit
+
     try:
-        with Image.open(path) as img:
-            img.load()
+        with no_pixel_limit(), Image.open(path) as img:
+            if decode:
+                img.load()
         return None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
@@ -157,11 +163,12 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
-def check_images(files: list[Path], skip_bad: bool) -> list[Path]:
-    """Keep the files PIL can decode; a bad one raises InputError naming it unless ``skip_bad``."""
+def check_images(files: list[Path], skip_bad: bool, *, decode: bool = True) -> list[Path]:
+    """Keep the files PIL can read (``decode``: completely; else their header); a bad one raises InputError
+    naming it unless ``skip_bad``."""
     good = []
     for f in files:
-        reason = _image_problem(f)
+        reason = _image_problem(f, decode=decode)
         if reason is None:
             good.append(f)
         elif skip_bad:
@@ -192,18 +199,27 @@ def output_suffixes(args: argparse.Namespace, attention_points: list[tuple[float
     return suffixes
 
 
-def unique_stems(files: list[Path], suffixes: list[str] | tuple[str, ...] = OUTPUT_SUFFIXES) -> list[str]:
+def unique_stems(
+    files: list[Path], suffixes: list[str] | tuple[str, ...] = OUTPUT_SUFFIXES, out: Path | None = None
+) -> list[str]:
     """Output stems of all inputs, decided up front (:func:`cinet.utils.io.allocate_stems`).
 
     Files with the same name in different folders get ``_2``, ``_3``... appended, never a number that is
-    another input's own stem (``room_2.png``), so no output is written twice in one run.
+    another input's own stem (``room_2.png``), so no output is written twice in one run; and no output takes
+    the name of an input that sits in the output folder ``out`` (``room_depth.png`` next to ``room.png``
+    predicted into its own folder), so no input is overwritten before it is read.
     """
     from cinet.utils.io import allocate_stems
 
-    stems = allocate_stems([f.stem for f in files], suffixes)
+    reserved = []
+    if out is not None and out.is_dir():
+        reserved = [f.name for f in files if f.parent.exists() and os.path.samefile(f.parent, out)]
+    stems = allocate_stems([f.stem for f in files], suffixes, reserved=reserved)
     for f, stem in zip(files, stems):
         if stem != f.stem:
-            logger.warning("%s: another input has the stem %r; writing it as %r", f, f.stem, stem)
+            logger.warning(
+                "%s: another input has the stem %r or its output name; writing it as %r", f, f.stem, stem
+            )
     return stems
 
 
@@ -211,11 +227,11 @@ def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
     """``(height, width)`` of each file as the image reader returns it (EXIF-turned), from the headers only."""
     from PIL import Image
 
-    from cinet.data.base import EXIF_TRANSPOSING, exif_orientation
+    from cinet.data.base import EXIF_TRANSPOSING, exif_orientation, no_pixel_limit
 
     sizes = []
     for f in files:
-        with Image.open(f) as img:
+        with no_pixel_limit(), Image.open(f) as img:
             width, height = img.size
         if exif_orientation(f) in EXIF_TRANSPOSING:
             width, height = height, width
@@ -353,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     args.intrinsics_tuple = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     points = [_pair(a, "--attention", names="X,Y") for a in args.attention]
 
-    files = check_images(expand_inputs(args.inputs), args.skip_bad)
+    files = check_images(expand_inputs(args.inputs), args.skip_bad, decode=False)  # headers: sizes
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")
     check_writable_dir(args.out)  # creates nothing: every check below runs before the folder exists
@@ -363,11 +379,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
     _check_requests(predictor, args)
-    check_before_writing(predictor, files, points)
+    check_before_writing(predictor, files, points)  # memory and --attention, from the headers
+    files = check_images(files, args.skip_bad)  # then every pixel, once: a truncated file stops the run here
+    if not files:
+        raise InputError(f"{', '.join(args.inputs)}: no readable images")
     ensure_output_dir(args.out)
     keep_output = bool(points or args.features)
 
-    stems = unique_stems(files, output_suffixes(args, points))
+    stems = unique_stems(files, output_suffixes(args, points), args.out)
     written_paths: set[Path] = set()
     n_images = 0
     bar = tqdm(

@@ -365,7 +365,7 @@ def load_config(
     parsed.sort(key=lambda kv: kv[0] not in ("data", "data.name"))
     for key, value in parsed:
         _set_dotted(cfg, key, value)
-    validate(cfg, str(path) if path is not None else None)
+    validate(cfg, str(path) if path is not None else None, [key for key, _ in parsed])
     return cfg
 
 

@@ -10,6 +10,7 @@ Modules never read this config: the builders in :mod:`cinet.engine.builders` tur
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,53 +307,70 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def validate(cfg: Config, source: str | None = None) -> None:
+def validate(cfg: Config, source: str | None = None, overridden: Collection[str] = ()) -> None:
     """Check the rules between values that the types alone do not express.
 
     Args:
         cfg: The merged config.
         source: File name for the messages (None: no file).
+        overridden: Keys set by ``key=value`` overrides: a message about one of them (or a key inside or
+            around it) names the command line instead of ``source``.
 
     Raises:
         ConfigError: One line naming the key (and ``source``) of the first value that breaks a rule.
     """
     where = f"{source}: " if source else ""
+
+    def at(key: str) -> str:
+        for o in overridden:
+            if key == o or key.startswith(o + ".") or o.startswith(key + "."):
+                return "command-line override: "
+        return where
+
     for key, choices in CHOICES.items():
         obj: Any = cfg
         for p in key.split("."):
             obj = getattr(obj, p)
         if obj not in choices:
-            raise ConfigError(f"{where}config key '{key}': {obj!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{at(key)}config key '{key}': {obj!r} is not one of {', '.join(choices)}")
     if not cfg.train.stages:
-        raise ConfigError(f"{where}config key 'train.stages': at least one stage is needed")
+        raise ConfigError(f"{at('train.stages')}config key 'train.stages': at least one stage is needed")
     seen = set()
     for i, st in enumerate(cfg.train.stages):
         if st.stage not in (1, 2, 3):
             raise ConfigError(
-                f"{where}config key 'train.stages.{i}.stage': must be 1, 2 or 3, got {st.stage}"
+                f"{at(f'train.stages.{i}.stage')}config key 'train.stages.{i}.stage': must be 1, 2 or 3, got {st.stage}"
             )
         if st.stage in seen:
-            raise ConfigError(f"{where}config key 'train.stages.{i}.stage': stage {st.stage} listed twice")
+            raise ConfigError(
+                f"{at(f'train.stages.{i}.stage')}config key 'train.stages.{i}.stage': stage {st.stage} listed twice"
+            )
         seen.add(st.stage)
         if st.epochs < 1 and st.max_steps <= 0:
-            raise ConfigError(f"{where}config key 'train.stages.{i}.epochs': must be >= 1, got {st.epochs}")
+            raise ConfigError(
+                f"{at(f'train.stages.{i}.epochs')}config key 'train.stages.{i}.epochs': must be >= 1, got {st.epochs}"
+            )
         if st.lr <= 0:
-            raise ConfigError(f"{where}config key 'train.stages.{i}.lr': must be > 0, got {st.lr}")
+            raise ConfigError(
+                f"{at(f'train.stages.{i}.lr')}config key 'train.stages.{i}.lr': must be > 0, got {st.lr}"
+            )
         if st.poly_power < 0:
-            raise ConfigError(f"{where}config key 'train.stages.{i}.poly_power': must be >= 0")
+            raise ConfigError(
+                f"{at(f'train.stages.{i}.poly_power')}config key 'train.stages.{i}.poly_power': must be >= 0"
+            )
     if cfg.stage is not None and cfg.stage not in seen:
         raise ConfigError(
-            f"{where}config key 'stage': stage {cfg.stage} is not in train.stages ({sorted(seen)})"
+            f"{at('stage')}config key 'stage': stage {cfg.stage} is not in train.stages ({sorted(seen)})"
         )
     for key in ("image_size", "crop_size", "eval_size"):
         v = getattr(cfg.data, key)
         if v is not None and (len(v) != 2 or min(v) < 8):
-            raise ConfigError(f"{where}config key 'data.{key}': expected [H, W] (>= 8), got {v}")
+            raise ConfigError(f"{at(f'data.{key}')}config key 'data.{key}': expected [H, W] (>= 8), got {v}")
     if len(cfg.data.augment.scale) != 2 or not 0 < cfg.data.augment.scale[0] <= cfg.data.augment.scale[1]:
         raise ConfigError(
-            f"{where}config key 'data.augment.scale': expected [min, max] > 0, got {cfg.data.augment.scale}"
+            f"{at('data.augment.scale')}config key 'data.augment.scale': expected [min, max] > 0, got {cfg.data.augment.scale}"
         )
     if cfg.data.batch_size < 1 or cfg.data.eval_batch_size < 1:
-        raise ConfigError(f"{where}config key 'data.batch_size': must be >= 1")
+        raise ConfigError(f"{at('data.batch_size')}config key 'data.batch_size': must be >= 1")
     if cfg.train.max_nonfinite < 0:
-        raise ConfigError(f"{where}config key 'train.max_nonfinite': must be >= 0")
+        raise ConfigError(f"{at('train.max_nonfinite')}config key 'train.max_nonfinite': must be >= 0")

@@ -105,22 +105,52 @@ class BaseDataset(torch.utils.data.Dataset):
         return f"{type(self).__name__}(name={self.info.name!r}, split={self.split!r}, len={len(self)})"
 
 
+def check_sample_sizes(files: Sequence[str | Path], shapes: dict[str, tuple[int, int]]) -> None:
+    """Raise :class:`DataError` naming ``files`` when the ``(H, W)`` of a sample's arrays differ.
+
+    ``files[0]`` is the image: when it is turned by its EXIF orientation and its maps match it unturned, the
+    message says so.
+    """
+    if len(set(shapes.values())) == 1:
+        return
+    desc = ", ".join(f"{k} {h}x{w}" for k, (h, w) in shapes.items())
+    turned = ""
+    if shapes["image"][::-1] in list(shapes.values())[1:]:
+        orientation = exif_orientation(files[0])
+        if orientation in EXIF_TRANSPOSING:
+            turned = (
+                f"; the image is turned by its EXIF orientation {orientation}, its maps are read as stored: "
+                "save the image without the orientation tag, or turn the maps the same way"
+            )
+    raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc}{turned})")
+
+
+def header_size(path: Path, *, turned: bool = False) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (no pixel decoded); ``turned``: as :func:`read_rgb` returns
+    it (EXIF orientation applied).
+
+    Raises:
+        DataError: Naming the file when it is not an image PIL can identify.
+    """
+    try:
+        with no_pixel_limit(), Image.open(path) as img:
+            width, height = img.size
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise DataError(
+            where(path, f"cannot read image ({type(exc).__name__}: {exc})".replace("\n", " "))
+        ) from None
+    if turned and exif_orientation(path) in EXIF_TRANSPOSING:
+        width, height = height, width
+    return height, width
+
+
 def to_tensor_sample(raw: Sample, info: DatasetInfo) -> Sample:
     """Validate a raw numpy sample and turn it into tensors (image float in 0..1, not normalised)."""
     files: Sequence[str | Path] = raw.get("files") or [raw["meta"].get("id", "?")]
     image, depth, labels = raw["image"], raw["depth"], raw["labels"]
-    shapes = {"image": image.shape[:2], "depth": depth.shape[:2], "labels": labels.shape[:2]}
-    if len(set(shapes.values())) != 1:
-        desc = ", ".join(f"{k} {h}x{w}" for k, (h, w) in shapes.items())
-        turned = ""
-        if shapes["image"][::-1] in (shapes["depth"], shapes["labels"]):
-            orientation = exif_orientation(files[0])
-            if orientation in EXIF_TRANSPOSING:
-                turned = (
-                    f"; the image is turned by its EXIF orientation {orientation}, its maps are read as stored: "
-                    "save the image without the orientation tag, or turn the maps the same way"
-                )
-        raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc}{turned})")
+    check_sample_sizes(
+        files, {"image": image.shape[:2], "depth": depth.shape[:2], "labels": labels.shape[:2]}
+    )
     depth = np.asarray(depth, dtype=np.float32)
     bad = ~np.isfinite(depth)
     if bad.any():
@@ -235,11 +265,33 @@ def require_file(path: Path, what: str = "file") -> Path:
     return Path(path)
 
 
+@contextlib.contextmanager
+def no_pixel_limit() -> Iterator[None]:
+    """PIL's decompression-bomb guard lifted while opening and decoding an image file.
+
+    PIL refuses images above ``Image.MAX_IMAGE_PIXELS`` (179 MP: a 20000x15000 photo or scan) as a "decompression
+    bomb" and warns above half of that. cinet's readers open a user's own files, and ``cinet predict`` /
+    :meth:`cinet.inference.predictor.Predictor.check_fits` estimate the memory an image needs from its header
+    before decoding it; the guard would only refuse valid images. The global is restored on exit.
+    """
+    import warnings
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open(path: Path) -> Image.Image:
     require_file(path)
     try:
-        img = Image.open(path)
-        img.load()
+        with no_pixel_limit():
+            img = Image.open(path)
+            img.load()
     except Exception as exc:  # PIL raises many types for corrupt / truncated files
         raise DataError(
             where(path, f"cannot read image ({type(exc).__name__}: {exc})".replace("\n", " "))
@@ -309,7 +361,7 @@ def read_rgb(path: Path) -> np.ndarray:
 def exif_orientation(path: str | Path) -> int:
     """The EXIF orientation (1..8) of an image file; 1 (as stored) when it has none or cannot be read."""
     try:
-        with Image.open(path) as img:
+        with no_pixel_limit(), Image.open(path) as img:
             return int(img.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:
         return 1

@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from cinet.data.base import BaseDataset, Sample, read_label_png, read_png16, read_rgb, require_dir
+from cinet.data.base import (
+    BaseDataset,
+    Sample,
+    check_sample_sizes,
+    header_size,
+    read_label_png,
+    read_png16,
+    read_rgb,
+    require_dir,
+)
 from cinet.data.info import DatasetInfo, voc_palette
 from cinet.errors import ConfigError, DataError, SplitNotFoundError, where
 
@@ -79,18 +88,20 @@ def folder_info(
     if class_names is None and num_classes is None and root is not None:
         class_names, file_palette = _read_classes_file(Path(root))
     if class_names is None and num_classes is None:
-        where_ = f"{root}/classes.yaml" if root is not None else "data.num_classes"
+        where_ = f"{root}/classes.yaml" if root is not None else "data.options.num_classes"
         raise ConfigError(f"{where_}: folder dataset needs num_classes or class_names (or root/classes.yaml)")
     if class_names is not None:
         class_names = [str(n) for n in class_names]
         if num_classes is not None and int(num_classes) != len(class_names):
-            raise ConfigError(f"data.num_classes: {num_classes} but {len(class_names)} class_names given")
+            raise ConfigError(
+                f"data.options.num_classes: {num_classes} but {len(class_names)} class_names given"
+            )
         num_classes = len(class_names)
     else:
         num_classes = int(num_classes)  # type: ignore[arg-type]
         class_names = [f"class_{i}" for i in range(num_classes)]
     if not 1 <= num_classes <= 255:
-        raise ConfigError(f"data.num_classes: must be in 1..255, got {num_classes}")
+        raise ConfigError(f"data.options.num_classes: must be in 1..255, got {num_classes}")
     palette = palette or file_palette or voc_palette(num_classes)
     if len(palette) != num_classes:
         raise ConfigError(f"data.palette: {len(palette)} colours for {num_classes} classes")
@@ -212,6 +223,26 @@ class FolderDataset(BaseDataset):
 
     def sample_ref(self, index: int) -> str:
         return str(self.items[index][1])
+
+    def header_sizes(self) -> list[tuple[str, tuple[int, int]]]:
+        """``(image file, (H, W))`` of every sample from the file headers (no pixel decoded), each sample's
+        image (EXIF-turned, as read) and maps checked to agree: a mismatch anywhere in the split is found before
+        training starts, not at its batch.
+
+        Raises:
+            DataError: A sample whose image and maps differ in size (naming its files), or an unreadable header.
+        """
+        sizes = []
+        for stem, rgb_path in self.items:
+            files: list[Path] = [rgb_path]
+            shapes = {"image": header_size(rgb_path, turned=True)}
+            for key, folder in (("depth", self.depth_dir), ("labels", self.labels_dir)):
+                if folder is not None:
+                    files.append(folder / f"{stem}.png")
+                    shapes[key] = header_size(files[-1])
+            check_sample_sizes(files, shapes)
+            sizes.append((str(rgb_path), shapes["image"]))
+        return sizes
 
     def _load(self, index: int) -> Sample:
         stem, rgb_path = self.items[index]

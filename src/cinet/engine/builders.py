@@ -331,8 +331,8 @@ def check_feature_maps(cfg: Config, num_classes: int, native_size: Any = None) -
     if bad is None:
         return
     name, _, cells = bad
-    side = smallest_training_side(model, batch)
-    fix = f"use {key} of at least [{side}, {side}]" if side else f"use a larger {key}"
+    side = smallest_training_side(model, batch, multiple=1)  # training crops are not padded: any side
+    fix = f"the smallest square {key} that trains is [{side}, {side}]" if side else f"use a larger {key}"
     if not has_instance_norm(model) and batch == 1:
         fix += " or data.batch_size >= 2"
     raise ConfigError(

@@ -358,6 +358,8 @@ class CINetDataModule(L.LightningDataModule):
         if line is not None:  # a warning, first: a later error may come from the same mistake
             log.warning("%s", line)
         check_batch_size(self.cfg.batch_size, len(train))
+        for which in splits:
+            self._check_headers(which)
         with _seeded(self.seed):
             for which in splits:
                 ds = self.dataset(which)
@@ -370,6 +372,31 @@ class CINetDataModule(L.LightningDataModule):
         with base.sample_context(0):
             h, w = base._load(0)["image"].shape[:2]
         return int(h), int(w)
+
+    def _check_headers(self, which: str) -> None:
+        """Every sample of a split whose dataset can read its sizes from the file headers (the folder dataset,
+        :meth:`cinet.data.folder.FolderDataset.header_sizes`): image and maps agree, and, when the loader would
+        batch images of different sizes (no ``data.image_size``; training without ``data.crop_size``), the
+        error the first such batch would give, before the run directory exists."""
+        base = self.dataset(which)
+        base = getattr(base, "dataset", base)
+        header_sizes = getattr(base, "header_sizes", None)
+        if header_sizes is None:
+            return
+        sizes = header_sizes()
+        batch = self.cfg.batch_size if which == "train" else self.cfg.eval_batch_size
+        same_size = self.cfg.image_size or (which == "train" and self.cfg.crop_size)
+        if batch < 2 or same_size:
+            return
+        first_file, first = sizes[0]
+        for file, size in sizes[1:]:
+            if size != first:
+                hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
+                raise DataError(
+                    f"{first_file}, {file}: images of the {which} split differ in size ({first[1]}x{first[0]}, "
+                    f"{size[1]}x{size[0]}) and data.{'batch_size' if which == 'train' else 'eval_batch_size'} "
+                    f"is {batch}; {hint}"
+                )
 
     @property
     def info(self) -> DatasetInfo:

@@ -128,7 +128,8 @@ class Prediction:
 
 # --------------------------------------------------------------------------------------------- memory
 
-#: Network inputs up to this many pixels (x batch) are not checked against the free memory.
+#: Images up to this many pixels (x batch), at the network input and at their own size (the results), are not
+#: checked against the free memory.
 MEMORY_CHECK_MIN_PIXELS = 2**20
 #: Share of the free memory a forward pass may plan to use (the rest: allocator slack, other processes).
 MEMORY_FRACTION = 0.9
@@ -169,7 +170,7 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def _measure_bytes_per_pixel(model: torch.nn.Module, device: torch.device) -> float:
+def measure_bytes_per_pixel(model: torch.nn.Module, device: torch.device) -> float:
     """Activation peak of one inference forward per input pixel, measured with fake tensors (no compute).
 
     Source: ``torch.distributed._tools.mem_tracker.MemTracker`` under ``FakeTensorMode`` (PyTorch's memory
@@ -347,7 +348,8 @@ class Predictor:
                 "%s: fixed-size ONNX model: every image is resized to %dx%d (export without --height/--width "
                 "for a dynamic one)",
                 path,
-                *runner.fixed_size,
+                runner.fixed_size[1],
+                runner.fixed_size[0],
             )
         kwargs.setdefault("train_size", runner.train_size)
         return cls(
@@ -386,10 +388,10 @@ class Predictor:
                     "%s: image %dx%d is far from the training resolution %dx%d; kept at its size (--keep-size): "
                     "expect poor results, or drop --keep-size to scale it",
                     self.source,
-                    height,
                     width,
-                    th,
+                    height,
                     tw,
+                    th,
                 )
             else:
                 self._note(
@@ -397,17 +399,18 @@ class Predictor:
                     "%s: image %dx%d is far from the training resolution %dx%d: the network sees it at %dx%d, "
                     "results are at %dx%d (--keep-size to run it at its own size, --max-side N to choose)",
                     self.source,
-                    height,
                     width,
-                    th,
+                    height,
                     tw,
-                    *geometry.scaled,
-                    height,
+                    th,
+                    geometry.scaled[1],
+                    geometry.scaled[0],
                     width,
+                    height,
                 )
         return geometry
 
-    def _note(self, key: tuple[Any, ...], msg: str, *args: Any) -> None:
+    def _note(self, key: tuple[Any, ...], msg: str, *args: Any) -> None:  # sizes in messages: WxH, as PIL
         if key not in self._said:
             self._said.add(key)
             logger.warning(msg, *args)
@@ -581,14 +584,15 @@ class Predictor:
 
     def _forward_bytes_per_pixel(self) -> float:
         if self._bytes_per_pixel is None:
-            self._bytes_per_pixel = _measure_bytes_per_pixel(self.model, self.device)
+            self._bytes_per_pixel = measure_bytes_per_pixel(self.model, self.device)
         return self._bytes_per_pixel
 
     def check_fits(self, height: int, width: int, batch: int = 1, *, name: str = "<image>") -> None:
         """Refuse, before any work, an image whose forward pass cannot fit in the device's free memory.
 
-        Only images larger than :data:`MEMORY_CHECK_MIN_PIXELS` are checked (smaller ones fit anywhere
-        cinet runs, and the one-time measurement of :meth:`forward_bytes` is then skipped).
+        Only images larger than :data:`MEMORY_CHECK_MIN_PIXELS`, at the network input or at the image size, are
+        checked (smaller ones fit anywhere cinet runs, and the one-time measurement of :meth:`forward_bytes` is
+        then skipped).
 
         The image fits when its estimate is at most :data:`MEMORY_FRACTION` of the free memory. The
         ``--max-side`` the error suggests fits in that share of the free memory minus what the run itself holds
@@ -600,10 +604,13 @@ class Predictor:
 
         Raises:
             InputError: One line naming the file, the memory needed and free, and the ``--max-side`` (the
-                ``max_side`` option of :class:`Predictor`) that fits.
+                ``max_side`` option of :class:`Predictor`) that fits; or, when even the smallest input leaves
+                the full-size results too large, saying to downscale the file.
         """
         (_, _), (ph, pw) = self.network_size(height, width)
-        if ph * pw * batch <= MEMORY_CHECK_MIN_PIXELS:
+        if (
+            max(ph * pw, height * width) * batch <= MEMORY_CHECK_MIN_PIXELS
+        ):  # the results are at the image size
             return
         free = available_bytes(self.device)
         need = self.forward_bytes(height, width, batch)
@@ -621,9 +628,18 @@ class Predictor:
                     lo = mid
                 else:
                     hi = mid - 1
+            self.max_side = lo
+            smallest = self.forward_bytes(height, width, batch)
         finally:
             self.max_side = saved
         gib = 2.0**30
+        if smallest > MEMORY_FRACTION * budget:  # the full-size results alone do not fit: no --max-side helps
+            raise InputError(
+                f"{name}: a {width}x{height} image needs about {need / gib:.1f} GiB to predict on {self.device}, "
+                f"more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free, and still "
+                f"{smallest / gib:.1f} GiB at any --max-side (the results come back at the image size): "
+                "downscale the file first"
+            )
         raise InputError(
             f"{name}: a {width}x{height} image needs about {need / gib:.1f} GiB to predict on {self.device}, "
             f"more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free; pass --max-side {lo} (or less) "

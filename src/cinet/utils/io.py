@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,7 +98,35 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
         raise InputError(f"{path}: {what} is not writable (no write permission on {probe})")
 
 
-def allocate_stems(stems: Sequence[str], suffixes: Sequence[str] = ("",)) -> list[str]:
+def check_not_an_input(outputs: Iterable[str | Path], inputs: Mapping[str, str | Path | None]) -> None:
+    """Refuse, before anything is written, an output path that is one of the command's input files.
+
+    Compared with :func:`os.path.samefile` (links and case-insensitive file systems included); an output
+    that does not exist yet cannot be an input.
+
+    Args:
+        outputs: Every file the command will write.
+        inputs: Option name -> the file it gave (``{"--checkpoint": ckpt}``); ``None`` values are skipped.
+
+    Raises:
+        InputError: Naming the output and the option whose file it would replace.
+    """
+    from cinet.errors import InputError
+
+    for out in outputs:
+        out = Path(out)
+        if not out.is_file():
+            continue
+        for flag, src in inputs.items():
+            if src is not None and Path(src).is_file() and os.path.samefile(out, src):
+                raise InputError(
+                    f"{out}: is the file given with {flag}; writing there would replace it (choose another path)"
+                )
+
+
+def allocate_stems(
+    stems: Sequence[str], suffixes: Sequence[str] = ("",), *, reserved: Collection[str] = ()
+) -> list[str]:
     """One output stem per input such that no two inputs' output files share a name, all decided up front.
 
     Input ``i`` writes ``stem_i + suffix`` for every suffix. Each input keeps its own stem when none of its
@@ -110,12 +138,14 @@ def allocate_stems(stems: Sequence[str], suffixes: Sequence[str] = ("",)) -> lis
     Args:
         stems: The inputs' own stems, in processing order.
         suffixes: Every suffix (with extension) an input's outputs get, e.g. ``("_depth.png", ".ply")``.
+        reserved: File names no output may take, e.g. the inputs that sit in the output folder (predicting
+            into the input folder never overwrites an input).
 
     Returns:
         The output stems, in the order of ``stems``; distinct, and ``stems[i]`` wherever possible.
     """
     own = {s.casefold() for s in stems}
-    taken: set[str] = set()
+    taken: set[str] = {name.casefold() for name in reserved}
     out = []
     for stem in stems:
         candidate, n = stem, 1
