@@ -632,6 +632,11 @@ def test_eval_refuses_an_eval_size_that_cannot_fit(tmp_path: Path, monkeypatch, 
     assert line.startswith("error: data.eval_size: [2048, 2048] with data.eval_batch_size ")
     assert line.endswith("lower data.eval_size or data.eval_batch_size")
     assert not (out / "metrics.json").exists()
+    # and training, for its validation and test, before the run directory exists
+    run = tmp_path / "run"
+    assert main(["train", "--config", SMOKE, "--run-dir", str(run), "data.eval_size=[2048,2048]"]) == 2
+    assert _one_error_line(capsys).startswith("error: data.eval_size: [2048, 2048] with data.eval_batch_size ")
+    assert not run.exists()
 
 
 def test_a_later_samples_size_clash_is_refused_before_the_run_dir(tmp_path: Path, capsys) -> None:

@@ -35,7 +35,7 @@ def evaluate_checkpoint(
     """
     from cinet.checkpoint import load_model
     from cinet.config import StageConfig, load_config, parse_overrides
-    from cinet.engine.builders import build_module, build_protocol
+    from cinet.engine.builders import build_module, build_protocol, check_eval_memory
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.training import evaluate_module
     from cinet.errors import CheckpointError, ConfigError
@@ -61,61 +61,10 @@ def evaluate_checkpoint(
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
     from cinet.inference.preprocess import training_size_of
 
-    check_eval_memory(model, cfg, dataset, info.num_classes, training_size_of(payload))
+    check_eval_memory(cfg, dataset, info.num_classes, training_size_of(payload), lambda: model)
     module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=training_size_of(payload))
     metrics = evaluate_module(module, cfg, split=split)
     return metrics, build_protocol(cfg, info), cfg
-
-
-def check_eval_memory(
-    model: Any, cfg: Any, dataset: Any, num_classes: int, train_size: tuple[int, int] | None
-) -> None:
-    """Refuse, before the evaluation, a ``data.eval_size`` / ``data.eval_batch_size`` whose forward pass cannot
-    fit in the free memory (the check ``cinet predict`` makes, :meth:`Predictor.check_fits`).
-
-    The network input comes from the first sample's size and the evaluation's preprocessing (``eval_size``,
-    else the training-size rule); the estimate is the forward's activation peak per network-input pixel
-    (:func:`cinet.inference.predictor.measure_bytes_per_pixel`, fake tensors) times the batch's pixels, plus
-    the full-size outputs. Small inputs (up to ``MEMORY_CHECK_MIN_PIXELS``) are not checked.
-
-    Raises:
-        ConfigError: One line naming ``data.eval_size`` and ``data.eval_batch_size``, the memory needed and free.
-    """
-    import torch
-
-    from cinet.errors import ConfigError
-    from cinet.inference.predictor import (
-        MEMORY_CHECK_MIN_PIXELS,
-        MEMORY_FRACTION,
-        available_bytes,
-        measure_bytes_per_pixel,
-    )
-    from cinet.inference.preprocess import plan_geometry
-
-    if len(dataset) == 0:
-        return
-    height, width = (int(v) for v in dataset[0]["image"].shape[-2:])
-    eval_size = tuple(cfg.data.eval_size) if cfg.data.eval_size else None
-    ph, pw = plan_geometry(height, width, input_size=eval_size, train_size=train_size).padded
-    batch = int(cfg.data.eval_batch_size)
-    if max(ph * pw, height * width) * batch <= MEMORY_CHECK_MIN_PIXELS:
-        return
-    cuda = cfg.trainer.accelerator in ("gpu", "cuda") or (
-        cfg.trainer.accelerator == "auto" and torch.cuda.is_available()
-    )
-    device = torch.device("cuda" if cuda else "cpu")
-    free = available_bytes(device)
-    outputs = batch * height * width * 4 * (2 * num_classes + 2) + batch * ph * pw * 4 * (3 + num_classes + 1)
-    need = int(measure_bytes_per_pixel(model, device) * batch * ph * pw) + outputs
-    if free is None or need <= MEMORY_FRACTION * free:
-        return
-    gib = 2.0**30
-    size = f"{list(eval_size)}" if eval_size else f"null (network input {pw}x{ph})"
-    raise ConfigError(
-        f"data.eval_size: {size} with data.eval_batch_size {batch} needs about {need / gib:.1f} GiB to evaluate "
-        f"{width}x{height} images on {device}, more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free; "
-        "lower data.eval_size or data.eval_batch_size"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ the processes (torchrun, SLURM); only global rank 0 writes the run directory's f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -111,6 +112,14 @@ def train(
     info = dataset_info_from_config(cfg.data)
     train_set = preflight.dataset("train")
     builders.check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
+    no_download = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None))
+    builders.check_eval_memory(  # the validation / test forward at data.eval_size (cinet eval's check)
+        cfg,
+        preflight.dataset("test"),
+        info.num_classes,
+        train_size,
+        lambda: builders.build_model(no_download, info.num_classes, info.ignore_index),
+    )
     train_batches = builders.train_batches_per_epoch(cfg, len(train_set))
     del preflight
     if cfg.init_from and not resume:
