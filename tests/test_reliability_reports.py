@@ -635,7 +635,9 @@ def test_eval_refuses_an_eval_size_that_cannot_fit(tmp_path: Path, monkeypatch, 
     # and training, for its validation and test, before the run directory exists
     run = tmp_path / "run"
     assert main(["train", "--config", SMOKE, "--run-dir", str(run), "data.eval_size=[2048,2048]"]) == 2
-    assert _one_error_line(capsys).startswith("error: data.eval_size: [2048, 2048] with data.eval_batch_size ")
+    assert _one_error_line(capsys).startswith(
+        "error: data.eval_size: [2048, 2048] with data.eval_batch_size "
+    )
     assert not run.exists()
 
 

@@ -381,7 +381,8 @@ def test_overlay_and_panel_legend_name_the_classes_present(tmp_path: Path) -> No
     overlay = np.asarray(Image.open(tmp_path / "p" / "room_overlay.png"))
     info = tiny_info()
     present = visualize.present_classes(labels, info.num_classes)
-    expected = visualize.legend(present, info.class_names, info.palette, 40)
+    caption = visualize.caption_width("classes", visualize.caption_height(40))
+    expected = visualize.legend(present, info.class_names, info.palette, 40, min_width=caption)
     np.testing.assert_array_equal(overlay[:, 56:], expected)
     absent = [c for c in range(info.num_classes) if c not in present]
     for c in present:  # each present class has its swatch; an absent one has none
@@ -405,3 +406,19 @@ def test_data_help_points_to_the_docs(capsys) -> None:
     assert "docs/data.md" in capsys.readouterr().out
     assert (ROOT / "docs" / "data.md").is_file()
     assert "docs/data.md" in (ROOT / "README.md").read_text()
+
+
+def test_panel_legend_is_as_wide_as_its_caption_at_480_rows() -> None:
+    """The panel's "classes" caption (40 px font over 480 rows) was cut: the legend fits its names only."""
+    from cinet.inference import visualize
+
+    h = 480
+    strip = visualize.caption_height(h)
+    need = visualize.caption_width("classes", strip)
+    assert need > 60  # the names' width alone (60 px minimum) would cut it
+    key = visualize.legend([0, 1], ["a", "b"], [(255, 0, 0), (0, 255, 0)], h, min_width=need)
+    assert key.shape == (h, need, 3)
+    panel = visualize.make_panel([np.zeros((h, 64, 3), np.uint8), key], ["input", "classes"])
+    caption = panel[:strip, 64:]
+    dark = np.flatnonzero((caption < 128).any(axis=(0, 2)))
+    assert dark.size and dark.max() < need - 1  # the whole word is inside the strip, with its margin

@@ -95,6 +95,10 @@ class PredictionFiles:
         return written
 
 
+#: Caption of the legend column of the panel (the legend is at least as wide as it).
+LEGEND_CAPTION = "classes"
+
+
 def prediction_files(
     pred: Prediction,
     stem: str,
@@ -131,7 +135,11 @@ def prediction_files(
     depth_rgb, (lo, hi) = visualize.colorize_depth(pred.depth, vmin, vmax, options.cmap)
     seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
     key = visualize.legend(
-        visualize.present_classes(pred.labels, info.num_classes), info.class_names, info.palette, h
+        visualize.present_classes(pred.labels, info.num_classes),
+        info.class_names,
+        info.palette,
+        h,
+        min_width=visualize.caption_width(LEGEND_CAPTION, visualize.caption_height(h)),  # its panel caption
     )  # class names of the classes present, most frequent first
     range_text = {"depth_range_m": f"{lo:.4f},{hi:.4f}", "colormap": options.cmap}
     pngs: dict[str, tuple[np.ndarray, dict[str, str] | None]] = {
@@ -150,7 +158,7 @@ def prediction_files(
                     "input",
                     f"depth {lo:.2f}-{hi:.2f} m ({options.cmap})",
                     f"segmentation ({info.name})",
-                    "classes",
+                    LEGEND_CAPTION,
                 ],
             ),
             range_text,

@@ -215,11 +215,14 @@ def legend(
     palette: Sequence[Sequence[int]],
     height: int,
     width: int | None = None,
+    *,
+    min_width: int = 60,
 ) -> np.ndarray:
     """A white ``height x width x 3`` uint8 column listing ``class_ids`` as a colour swatch and a name each.
 
     Rows are ``max(10, min(24, height // max(len(class_ids), 1)))`` pixels high; entries that do not fit are
-    summarised as ``+N more``. ``width`` defaults to fit the longest name (at least 60 px).
+    summarised as ``+N more``. ``width`` defaults to fit the longest name, and at least ``min_width`` pixels
+    (e.g. the :func:`caption_width` of the panel caption above it).
     """
     from PIL import Image, ImageDraw
 
@@ -234,7 +237,7 @@ def legend(
     if width is None:
         probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
         longest = max((probe.textlength(t, font=font) for t in texts), default=0)
-        width = max(60, int(longest) + row + 8)
+        width = max(min_width, int(longest) + row + 8)
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     for k, text in enumerate(texts):
@@ -267,6 +270,25 @@ def _font(size: int):  # type: ignore[no-untyped-def]
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font
         return ImageFont.load_default()
+
+
+def caption_height(tile_height: int) -> int:
+    """Height of :func:`make_panel`'s caption strip over tiles ``tile_height`` pixels high."""
+    return max(12, tile_height // 12)
+
+
+def caption_width(text: str, height: int) -> int:
+    """Pixels a caption strip ``height`` high needs to show ``text`` whole (3 px margin each side)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(max(8, height - 6))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    try:
+        return int(probe.textlength(text, font=font)) + 6
+    except UnicodeEncodeError:  # a bitmap font: as drawn by _caption
+        return (
+            int(probe.textlength(text.encode("latin-1", "backslashreplace").decode("latin-1"), font=font)) + 6
+        )
 
 
 def _caption(text: str, width: int, height: int) -> np.ndarray:
@@ -309,8 +331,9 @@ def make_panel(
 ) -> np.ndarray:
     """Put ``HxWx3`` tiles of one height side by side, with an optional caption strip above each.
 
-    The caption strip is ``max(12, H // 12)`` pixels high; text that does not fit is cut. A tile may be wider
-    or narrower than the others (e.g. a :func:`legend`).
+    The caption strip is :func:`caption_height` pixels high; text that does not fit is cut (size a
+    :func:`legend` with ``min_width=caption_width(...)`` to show its caption whole). A tile may be wider or
+    narrower than the others.
     """
     h = tiles[0].shape[0]
     if any(t.shape[0] != h for t in tiles):
@@ -319,7 +342,7 @@ def make_panel(
     for i, tile in enumerate(tiles):
         col = tile
         if captions is not None:
-            strip = _caption(captions[i], tile.shape[1], max(12, h // 12))
+            strip = _caption(captions[i], tile.shape[1], caption_height(h))
             col = np.concatenate([strip, tile], axis=0)
         columns.append(col)
         if gap and i < len(tiles) - 1:
