@@ -41,11 +41,11 @@ from cinet.bench.common import (
     available_ram_bytes,
     hardware,
     max_rss_bytes,
-    pick_device,
     run_json_subprocess,
     synchronize,
     time_calls,
 )
+from cinet.utils.device import resolve_device
 
 DEFAULT_SIZES = "8x4800x512x64,2x8192x512x64,1x32768x512x64"
 TINY_SIZES = "2x300x32x16"
@@ -226,7 +226,7 @@ def run_attention(
         ValueError: A malformed size or an unknown dtype.
     """
     dtype_names = parse_dtypes(dtypes)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     names = (impls or ("naive,tiled,triton" if dev.type == "cuda" else "naive,tiled")).split(",")
     if dev.type == "cuda":
         budget = int(torch.cuda.mem_get_info(dev)[0] * FIT_FRACTION)

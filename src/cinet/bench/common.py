@@ -16,13 +16,6 @@ from typing import Any
 import torch
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; otherwise the named device (:func:`cinet.utils.device.resolve_device`)."""
-    from cinet.utils.device import resolve_device
-
-    return resolve_device(name)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from cinet.bench.common import hardware, pick_device, synchronize, time_calls
+from cinet.bench.common import hardware, synchronize, time_calls
+from cinet.utils.device import resolve_device
 
 MODES: dict[str, dict[str, bool]] = {
     "fp32": {"bf16": False, "channels_last": False, "compile": False},
@@ -195,7 +196,7 @@ def profile_step(step: Any, device: torch.device, top: int) -> list[dict[str, An
 
 def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
     """Benchmark the rows of ``args.modes`` (plus ``compile`` with ``args.compile``); JSON-ready dict."""
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     settings = model_settings(args, device)
     torch.manual_seed(0)
     base_model = build(settings).to(device).train()
