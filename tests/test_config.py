@@ -106,7 +106,7 @@ def test_cli_unknown_key_exit_code_2(capsys: pytest.CaptureFixture[str], tmp_pat
     err = capsys.readouterr().err
     assert rc == 2
     assert err.strip().splitlines() == [
-        "error: unknown config key 'model.chanels' (did you mean 'model.channels'?)"
+        "error: command-line override: unknown config key 'model.chanels' (did you mean 'model.channels'?)"
     ]
     assert not run_dir.exists()
     rc = main(["train", "--config", str(SMOKE), "--run-dir", str(run_dir), "train.seed=x"])
@@ -122,3 +122,25 @@ def test_legacy_trainer_keys_under_train_still_load(tmp_path: Path) -> None:
     assert cfg.trainer.progress_bar is False
     cfg = load_config(None, base={"train": {"channels_last": True}, "model": {"channels": 8}})
     assert cfg.trainer.channels_last is True and cfg.model.channels == 8
+
+
+def test_a_bad_value_names_the_file_of_the_defaults_chain_that_set_it(tmp_path: Path) -> None:
+    """The parent of a ``defaults:`` chain holds the bad value: the message names it, not the child."""
+    from cinet.config import load_config
+    from cinet.errors import ConfigError
+
+    (tmp_path / "parent.yaml").write_text("data:\n  crop_size: [1, 1]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("defaults: parent.yaml\nname: child\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(child)
+    assert str(err.value).startswith(f"{tmp_path / 'parent.yaml'}: config key 'data.crop_size'")
+    with pytest.raises(ConfigError) as err:  # an override of the same key is blamed on the command line
+        load_config(child, ["data.crop_size=[2,2]"])
+    assert str(err.value).startswith("command-line override: config key 'data.crop_size'")
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, ["train.stages.5.epochs=1"])
+    assert (
+        str(err.value)
+        == "command-line override: config key 'train.stages.5': list index out of range (has 3 entries)"
+    )

@@ -225,6 +225,22 @@ def _update_dataclass(obj: Any, values: dict[str, Any], prefix: str, source: str
         _assign(obj, key, hints[key], value, prefix, source)
 
 
+#: While :func:`load_config` runs: dotted key -> the source that set it last (a file, or the command line), so
+#: that :func:`cinet.config.schema.validate` names where a bad value came from.
+_SOURCES: dict[str, str | None] | None = None
+
+
+#: The source named for ``key=value`` overrides in error messages.
+OVERRIDE_SOURCE = "command-line override"
+
+
+def _record(key: str, source: str | None) -> None:
+    if _SOURCES is not None:
+        for k in [k for k in _SOURCES if k.startswith(key + ".")]:  # a whole value replaces its parts
+            del _SOURCES[k]
+        _SOURCES[key] = source
+
+
 def _assign(obj: Any, key: str, tp: Any, value: Any, prefix: str, source: str | None) -> None:
     """Set field ``key`` of dataclass ``obj``: merge a dict into a nested dataclass, else coerce and set."""
     current = getattr(obj, key)
@@ -232,6 +248,7 @@ def _assign(obj: Any, key: str, tp: Any, value: Any, prefix: str, source: str | 
         _update_dataclass(current, value, f"{prefix}{key}.", source)
     else:
         setattr(obj, key, _coerce(f"{prefix}{key}", tp, value, source))
+        _record(f"{prefix}{key}", source)
 
 
 def _set_dotted(cfg: Config, key: str, value: Any, source: str | None = None) -> None:
@@ -253,6 +270,7 @@ def _set_dotted(cfg: Config, key: str, value: Any, source: str | None = None) ->
             if last:
                 item_tp = type(obj[idx])
                 obj[idx] = _coerce(f"{prefix}{part}", item_tp, value, source)
+                _record(f"{prefix}{part}", source)
                 return
             obj = obj[idx]
         elif dataclasses.is_dataclass(obj):
@@ -274,6 +292,7 @@ def _set_dotted(cfg: Config, key: str, value: Any, source: str | None = None) ->
                         d = d.setdefault(p, {})
                     d[parts[-1]] = value
                     setattr(obj, part, target)
+                    _record(key, source)
                     return
                 raise ConfigError(f"config key '{prefix}{part}' is null; set it as a whole")
             obj = nxt
@@ -349,6 +368,17 @@ def load_config(
     Raises:
         ConfigError: Missing file, invalid YAML, unknown key, wrong type or inconsistent values.
     """
+    global _SOURCES
+    _SOURCES = {}
+    try:
+        return _load_config(path, overrides, base)
+    finally:
+        _SOURCES = None
+
+
+def _load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...], base: dict[str, Any] | None
+) -> Config:
     cfg = Config()
     if base:
         _update_dataclass(cfg, migrate_legacy(dict(base)), "", "checkpoint config")
@@ -364,8 +394,8 @@ def load_config(
     # a dataset switch first: the overrides given with it (data.root=...) belong to the new dataset
     parsed.sort(key=lambda kv: kv[0] not in ("data", "data.name"))
     for key, value in parsed:
-        _set_dotted(cfg, key, value)
-    validate(cfg, str(path) if path is not None else None, [key for key, _ in parsed])
+        _set_dotted(cfg, key, value, OVERRIDE_SOURCE)
+    validate(cfg, str(path) if path is not None else None, dict(_SOURCES or {}))
     return cfg
 
 

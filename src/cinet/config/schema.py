@@ -10,7 +10,7 @@ Modules never read this config: the builders in :mod:`cinet.engine.builders` tur
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,14 +307,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def validate(cfg: Config, source: str | None = None, overridden: Collection[str] = ()) -> None:
+def validate(cfg: Config, source: str | None = None, sources: Mapping[str, str | None] | None = None) -> None:
     """Check the rules between values that the types alone do not express.
 
     Args:
         cfg: The merged config.
         source: File name for the messages (None: no file).
-        overridden: Keys set by ``key=value`` overrides: a message about one of them (or a key inside or
-            around it) names the command line instead of ``source``.
+        sources: Dotted key -> where its value was set (a file of the ``defaults`` chain, the checkpoint's
+            config, ``command-line override``); a message about a key names its source, else ``source``.
 
     Raises:
         ConfigError: One line naming the key (and ``source``) of the first value that breaks a rule.
@@ -322,10 +322,14 @@ def validate(cfg: Config, source: str | None = None, overridden: Collection[str]
     where = f"{source}: " if source else ""
 
     def at(key: str) -> str:
-        for o in overridden:
-            if key == o or key.startswith(o + ".") or o.startswith(key + "."):
-                return "command-line override: "
-        return where
+        known = sources or {}
+        holders = [k for k in known if key == k or key.startswith(k + ".")]  # the key, or a value holding it
+        parts = [k for k in known if k.startswith(key + ".")]  # else the last-set part of it
+        found = max(holders, key=len) if holders else (parts[-1] if parts else None)
+        if found is None:
+            return where
+        src = known[found]
+        return f"{src}: " if src else ""
 
     for key, choices in CHOICES.items():
         obj: Any = cfg
