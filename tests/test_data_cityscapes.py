@@ -82,6 +82,6 @@ def test_cityscapes_errors(tmp_path: Path) -> None:
         ds[0]
     write_sample(tmp_path, ids=np.zeros((3, 4), np.uint8))
     with pytest.raises(
-        DataError, match=r"sizes differ within one sample \(image 2x4, depth 2x4, labels 3x4\)"
+        DataError, match=r"sizes differ within one sample \(image 4x2, depth 4x2, labels 4x3\)"
     ):
         ds[0]

@@ -88,7 +88,7 @@ def test_folder_errors(tmp_path: Path) -> None:
     # sizes differ within one sample
     Image.fromarray(np.zeros((H + 1, W), np.uint16)).save(tmp_path / "depth" / "a.png")
     with pytest.raises(
-        DataError, match=rf"a.png: sizes differ within one sample \(image {H}x{W}, depth {H + 1}x{W}"
+        DataError, match=rf"a.png: sizes differ within one sample \(image {W}x{H}, depth {W}x{H + 1}"
     ):
         ds[0]
     Image.fromarray(np.zeros((H, W), np.uint16)).save(tmp_path / "depth" / "a.png")

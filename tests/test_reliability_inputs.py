@@ -163,10 +163,10 @@ def test_depth_png_wrong_dtype(tmp_path: Path, out: Path, capsys: pytest.Capture
 def test_rgb_depth_label_sizes_differ(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_folder(tmp_path / "ds")
     Image.fromarray(np.ones((H + 2, W), np.uint16)).save(root / "depth" / "c.png")
-    preview_fails(capsys, root, out, str(root / "depth" / "c.png"), f"image {H}x{W}, depth {H + 2}x{W}")
+    preview_fails(capsys, root, out, str(root / "depth" / "c.png"), f"image {W}x{H}, depth {W}x{H + 2}")
     Image.fromarray(np.ones((H, W), np.uint16)).save(root / "depth" / "c.png")
     Image.fromarray(np.zeros((H, W + 1), np.uint8), mode="L").save(root / "labels" / "c.png")
-    preview_fails(capsys, root, out, str(root / "labels" / "c.png"), f"labels {H}x{W + 1}")
+    preview_fails(capsys, root, out, str(root / "labels" / "c.png"), f"labels {W + 1}x{H}")
 
 
 def test_label_out_of_range(tmp_path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> None:

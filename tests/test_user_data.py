@@ -279,9 +279,11 @@ def test_mixed_sizes_in_an_eval_split_name_what_helps(tmp_path: Path, capsys) ->
     rc, run = _train(tmp_path, root, "data.image_size=null", "data.crop_size=[32,40]")
     assert rc == 2 and not run.exists()
     line = one_error_line(capsys)
-    assert "images of the val split differ in size (64x48, 64x40)" in line and line.endswith(
-        "set data.image_size (every split) or data.eval_batch_size=1"
+    assert (
+        "images of the val split differ in size (64x48, 64x40) and one batch of data.eval_batch_size=2"
+        in line
     )
+    assert line.endswith("set data.image_size (every split) or data.eval_batch_size=1")
 
 
 def test_yaml_option_without_space_gets_a_hint(tmp_path: Path, capsys) -> None:
@@ -422,3 +424,19 @@ def test_panel_legend_is_as_wide_as_its_caption_at_480_rows() -> None:
     caption = panel[:strip, 64:]
     dark = np.flatnonzero((caption < 128).any(axis=(0, 2)))
     assert dark.size and dark.max() < need - 1  # the whole word is inside the strip, with its margin
+
+
+def test_mixed_sizes_that_no_eval_batch_mixes_pass_the_checks(tmp_path: Path) -> None:
+    """Evaluation batches are consecutive samples: 48x64, 48x64 | 40x64, 40x64 at eval_batch_size 2 is fine."""
+    from cinet.config import load_config
+    from cinet.engine.builders import build_datamodule
+
+    root = write_mydata(tmp_path / "d", sizes={2: (40, 64), 3: (40, 64)})
+    cfg = load_config(ROOT / "configs" / "folder.yaml", [f"data.root={root}", *FAST, "data.image_size=null"])
+    assert build_datamodule(cfg).check() == (48, 64)  # the first training image
+    cfg = load_config(
+        ROOT / "configs" / "folder.yaml",
+        [f"data.root={root}", *FAST, "data.image_size=null", "data.eval_batch_size=3"],
+    )
+    with pytest.raises(Exception, match="images of the val split differ in size"):
+        build_datamodule(cfg).check()

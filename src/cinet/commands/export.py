@@ -104,10 +104,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: is a folder; give the .onnx file name")
     from cinet.utils.io import check_not_an_input
 
-    inputs = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
+    inputs: dict[str, Any] = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
     if args.quantize:
         from cinet.inference.quantize import int8_paths
 
+        calib = Path(args.calibration_images) if args.calibration_images else None
+        if calib is not None and calib.is_dir():  # a folder of images (else a split name)
+            inputs["--calibration-images"] = [p for p in calib.iterdir() if p.is_file()]
         check_not_an_input([out, *int8_paths(out)], inputs)
     else:
         check_not_an_input([out], inputs)

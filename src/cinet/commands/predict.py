@@ -199,22 +199,36 @@ def output_suffixes(args: argparse.Namespace, attention_points: list[tuple[float
     return suffixes
 
 
+def inputs_in(out: Path | None, inputs: list[Path]) -> list[str]:
+    """Names of the ``inputs`` that are files in folder ``out``: given there, or through a link that resolves
+    there (output names must keep off them)."""
+    if out is None or not out.is_dir():
+        return []
+    names = []
+    for f in inputs:
+        for p in (f, f.resolve()):
+            if p.parent.exists() and os.path.samefile(p.parent, out):
+                names.append(p.name)
+    return names
+
+
 def unique_stems(
-    files: list[Path], suffixes: list[str] | tuple[str, ...] = OUTPUT_SUFFIXES, out: Path | None = None
+    files: list[Path],
+    suffixes: list[str] | tuple[str, ...] = OUTPUT_SUFFIXES,
+    out: Path | None = None,
+    inputs: list[Path] | None = None,
 ) -> list[str]:
     """Output stems of all inputs, decided up front (:func:`cinet.utils.io.allocate_stems`).
 
     Files with the same name in different folders get ``_2``, ``_3``... appended, never a number that is
     another input's own stem (``room_2.png``), so no output is written twice in one run; and no output takes
     the name of an input that sits in the output folder ``out`` (``room_depth.png`` next to ``room.png``
-    predicted into its own folder), so no input is overwritten before it is read.
+    predicted into its own folder; ``inputs``: every input given, also those skipped as unreadable, default
+    ``files``), so no input is overwritten.
     """
     from cinet.utils.io import allocate_stems
 
-    reserved = []
-    if out is not None and out.is_dir():
-        reserved = [f.name for f in files if f.parent.exists() and os.path.samefile(f.parent, out)]
-    stems = allocate_stems([f.stem for f in files], suffixes, reserved=reserved)
+    stems = allocate_stems([f.stem for f in files], suffixes, reserved=inputs_in(out, inputs or files))
     for f, stem in zip(files, stems):
         if stem != f.stem:
             logger.warning(
@@ -369,7 +383,8 @@ def run(args: argparse.Namespace) -> int:
     args.intrinsics_tuple = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     points = [_pair(a, "--attention", names="X,Y") for a in args.attention]
 
-    files = check_images(expand_inputs(args.inputs), args.skip_bad, decode=False)  # headers: sizes
+    given = expand_inputs(args.inputs)
+    files = check_images(given, args.skip_bad, decode=False)  # headers: sizes
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")
     check_writable_dir(args.out)  # creates nothing: every check below runs before the folder exists
@@ -386,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_output_dir(args.out)
     keep_output = bool(points or args.features)
 
-    stems = unique_stems(files, output_suffixes(args, points), args.out)
+    stems = unique_stems(files, output_suffixes(args, points), args.out, given)
     written_paths: set[Path] = set()
     n_images = 0
     bar = tqdm(

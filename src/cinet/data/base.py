@@ -113,7 +113,7 @@ def check_sample_sizes(files: Sequence[str | Path], shapes: dict[str, tuple[int,
     """
     if len(set(shapes.values())) == 1:
         return
-    desc = ", ".join(f"{k} {h}x{w}" for k, (h, w) in shapes.items())
+    desc = ", ".join(f"{k} {w}x{h}" for k, (h, w) in shapes.items())  # WxH, as every size in messages
     turned = ""
     if shapes["image"][::-1] in list(shapes.values())[1:]:
         orientation = exif_orientation(files[0])
@@ -239,7 +239,7 @@ def collate(batch: Sequence[Sample], size_hint: str = "set data.image_size or da
                 str(s.get("meta", {}).get("id", "?")) if isinstance(s.get("meta"), dict) else "?"
                 for s in batch
             ]
-            desc = ", ".join(f"{i} {'x'.join(map(str, sh[-2:]))}" for i, sh in zip(ids, shapes))
+            desc = ", ".join(f"{i} {sh[-1]}x{sh[-2]}" for i, sh in zip(ids, shapes))  # WxH
             raise DataError(f"{ids[0]}: samples of one batch differ in '{key}' size ({desc}); {size_hint}")
         out[key] = torch.stack(values)
     return out

@@ -376,8 +376,9 @@ class CINetDataModule(L.LightningDataModule):
     def _check_headers(self, which: str) -> None:
         """Every sample of a split whose dataset can read its sizes from the file headers (the folder dataset,
         :meth:`cinet.data.folder.FolderDataset.header_sizes`): image and maps agree, and, when the loader would
-        batch images of different sizes (no ``data.image_size``; training without ``data.crop_size``), the
-        error the first such batch would give, before the run directory exists."""
+        batch images of different sizes (no ``data.image_size``; training without ``data.crop_size``: any two
+        images, shuffled; evaluation: consecutive samples, as one process loads them), the error that batch
+        would give, before the run directory exists."""
         base = self.dataset(which)
         base = getattr(base, "dataset", base)
         header_sizes = getattr(base, "header_sizes", None)
@@ -388,15 +389,19 @@ class CINetDataModule(L.LightningDataModule):
         same_size = self.cfg.image_size or (which == "train" and self.cfg.crop_size)
         if batch < 2 or same_size:
             return
-        first_file, first = sizes[0]
-        for file, size in sizes[1:]:
-            if size != first:
-                hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
-                raise DataError(
-                    f"{first_file}, {file}: images of the {which} split differ in size ({first[1]}x{first[0]}, "
-                    f"{size[1]}x{size[0]}) and data.{'batch_size' if which == 'train' else 'eval_batch_size'} "
-                    f"is {batch}; {hint}"
-                )
+        # training batches are shuffled: any two images can meet; evaluation batches are consecutive samples
+        groups = [sizes] if which == "train" else [sizes[i : i + batch] for i in range(0, len(sizes), batch)]
+        for group in groups:
+            first_file, first = group[0]
+            for file, size in group[1:]:
+                if size != first:
+                    hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
+                    key = "batch_size" if which == "train" else "eval_batch_size"
+                    raise DataError(
+                        f"{first_file}, {file}: images of the {which} split differ in size "
+                        f"({first[1]}x{first[0]}, {size[1]}x{size[0]}) and one batch of data.{key}={batch} "
+                        f"would hold both; {hint}"
+                    )
 
     @property
     def info(self) -> DatasetInfo:

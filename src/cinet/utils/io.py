@@ -98,7 +98,9 @@ def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
         raise InputError(f"{path}: {what} is not writable (no write permission on {probe})")
 
 
-def check_not_an_input(outputs: Iterable[str | Path], inputs: Mapping[str, str | Path | None]) -> None:
+def check_not_an_input(
+    outputs: Iterable[str | Path], inputs: Mapping[str, str | Path | Iterable[str | Path] | None]
+) -> None:
     """Refuse, before anything is written, an output path that is one of the command's input files.
 
     Compared with :func:`os.path.samefile` (links and case-insensitive file systems included); an output
@@ -106,7 +108,8 @@ def check_not_an_input(outputs: Iterable[str | Path], inputs: Mapping[str, str |
 
     Args:
         outputs: Every file the command will write.
-        inputs: Option name -> the file it gave (``{"--checkpoint": ckpt}``); ``None`` values are skipped.
+        inputs: Option name -> the file it gave (``{"--checkpoint": ckpt}``), or the files it gave (a folder's
+            images); ``None`` values are skipped.
 
     Raises:
         InputError: Naming the output and the option whose file it would replace.
@@ -117,8 +120,11 @@ def check_not_an_input(outputs: Iterable[str | Path], inputs: Mapping[str, str |
         out = Path(out)
         if not out.is_file():
             continue
-        for flag, src in inputs.items():
-            if src is not None and Path(src).is_file() and os.path.samefile(out, src):
+        for flag, given in inputs.items():
+            files = [given] if given is None or isinstance(given, (str, Path)) else list(given)
+            for src in files:
+                if src is None or not Path(src).is_file() or not os.path.samefile(out, src):
+                    continue
                 raise InputError(
                     f"{out}: is the file given with {flag}; writing there would replace it (choose another path)"
                 )
