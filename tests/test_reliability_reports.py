@@ -681,3 +681,28 @@ def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path: Pat
     assert not run.exists()
     assert main(["train", "--config", SMOKE, "--run-dir", str(run), "data.eval_size=[4,4]"]) == 2
     assert _one_error_line(capsys).startswith("error: command-line override: config key 'data.eval_size'")
+
+
+def test_eval_memory_check_sees_the_largest_sample_of_a_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Kind 3: a large image that is not the first sample is found from the headers (the check looked at the
+    first sample only)."""
+    import cinet.inference.predictor as predictor_module
+    from cinet.data.synthetic import synthetic_info
+
+    root = tmp_path / "ds"
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True)
+    for stem, (h, w) in (("a", (32, 40)), ("b", (32, 40)), ("z", (1200, 1400))):
+        _save(root / "rgb" / f"{stem}.png", h, w)
+        Image.fromarray(np.full((h, w), 1500, np.uint16)).save(root / "depth" / f"{stem}.png")
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "labels" / f"{stem}.png")
+    ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**27)  # 128 MiB free
+    n = synthetic_info().num_classes
+    rc = main(
+        ["eval", "--checkpoint", str(ck), "data.name=folder", f"data.root={root}",
+         f"data.options={{num_classes: {n}}}", "data.eval_batch_size=1", "--out", str(tmp_path / "ev")]
+    )  # fmt: skip
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: data.eval_size: null (network input ") and "1400x1200 images" in line

@@ -355,6 +355,7 @@ def check_eval_memory(
 
     Used by ``cinet eval`` and by ``cinet train`` (for its validation and test, before the run directory).
     ``model`` is called only when the input is large enough to be checked. The network input comes from the
+    largest sample (datasets that read sizes from file headers, :meth:`FolderDataset.header_sizes`), else the
     first sample's size and the evaluation's preprocessing (``eval_size``,
     else the training-size rule); the estimate is the forward's activation peak per network-input pixel
     (:func:`cinet.inference.predictor.measure_bytes_per_pixel`, fake tensors) times the batch's pixels, plus
@@ -375,7 +376,12 @@ def check_eval_memory(
 
     if len(dataset) == 0:
         return
-    height, width = (int(v) for v in dataset[0]["image"].shape[-2:])
+    base = getattr(dataset, "dataset", dataset)
+    header_sizes = getattr(base, "header_sizes", None)
+    if header_sizes is not None:  # every sample's size from its header (folder datasets): the largest
+        height, width = max((size for _, size in header_sizes()), key=lambda hw: hw[0] * hw[1])
+    else:
+        height, width = (int(v) for v in dataset[0]["image"].shape[-2:])
     eval_size = tuple(cfg.data.eval_size) if cfg.data.eval_size else None
     ph, pw = plan_geometry(height, width, input_size=eval_size, train_size=train_size).padded
     batch = int(cfg.data.eval_batch_size)

@@ -113,13 +113,15 @@ def train(
     train_set = preflight.dataset("train")
     builders.check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
     no_download = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None))
-    builders.check_eval_memory(  # the validation / test forward at data.eval_size (cinet eval's check)
-        cfg,
-        preflight.dataset("test"),
-        info.num_classes,
-        train_size,
-        lambda: builders.build_model(no_download, info.num_classes, info.ignore_index),
-    )
+    evaluated = ["test", *(["val"] if cfg.train.val_every > 0 and cfg.data.val_split is not None else [])]
+    for which in evaluated:  # the validation / test forward at data.eval_size (cinet eval's check)
+        builders.check_eval_memory(
+            cfg,
+            preflight.dataset(which),
+            info.num_classes,
+            train_size,
+            lambda: builders.build_model(no_download, info.num_classes, info.ignore_index),
+        )
     train_batches = builders.train_batches_per_epoch(cfg, len(train_set))
     del preflight
     if cfg.init_from and not resume:
