@@ -706,3 +706,38 @@ def test_eval_memory_check_sees_the_largest_sample_of_a_folder(tmp_path: Path, m
     assert rc == 2
     line = _one_error_line(capsys)
     assert line.startswith("error: data.eval_size: null (network input ") and "1400x1200 images" in line
+
+
+def test_inputs_through_links_and_skipped_inputs_are_never_overwritten(ckpt: Path, tmp_path: Path) -> None:
+    """Kind 2, third trial: an input given through a link whose file sits in the output folder, and an input
+    skipped by --skip-bad, keep their names (outputs of another input took them)."""
+    folder, links = tmp_path / "p", tmp_path / "links"
+    folder.mkdir()
+    links.mkdir()
+    _save(folder / "room.png", 30, 40, 1)
+    _save(folder / "room_depth.png", 24, 36, 2)
+    (links / "room_depth.png").symlink_to(folder / "room_depth.png")
+    (folder / "room_panel.png").write_bytes(b"not an image")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    args = ["predict", "--checkpoint", str(ckpt), str(folder / "room.png"), str(links / "room_depth.png")]
+    assert (
+        main([*args, str(folder / "room_panel.png"), "--out", str(folder), "--skip-bad", "--no-progress"])
+        == 0
+    )
+    for name, data in before.items():
+        assert (folder / name).read_bytes() == data, f"input {name} was overwritten"
+    assert (folder / "room_2_depth.png").is_file()
+
+
+def test_export_int8_refuses_an_output_that_is_a_calibration_image(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    calib = tmp_path / "cal"
+    calib.mkdir()
+    image = _save(calib / "im1.png", 32, 40)
+    data = image.read_bytes()
+    rc = main(["export", "--checkpoint", str(ckpt), "--onnx", str(image), "--quantize", "int8",
+               "--calibration-images", str(calib)])  # fmt: skip
+    assert rc == 2
+    assert _one_error_line(capsys).startswith(f"error: {image}: is the file given with --calibration-images")
+    assert image.read_bytes() == data
