@@ -96,8 +96,14 @@ def test_outputs_and_downloads_match_predictor_and_predict(
     np.testing.assert_array_equal(view[:480], depth_rgb)  # the colour bar sits below the depth image
     np.testing.assert_array_equal(view[480:], visualize.depth_colorbar(lo, hi, 640, "magma"))
     seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
+    from cinet.inference.files import LEGEND_CAPTION
+
     key = visualize.legend(  # the overlay file of cinet predict carries the legend of the classes present
-        visualize.present_classes(pred.labels, info.num_classes), info.class_names, info.palette, 480
+        visualize.present_classes(pred.labels, info.num_classes),
+        info.class_names,
+        info.palette,
+        480,
+        min_width=visualize.caption_width(LEGEND_CAPTION, visualize.caption_height(480)),  # its panel caption
     )
     np.testing.assert_array_equal(
         _rgb(overlay), np.concatenate([visualize.overlay(rgb, seg_rgb, 0.3), key], 1)
