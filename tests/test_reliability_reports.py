@@ -741,3 +741,24 @@ def test_export_int8_refuses_an_output_that_is_a_calibration_image(
     assert rc == 2
     assert _one_error_line(capsys).startswith(f"error: {image}: is the file given with --calibration-images")
     assert image.read_bytes() == data
+
+
+def test_data_preview_refuses_an_image_too_large_for_memory(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Kind 3 in ``data preview``: a 20000x15000 folder image peaked at 20.6 GB; now refused from its header."""
+    import cinet.inference.predictor as predictor_module
+
+    root = tmp_path / "ds"
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True)
+    for stem, (h, w) in (("a", (32, 40)), ("b", (200, 300))):
+        _save(root / "rgb" / f"{stem}.png", h, w)
+        Image.fromarray(np.full((h, w), 1500, np.uint16)).save(root / "depth" / f"{stem}.png")
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "labels" / f"{stem}.png")
+    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**22)  # 4 MiB free
+    out = tmp_path / "prev"
+    rc = main(["data", "preview", "folder", "--root", str(root), "--out", str(out), "num_classes=2"])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {root / 'rgb' / 'b.png'}: a 300x200 image needs about ")
+    assert line.endswith("downscale the file")
+    assert not any(out.glob("*.png")) if out.exists() else True

@@ -233,14 +233,15 @@ class FolderDataset(BaseDataset):
             DataError: A sample whose image and maps differ in size (naming its files), or an unreadable header.
         """
         sizes = []
-        for stem, rgb_path in self.items:
-            files: list[Path] = [rgb_path]
-            shapes = {"image": header_size(rgb_path, turned=True)}
-            for key, folder in (("depth", self.depth_dir), ("labels", self.labels_dir)):
-                if folder is not None:
-                    files.append(folder / f"{stem}.png")
-                    shapes[key] = header_size(files[-1])
-            check_sample_sizes(files, shapes)
+        for index, (stem, rgb_path) in enumerate(self.items):
+            with self.sample_context(index):  # errors name the sample, as when it is loaded
+                files: list[Path] = [rgb_path]
+                shapes = {"image": header_size(rgb_path, turned=True)}
+                for key, folder in (("depth", self.depth_dir), ("labels", self.labels_dir)):
+                    if folder is not None:
+                        files.append(folder / f"{stem}.png")
+                        shapes[key] = header_size(files[-1])
+                check_sample_sizes(files, shapes)
             sizes.append((str(rgb_path), shapes["image"]))
         return sizes
 
