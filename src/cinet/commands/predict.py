@@ -239,18 +239,9 @@ def unique_stems(
 
 def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
     """``(height, width)`` of each file as the image reader returns it (EXIF-turned), from the headers only."""
-    from PIL import Image
+    from cinet.data.base import header_size
 
-    from cinet.data.base import EXIF_TRANSPOSING, exif_orientation, no_pixel_limit
-
-    sizes = []
-    for f in files:
-        with no_pixel_limit(), Image.open(f) as img:
-            width, height = img.size
-        if exif_orientation(f) in EXIF_TRANSPOSING:
-            width, height = height, width
-        sizes.append((height, width))
-    return sizes
+    return [header_size(f, turned=True) for f in files]
 
 
 def check_before_writing(predictor: Predictor, files: list[Path], points: list[tuple[float, float]]) -> None:

@@ -191,6 +191,7 @@ class FolderDataset(BaseDataset):
             log.warning("%s: no depth/ folder, depth is all invalid", root)
         if self.labels_dir is None:
             log.warning("%s: no labels/ folder, labels are all ignore (255)", root)
+        self._header_sizes: list[tuple[str, tuple[int, int]]] | None = None  # header_sizes(), once read
         self.items: list[tuple[str, Path]] = []
         for stem in stems:
             if stem not in by_stem:
@@ -229,9 +230,13 @@ class FolderDataset(BaseDataset):
         image (EXIF-turned, as read) and maps checked to agree: a mismatch anywhere in the split is found before
         training starts, not at its batch.
 
+        Read once per dataset object (the pre-training checks and the memory checks share it).
+
         Raises:
             DataError: A sample whose image and maps differ in size (naming its files), or an unreadable header.
         """
+        if self._header_sizes is not None:
+            return self._header_sizes
         sizes = []
         for index, (stem, rgb_path) in enumerate(self.items):
             with self.sample_context(index):  # errors name the sample, as when it is loaded
@@ -243,6 +248,7 @@ class FolderDataset(BaseDataset):
                         shapes[key] = header_size(files[-1])
                 check_sample_sizes(files, shapes)
             sizes.append((str(rgb_path), shapes["image"]))
+        self._header_sizes = sizes
         return sizes
 
     def _load(self, index: int) -> Sample:

@@ -371,6 +371,7 @@ def check_eval_memory(
         MEMORY_FRACTION,
         available_bytes,
         measure_bytes_per_pixel,
+        output_bytes,
     )
     from cinet.inference.preprocess import plan_geometry
 
@@ -392,7 +393,7 @@ def check_eval_memory(
     )
     device = torch.device("cuda" if cuda else "cpu")
     free = available_bytes(device)
-    outputs = batch * height * width * 4 * (2 * num_classes + 2) + batch * ph * pw * 4 * (3 + num_classes + 1)
+    outputs = output_bytes(height, width, (ph, pw), batch, num_classes)
     need = int(measure_bytes_per_pixel(model(), device) * batch * ph * pw) + outputs
     if free is None or need <= MEMORY_FRACTION * free:
         return

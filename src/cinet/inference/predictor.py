@@ -170,6 +170,14 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
+def output_bytes(height: int, width: int, padded: tuple[int, int], batch: int, num_classes: int) -> int:
+    """Bytes of a forward's input and outputs beside its activations: float32 depth, logits and their softmax /
+    argmax at the image size (``height`` x ``width``), and the network input with its outputs at ``padded``
+    (H, W). Part of :meth:`Predictor.forward_bytes` and of the evaluation's memory check."""
+    ph, pw = padded
+    return batch * height * width * 4 * (2 * num_classes + 2) + batch * ph * pw * 4 * (3 + num_classes + 1)
+
+
 def measure_bytes_per_pixel(model: torch.nn.Module, device: torch.device) -> float:
     """Activation peak of one inference forward per input pixel, measured with fake tensors (no compute).
 
@@ -571,7 +579,7 @@ class Predictor:
         """
         _, (ph, pw) = self.network_size(height, width)
         classes = self.info.num_classes
-        outputs = batch * height * width * 4 * (2 * classes + 2) + batch * ph * pw * 4 * (3 + classes + 1)
+        outputs = output_bytes(height, width, (ph, pw), batch, classes)
         if self.is_torch:
             return int(self._forward_bytes_per_pixel() * batch * ph * pw) + outputs
         from cinet.models import VARIANTS

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -281,14 +282,20 @@ def caption_width(text: str, height: int) -> int:
     """Pixels a caption strip ``height`` high needs to show ``text`` whole (3 px margin each side)."""
     from PIL import Image, ImageDraw
 
-    font = _font(max(8, height - 6))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return _with_latin1_fallback(lambda t: int(probe.textlength(t, font=_caption_font(height))), text) + 6
+
+
+def _caption_font(height: int) -> Any:
+    return _font(max(8, height - 6))
+
+
+def _with_latin1_fallback(draw: Callable[[str], Any], text: str) -> Any:
+    """``draw(text)``; a bitmap font (no FreeType) holds Latin-1 only: on failure, the rest escaped (names)."""
     try:
-        return int(probe.textlength(text, font=font)) + 6
-    except UnicodeEncodeError:  # a bitmap font: as drawn by _caption
-        return (
-            int(probe.textlength(text.encode("latin-1", "backslashreplace").decode("latin-1"), font=font)) + 6
-        )
+        return draw(text)
+    except UnicodeEncodeError:
+        return draw(text.encode("latin-1", "backslashreplace").decode("latin-1"))
 
 
 def _caption(text: str, width: int, height: int) -> np.ndarray:
@@ -296,13 +303,8 @@ def _caption(text: str, width: int, height: int) -> np.ndarray:
 
     strip = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
-    font = _font(max(8, height - 6))
-    try:
-        draw.text((3, 1), text, fill=(0, 0, 0), font=font)
-    except UnicodeEncodeError:  # a bitmap font (no FreeType) holds Latin-1 only: escape the rest (names)
-        draw.text(
-            (3, 1), text.encode("latin-1", "backslashreplace").decode("latin-1"), fill=(0, 0, 0), font=font
-        )
+    font = _caption_font(height)
+    _with_latin1_fallback(lambda t: draw.text((3, 1), t, fill=(0, 0, 0), font=font), text)
     return np.asarray(strip, dtype=np.uint8)
 
 
