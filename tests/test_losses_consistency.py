@@ -41,8 +41,9 @@ def test_hand_value_1x3() -> None:
 
 def test_labels_are_downsampled_and_ignore_excluded() -> None:
     f_d, f_s = row([0.0, 1.0, 3.0]), row([0.0, 0.0, 0.0])
-    # 2x6 labels -> nearest to 1x3 takes row 0, columns 0, 2, 4 = [0, 255, 1]
-    labels = torch.tensor([[[0, 5, 255, 5, 1, 5], [5, 5, 5, 5, 5, 5]]])
+    # 2x6 labels -> 1x3 by the nearest pixel centre (nearest-exact) takes row floor(0.5 * 2) = 1 and
+    # columns floor((j + 0.5) * 2) = 1, 3, 5 = [0, 255, 1]
+    labels = torch.tensor([[[5, 5, 5, 5, 5, 5], [5, 0, 5, 255, 5, 1]]])
     # only (0,2) at l=2 counts: 1 - exp(-9/2) = 0.988891
     assert consistency_loss(f_d, f_s, labels, ZERO, ZERO).item() == pytest.approx(
         1 - math.exp(-4.5), rel=1e-6

@@ -11,13 +11,19 @@ Every transform takes and returns a sample dict with
 
 Geometric transforms move image, depth and labels together: the image is resampled bilinearly, depth and
 labels with nearest neighbour; uncovered or padded area is depth 0 (invalid) and label 255 (ignore).
-:class:`RandomScale` divides the depth by ``s`` when it zooms in by ``s`` (the scene looks ``s`` times closer).
+Every resize uses one pixel grid: pixel centres at integer coordinates, output pixel ``j`` looking at input
+position ``(j + 0.5) * in / out - 0.5`` (``align_corners=False``). The image (bilinear) and the intrinsics
+(:func:`cinet.data.info.scale_intrinsics`) follow it, so depth and label maps use ``nearest-exact`` (source
+index ``floor((j + 0.5) * in / out)``, the nearest pixel centre), not ``nearest`` (``floor(j * in / out)``,
+which shifts the maps by up to half an input pixel against the image; pytorch/pytorch#34808).
+:class:`RandomScale` divides the depth by the scale it applied (the scene looks that much closer).
 Randomness comes from ``torch``'s generator (seeded per DataLoader worker by PyTorch).
 :class:`Normalize` marks ``meta["normalized"]``; a dataset normalises the image itself when no transform did.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -58,6 +64,30 @@ def _size(sample: Sample) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def resize_map(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a depth, label, mask or validity map ``[..., H, W]`` to ``size`` ``(h, w)`` by the nearest pixel
+    centre (``nearest-exact``), never mixing values: the one resize of every such map in cinet.
+
+    Output pixel ``j`` takes input pixel ``floor((j + 0.5) * H / h)``: the same grid as the bilinear image
+    resize (``align_corners=False``) and :func:`cinet.data.info.scale_intrinsics`. PyTorch's ``nearest``
+    (``floor(j * H / h)``) shifts the map by up to half an input pixel (label edge +0.25 output px at x0.5).
+
+    Args:
+        t: Map of any dtype (labels int64, depth float32 metres, bool masks), ``[..., H, W]``.
+        size: Target ``(h, w)`` in pixels.
+
+    Returns:
+        The map at ``[..., h, w]`` with the input dtype.
+    """
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    lead = t.shape[:-2]
+    flat = t.reshape(1, -1, *t.shape[-2:])
+    work = flat if flat.dtype in (torch.float32, torch.float64) else flat.double()  # exact for int64 labels
+    out = F.interpolate(work, size=tuple(size), mode="nearest-exact")
+    return out.to(t.dtype).reshape(*lead, *size)
+
+
 def _resize_all(sample: Sample, h: int, w: int) -> Sample:
     oh, ow = _size(sample)
     out = _copy(sample)
@@ -65,10 +95,9 @@ def _resize_all(sample: Sample, h: int, w: int) -> Sample:
         sample["image"], [h, w], interpolation=v2.InterpolationMode.BILINEAR, antialias=True
     )
     if "depth" in sample:
-        out["depth"] = TF.resize(sample["depth"], [h, w], interpolation=v2.InterpolationMode.NEAREST)
+        out["depth"] = resize_map(sample["depth"], (h, w))
     if "labels" in sample:
-        lab = sample["labels"][None].float()
-        out["labels"] = TF.resize(lab, [h, w], interpolation=v2.InterpolationMode.NEAREST)[0].long()
+        out["labels"] = resize_map(sample["labels"][None], (h, w))[0]
     k = out["meta"].get("intrinsics")
     if k is not None:
         out["meta"]["intrinsics"] = scale_intrinsics(tuple(k), (ow, oh), (w, h))
@@ -153,10 +182,13 @@ def rotate(sample: Sample, angle: float) -> Sample:
 
 
 class RandomScale:
-    """Resize by ``s`` drawn from ``[min_scale, max_scale]``; depth is divided by ``s``.
+    """Resize by ``s`` drawn from ``[min_scale, max_scale]``; depth is divided by the applied scale.
 
     Zooming in by ``s`` makes the scene look ``s`` times closer, so metric depth shrinks by ``s``
-    (the CI-Net / Eigen augmentation). Intrinsics scale with the image.
+    (the CI-Net / Eigen augmentation). Intrinsics scale with the image. The sizes are rounded to whole
+    pixels, so the scale actually applied is ``h'/h`` down and ``w'/w`` across; depth is divided by their
+    geometric mean :func:`applied_scale`, not by the drawn ``s`` (they differ by up to 0.1 % at 416x544 and
+    by several percent at small crops; docs/data.md).
     """
 
     def __init__(self, min_scale: float, max_scale: float):
@@ -169,13 +201,22 @@ class RandomScale:
         if s == 1.0:
             return sample
         h, w = _size(sample)
-        out = _resize_all(sample, max(1, round(h * s)), max(1, round(w * s)))
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        out = _resize_all(sample, nh, nw)
         if "depth" in out:
-            out["depth"] = out["depth"] / s
+            out["depth"] = out["depth"] / applied_scale((h, w), (nh, nw))
         return out
 
     def __repr__(self) -> str:
         return f"RandomScale({self.min_scale}, {self.max_scale})"
+
+
+def applied_scale(from_size: tuple[int, int], to_size: tuple[int, int]) -> float:
+    """The zoom a resize from ``from_size`` to ``to_size`` (``(H, W)`` pixels) applies: ``sqrt(h'/h * w'/w)``.
+
+    Metric depth is divided by it when an image is zoomed (:class:`RandomScale`).
+    """
+    return math.sqrt(to_size[0] / from_size[0] * to_size[1] / from_size[1])
 
 
 class _Crop:

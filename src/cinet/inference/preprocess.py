@@ -101,7 +101,8 @@ class Geometry:
         """A map ``[B,C,h,w]`` over the network input (any resolution) -> ``[B,C,H,W]`` at the image size.
 
         Crops the padding (scaled proportionally at a coarser resolution), then resizes to ``orig``
-        (bilinear, ``align_corners=False``; ``mode="nearest"`` for label maps).
+        (bilinear, ``align_corners=False``; ``mode="nearest"`` for label maps: the nearest pixel centre,
+        ``nearest-exact``, on the same grid).
         """
         h, w = t.shape[-2:]
         if (h, w) == self.padded:
@@ -111,7 +112,7 @@ class Geometry:
             t = t[..., :rows, :cols]
         if tuple(t.shape[-2:]) != self.orig:
             if mode == "nearest":
-                t = F.interpolate(t, size=self.orig, mode="nearest")
+                t = F.interpolate(t, size=self.orig, mode="nearest-exact")
             else:
                 t = F.interpolate(t, size=self.orig, mode="bilinear", align_corners=False)
         return t

@@ -233,8 +233,11 @@ def ideal_attention_apply(
 def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour downsampling of label maps to the feature size (the "down-sampled" m of Eq. 3).
 
-    Uses ``F.interpolate(mode="nearest")`` (source index ``floor(i * in / out)``), the one rule used
-    everywhere in cinet (ideal map, attention loss, consistency loss), so that all parts agree.
+    Uses ``F.interpolate(mode="nearest-exact")`` (source index ``floor((i + 0.5) * in / out)``: the label at
+    the centre of each feature cell, the grid of the decoder's bilinear ``align_corners=False`` upsampling),
+    the one rule used everywhere in cinet (ideal map, attention loss, consistency loss, the data transforms'
+    :func:`cinet.data.transforms.resize_map`), so that all parts agree. ``nearest`` (``floor(i * in / out)``)
+    would take each cell's top-left pixel instead, half a cell off.
 
     Args:
         labels: [B,H,W] integer labels (``255`` = ignore is kept as is).
@@ -245,5 +248,5 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     """
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
-    out = F.interpolate(labels.unsqueeze(1).float(), size=size, mode="nearest")
+    out = F.interpolate(labels.unsqueeze(1).float(), size=size, mode="nearest-exact")
     return out.squeeze(1).to(labels.dtype)
