@@ -78,7 +78,7 @@ def test_sunrgbd_values(tmp_path: Path) -> None:
     for y in range(H):
         for x in range(W):
             assert lab[y, x] == (255 if label[y, x] == 0 else label[y, x] - 1)
-    assert s["meta"]["intrinsics"] == (529.5, 529.5, 365.0, 265.0)
+    assert s["meta"]["intrinsics"] == (529.5, 529.5, 364.0, 264.0)  # the toolbox's 1-based cx, cy minus 1
     assert train.info.class_names[0] == "wall" and train.info.num_classes == 37
     assert test[0]["meta"]["id"] == "sunrgbd/kv2/kinect2data/seqB"
     np.testing.assert_array_equal(test[0]["labels"].numpy()[0], lab[-1])

@@ -424,10 +424,7 @@ def _exif_jpeg(path: Path, width: int, height: int, orientation: int) -> None:
     Image.fromarray(synthetic_image(height, width, 7)).save(path, exif=exif.tobytes(), quality=95)
 
 
-def test_exif_rotation_is_the_same_in_datasets_and_predict_and_a_size_clash_names_the_file(
-    tmp_path: Path,
-) -> None:
-    from cinet.data.base import read_png16
+def test_exif_turned_photo_with_maps_is_refused_naming_the_file_and_predict_turns_it(tmp_path: Path) -> None:
     from cinet.data.folder import FolderDataset
     from cinet.errors import DataError
     from cinet.inference.predictor import load_image
@@ -441,11 +438,7 @@ def test_exif_rotation_is_the_same_in_datasets_and_predict_and_a_size_clash_name
     Image.fromarray(np.full((8, 10), 1500, np.uint16)).save(root / "depth" / "cam.png", exif=exif.tobytes())
     Image.fromarray(np.zeros((8, 10), np.uint8)).save(root / "labels" / "cam.png")
     ds = FolderDataset(root, num_classes=2)
-    raw = ds._load(0)
-    assert raw["image"].shape == (10, 8, 3)  # turned by its EXIF orientation
-    assert raw["depth"].shape == raw["labels"].shape == (8, 10)  # maps as stored, never turned
-    assert read_png16(root / "depth" / "cam.png").shape == (8, 10)
-    np.testing.assert_array_equal(raw["image"], load_image(root / "rgb" / "cam.jpg"))
+    assert load_image(root / "rgb" / "cam.jpg").shape == (10, 8, 3)  # predict: turned by its EXIF orientation
     with pytest.raises(DataError) as err:
         ds[0]
     msg = str(err.value)
@@ -659,7 +652,7 @@ def test_a_later_samples_size_clash_is_refused_before_the_run_dir(tmp_path: Path
     )  # fmt: skip
     assert rc == 2 and not run.exists()
     line = _one_error_line(capsys)
-    assert line.startswith(f"error: {root / 'rgb' / 'z.jpg'}, ") and "EXIF orientation 6" in line
+    assert line.startswith(f"error: {root / 'rgb' / 'z.jpg'}: ") and "EXIF orientation 6" in line
 
 
 def test_eval_on_a_folder_without_root_names_the_root(tmp_path: Path, capsys) -> None:

@@ -106,23 +106,11 @@ class BaseDataset(torch.utils.data.Dataset):
 
 
 def check_sample_sizes(files: Sequence[str | Path], shapes: dict[str, tuple[int, int]]) -> None:
-    """Raise :class:`DataError` naming ``files`` when the ``(H, W)`` of a sample's arrays differ.
-
-    ``files[0]`` is the image: when it is turned by its EXIF orientation and its maps match it unturned, the
-    message says so.
-    """
+    """Raise :class:`DataError` naming ``files`` when the ``(H, W)`` of a sample's arrays differ."""
     if len(set(shapes.values())) == 1:
         return
     desc = ", ".join(f"{k} {w}x{h}" for k, (h, w) in shapes.items())  # WxH, as every size in messages
-    turned = ""
-    if shapes["image"][::-1] in list(shapes.values())[1:]:
-        orientation = exif_orientation(files[0])
-        if orientation in EXIF_TRANSPOSING:
-            turned = (
-                f"; the image is turned by its EXIF orientation {orientation}, its maps are read as stored: "
-                "save the image without the orientation tag, or turn the maps the same way"
-            )
-    raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc}{turned})")
+    raise DataError(f"{', '.join(map(str, files))}: sizes differ within one sample ({desc})")
 
 
 def header_size(path: Path, *, turned: bool = False) -> tuple[int, int]:
@@ -304,6 +292,17 @@ MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 #: EXIF orientation values that turn the image by 90 degrees (its width and height swap).
 EXIF_TRANSPOSING = (5, 6, 7, 8)
 EXIF_ORIENTATION = 0x0112
+#: What each EXIF orientation (TIFF/EXIF tag 0x0112) does to the stored pixels to show them (1 = as stored).
+EXIF_ORIENTATION_NAMES = {
+    1: "as stored",
+    2: "mirrored left-right",
+    3: "rotated 180 degrees",
+    4: "mirrored top-bottom",
+    5: "transposed",
+    6: "rotated 90 degrees clockwise",
+    7: "transversed",
+    8: "rotated 90 degrees counter-clockwise",
+}
 
 
 def pil_to_rgb(img: Image.Image) -> np.ndarray:
@@ -340,12 +339,48 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def check_upright(path: str | Path) -> None:
+    """Refuse an image with depth / label maps whose EXIF orientation is not 1 (as stored): one line naming it.
+
+    A camera photo may carry an orientation tag (2..8) that viewers, Pillow's ``exif_transpose`` and
+    ``cinet predict`` apply, while the depth and label maps that belong to it are plain PNGs: nothing says
+    whether they were saved in the stored or in the shown orientation (labelme#1529 drew labels on the turned
+    photo; a depth sensor writes the stored one). Guessing gives labels that miss the photo without a word
+    (0.00 agreement for orientation 2 or 3), so every dataset refuses all seven turning orientations alike,
+    square photos included (docs/data.md, "EXIF orientation").
+
+    Raises:
+        DataError: ``"<path>: EXIF orientation N (what it does): ..."``.
+    """
+    orientation = exif_orientation(path)
+    if orientation != 1:
+        what = EXIF_ORIENTATION_NAMES.get(orientation, "unknown")
+        raise DataError(
+            where(
+                path,
+                f"EXIF orientation {orientation} ({what} when shown): its depth and label maps cannot say "
+                "whether they follow the stored or the shown pixels; save the photo as shown without the tag, "
+                "its maps in the same orientation (docs/data.md, EXIF orientation)",
+            )
+        )
+
+
+def read_rgb(path: Path, *, with_maps: bool = False) -> np.ndarray:
     """An image file as uint8 HxWx3 RGB: turned by its EXIF orientation, converted by :func:`pil_to_rgb`.
 
     The reader of every dataset and of ``cinet predict`` (the same file gives the same array). Depth and label
     maps are read as stored (:func:`read_png16`, :func:`read_label_png`): never turned, never colour-converted.
+
+    Args:
+        path: The image file.
+        with_maps: The image has depth / label maps (a dataset sample): an EXIF orientation other than 1 is
+            refused (:func:`check_upright`) instead of applied.
+
+    Raises:
+        DataError: Naming the file: unreadable, or turned by EXIF while ``with_maps``.
     """
+    if with_maps:
+        check_upright(path)
     from PIL import ImageOps
 
     img = _open(path)

@@ -140,7 +140,7 @@ class CityscapesDataset(BaseDataset):
         p = self.paths(index)
         for key in ("disparity", "camera", "labels"):
             require_file(p[key], f"Cityscapes {key} file")
-        image = read_rgb(p["image"])
+        image = read_rgb(p["image"], with_maps=True)
         baseline, k = self.read_camera(p["camera"])
         depth = disparity_to_depth(read_png16(p["disparity"]), baseline, k[0], self.info.depth_cap)
         raw = read_label_png(p["labels"]).astype(np.int64)

@@ -28,6 +28,7 @@ from cinet.data.base import (
     BaseDataset,
     Sample,
     check_sample_sizes,
+    check_upright,
     header_size,
     read_label_png,
     read_png16,
@@ -191,6 +192,8 @@ class FolderDataset(BaseDataset):
             log.warning("%s: no depth/ folder, depth is all invalid", root)
         if self.labels_dir is None:
             log.warning("%s: no labels/ folder, labels are all ignore (255)", root)
+        #: depth or label maps belong to the photos: an EXIF-turned photo is refused (check_upright)
+        self.has_maps = self.depth_dir is not None or self.labels_dir is not None
         self._header_sizes: list[tuple[str, tuple[int, int]]] | None = None  # header_sizes(), once read
         self.items: list[tuple[str, Path]] = []
         for stem in stems:
@@ -227,7 +230,7 @@ class FolderDataset(BaseDataset):
 
     def header_sizes(self) -> list[tuple[str, tuple[int, int]]]:
         """``(image file, (H, W))`` of every sample from the file headers (no pixel decoded), each sample's
-        image (EXIF-turned, as read) and maps checked to agree: a mismatch anywhere in the split is found before
+        image (refused when turned by an EXIF orientation, :func:`cinet.data.base.check_upright`) and maps checked to agree: a mismatch anywhere in the split is found before
         training starts, not at its batch.
 
         Read once per dataset object (the pre-training checks and the memory checks share it).
@@ -241,7 +244,9 @@ class FolderDataset(BaseDataset):
         for index, (stem, rgb_path) in enumerate(self.items):
             with self.sample_context(index):  # errors name the sample, as when it is loaded
                 files: list[Path] = [rgb_path]
-                shapes = {"image": header_size(rgb_path, turned=True)}
+                if self.has_maps:
+                    check_upright(rgb_path)  # as _load refuses it, before any pixel is read
+                shapes = {"image": header_size(rgb_path, turned=not self.has_maps)}
                 for key, folder in (("depth", self.depth_dir), ("labels", self.labels_dir)):
                     if folder is not None:
                         files.append(folder / f"{stem}.png")
@@ -253,7 +258,7 @@ class FolderDataset(BaseDataset):
 
     def _load(self, index: int) -> Sample:
         stem, rgb_path = self.items[index]
-        image = read_rgb(rgb_path)
+        image = read_rgb(rgb_path, with_maps=self.has_maps)
         h, w = image.shape[:2]
         files: list[Path] = [rgb_path]
         if self.depth_dir is not None:

@@ -7,7 +7,8 @@
 * ``depth_bfx/*.png`` (default, the filled depth) or ``depth/*.png`` (raw, ``depth="raw"``): 16-bit PNGs stored
   bit-rotated. The toolbox (``read3dPoints.m``) decoding is used: ``v = (p >> 3) | (p << 13)`` in 16 bits,
   metres ``= v / 1000``, values above 8 m clipped to 8 m, 0 = invalid;
-* ``intrinsics.txt``: row-major 3x3 ``K`` (fx, fy, cx, cy used as written, see ``meta["intrinsics"]``);
+* ``intrinsics.txt``: row-major 3x3 ``K`` (fx, fy, cx, cy in the toolbox's 1-based pixel coordinates; cinet's
+  ``meta["intrinsics"]`` are 0-based: cx - 1, cy - 1, see :func:`toolbox_intrinsics`);
 * the 37-class labels (0 = void, 1..37 = seg37list order, made 0-based with void -> 255).
 
 Labels: the official labels live in ``SUNRGBDtoolbox/Metadata/SUNRGBD2Dseg.mat`` (a ~64 GB-in-MATLAB HDF5
@@ -47,6 +48,17 @@ def decode_depth(png: np.ndarray, cap: float = 8.0) -> np.ndarray:
     v = png.astype(np.uint32)
     mm = (v >> 3) | ((v << 13) & 0xFFFF)
     return np.minimum(mm.astype(np.float32) / np.float32(1000.0), np.float32(cap))
+
+
+def toolbox_intrinsics(k: np.ndarray) -> tuple[float, float, float, float]:
+    """``(fx, fy, cx, cy)`` for 0-based pixel centres from a SUN RGB-D ``intrinsics.txt`` (9 numbers, row-major K).
+
+    The toolbox back-projects with ``[x, y] = meshgrid(1:W, 1:H)`` (``read_3d_pts_general.m``): its principal
+    point is in MATLAB's 1-based pixel coordinates, so the 0-based one cinet uses everywhere (NYU, Cityscapes,
+    the folder format, :func:`cinet.inference.pointcloud.backproject`) is ``cx - 1, cy - 1``; used as written
+    it is 1 px off (5.8 mm at 3 m; pykitti#26 is the same fault).
+    """
+    return (float(k[0]), float(k[4]), float(k[2]) - 1.0, float(k[5]) - 1.0)
 
 
 def sunrgbd_info() -> DatasetInfo:
@@ -164,7 +176,7 @@ class SUNRGBDDataset(BaseDataset):
         require_dir(seq, "SUN RGB-D sequence folder")
         rgb_path = self._one(seq / "image", "*.jpg", "image")
         depth_path = self._one(seq / self.depth_sub, "*.png", "depth")
-        image = read_rgb(rgb_path)
+        image = read_rgb(rgb_path, with_maps=True)
         png = read_png16(depth_path)
         depth = decode_depth(png, self.info.depth_cap)
         label_file = seq / "label" / "label.png"
@@ -195,7 +207,7 @@ class SUNRGBDDataset(BaseDataset):
                 raise DataError(where(kfile, "expected 9 numbers (3x3 K, row-major)")) from None
             if k.size != 9:
                 raise DataError(where(kfile, f"expected 9 numbers (3x3 K, row-major), got {k.size}"))
-            meta["intrinsics"] = (float(k[0]), float(k[4]), float(k[2]), float(k[5]))
+            meta["intrinsics"] = toolbox_intrinsics(k)
         else:
             meta["intrinsics"] = None
         return {
