@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = checkpoint_config(payload, args.checkpoint)
     info = DatasetInfo.from_dict(payload["dataset"])
     width, height = info.reference_size
-    calib_ds = build_dataset(cfg.data, cfg.data.train_split, train=False)
-    eval_ds = build_dataset(cfg.data, cfg.data.test_split, train=False)
+    norm = {"mean": model.input_mean, "std": model.input_std}  # the checkpoint's (load_model)
+    calib_ds = build_dataset(cfg.data, cfg.data.train_split, train=False, **norm)
+    eval_ds = build_dataset(cfg.data, cfg.data.test_split, train=False, **norm)
     protocol = build_protocol(cfg, eval_ds.info)
     samples = [eval_ds[i] for i in spread_indices(len(eval_ds), args.num_eval)]
     x = next(dataset_inputs(eval_ds, 1, (height, width)))

@@ -24,7 +24,7 @@ def test_sample_contract() -> None:
     assert s["meta"]["orig_size"] == SIZE
     assert len(s["meta"]["intrinsics"]) == 4
     # normalised with ImageNet statistics: denormalising gives back 0..1 values
-    img = denormalize(s["image"])
+    img = denormalize(s["image"], ds.info.mean, ds.info.std)
     assert float(img.min()) >= 0 and float(img.max()) <= 1
     assert float(s["image"].min()) < 0  # normalised, not raw 0..1
     info = ds.info

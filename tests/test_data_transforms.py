@@ -121,18 +121,19 @@ def test_eval_policy_and_normalize_flag() -> None:
     )
     r = Resize((24, 32))(pattern())
     assert r["depth"].shape == (1, 24, 32) and r["meta"]["intrinsics"][0] == pytest.approx(K[0] / 2)
-    n = Normalize()(pattern())
+    n = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))(pattern())
     assert n["meta"]["normalized"] is True
     torch.testing.assert_close(n["image"][2], torch.full((H, W), (0.5 - 0.406) / 0.225))
     # a dataset does not normalise twice when the transform already did
     a = load_dataset("synthetic", size=(24, 32), length=1)[0]
-    b = load_dataset("synthetic", size=(24, 32), length=1, transform=build_transforms(False))[0]
+    b = load_dataset("synthetic", size=(24, 32), length=1, transform=build_transforms(False, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))[0]
     assert torch.equal(a["image"], b["image"]) and "normalized" not in b["meta"]
 
 
 def test_train_pipeline_on_synthetic() -> None:
     tf = build_transforms(
-        True, crop_size=(32, 40), scale_range=(1.0, 1.5), rotation=5, flip=True, color_jitter=0.3
+        True, crop_size=(32, 40), scale_range=(1.0, 1.5), rotation=5, flip=True, color_jitter=0.3,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
     )
     ds = load_dataset("synthetic", size=(36, 48), length=2, transform=tf)
     s = ds[0]

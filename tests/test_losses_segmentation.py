@@ -100,3 +100,17 @@ def test_weighted_ce_large_logits_under_bf16_autocast() -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_one_class_batch_trains_with_plain_cross_entropy() -> None:
+    """Eq. 12 gives the only class weight 0 (loss 0/0); its limit, any positive weight, is plain cross entropy."""
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]], requires_grad=True)  # [1,2,1,2]: two pixels
+    labels = torch.tensor([[[0, 0]]])  # both class 0
+    loss = weighted_cross_entropy(logits, labels, num_classes=2)
+    # by hand: pixel 0 nll = log(1 + e^-2), pixel 1 nll = log(1 + e^1); mean
+    expected = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(1.0))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+    assert class_weights_from_labels(labels, 2).tolist() == [1.0, 1.0]
+    assert class_weights_from_labels(torch.tensor([[0, 0, 1]]), 2).tolist() == pytest.approx([1 / 3, 2 / 3])

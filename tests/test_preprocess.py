@@ -137,7 +137,9 @@ def test_module_and_predictor_tensors_agree(tmp_path: Path) -> None:
     image = _nyu_folder(tmp_path / "nyu")
     ds = load_dataset("folder", tmp_path / "nyu", "test", depth_scale=5000)
     model, _ = tiny_model("cinet", num_classes=40)
-    module = CINetModule(model, torch.nn.Module(), num_classes=40, payload={"train_size": [470, 627]}).eval()
+    module = CINetModule(
+        model, torch.nn.Module(), num_classes=40, payload={"train_size": [470, 627]}, mean=(0.5,) * 3, std=(0.5,) * 3
+    ).eval()
     depth, logits = module.predict_batch(ds[0]["image"][None])
     pred = Predictor(model, ds.info, train_size=(470, 627)).predict(image)
     np.testing.assert_allclose(pred.depth, depth[0, 0].numpy(), rtol=1e-5, atol=1e-5)

@@ -280,6 +280,23 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
         )
 
 
+def input_normalization(payload: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The input ``(mean, std)`` (RGB, 0..1 scale) a checkpoint's model was trained with, or None if unrecorded.
+
+    Read from the payload's dataset entry, which training fills with the encoder's normalisation; values
+    written on the 0..255 scale (any mean above 1) are divided by 255. Every path that feeds a checkpoint's
+    model (eval, export and its INT8 calibration, predict, serve) normalises with this, never with a default.
+    """
+    dataset = payload.get("dataset") or {}
+    mean, std = dataset.get("mean"), dataset.get("std")
+    if mean is None or std is None:
+        return None
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if max(mean) > 1.0:
+        mean, std = tuple(v / 255.0 for v in mean), tuple(v / 255.0 for v in std)
+    return mean, std
+
+
 def load_model(
     path: str | Path, device: Any = "cpu", *, overrides: dict[str, Any] | None = None
 ) -> tuple[Any, dict[str, Any]]:
@@ -323,5 +340,8 @@ def load_model(
         raise CheckpointError(f"{p}: cannot build the model it describes ({exc})") from exc
     check_fits(model, ckpt, p)
     model.load_state_dict(model_state_dict(ckpt), strict=True)
+    stored = input_normalization(payload)
+    if stored is not None:  # what it was trained with (a rebuilt encoder reports its library's current default)
+        model.input_mean, model.input_std = stored
     model.eval()
     return model.to(torch.device(device)), payload

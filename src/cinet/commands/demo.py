@@ -38,7 +38,10 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
     from cinet.engine.datamodule import build_dataset
     from cinet.utils.io import atomic_save
 
-    ds = build_dataset(cfg.data, cfg.data.test_split, train=False)
+    from cinet.models.encoder import encoder_normalization
+
+    mean, std = encoder_normalization(cfg.model.encoder)  # normalised and undone again: any pair round-trips
+    ds = build_dataset(cfg.data, cfg.data.test_split, train=False, mean=mean, std=std)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(min(count, len(ds))):

@@ -51,7 +51,8 @@ def evaluate_checkpoint(
     split = split or cfg.data.test_split
     from cinet.engine.datamodule import build_dataset
 
-    dataset = build_dataset(cfg.data, split, train=False)  # a missing or wrong root is named first
+    mean, std = model.input_mean, model.input_std  # the checkpoint's stored normalisation (load_model)
+    dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first
     info = dataset_info_from_config(cfg.data)
     trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
     if trained_classes != info.num_classes:

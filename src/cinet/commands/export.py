@@ -163,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         if rc != 0:
             print(f"error: {out}: nothing written", file=sys.stderr)
             return rc
-        return _quantize_checked(args, cfg, payload, fp32, out)
+        normalization = (model.input_mean, model.input_std)  # stored in the checkpoint (load_model)
+        return _quantize_checked(args, cfg, payload, normalization, fp32, out)
 
 
 def _export_checked(
@@ -222,7 +223,9 @@ def _export_checked(
     return 0
 
 
-def _quantize_checked(args: argparse.Namespace, cfg: Any, payload: dict, fp32: Path, out: Path) -> int:
+def _quantize_checked(
+    args: argparse.Namespace, cfg: Any, payload: dict, normalization: Any, fp32: Path, out: Path
+) -> int:
     """INT8-quantize ``fp32``, print the accuracy report; write the three files only if it is accepted."""
     from cinet.inference.quantize import (
         check_accuracy,
@@ -240,6 +243,7 @@ def _quantize_checked(args: argparse.Namespace, cfg: Any, payload: dict, fp32: P
         int8_tmp,
         cfg=cfg,
         model_kwargs=payload.get("model") or {},
+        normalization=normalization,
         calibration=args.calibration_images,
         num_calib=args.num_calib,
         eval_split=args.eval_split,

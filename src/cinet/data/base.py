@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from cinet.data.info import DatasetInfo
 from cinet.errors import CinetError, DataError, where
 
 log = logging.getLogger(__name__)
@@ -177,29 +177,23 @@ def check_label_file(labels: np.ndarray, num_classes: int, path: str | Path) -> 
         raise DataError(where(path, f"label value {value} outside 0..{num_classes - 1} (255 = ignore)"))
 
 
-def normalize_image(
-    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> torch.Tensor:
+def normalize_image(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(image - mean) / std`` per channel for ``[3,H,W]`` or ``[B,3,H,W]``."""
     m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
     return (image - m) / s
 
 
-def denormalize(
-    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> torch.Tensor:
+def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Undo :func:`normalize_image`: ``[3,H,W]`` or ``[B,3,H,W]`` back to 0..1 (clamped), for visualisation."""
     m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
     return (image * s + m).clamp_(0.0, 1.0)
 
 
-def to_uint8_image(image: torch.Tensor, info: DatasetInfo | None = None) -> np.ndarray:
-    """A normalised ``[3,H,W]`` image as a uint8 HxWx3 array (for previews)."""
-    mean = info.mean if info else IMAGENET_MEAN
-    std = info.std if info else IMAGENET_STD
-    x = denormalize(image.detach().float().cpu(), mean, std)
+def to_uint8_image(image: torch.Tensor, info: DatasetInfo) -> np.ndarray:
+    """A normalised ``[3,H,W]`` image as a uint8 HxWx3 array (for previews), undone with ``info.mean/std``."""
+    x = denormalize(image.detach().float().cpu(), info.mean, info.std)
     return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 

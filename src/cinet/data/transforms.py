@@ -32,7 +32,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from cinet.data.base import Sample, normalize_image
-from cinet.data.info import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, scale_intrinsics
+from cinet.data.info import IGNORE_INDEX, scale_intrinsics
 
 __all__ = [
     "CenterCrop",
@@ -347,9 +347,13 @@ class PadToMultiple:
 
 
 class Normalize:
-    """``(image - mean) / std``; marks ``meta["normalized"]`` so the dataset does not normalise again."""
+    """``(image - mean) / std``; marks ``meta["normalized"]`` so the dataset does not normalise again.
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+    ``mean`` / ``std`` (RGB, 0..1 scale) have no default, as in torchvision: the encoder's (or a checkpoint's)
+    are the only right ones.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, sample: Sample) -> Sample:
@@ -372,8 +376,8 @@ def build_transforms(
     color_jitter: float | Sequence[float] | None = 0.4,
     resize: int | Sequence[int] | None = None,
     pad_multiple: int | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> Compose:
     """The training or evaluation pipeline.
 
@@ -389,7 +393,7 @@ def build_transforms(
         color_jitter: Brightness/contrast/saturation strength, or a ``(b, c, s, hue)`` tuple; None/0 disables.
         resize: Evaluation resize (H, W) or shorter side.
         pad_multiple: Evaluation padding to a multiple of this (e.g. the network's output stride).
-        mean: Normalisation mean.
+        mean: Normalisation mean (RGB, 0..1 scale): the encoder's or the checkpoint's; no default.
         std: Normalisation std.
     """
     ts: list[Callable[[Sample], Sample]] = []

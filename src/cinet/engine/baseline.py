@@ -26,7 +26,10 @@ def fit_trivial_baseline(cfg: Config) -> tuple[float, int]:
     """``(mean valid depth, majority class)`` over the training split (no augmentation)."""
     from cinet.engine.datamodule import build_dataset
 
-    ds = build_dataset(_plain(cfg), cfg.data.train_split, train=False)
+    from cinet.models.encoder import encoder_normalization
+
+    mean, std = encoder_normalization(cfg.model.encoder)  # only depth and labels are read
+    ds = build_dataset(_plain(cfg), cfg.data.train_split, train=False, mean=mean, std=std)
     info = ds.info
     depth_sum, depth_n = 0.0, 0
     counts = torch.zeros(info.num_classes, dtype=torch.float64)
@@ -50,7 +53,10 @@ def trivial_baseline_metrics(cfg: Config, split: str | None = None) -> dict[str,
     from cinet.metrics import DepthMetrics, SegMetrics
 
     mean_depth, majority = fit_trivial_baseline(cfg)
-    ds = build_dataset(cfg.data, split or cfg.data.test_split, train=False)
+    from cinet.models.encoder import encoder_normalization
+
+    mean, std = encoder_normalization(cfg.model.encoder)  # only depth and labels are read
+    ds = build_dataset(cfg.data, split or cfg.data.test_split, train=False, mean=mean, std=std)
     info = ds.info
     protocol = build_protocol(cfg, info)
     dm = DepthMetrics(reduction=protocol.reduction, **protocol.depth_kwargs())

@@ -88,10 +88,15 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
     # "dataset": Eq. 12 weights from the untransformed training labels
     from cinet.engine.datamodule import build_dataset
 
+    from cinet.models.encoder import encoder_normalization
+
+    mean, std = encoder_normalization(cfg.model.encoder)  # only the labels are read here
     ds = build_dataset(
         dataclasses.replace(cfg.data, augment=dataclasses.replace(cfg.data.augment, enabled=False)),
         cfg.data.train_split,
         train=False,
+        mean=mean,
+        std=std,
     )
     counts = torch.zeros(info.num_classes, dtype=torch.float64)
     for i in range(len(ds)):
@@ -123,13 +128,23 @@ def build_protocol(cfg: Config, info: Any) -> Any:
     return EvalProtocol.for_info(info, **overrides)
 
 
-def build_datamodule(cfg: Config, stage: int = 0, test_split: str | None = None) -> Any:
-    """The data module (data order seeded by ``train.seed`` and the stage; images normalised with the
-    mean / std of ``model.encoder``, :func:`cinet.models.encoder.encoder_normalization`)."""
+def build_datamodule(
+    cfg: Config,
+    stage: int = 0,
+    test_split: str | None = None,
+    *,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> Any:
+    """The data module (data order seeded by ``train.seed`` and the stage).
+
+    Images are normalised with ``normalization`` ``(mean, std)`` when given (a trained model's: evaluation
+    passes the module's, :func:`cinet.checkpoint.input_normalization`), else with the mean / std of
+    ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`, training a new model).
+    """
     from cinet.engine.datamodule import CINetDataModule
     from cinet.models.encoder import encoder_normalization
 
-    mean, std = encoder_normalization(cfg.model.encoder)
+    mean, std = normalization if normalization is not None else encoder_normalization(cfg.model.encoder)
     return CINetDataModule(
         cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split, mean=mean, std=std
     )

@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+
+from cinet.data.base import denormalize
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -166,8 +168,8 @@ def visual_grid(
     pred_labels: torch.Tensor,
     *,
     palette: Sequence[Sequence[int]] | None = None,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> np.ndarray:
     """One row per image: input | GT depth | predicted depth | GT labels | predicted labels (HxWx3 uint8).
 
@@ -181,9 +183,7 @@ def visual_grid(
         palette = rng.integers(0, 256, size=(256, 3)).tolist()
     rows = []
     for i in range(images.shape[0]):
-        m = torch.as_tensor(mean).view(3, 1, 1)
-        s = torch.as_tensor(std).view(3, 1, 1)
-        rgb = _to_uint8((images[i].float() * s + m).clamp(0, 1).permute(1, 2, 0).numpy())
+        rgb = _to_uint8(denormalize(images[i].float(), mean, std).permute(1, 2, 0).numpy())
         gt = gt_depth[i, 0].float().numpy()
         valid = gt[gt > 0]
         vmin = float(valid.min()) if valid.size else None

@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cinet.config import DataConfig
 from cinet.data import DatasetInfo, dataset_info
 from cinet.data.base import collate, normalize_image, to_tensor_sample
-from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.engine.distributed import dist_info
 from cinet.errors import CinetError, ConfigError, DataError, SplitNotFoundError
 
@@ -221,13 +220,16 @@ def build_dataset(
     split: str,
     *,
     train: bool,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
 ) -> Any:
     """The dataset of ``split`` with the training or evaluation transform of ``cfg``.
 
-    Images are normalised with ``mean`` / ``std`` (RGB, 0..1 scale; the encoder's, see
-    :func:`cinet.models.encoder.encoder_normalization`), which the dataset's ``info`` then records.
+    Images are normalised with ``mean`` / ``std`` (RGB, 0..1 scale): the encoder's for training
+    (:func:`cinet.models.encoder.encoder_normalization`), a checkpoint's stored ones
+    (:func:`cinet.checkpoint.input_normalization`) for everything that runs a trained model. There is no
+    default: a forgotten argument would silently feed another encoder's statistics (issue #23). The
+    dataset's ``info`` records them.
 
     Raises:
         ConfigError / DataError: Unknown dataset, bad options, missing files.
@@ -305,8 +307,9 @@ class CINetDataModule(L.LightningDataModule):
         cfg: DataConfig,
         seed: int = 0,
         test_split: str | None = None,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        *,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
     ):
         super().__init__()
         self.cfg = cfg

@@ -115,8 +115,8 @@ class CINetModule(L.LightningModule):
         max_nonfinite: int = 10,
         payload: dict[str, Any] | None = None,
         palette: list[list[int]] | None = None,
-        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-        std: tuple[float, ...] = (0.229, 0.224, 0.225),
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
         num_vis: int = 4,
     ) -> None:
         super().__init__()

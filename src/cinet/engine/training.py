@@ -55,7 +55,8 @@ def evaluate_module(
         metrics (``per_class_iou`` a dict keyed by class name, from the dataset info in ``module.payload``, in
         id order) and ``num_images``; plain Python numbers.
     """
-    dm = builders.build_datamodule(cfg, test_split=split)
+    # the module's own input normalisation (a checkpoint's stored one), not the config encoder's default
+    dm = builders.build_datamodule(cfg, test_split=split, normalization=(module.mean, module.std))
     if trainer is None:
         trainer = builders.build_test_trainer(cfg)
     trainer.test(module, datamodule=dm, verbose=False)

@@ -520,6 +520,7 @@ def export_int8(
     *,
     cfg: Any,
     model_kwargs: dict[str, Any],
+    normalization: tuple[Sequence[float], Sequence[float]],
     calibration: str | None = None,
     num_calib: int = 16,
     eval_split: str | None = None,
@@ -535,6 +536,8 @@ def export_int8(
         int8_path: Where the INT8 file is written (the caller moves it into place once accepted).
         cfg: The run config (:func:`checkpoint_config`): dataset, splits and evaluation protocol.
         model_kwargs: build_model arguments of the exported model (its class count is checked).
+        normalization: ``(mean, std)`` the model was trained with (:func:`cinet.checkpoint.input_normalization`):
+            calibration and held-out images are normalised with it, as ``cinet eval`` and ``predict`` do.
         calibration: A folder of images, or a split of the dataset (default: ``data.train_split``).
         num_calib: Calibration images (spread evenly over the folder / split).
         eval_split: Held-out split with ground truth (default: ``data.test_split``); must differ from a
@@ -564,7 +567,8 @@ def export_int8(
         raise InputError(f"--num-eval: need at least 1 held-out image, got {num_eval}")
     calib, is_folder, eval_split = calibration_plan(cfg, calibration, eval_split)
     fp32 = OnnxRunner(fp32_path)
-    eval_ds = build_dataset(cfg.data, eval_split, train=False)
+    mean, std = (tuple(float(v) for v in x) for x in normalization)
+    eval_ds = build_dataset(cfg.data, eval_split, train=False, mean=mean, std=std)
     info = eval_ds.info
     classes = int(model_kwargs.get("num_classes", info.num_classes))
     if classes != info.num_classes:
@@ -578,7 +582,7 @@ def export_int8(
         files, inputs = folder_inputs(calib, num_calib, lambda p: predictor.prepare(p)[1])
         source = f"folder {calib} ({len(files)} images)"
     else:
-        calib_ds = build_dataset(cfg.data, calib, train=False)
+        calib_ds = build_dataset(cfg.data, calib, train=False, mean=mean, std=std)
         inputs = dataset_inputs(calib_ds, num_calib, fp32.fixed_size)
         source = f"{cfg.data.name}/{calib} ({min(num_calib, len(calib_ds))} of {len(calib_ds)} images)"
     quant = quantize_int8(fp32_path, int8_path, inputs, keep_float=keep_float, calibration_source=source)
