@@ -10,6 +10,7 @@ tensor of them. No network.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -108,8 +109,11 @@ def _efficientnet_pytorch_names(num_blocks: int) -> list[str]:
     return [*names, "_conv_head.weight", *_bn("_bn1"), "_fc.weight", "_fc.bias"]
 
 
-def test_random_lite0_with_efficientnet_pytorch_names_loads_into_the_encoder(tmp_path: Path) -> None:
-    """The modules of both layouts come in the same order: the i-th efficientnet_pytorch tensor is timm's i-th."""
+def test_random_lite0_with_efficientnet_pytorch_names_loads_into_the_encoder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The modules of both layouts come in the same order: the i-th efficientnet_pytorch tensor is timm's i-th.
+    timm's warning about the unused head keys (``conv_head``, ``bn2``) is not shown: the keys were checked."""
     torch.manual_seed(3)
     ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     names = _efficientnet_pytorch_names(16)
@@ -117,7 +121,10 @@ def test_random_lite0_with_efficientnet_pytorch_names_loads_into_the_encoder(tmp
     path = tmp_path / "lite0_efficientnet_pytorch.pth"
     torch.save(dict(zip(names, ref.values())), path)
     check_encoder_weights(LITE0, path)
-    model = build_model(variant="baseline", encoder=LITE0, encoder_weights=path, **SMALL)
+    with caplog.at_level(logging.INFO):
+        model = build_model(variant="baseline", encoder=LITE0, encoder_weights=path, **SMALL)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert f"loaded timm:tf_efficientnet_lite0 encoder weights from {path}" in caplog.text
     body = model.encoder.body.state_dict()
     assert len(body) == 296 - 6 - 2  # features only: no conv_head / bn2 (6 tensors), no classifier (2)
     for key, value in body.items():

@@ -34,8 +34,10 @@ per-architecture filter runs as for its own weights).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,26 @@ def timm_normalization(name: str) -> tuple[tuple[float, float, float], tuple[flo
     if len(mean) != 3 or len(std) != 3:  # greyscale pretrained configs: not for RGB input
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
+
+
+class _DropUnusedKeyWarning(logging.Filter):
+    """Drops timm's "Unexpected keys ... found while loading pretrained weights" for a feature extractor given a
+    full state dict that :func:`check_timm_state_dict` has already checked: the keys of the layers after the last
+    feature map (e.g. an EfficientNet's ``conv_head`` / ``bn2``) are expected to go unused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unexpected keys (")
+
+
+@contextlib.contextmanager
+def _quiet_unused_keys() -> Iterator[None]:
+    timm_builder = logging.getLogger("timm.models._builder")
+    quiet = _DropUnusedKeyWarning()
+    timm_builder.addFilter(quiet)
+    try:
+        yield
+    finally:
+        timm_builder.removeFilter(quiet)
 
 
 def _create(name: str, mode_kwargs: dict[str, Any], **kwargs: Any) -> nn.Module:
@@ -274,8 +296,10 @@ class TimmEncoder(nn.Module):
                 "pretrained_cfg_overlay": {"state_dict": state},
                 "pretrained_strict": False,  # classifier keys dropped; every other key checked above
             }
+        checked = "pretrained_cfg_overlay" in load_kwargs  # a local state dict, checked key by key above
         try:
-            self.body, self.build_mode = _build_features(name, **load_kwargs)
+            with _quiet_unused_keys() if checked else contextlib.nullcontext():
+                self.body, self.build_mode = _build_features(name, **load_kwargs)
         except (ConfigError, CheckpointError):
             raise
         except Exception as exc:
