@@ -134,3 +134,28 @@ def test_parse_rows() -> None:
         parse_rows("", ["a b: x=1"])
     with pytest.raises(ConfigError, match="given twice"):
         parse_rows("cinet", ["cinet: model.variant=cinet"])
+
+
+def test_ablate_checks_every_rows_encoder_weights_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A missing weights file in the last row stops the ablation before the first row trains."""
+    run_dir = tmp_path / "abl"
+    missing = tmp_path / "missing.pth"
+    rc = main(
+        [
+            "ablate",
+            "--config",
+            str(ROOT / "configs" / "smoke.yaml"),
+            "--variants",
+            "baseline",
+            "--row",
+            f"pretrained: model.encoder_weights={missing}",
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert str(missing) in err and "encoder weights file not found" in err
+    assert not run_dir.exists()

@@ -397,15 +397,16 @@ def run(args: argparse.Namespace) -> int:
     from cinet.bench.common import hardware
     from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.builders import build_protocol
+    from cinet.engine.builders import build_protocol, check_encoder_weights
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.distributed import global_rank
 
     quiet_lightning(getattr(args, "verbose", 0))
     rows = parse_rows(args.variants, list(getattr(args, "row", []) or []))
     base = load_config(args.config, args.overrides)
-    for overrides in rows.values():  # every row's config is valid before anything trains
-        load_config(args.config, [*args.overrides, *overrides])
+    # every row's config (and its encoder weights file) is valid before anything trains
+    for overrides in rows.values():
+        check_encoder_weights(load_config(args.config, [*args.overrides, *overrides]))
     stem = Path(args.config).stem if args.config else base.name
     run_dir = (
         Path(args.run_dir)

@@ -41,7 +41,9 @@ class ModelConfig:
         encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8) or
             ``timm:<timm model name>`` (any timm backbone, :mod:`cinet.models.timm_encoder`).
         encoder_weights: ``null`` (random init), ``imagenet`` (torchvision's / timm's weights, needs network
-            or cache) or the path of a local state dict of the encoder's architecture.
+            or cache), the path of a local state dict of the encoder's architecture, or packaged weights by
+            short name (``efficientnet-lite0`` for ``timm:tf_efficientnet_lite0``, offline;
+            :mod:`cinet.models.weight_maps`).
         channels: Channels after the 3x3 reduction at 1/8 resolution (SUM, first sharing stage).
         qk_channels: Channels of the SUM's Q and K.
         decoder_channels: Output channels of the three upsampling blocks.

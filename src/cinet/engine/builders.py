@@ -50,6 +50,14 @@ def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
     )
 
 
+def check_encoder_weights(cfg: Config) -> None:
+    """Pre-flight check of ``model.encoder_weights`` (a local file or packaged short name) for ``model.encoder``,
+    without building the model (:func:`cinet.models.encoder.check_encoder_weights`)."""
+    from cinet.models.encoder import check_encoder_weights as _check
+
+    _check(cfg.model.encoder, cfg.model.encoder_weights)
+
+
 def build_loss(cfg: Config, info: Any, class_weights: Any = None, num_feature_maps: int = 3) -> Any:
     """The :class:`cinet.losses.TotalLoss` of the variant (``num_feature_maps``: the model's ``num_stages``)."""
     from cinet.losses import LossWeights, TotalLoss

@@ -60,7 +60,8 @@ class CINet(nn.Module):
         num_classes: Number of segmentation classes K.
         encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` or ``timm:<timm model name>`` (see
             :func:`cinet.models.encoder.build_encoder`).
-        encoder_weights: ``None``, ``"imagenet"`` or a local state-dict path of the encoder's architecture.
+        encoder_weights: ``None``, ``"imagenet"``, a local state-dict path of the encoder's architecture or a
+            packaged short name (``efficientnet-lite0``; :func:`cinet.models.encoder.build_encoder`).
         use_sum: Insert the SUM after the channel reduction.
         sharing: ``none | fsm | lsu``: module before each upsampling block.
         channels: Channels C at the encoder's stride (SUM, first sharing stage, extra upsampling blocks).

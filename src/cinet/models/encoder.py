@@ -38,7 +38,9 @@ from cinet.models.timm_encoder import (
     check_timm_name,
     timm_model_name,
     timm_normalization,
+    timm_weights_state,
 )
+from cinet.models.weight_maps import PACKAGED_WEIGHTS, packaged_weights_path
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +116,7 @@ class DilatedResNet(nn.Module):
         if isinstance(weights, str) and weights == "imagenet":
             state, source = self._imagenet_state_dict(), f"torchvision {ENCODERS[self.name][1]}.IMAGENET1K_V1"
         else:
-            path = Path(weights)
-            source = str(path)
-            if not path.is_file():
-                raise CheckpointError(where(path, "encoder weights file not found"))
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                first = (str(exc).splitlines() or [""])[0]
-                raise CheckpointError(
-                    where(path, f"cannot read encoder weights ({type(exc).__name__}: {first})")
-                ) from exc
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                state = state["state_dict"]
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise CheckpointError(where(path, "not a ResNet state dict (expected a dict of tensors)"))
+            state, source = read_resnet_state_dict(weights), str(weights)
         self._load_checked(state, source)
         logger.info("loaded %s encoder weights from %s", self.name, source)
 
@@ -148,9 +136,18 @@ class DilatedResNet(nn.Module):
             ) from exc
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
+        state = self.check_state(state, source)
+        self.load_state_dict(state, strict=False)
+
+    def check_state(self, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        """``state`` without the classifier (``fc.*``), checked key by key against this trunk.
+
+        Raises:
+            CheckpointError: A missing, unexpected or mismatched key (one line naming ``source``).
+        """
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         check_state_keys(state, self.state_dict(), self.name, source)
-        self.load_state_dict(state, strict=False)
+        return state
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Encode images.
@@ -173,6 +170,29 @@ class DilatedResNet(nn.Module):
         x = self.layer3(x)  # dilation 2, still 1/8
         x = self.layer4(x)  # dilation 4, still 1/8
         return x, sizes
+
+
+def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a local torchvision ResNet state dict (a ``state_dict`` wrapper is unwrapped).
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or not a dict of tensors (one line naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(where(path, "encoder weights file not found"))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(
+            where(path, f"cannot read encoder weights ({type(exc).__name__}: {first})")
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(where(path, "not a ResNet state dict (expected a dict of tensors)"))
+    return state
 
 
 def is_timm_encoder(name: str) -> bool:
@@ -205,21 +225,53 @@ def encoder_normalization(name: str) -> tuple[tuple[float, float, float], tuple[
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+def check_encoder_weights(name: str, weights: str | Path | None) -> None:
+    """Check an encoder's local or packaged weights without building it (a run's pre-flight check).
+
+    ``None`` and ``"imagenet"`` pass (the latter is fetched when the encoder is built). A file is read and
+    checked key by key against the architecture, built on the meta device (no memory, no weights).
+
+    Args:
+        name: ``model.encoder``.
+        weights: ``model.encoder_weights``: ``None``, ``"imagenet"``, a local file or a packaged short name
+            (:data:`cinet.models.weight_maps.PACKAGED_WEIGHTS`).
+
+    Raises:
+        ConfigError: Unknown encoder; packaged weights of another architecture or not installed.
+        CheckpointError: A file that is missing, unreadable or of another architecture.
+    """
+    check_encoder_name(name)
+    if weights is None or str(weights) == "imagenet":
+        return
+    if is_timm_encoder(name):
+        timm_weights_state(timm_model_name(name), weights)
+        return
+    if str(weights) in PACKAGED_WEIGHTS:
+        packaged_weights_path(str(weights), name)  # raises: packaged weights are timm architectures
+    with torch.device("meta"):
+        trunk = DilatedResNet(name)
+    trunk.check_state(read_resnet_state_dict(weights), str(weights))
+
+
 def build_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
     """The encoder of a ``model.encoder`` name (see the module docstring).
 
     Args:
         name: ``resnet18 | resnet34 | resnet50 | resnet101`` or ``timm:<timm model name>``.
-        weights: ``None``, ``"imagenet"`` or a local state-dict path of that architecture.
+        weights: ``None``, ``"imagenet"``, a local state-dict path of that architecture, or the short name of
+            packaged weights (``efficientnet-lite0`` for ``timm:tf_efficientnet_lite0``).
 
     Returns:
         A :class:`DilatedResNet` or :class:`cinet.models.timm_encoder.TimmEncoder`.
 
     Raises:
-        ConfigError: Unknown encoder, or ``imagenet`` weights that cannot be fetched.
+        ConfigError: Unknown encoder, ``imagenet`` weights that cannot be fetched, packaged weights of
+            another architecture or whose package is not installed.
         CheckpointError: A local weights file that is missing, unreadable or of another architecture.
     """
     check_encoder_name(name)
     if is_timm_encoder(name):
         return TimmEncoder(name, weights=weights)
+    if weights is not None and str(weights) in PACKAGED_WEIGHTS:
+        packaged_weights_path(str(weights), name)  # raises: packaged weights are timm architectures
     return DilatedResNet(name, weights=weights)

@@ -112,7 +112,8 @@ def build_model(
             ``timm:<timm model name>`` (any timm backbone, :mod:`cinet.models.timm_encoder`).
         num_classes: Number of segmentation classes.
         encoder_weights: ``None`` (random), ``"imagenet"`` (torchvision's / timm's weights, needs network or
-            their cache) or the path of a local state dict of the encoder's architecture.
+            their cache), the path of a local state dict of the encoder's architecture, or packaged weights by
+            short name (``efficientnet-lite0`` for ``timm:tf_efficientnet_lite0``).
         channels: Channels at the encoder's stride after the 3x3 reduction (SUM, first sharing stage).
         qk_channels: Channels of Q and K of the SUM.
         decoder_channels: Output channels of the last three upsampling blocks of each branch.

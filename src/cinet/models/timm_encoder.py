@@ -24,15 +24,20 @@ ImageNet's for ResNets and ConvNeXt, 0.5 / 0.5 for the AugReg ViTs): :func:`timm
 Weights: ``"imagenet"`` is timm's own pretrained weights (Hugging Face hub / timm's cache, needs the network
 once); a local file is a state dict of the same timm architecture (``.safetensors``, ``.pth``, ``.bin``; read
 with ``timm.models.load_state_dict``, so ``state_dict`` / ``model`` wrappers and a ``module.`` prefix are
-accepted). It is checked key by key against the architecture (classifier keys ignored) and any mismatch is one
+accepted). A file in the ``efficientnet_pytorch`` layout is renamed to timm's EfficientNet names first
+(:mod:`cinet.models.weight_maps`), and a short name such as ``efficientnet-lite0`` finds the file of an
+installed package (``timm:tf_efficientnet_lite0``, ImageNet-1k, offline). The state dict is checked key by key
+against the architecture (classifier keys ignored) and any mismatch is one
 :class:`~cinet.errors.CheckpointError` line; then timm loads it through ``pretrained_cfg_overlay`` (timm's
 per-architecture filter runs as for its own weights).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinet.errors import CheckpointError, ConfigError, where
+from cinet.models.weight_maps import (
+    PACKAGED_WEIGHTS,
+    efficientnet_pytorch_to_timm,
+    is_efficientnet_pytorch_state,
+    packaged_weights_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +110,26 @@ def timm_normalization(name: str) -> tuple[tuple[float, float, float], tuple[flo
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
 
 
+class _DropUnusedKeyWarning(logging.Filter):
+    """Drops timm's "Unexpected keys ... found while loading pretrained weights" for a feature extractor given a
+    full state dict that :func:`check_timm_state_dict` has already checked: the keys of the layers after the last
+    feature map (e.g. an EfficientNet's ``conv_head`` / ``bn2``) are expected to go unused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unexpected keys (")
+
+
+@contextlib.contextmanager
+def _quiet_unused_keys() -> Iterator[None]:
+    timm_builder = logging.getLogger("timm.models._builder")
+    quiet = _DropUnusedKeyWarning()
+    timm_builder.addFilter(quiet)
+    try:
+        yield
+    finally:
+        timm_builder.removeFilter(quiet)
+
+
 def _create(name: str, mode_kwargs: dict[str, Any], **kwargs: Any) -> nn.Module:
     import timm
 
@@ -155,16 +186,27 @@ def _classifier_prefixes(cfg: dict[str, Any]) -> tuple[str, ...]:
 def check_timm_state_dict(name: str, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Check a state dict against timm architecture ``name``; returns it without the classifier keys.
 
-    The reference is the full timm model built on the meta device (no memory, no weights). Classifier keys
-    (``pretrained_cfg["classifier"]``) are optional and dropped: CI-Net does not use the head.
+    The reference is the full timm model built on the meta device (no memory, no weights). A state dict in the
+    ``efficientnet_pytorch`` layout (``_conv_stem``, ``_blocks.<i>``, ...) is first renamed to timm's names by
+    :func:`cinet.models.weight_maps.efficientnet_pytorch_to_timm`, with the blocks per stage of ``name``.
+    Classifier keys (``pretrained_cfg["classifier"]``) are optional and dropped: CI-Net does not use the head.
 
     Raises:
-        CheckpointError: One line: the first missing key, unexpected key or key of another shape.
+        CheckpointError: One line: the first missing key, unexpected key or key of another shape; an
+            efficientnet_pytorch key with no timm name, or such weights for an architecture that is not a timm
+            EfficientNet.
     """
     import timm
 
     with torch.device("meta"):
         full = timm.create_model(name, pretrained=False)
+    if is_efficientnet_pytorch_state(state):
+        blocks = getattr(full, "blocks", None)
+        if not isinstance(blocks, nn.Sequential) or not all(isinstance(b, nn.Sequential) for b in blocks):
+            raise CheckpointError(
+                where(source, f"efficientnet_pytorch-style weights fit timm's EfficientNets, not timm:{name}")
+            )
+        state = efficientnet_pytorch_to_timm(state, [len(b) for b in blocks], source)
     heads = _classifier_prefixes(dict(full.pretrained_cfg))
     own = {k: v for k, v in full.state_dict().items() if not k.startswith(heads)}
     state = {k: v for k, v in state.items() if not k.startswith(heads)}
@@ -198,13 +240,32 @@ def check_state_keys(
         raise CheckpointError(where(source, f"unexpected key {unexpected[0]!r} for {label}"))
 
 
+def timm_weights_state(name: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    """The checked state dict of local weights for timm architecture ``name`` (classifier keys dropped).
+
+    Args:
+        name: timm model name (``tf_efficientnet_lite0``).
+        weights: A local state-dict file, or the short name of packaged weights
+            (:data:`cinet.models.weight_maps.PACKAGED_WEIGHTS`, e.g. ``efficientnet-lite0``).
+
+    Raises:
+        ConfigError: Packaged weights of another architecture, or their package is not installed.
+        CheckpointError: The file is missing, unreadable or does not fit ``name`` key by key.
+    """
+    if str(weights) in PACKAGED_WEIGHTS:
+        weights = packaged_weights_path(str(weights), TIMM_PREFIX + name)
+    return check_timm_state_dict(name, read_timm_state_dict(weights), str(weights))
+
+
 class TimmEncoder(nn.Module):
     """A timm feature extractor as the CI-Net encoder (see the module docstring).
 
     Args:
         encoder: ``"timm:<name>"`` or ``"<name>"`` of a timm architecture (e.g. ``timm:convnext_tiny``).
-        weights: ``None`` (random init), ``"imagenet"`` (timm's pretrained weights; network or timm's cache) or
-            the path of a local state dict of the same architecture.
+        weights: ``None`` (random init), ``"imagenet"`` (timm's pretrained weights; network or timm's cache),
+            the path of a local state dict of the same architecture (timm's names, or efficientnet_pytorch's for
+            an EfficientNet), or the short name of packaged weights (``efficientnet-lite0`` for
+            ``timm:tf_efficientnet_lite0``; :mod:`cinet.models.weight_maps`).
 
     Attributes:
         name: The timm model name.
@@ -214,8 +275,8 @@ class TimmEncoder(nn.Module):
         mean, std: Input normalisation of the architecture (:func:`timm_normalization`).
 
     Raises:
-        ConfigError: Unknown timm model, an output stride below 8, or ``imagenet`` weights that cannot be
-            fetched.
+        ConfigError: Unknown timm model, an output stride below 8, ``imagenet`` weights that cannot be
+            fetched, packaged weights of another architecture or whose package is not installed.
         CheckpointError: A local weights file that is missing, unreadable or of another architecture.
     """
 
@@ -229,15 +290,16 @@ class TimmEncoder(nn.Module):
         if weights is not None and str(weights) == "imagenet":
             load_kwargs = {"pretrained": True}
         elif weights is not None:
-            source = str(weights)
-            state = check_timm_state_dict(name, read_timm_state_dict(weights), source)
+            state = timm_weights_state(name, weights)
             load_kwargs = {
                 "pretrained": True,
                 "pretrained_cfg_overlay": {"state_dict": state},
                 "pretrained_strict": False,  # classifier keys dropped; every other key checked above
             }
+        checked = "pretrained_cfg_overlay" in load_kwargs  # a local state dict, checked key by key above
         try:
-            self.body, self.build_mode = _build_features(name, **load_kwargs)
+            with _quiet_unused_keys() if checked else contextlib.nullcontext():
+                self.body, self.build_mode = _build_features(name, **load_kwargs)
         except (ConfigError, CheckpointError):
             raise
         except Exception as exc:
