@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cinet import cli
+from cinet.models.factory import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,6 +150,39 @@ def test_train_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     self_s = [t["self_s"] for t in top]
     assert self_s == sorted(self_s, reverse=True) and self_s[0] > 0  # the most expensive ops, first
     assert sum(t["percent"] for t in top) <= 100.0 + 1e-6
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_train_step_and_encoders_bench_run_every_variant(variant: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The benches run the engine's step (CINetModule.compute_losses), so every row of the variant table trains
+    its own terms (0.1's own loss crashed for 8 of the 9 variants)."""
+    argv = f"bench train-step --tiny --variant {variant} --height 32 --width 40 --modes fp32 --repeat 1 --warmup 0"
+    result = _run_cli([*argv.split(), "--device", "cpu"], capsys)
+    (row,) = result["rows"]
+    assert "error" not in row and row["images_per_s"] > 0, row
+    assert result["settings"]["variant"] == variant
+    argv = f"bench encoders --tiny --encoders resnet18 --variant {variant} --height 32 --width 40 --repeat 1 --warmup 0"
+    (row,) = _run_cli(argv.split(), capsys)["rows"]
+    assert row["train_img_s"] > 0 and row["infer_img_s"] > 0
+
+
+def test_bench_step_is_the_engines_step() -> None:
+    """The bench trains the stage-3 terms of the variant (the recipe tables), not a loss of its own."""
+    import torch
+
+    from cinet.bench.train_step import build_step_module, synthetic_batch
+    from cinet.losses.total import TERMS
+
+    settings = {"encoder": "resnet18", "num_classes": 13, "channels": 32, "qk_channels": 16,
+                "decoder_channels": (32, 16, 16), "attention_impl": "auto", "batch_size": 1, "height": 32,
+                "width": 40}  # fmt: skip
+    batch = synthetic_batch(settings, torch.device("cpu"))
+    for variant, active in (("baseline", {"depth", "seg"}), ("cinet", set(TERMS)), ("seg_only", {"seg"})):
+        module = build_step_module({**settings, "variant": variant})
+        assert set(module.active_terms) == active
+        terms = module.compute_losses(batch)
+        for name in TERMS:  # inactive terms are exactly zero, active ones are not
+            assert (float(terms[name]) != 0.0) == (name in active), (variant, name)
 
 
 def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:

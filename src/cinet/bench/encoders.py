@@ -7,8 +7,8 @@ For every encoder (the paper's dilated ResNet-101 first, then one timm model per
 * ``gflops``: forward FLOPs (2 x multiply-adds, ``torch.utils.flop_counter.FlopCounterMode``) of one image at
   ``--flops-size`` (default 480x640, NYUv2), counted on the meta device (no compute, no memory).
 * ``infer_img_s``: images/s of an eager ``torch.inference_mode`` forward on the CPU at ``--height x --width``.
-* ``train_img_s``: images/s of a training step (forward, :class:`~cinet.losses.TotalLoss` with the stage-3
-  terms, backward, SGD) on the CPU at the same size, ``--batch-size`` images per step.
+* ``train_img_s``: images/s of the engine's stage-3 training step (``CINetModule.compute_losses``: forward and
+  the variant's terms, then backward and SGD) on the CPU at the same size, ``--batch-size`` images per step.
 * ``infer_vs_first`` / ``train_vs_first``: the images/s divided by those of the first row (ratios taken in
   the same run, on the same machine, are what compares; absolute numbers depend on the CPU and its load).
 """
@@ -85,18 +85,11 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure(encoder: str, s: dict[str, Any]) -> dict[str, Any]:
     """One row of the table (see the module docstring)."""
-    from cinet.bench.train_step import make_loss, synthetic_batch
-    from cinet.models import build_model
+    from cinet.bench.train_step import build_step_module, synthetic_batch, training_step_fn
 
     torch.manual_seed(0)
-    model = build_model(
-        variant=s["variant"],
-        encoder=encoder,
-        num_classes=s["num_classes"],
-        channels=s["channels"],
-        qk_channels=s["qk_channels"],
-        decoder_channels=s["decoder_channels"],
-    )
+    module = build_step_module({**s, "encoder": encoder, "attention_impl": "auto"})  # the engine's stage 3
+    model = module.model
     fh, fw = s["flops_size"]
     row: dict[str, Any] = {
         "encoder": encoder,
@@ -121,17 +114,9 @@ def measure(encoder: str, s: dict[str, Any]) -> dict[str, Any]:
     t = time_calls(infer, device, s["repeat"], s["warmup"])
     row["infer_img_s"] = 1.0 / t["median_s"]
 
-    model.train()
-    loss_fn = make_loss({**s, "attention_impl": "auto"}, num_feature_maps=model.num_stages)
+    module.train()
     batch = synthetic_batch({**s, "batch_size": b}, device)
-    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-5, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(batch["image"]), batch)["total"].backward()  # every term (stage 3)
-        opt.step()
-
+    step, _ = training_step_fn(module, batch, device, bf16=False)  # the variant's stage-3 terms
     t = time_calls(step, device, s["repeat"], s["warmup"])
     row["train_img_s"] = b / t["median_s"]
     return row

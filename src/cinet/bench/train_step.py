@@ -1,5 +1,7 @@
-"""Training-step benchmark: images/s of forward + TotalLoss (Eq. 13, all terms of stage 3) + backward + SGD
-step of ``build_model(variant="cinet", encoder="resnet101")`` at 480x640, one row per configuration.
+"""Training-step benchmark: images/s of the engine's stage-3 step (``CINetModule.compute_losses``: forward and
+the variant's terms of Eq. 13, then backward and the module's SGD) of ``--variant`` (default ``cinet``) with a
+ResNet-101 at 480x640, one row per configuration. The module is built by ``engine.builders.build_module``, as
+``cinet train`` builds it, so every variant of the table runs its own terms.
 
 Rows (``--modes``; each a fresh copy of the same initial model):
 
@@ -65,18 +67,39 @@ def model_settings(args: argparse.Namespace, device: torch.device) -> dict[str, 
     }
 
 
-def build(settings: dict[str, Any]) -> torch.nn.Module:
-    from cinet.models import build_model
+def settings_config(settings: dict[str, Any]) -> Any:
+    """The :class:`cinet.config.Config` of the benchmarked model (defaults plus ``model.*`` overrides)."""
+    from cinet.config import load_config
 
-    return build_model(
-        variant=settings["variant"],
-        encoder=settings["encoder"],
-        num_classes=settings["num_classes"],
-        channels=settings["channels"],
-        qk_channels=settings["qk_channels"],
-        decoder_channels=settings["decoder_channels"],
-        attention_impl=settings["attention_impl"],
-    )
+    overrides = [
+        f"model.variant={settings['variant']}",
+        f"model.encoder={settings['encoder']}",
+        "model.encoder_weights=null",
+        f"model.channels={settings['channels']}",
+        f"model.qk_channels={settings['qk_channels']}",
+        f"model.decoder_channels=[{','.join(str(c) for c in settings['decoder_channels'])}]",
+        f"model.attention_impl={settings['attention_impl']}",
+    ]
+    return load_config(None, overrides)
+
+
+def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
+    """The engine's :class:`~cinet.engine.module.CINetModule` of one stage (default 3: every term of the
+    variant), built by :func:`cinet.engine.builders.build_module` as ``cinet train`` builds it: the same model,
+    loss terms (the variant table x the stage table) and optimizer groups."""
+    from cinet.config import StageConfig
+    from cinet.data.info import DatasetInfo, voc_palette
+    from cinet.engine.builders import build_module
+
+    cfg = settings_config(settings)
+    n = settings["num_classes"]
+    info = DatasetInfo(name="bench", num_classes=n, class_names=[f"class{i}" for i in range(n)], palette=voc_palette(n))
+    return build_module(cfg, info, StageConfig(stage=stage, lr=1e-5))
+
+
+def build(settings: dict[str, Any]) -> torch.nn.Module:
+    """The benchmarked network alone (inference rows)."""
+    return build_step_module(settings).model
 
 
 def synthetic_batch(settings: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -92,21 +115,6 @@ def synthetic_batch(settings: dict[str, Any], device: torch.device) -> dict[str,
         "depth": depth.to(device),
         "labels": labels.to(device),
     }
-
-
-def make_loss(settings: dict[str, Any], num_feature_maps: int = 3) -> torch.nn.Module:
-    """TotalLoss (Eq. 13) with the terms of the variant (``num_feature_maps``: the model's ``num_stages``)."""
-    from cinet.losses.total import TotalLoss
-    from cinet.models.factory import variant_spec
-
-    spec = variant_spec(settings["variant"])
-    return TotalLoss(
-        settings["num_classes"],
-        use_attention=spec.use_sum,
-        use_consistency=spec.consistency,
-        attention_impl=settings["attention_impl"],
-        num_feature_maps=num_feature_maps,
-    )
 
 
 @contextlib.contextmanager
@@ -127,47 +135,32 @@ def naive_attention(*modules: torch.nn.Module) -> Iterator[None]:
 
 
 def training_step_fn(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    batch: dict[str, torch.Tensor],
-    device: torch.device,
-    bf16: bool,
-    channels_last: bool,
+    module: Any, batch: dict[str, torch.Tensor], device: torch.device, bf16: bool
 ) -> tuple[Any, torch.optim.Optimizer]:
-    """A closure running one full step (forward, TotalLoss, backward, SGD) and its optimizer."""
-    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-5, momentum=0.9, weight_decay=5e-4)
-    images = batch["image"]
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    target = {"depth": batch["depth"], "labels": batch["labels"]}
+    """A closure running one full step of the engine (``CINetModule.compute_losses``: forward and the stage's
+    loss terms; backward; the module's SGD with its parameter groups) and its optimizer."""
+    opt = module.configure_optimizers()["optimizer"]
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(images)
-            losses = loss_fn(out, target)
+            losses = module.compute_losses(batch)
         losses["total"].backward()
         opt.step()
 
     return step, opt
 
 
-def count_flops(
-    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, torch.Tensor]
-) -> dict[str, int]:
+def count_flops(module: Any, batch: dict[str, torch.Tensor]) -> dict[str, int]:
     """FLOPs of one fp32 forward (model only) and one full step's forward + loss + backward (naive attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    target = {"depth": batch["depth"], "labels": batch["labels"]}
-    with naive_attention(model, loss_fn):
+    with naive_attention(module):
         with FlopCounterMode(display=False) as fwd_counter, torch.no_grad():
-            model(batch["image"])
+            module.model(batch["image"])
         with FlopCounterMode(display=False) as step_counter:
-            out = model(batch["image"])
-            loss_fn(out, target)["total"].backward()
-    model.zero_grad(set_to_none=True)
-    loss_fn.zero_grad(set_to_none=True)
+            module.compute_losses(batch)["total"].backward()
+    module.zero_grad(set_to_none=True)
     return {"forward": int(fwd_counter.get_total_flops()), "train_step": int(step_counter.get_total_flops())}
 
 
@@ -199,11 +192,10 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     settings = model_settings(args, device)
     torch.manual_seed(0)
-    base_model = build(settings).to(device).train()
-    base_loss = make_loss(settings).to(device)
+    base = build_step_module(settings).to(device).train()
     batch = synthetic_batch(settings, device)
     bsz = settings["batch_size"]
-    flops = count_flops(base_model, base_loss, batch)
+    flops = count_flops(base, batch)
     per_image = flops["train_step"] / bsz
     peak = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
@@ -215,13 +207,13 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
         if name not in MODES:
             raise ValueError(f"unknown mode {name!r}; valid: {', '.join(MODES)}")
         mode = MODES[name]
-        model = copy.deepcopy(base_model)
-        loss_fn = copy.deepcopy(base_loss)
+        module = copy.deepcopy(base)
+        module.channels_last = mode["channels_last"]  # the engine's own switch (trainer.channels_last)
         if mode["channels_last"]:
-            model = model.to(memory_format=torch.channels_last)
+            module.model.to(memory_format=torch.channels_last)
         if mode["compile"]:
-            model = torch.compile(model)
-        step, _ = training_step_fn(model, loss_fn, batch, device, mode["bf16"], mode["channels_last"])
+            module.model = torch.compile(module.model)
+        step, _ = training_step_fn(module, batch, device, mode["bf16"])
         row: dict[str, Any] = {"mode": name, **mode}
         try:
             timing = time_calls(step, device, args.repeat, args.warmup)
@@ -246,10 +238,10 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
             row["max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
             torch.cuda.reset_peak_memory_stats(device)
         rows.append(row)
-        del model, loss_fn, step
+        del module, step
     return {
         "benchmark": "train-step",
-        "what": "forward + TotalLoss (stage 3) + backward + SGD step, synthetic data",
+        "what": "CINetModule.compute_losses (stage 3) + backward + SGD step, synthetic data",
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
         "flops_per_image": {"forward": flops["forward"] / bsz, "train_step": per_image},
         "flop_counter": "torch.utils.flop_counter.FlopCounterMode, fp32, naive attention",

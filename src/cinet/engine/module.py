@@ -198,12 +198,26 @@ class CINetModule(L.LightningModule):
             )
         return self.stage_spec.ideal_weight(self.global_step, steps_per_epoch, self.handover_epochs)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One training forward: the model on ``batch["image"]`` (with the stage's attention map) and the loss
+        terms of Eq. 13 active in this stage for this variant (``"total"`` plus one entry per term).
+
+        The whole step of a stage, without logging or the optimizer: ``training_step`` and
+        ``cinet bench train-step`` / ``bench encoders`` run exactly this.
+
+        Args:
+            batch: ``image`` [B,3,H,W] (normalised), ``depth`` [B,1,H,W] metres (0 = invalid), ``labels``
+                [B,H,W] (255 = ignore).
+        """
         weight = self.ideal_weight()
         ideal = batch["labels"] if weight > 0 else None
         out = self.model(self._images(batch), ideal_labels=ideal, ideal_weight=weight if weight > 0 else 1.0)
-        terms = self.loss(out, batch, self.active_terms)
+        return self.loss(out, batch, self.active_terms)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        terms = self.compute_losses(batch)
         self.last_terms = {k: v.detach() for k, v in terms.items()}  # read by the loss log (no sync here)
+        weight = self.ideal_weight()
         bs = batch["image"].shape[0]
         if self.stage_spec.attention == "handover" and self.variant_spec.supervised_attention:
             self.log("train/ideal_weight", weight, on_step=True, on_epoch=False, batch_size=bs)
