@@ -114,3 +114,10 @@ def test_one_class_batch_trains_with_plain_cross_entropy() -> None:
     assert logits.grad.abs().sum() > 0
     assert class_weights_from_labels(labels, 2).tolist() == [1.0, 1.0]
     assert class_weights_from_labels(torch.tensor([[0, 0, 1]]), 2).tolist() == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_dataset_weights_of_one_class_are_ones_and_match_the_batch_formula() -> None:
+    """``loss.class_weights=dataset`` goes through the same Eq. 12 code (builders used to repeat the formula)."""
+    assert dataset_class_weights([torch.tensor([[2, 2, 255]])], 3).tolist() == [1.0, 1.0, 1.0]
+    w = dataset_class_weights([torch.tensor([[0, 0]]), torch.tensor([[1, 255]])], 3)
+    assert w.tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])  # (3 - 2) / 3, (3 - 1) / 3, (3 - 0) / 3

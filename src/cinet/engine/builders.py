@@ -106,13 +106,10 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
         mean=mean,
         std=std,
     )
-    counts = torch.zeros(info.num_classes, dtype=torch.float64)
-    for i in range(len(ds)):
-        labels = ds[i]["labels"]
-        valid = labels[labels != info.ignore_index]
-        counts += torch.bincount(valid.flatten(), minlength=info.num_classes).double()
-    total = counts.sum().clamp(min=1)
-    return ((total - counts) / total).float()
+    from cinet.losses import dataset_class_weights
+
+    labels = (ds[i]["labels"] for i in range(len(ds)))
+    return dataset_class_weights(labels, info.num_classes, info.ignore_index)  # the one Eq. 12 code
 
 
 def build_protocol(cfg: Config, info: Any) -> Any:
