@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             report = accuracy_report(metrics["fp32"], metrics["int8"])
             rel, flips = [], []
             for s in samples:
-                xi = fit_input(s["image"].unsqueeze(0), (height, width)).numpy()
+                xi = fit_input(s["image"].unsqueeze(0), (height, width))[0].numpy()
                 d0, l0 = fp32.run_numpy(xi)
                 d1, l1 = int8.run_numpy(xi)
                 rel.append(float((np.abs(d1 - d0) / d0).mean()))

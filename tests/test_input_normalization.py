@@ -110,3 +110,29 @@ def test_tiny_info_is_not_an_encoder_normalisation() -> None:
     assert tiny_info().mean == STORED_MEAN
     for name in ("resnet18", "timm:test_vit", "timm:resnet10t"):
         assert encoder_normalization(name)[0] != STORED_MEAN
+
+
+def test_int8_float32_row_equals_cinet_eval_of_the_same_checkpoint(tmp_path: Path) -> None:
+    """The accuracy check runs the float32 export exactly as ``cinet eval`` runs the checkpoint: the checkpoint's
+    normalisation and the one fit policy (training-size rule, padding to a multiple of 8, outputs restored).
+    Images of 44x60 (not multiples of 8) from a model trained at 12x16 (far: scaled down to 16 wide, then padded)."""
+    import json
+    from dataclasses import replace
+
+    from cinet.cli import main
+    from cinet.commands.eval import evaluate_checkpoint
+    from cinet.data.synthetic.dataset import synthetic_info
+
+    model, kwargs = tiny_model(num_classes=13)
+    info = replace(synthetic_info((44, 60)), mean=STORED_MEAN, std=STORED_STD)
+    config = {"data": {"name": "synthetic", "options": {"size": [44, 60]}, "length": 2, "eval_length": 3}}
+    ckpt = save_model_checkpoint(tmp_path / "m.ckpt", model, kwargs, info, config=config, train_size=(12, 16))
+    out = tmp_path / "m.onnx"
+    args = ["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--quantize", "int8", "--exporter",
+            "torchscript", "--num-calib", "2", "--num-eval", "3", "--max-delta1-drop", "1", "--max-miou-drop", "100"]  # fmt: skip
+    assert main(args) == 0
+    fp32 = json.loads((tmp_path / "m.int8.accuracy.json").read_text())["fp32"]
+    metrics, _, _ = evaluate_checkpoint(ckpt, overrides=["trainer.accelerator=cpu"])
+    assert fp32["num_images"] == metrics["num_images"] == 3
+    for key in ("delta1", "abs_rel", "rms", "miou", "pixel_acc"):
+        assert fp32[key] == pytest.approx(metrics[key], rel=1e-3, abs=1e-3), key

@@ -244,6 +244,7 @@ def _quantize_checked(
         cfg=cfg,
         model_kwargs=payload.get("model") or {},
         normalization=normalization,
+        train_size=args.train_size,
         calibration=args.calibration_images,
         num_calib=args.num_calib,
         eval_split=args.eval_split,

@@ -284,14 +284,23 @@ def _minmax() -> Any:
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def fit_input(image: Any, size: tuple[int, int] | None) -> Any:
-    """Resize a normalised batch ``[B,3,H,W]`` (torch) to a fixed network ``size`` (bilinear); as-is if None."""
-    import torch.nn.functional as F
+def fit_input(
+    image: Any, size: tuple[int, int] | None, train_size: tuple[int, int] | None = None
+) -> tuple[Any, Any]:
+    """A normalised batch ``[B,3,H,W]`` (torch) fitted to the network as ``cinet eval`` and ``predict`` fit it.
 
-    if size is None or tuple(image.shape[-2:]) == tuple(size):
-        return image
-    shrink = size[0] < image.shape[-2] or size[1] < image.shape[-1]
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    The one preprocessing policy of :mod:`cinet.inference.preprocess`: resized to ``size`` when given (a
+    fixed-size ONNX file, ``data.eval_size``), else scaled to ``train_size`` when far from it, then padded to a
+    multiple of the output stride.
+
+    Returns:
+        ``(network input [B,3,Hp,Wp], geometry)``; ``geometry.restore`` maps outputs back to ``H x W``.
+    """
+    from cinet.inference.preprocess import plan_geometry, to_network
+
+    h, w = (int(v) for v in image.shape[-2:])
+    geometry = plan_geometry(h, w, input_size=size, train_size=train_size)
+    return to_network(image, geometry), geometry
 
 
 def spread_indices(length: int, count: int) -> list[int]:
@@ -301,11 +310,14 @@ def spread_indices(length: int, count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, length - 1, count).round()})
 
 
-def dataset_inputs(dataset: Any, count: int, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
-    """Normalised inputs ``[1,3,H,W]`` float32 of ``count`` samples spread over ``dataset`` (eval transform)."""
+def dataset_inputs(
+    dataset: Any, count: int, size: tuple[int, int] | None, train_size: tuple[int, int] | None = None
+) -> Iterator[np.ndarray]:
+    """Network inputs ``[1,3,Hp,Wp]`` float32 of ``count`` samples spread over ``dataset`` (eval transform),
+    fitted by :func:`fit_input`."""
     for i in spread_indices(len(dataset), count):
         image = dataset[i]["image"].unsqueeze(0).float()
-        yield fit_input(image, size).numpy()
+        yield fit_input(image, size, train_size)[0].numpy()
 
 
 def folder_inputs(
@@ -345,6 +357,7 @@ def compare_accuracy(
     num_classes: int,
     protocol: Any,
     input_size: tuple[int, int] | None = None,
+    train_size: tuple[int, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Depth metrics and mIoU of several runners on the same labelled samples.
 
@@ -355,14 +368,15 @@ def compare_accuracy(
             (metres, 0 = invalid) and ``labels`` ``[H,W]``.
         num_classes: Segmentation classes.
         protocol: The :class:`~cinet.metrics.EvalProtocol` (crop, depth range, reduction, ignore label).
-        input_size: Fixed network input size (fixed-size ONNX files); inputs are resized to it and the
-            outputs back to the ground truth (bilinear), as in ``cinet eval``.
+        input_size: Fixed network input size (a fixed-size ONNX file, or ``data.eval_size``).
+        train_size: ``(H, W)`` the model was trained at (the checkpoint's). Inputs are fitted and outputs
+            restored to the ground truth by :func:`fit_input`, exactly as ``cinet eval`` does, so the float32
+            row equals ``cinet eval`` of the same checkpoint.
 
     Returns:
         ``name -> metrics`` (δ1-3, rms, rms log, abs rel, sq rel, pixel_acc, miou as fractions, num_images).
     """
     import torch
-    import torch.nn.functional as F
 
     from cinet.metrics import DepthMetrics, SegMetrics
 
@@ -373,14 +387,11 @@ def compare_accuracy(
         image = sample["image"].unsqueeze(0).float()
         gt_depth = sample["depth"].reshape(1, 1, *sample["depth"].shape[-2:]).float()
         labels = sample["labels"].reshape(1, *sample["labels"].shape[-2:]).long()
-        x = fit_input(image, input_size)
+        x, geometry = fit_input(image, input_size, train_size)
         for name, run in runners.items():
             with torch.inference_mode():
                 depth, logits = run(x)
-            depth, logits = depth.float(), logits.float()
-            if depth.shape[-2:] != gt_depth.shape[-2:]:
-                depth = F.interpolate(depth, size=gt_depth.shape[-2:], mode="bilinear", align_corners=False)
-                logits = F.interpolate(logits, size=gt_depth.shape[-2:], mode="bilinear", align_corners=False)
+            depth, logits = geometry.restore(depth.float()), geometry.restore(logits.float())
             depth_m[name].update(depth, gt_depth)
             seg_m[name].update(logits.argmax(1), labels)
         count += 1
@@ -521,6 +532,7 @@ def export_int8(
     cfg: Any,
     model_kwargs: dict[str, Any],
     normalization: tuple[Sequence[float], Sequence[float]],
+    train_size: tuple[int, int] | None = None,
     calibration: str | None = None,
     num_calib: int = 16,
     eval_split: str | None = None,
@@ -538,6 +550,8 @@ def export_int8(
         model_kwargs: build_model arguments of the exported model (its class count is checked).
         normalization: ``(mean, std)`` the model was trained with (:func:`cinet.checkpoint.input_normalization`):
             calibration and held-out images are normalised with it, as ``cinet eval`` and ``predict`` do.
+        train_size: ``(H, W)`` the model was trained at (:func:`cinet.inference.preprocess.training_size_of`):
+            images are fitted to the network by the policy of ``cinet eval`` (:func:`fit_input`).
         calibration: A folder of images, or a split of the dataset (default: ``data.train_split``).
         num_calib: Calibration images (spread evenly over the folder / split).
         eval_split: Held-out split with ground truth (default: ``data.test_split``); must differ from a
@@ -568,6 +582,8 @@ def export_int8(
     calib, is_folder, eval_split = calibration_plan(cfg, calibration, eval_split)
     fp32 = OnnxRunner(fp32_path)
     mean, std = (tuple(float(v) for v in x) for x in normalization)
+    eval_size = tuple(cfg.data.eval_size) if cfg.data.eval_size else None
+    input_size = fp32.fixed_size or eval_size  # as cinet eval: data.eval_size, else the training-size rule
     eval_ds = build_dataset(cfg.data, eval_split, train=False, mean=mean, std=std)
     info = eval_ds.info
     classes = int(model_kwargs.get("num_classes", info.num_classes))
@@ -583,7 +599,7 @@ def export_int8(
         source = f"folder {calib} ({len(files)} images)"
     else:
         calib_ds = build_dataset(cfg.data, calib, train=False, mean=mean, std=std)
-        inputs = dataset_inputs(calib_ds, num_calib, fp32.fixed_size)
+        inputs = dataset_inputs(calib_ds, num_calib, input_size, train_size)
         source = f"{cfg.data.name}/{calib} ({min(num_calib, len(calib_ds))} of {len(calib_ds)} images)"
     quant = quantize_int8(fp32_path, int8_path, inputs, keep_float=keep_float, calibration_source=source)
     int8 = OnnxRunner(int8_path)
@@ -594,7 +610,8 @@ def export_int8(
         (eval_ds[i] for i in indices),
         num_classes=info.num_classes,
         protocol=protocol,
-        input_size=fp32.fixed_size,
+        input_size=input_size,
+        train_size=train_size,
     )
     report = accuracy_report(
         metrics["fp32"], metrics["int8"], max_delta1_drop=max_delta1_drop, max_miou_drop=max_miou_drop
