@@ -9,7 +9,6 @@ import torch
 from cinet.data import load_dataset
 from cinet.data.transforms import (
     Normalize,
-    PadToMultiple,
     RandomCrop,
     RandomRotation,
     RandomScale,
@@ -106,19 +105,6 @@ def test_crop_pads_with_invalid_and_ignore() -> None:
 
 
 def test_eval_policy_and_normalize_flag() -> None:
-    out = PadToMultiple(16)(pattern())
-    assert out["labels"].shape == (48, 64) and out["meta"]["pad"] == (0, 0)
-    p = pattern()
-    p = {
-        **p,
-        "image": p["image"][:, :45, :60],
-        "depth": p["depth"][:, :45, :60],
-        "labels": p["labels"][:45, :60],
-    }
-    out = PadToMultiple(16)(p)
-    assert (
-        out["labels"].shape == (48, 64) and out["meta"]["pad"] == (3, 4) and (out["labels"][45:] == 255).all()
-    )
     r = Resize((24, 32))(pattern())
     assert r["depth"].shape == (1, 24, 32) and r["meta"]["intrinsics"][0] == pytest.approx(K[0] / 2)
     n = Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))(pattern())

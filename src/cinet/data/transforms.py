@@ -39,7 +39,6 @@ __all__ = [
     "ColorJitter",
     "Compose",
     "Normalize",
-    "PadToMultiple",
     "RandomCrop",
     "RandomHorizontalFlip",
     "RandomRotation",
@@ -324,28 +323,6 @@ class Resize:
         return f"Resize(size={self.size})"
 
 
-class PadToMultiple:
-    """Pad bottom/right so H and W are multiples of ``multiple`` (invalid/ignore); records ``meta["pad"]``.
-
-    ``meta["pad"] = (bottom, right)`` lets a caller crop predictions back to the unpadded size.
-    """
-
-    def __init__(self, multiple: int = 8):
-        self.multiple = int(multiple)
-
-    def __call__(self, sample: Sample) -> Sample:
-        h, w = _size(sample)
-        m = self.multiple
-        pb, pr = (-h) % m, (-w) % m
-        out = _pad(sample, 0, pb, 0, pr)
-        out = _copy(out)
-        out["meta"]["pad"] = (pb, pr)
-        return out
-
-    def __repr__(self) -> str:
-        return f"PadToMultiple({self.multiple})"
-
-
 class Normalize:
     """``(image - mean) / std``; marks ``meta["normalized"]`` so the dataset does not normalise again.
 
@@ -375,14 +352,14 @@ def build_transforms(
     flip: bool = True,
     color_jitter: float | Sequence[float] | None = 0.4,
     resize: int | Sequence[int] | None = None,
-    pad_multiple: int | None = None,
     mean: Sequence[float],
     std: Sequence[float],
 ) -> Compose:
     """The training or evaluation pipeline.
 
     Train: rotation -> scale (depth / s) -> crop (when ``crop_size``) -> flip -> colour jitter -> normalise.
-    Eval: resize (when ``resize``) -> pad to a multiple (when ``pad_multiple``) -> normalise.
+    Eval: resize (when ``resize``) -> normalise (the network's padding is the model side's:
+    :mod:`cinet.inference.preprocess`, shared by eval and predict).
 
     Args:
         train: Training (random) or evaluation (deterministic) pipeline.
@@ -392,7 +369,6 @@ def build_transforms(
         flip: Random horizontal flips (p = 0.5).
         color_jitter: Brightness/contrast/saturation strength, or a ``(b, c, s, hue)`` tuple; None/0 disables.
         resize: Evaluation resize (H, W) or shorter side.
-        pad_multiple: Evaluation padding to a multiple of this (e.g. the network's output stride).
         mean: Normalisation mean (RGB, 0..1 scale): the encoder's or the checkpoint's; no default.
         std: Normalisation std.
     """
@@ -417,7 +393,5 @@ def build_transforms(
     else:
         if resize is not None:
             ts.append(Resize(resize))
-        if pad_multiple:
-            ts.append(PadToMultiple(pad_multiple))
     ts.append(Normalize(mean, std))
     return Compose(ts)
