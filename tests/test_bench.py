@@ -203,7 +203,7 @@ def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
         assert 0.5 < rows[low_precision]["label_agreement"] <= 1
 
 
-@pytest.mark.parametrize("script", ["attention", "train_step", "inference", "encoders"])
+@pytest.mark.parametrize("script", ["attention", "train_step", "inference", "encoders", "single_class_batches"])
 def test_bench_scripts_show_help(script: str) -> None:
     res = subprocess.run(
         [sys.executable, str(REPO / "bench" / f"{script}.py"), "--help"], capture_output=True, text=True
