@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         tf = build_transforms(True, crop_size=crop, scale_range=(1.0, 1.5), rotation=0, flip=True,
                               color_jitter=None, mean=mean, std=std)  # fmt: skip
         ds = load_dataset("synthetic", split="train", size=[96, 128], length=40, transform=tf)
-        rows.append({"crop": list(crop), "batch_size": batch, "single_class": single_class_fraction(ds, batch, draws)})
+        rows.append(
+            {"crop": list(crop), "batch_size": batch, "single_class": single_class_fraction(ds, batch, draws)}
+        )
     print(json.dumps({"dataset": "synthetic 96x128, 40 rooms", "draws": draws, "rows": rows}, indent=2))
     return 0
 

@@ -153,7 +153,9 @@ def test_train_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_train_step_and_encoders_bench_run_every_variant(variant: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_step_and_encoders_bench_run_every_variant(
+    variant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The benches run the engine's step (CINetModule.compute_losses), so every row of the variant table trains
     its own terms (0.1's own loss crashed for 8 of the 9 variants)."""
     argv = f"bench train-step --tiny --variant {variant} --height 32 --width 40 --modes fp32 --repeat 1 --warmup 0"
@@ -203,7 +205,9 @@ def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
         assert 0.5 < rows[low_precision]["label_agreement"] <= 1
 
 
-@pytest.mark.parametrize("script", ["attention", "train_step", "inference", "encoders", "single_class_batches"])
+@pytest.mark.parametrize(
+    "script", ["attention", "train_step", "inference", "encoders", "single_class_batches"]
+)
 def test_bench_scripts_show_help(script: str) -> None:
     res = subprocess.run(
         [sys.executable, str(REPO / "bench" / f"{script}.py"), "--help"], capture_output=True, text=True

@@ -44,7 +44,11 @@ def test_folder_values_and_splits(tmp_path: Path) -> None:
         img, dep, lab = data[stem]
         s = ds[i]
         assert s["meta"]["id"] == f"folder/{stem}"
-        out_img = (denormalize(s["image"], ds.info.mean, ds.info.std).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        out_img = (
+            (denormalize(s["image"], ds.info.mean, ds.info.std).permute(1, 2, 0).numpy() * 255)
+            .round()
+            .astype(np.uint8)
+        )
         np.testing.assert_array_equal(out_img, img)
         np.testing.assert_array_equal(s["depth"][0].numpy(), dep.astype(np.float32) / np.float32(2000))
         np.testing.assert_array_equal(s["labels"].numpy(), lab.astype(np.int64))

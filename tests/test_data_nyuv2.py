@@ -58,7 +58,11 @@ def test_nyuv2_values(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
             with caplog.at_level(logging.WARNING):
                 s = ds[j]
             assert s["meta"]["id"] == f"nyuv2/{i + 1:04d}"
-            img = (denormalize(s["image"], ds.info.mean, ds.info.std).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            img = (
+                (denormalize(s["image"], ds.info.mean, ds.info.std).permute(1, 2, 0).numpy() * 255)
+                .round()
+                .astype(np.uint8)
+            )
             np.testing.assert_array_equal(img, images[i])
             exp_depth = np.where(np.isnan(depths[i]), 0, np.minimum(depths[i], 10.0))
             np.testing.assert_array_equal(s["depth"][0].numpy(), exp_depth)

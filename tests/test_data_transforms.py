@@ -112,14 +112,25 @@ def test_eval_policy_and_normalize_flag() -> None:
     torch.testing.assert_close(n["image"][2], torch.full((H, W), (0.5 - 0.406) / 0.225))
     # a dataset does not normalise twice when the transform already did
     a = load_dataset("synthetic", size=(24, 32), length=1)[0]
-    b = load_dataset("synthetic", size=(24, 32), length=1, transform=build_transforms(False, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))[0]
+    b = load_dataset(
+        "synthetic",
+        size=(24, 32),
+        length=1,
+        transform=build_transforms(False, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    )[0]
     assert torch.equal(a["image"], b["image"]) and "normalized" not in b["meta"]
 
 
 def test_train_pipeline_on_synthetic() -> None:
     tf = build_transforms(
-        True, crop_size=(32, 40), scale_range=(1.0, 1.5), rotation=5, flip=True, color_jitter=0.3,
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        True,
+        crop_size=(32, 40),
+        scale_range=(1.0, 1.5),
+        rotation=5,
+        flip=True,
+        color_jitter=0.3,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
     )
     ds = load_dataset("synthetic", size=(36, 48), length=2, transform=tf)
     s = ds[0]

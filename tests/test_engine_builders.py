@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import pytest
 
-from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.config import load_config
 from cinet.data import DATASETS, dataset_class
+from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.engine.builders import build_protocol
 from cinet.engine.datamodule import CINetDataModule, build_dataset, dataset_info_from_config
 
@@ -32,7 +31,9 @@ def no_dataset_built(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_info_from_config_equals_the_built_dataset_info(tmp_path: Path) -> None:
     cfg = load_config(SMOKE, ["data.options.size=[40,56]"])
     built = build_dataset(cfg.data, cfg.data.test_split, train=False, mean=(0.5,) * 3, std=(0.5,) * 3).info
-    assert dataset_info_from_config(cfg.data) == dataclasses.replace(built, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert dataset_info_from_config(cfg.data) == dataclasses.replace(
+        built, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    )
     assert built.mean == built.std == (0.5, 0.5, 0.5)  # the dataset records the normalisation it applies
     assert built.protocol_size == (40, 56)
 

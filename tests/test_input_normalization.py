@@ -136,3 +136,17 @@ def test_int8_float32_row_equals_cinet_eval_of_the_same_checkpoint(tmp_path: Pat
     assert fp32["num_images"] == metrics["num_images"] == 3
     for key in ("delta1", "abs_rel", "rms", "miou", "pixel_acc"):
         assert fp32[key] == pytest.approx(metrics[key], rel=1e-3, abs=1e-3), key
+
+
+def test_predictor_from_checkpoint_normalises_with_the_checkpoint(tmp_path: Path) -> None:
+    """``cinet predict`` / ``serve``: the network input of a photo is ``(rgb / 255 - mean) / std`` with the stored
+    values (computed here by hand)."""
+    from cinet.inference.predictor import Predictor
+    from inference_fixtures import synthetic_image
+
+    ckpt = synthetic_checkpoint(tmp_path / "m.ckpt")
+    predictor = Predictor.from_checkpoint(ckpt)
+    rgb = synthetic_image(*SIZE, 5)
+    x = predictor.prepare(rgb)[1]  # [3,H,W] at 40x56: a multiple of 8, no training size stored: as is
+    expected = by_hand(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0)
+    torch.testing.assert_close(x[:, : SIZE[0], : SIZE[1]], expected, rtol=0, atol=1e-5)

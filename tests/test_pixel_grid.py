@@ -17,7 +17,15 @@ from cinet.inference.preprocess import Geometry
 from cinet.ops import downsample_labels
 
 # (input width, edge column, output width): x0.5, x1.3, x2, a 4032-wide photo to 320, odd ratios
-EDGE_CASES = [(8, 3, 4), (10, 3, 13), (6, 1, 12), (4032, 1001, 320), (4032, 2017, 320), (37, 11, 23), (23, 9, 37)]
+EDGE_CASES = [
+    (8, 3, 4),
+    (10, 3, 13),
+    (6, 1, 12),
+    (4032, 1001, 320),
+    (4032, 2017, 320),
+    (37, 11, 23),
+    (23, 9, 37),
+]
 
 
 def first_label_one(out_width: int, in_width: int, edge: int) -> int:
@@ -66,7 +74,7 @@ def test_resize_transform_moves_maps_with_the_image() -> None:
 
 def _floor_depth(h: int, w: int, k: tuple[float, float, float, float], height: float) -> torch.Tensor:
     """Depth of a horizontal floor ``height`` metres below a level pinhole camera (0 above the horizon)."""
-    fx, fy, cx, cy = k
+    _fx, fy, _cx, cy = k
     v = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
     ray = (v - cy) / fy
     return torch.where(ray > 0.25, height / ray.clamp(min=1e-9), torch.zeros_like(ray)).float()[None]

@@ -138,7 +138,12 @@ def test_module_and_predictor_tensors_agree(tmp_path: Path) -> None:
     ds = load_dataset("folder", tmp_path / "nyu", "test", depth_scale=5000)
     model, _ = tiny_model("cinet", num_classes=40)
     module = CINetModule(
-        model, torch.nn.Module(), num_classes=40, payload={"train_size": [470, 627]}, mean=(0.5,) * 3, std=(0.5,) * 3
+        model,
+        torch.nn.Module(),
+        num_classes=40,
+        payload={"train_size": [470, 627]},
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
     ).eval()
     depth, logits = module.predict_batch(ds[0]["image"][None])
     pred = Predictor(model, ds.info, train_size=(470, 627)).predict(image)

@@ -341,7 +341,8 @@ def load_model(
     check_fits(model, ckpt, p)
     model.load_state_dict(model_state_dict(ckpt), strict=True)
     stored = input_normalization(payload)
-    if stored is not None:  # what it was trained with (a rebuilt encoder reports its library's current default)
+    # what it was trained with (a rebuilt encoder reports its library's current default)
+    if stored is not None:
         model.input_mean, model.input_std = stored
     model.eval()
     return model.to(torch.device(device)), payload

@@ -93,7 +93,9 @@ def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
 
     cfg = settings_config(settings)
     n = settings["num_classes"]
-    info = DatasetInfo(name="bench", num_classes=n, class_names=[f"class{i}" for i in range(n)], palette=voc_palette(n))
+    info = DatasetInfo(
+        name="bench", num_classes=n, class_names=[f"class{i}" for i in range(n)], palette=voc_palette(n)
+    )
     return build_module(cfg, info, StageConfig(stage=stage, lr=1e-5))
 
 

@@ -36,9 +36,8 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 
     from cinet.data.base import to_uint8_image
     from cinet.engine.datamodule import build_dataset
-    from cinet.utils.io import atomic_save
-
     from cinet.models.encoder import encoder_normalization
+    from cinet.utils.io import atomic_save
 
     mean, std = encoder_normalization(cfg.model.encoder)  # normalised and undone again: any pair round-trips
     ds = build_dataset(cfg.data, cfg.data.test_split, train=False, mean=mean, std=std)

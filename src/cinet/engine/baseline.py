@@ -25,7 +25,6 @@ def _plain(cfg: Config) -> Any:
 def fit_trivial_baseline(cfg: Config) -> tuple[float, int]:
     """``(mean valid depth, majority class)`` over the training split (no augmentation)."""
     from cinet.engine.datamodule import build_dataset
-
     from cinet.models.encoder import encoder_normalization
 
     mean, std = encoder_normalization(cfg.model.encoder)  # only depth and labels are read

@@ -95,7 +95,6 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
         return torch.ones(info.num_classes)
     # "dataset": Eq. 12 weights from the untransformed training labels
     from cinet.engine.datamodule import build_dataset
-
     from cinet.models.encoder import encoder_normalization
 
     mean, std = encoder_normalization(cfg.model.encoder)  # only the labels are read here

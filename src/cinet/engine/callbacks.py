@@ -10,11 +10,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-
-from cinet.data.base import denormalize
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from cinet.data.base import denormalize
 from cinet.losses.total import LOSS_KEYS
 from cinet.models.cinet import DIAGNOSTIC_GROUPS
 from cinet.utils.io import atomic_save, atomic_write_text

@@ -18,6 +18,7 @@ or an exported ONNX file through onnxruntime (:meth:`Predictor.from_onnx`); the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -296,12 +297,12 @@ class Predictor:
                 set_attention_impl(model, attention_impl)
         self.model = model
         self._bytes_per_pixel: float | None = None  # forward memory per network-input pixel, measured once
-        mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.info.std, dtype=torch.float32).view(1, 3, 1, 1)
-        if float(mean.max()) > 1.0:  # mean/std given on the 0..255 scale
-            mean, std = mean / 255.0, std / 255.0
-        self._mean = mean.to(self.device)
-        self._std = std.to(self.device)
+        from cinet.checkpoint import input_normalization  # the one rule (0..255-scale values divided by 255)
+
+        mean_std = input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}})
+        assert mean_std is not None  # DatasetInfo always has both
+        self._mean = torch.tensor(mean_std[0], dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
+        self._std = torch.tensor(mean_std[1], dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
 
     # ------------------------------------------------------------------ constructors
 
@@ -332,6 +333,8 @@ class Predictor:
             info = DatasetInfo.from_dict(dataset)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad dataset info in checkpoint ({exc})") from exc
+        # the stored input normalisation, as load_model gives the model (checkpoint.input_normalization)
+        info = dataclasses.replace(info, mean=tuple(model.input_mean), std=tuple(model.input_std))
         kwargs.setdefault("train_size", training_size_of(payload))
         eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
         if eval_size and kwargs.get("max_side") is None:  # the checkpoint's evaluation size, as in cinet eval
