@@ -98,6 +98,77 @@ def test_sigkill_mid_stage_then_resume_is_exact(tmp_path: Path, capsys: pytest.C
     assert {k: m1[k] for k in ("rms", "delta1", "miou")} == {k: m2[k] for k in ("rms", "delta1", "miou")}
 
 
+# A training run that SIGKILLs its own process group (itself and its DataLoader workers) right after the
+# checkpoint of a chosen step: at a batch end ("batch") or at an epoch end ("epoch"); a second run of it on the
+# same folder resumes. Deterministic kill points, unlike a kill timed from outside.
+_KILLER = """
+import os, signal, sys
+from pathlib import Path
+import lightning as L
+from cinet.config import load_config
+from cinet.engine.training import train
+
+run_dir, hook, step, config, overrides = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+
+class Kill(L.Callback):  # after RollingCheckpoint in the callback list: the checkpoint of `step` is written
+    def on_train_batch_end(self, trainer, *args):
+        if hook == "batch" and trainer.global_step == step:
+            os.killpg(0, signal.SIGKILL)
+    def on_train_epoch_end(self, trainer, module):
+        if hook == "epoch" and trainer.global_step == step:
+            os.killpg(0, signal.SIGKILL)
+
+resume = (run_dir / "config.yaml").is_file()
+cfg = load_config(run_dir / "config.yaml") if resume else load_config(config, overrides)
+train(cfg, run_dir, resume=resume, callbacks=[Kill()], evaluate=False)
+"""
+
+
+def _killer(run_dir: Path, hook: str, step: int, overrides: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _KILLER, str(run_dir), hook, str(step), SMOKE, *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: the kill reaches its workers, not pytest
+    )
+
+
+def test_sigkill_with_workers_at_epoch_ends_and_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    """Issue 25: with ``num_workers >= 2`` (persistent workers) a resumed run drew another epoch's data.
+
+    2 steps per epoch, 4 epochs, a checkpoint every 3 steps and at every epoch end. Killed (SIGKILL to the process
+    group, workers included) mid-epoch (step 3: epoch 1, batch 0), at an epoch end (step 4), and at the batch
+    end of an epoch's last batch (step 6, before the epoch-end hooks); each time resumed. ``losses.csv`` equals
+    the uninterrupted run's byte for byte.
+    """
+    overrides = [
+        "stage=1", "data.length=8", "data.num_workers=2", "train.stages.0.epochs=4",
+        "train.checkpoint_every=3", "train.val_every=0",
+    ]  # fmt: skip
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = _killer(ref_dir, "none", 0, overrides)  # uninterrupted, in parallel
+    for hook, step in (("batch", 3), ("epoch", 4), ("batch", 6)):
+        victim = _killer(run_dir, hook, step, overrides)
+        out = victim.communicate(timeout=300)[0]
+        assert victim.returncode == -signal.SIGKILL, out
+        ckpt = read_checkpoint(run_dir / "stage1" / "last.ckpt")
+        assert ckpt["global_step"] == step, (hook, step, ckpt["global_step"])
+    last = _killer(run_dir, "none", 0, overrides)
+    out = last.communicate(timeout=300)[0]
+    assert last.returncode == 0, out
+    out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, out
+    got = (run_dir / "stage1" / "losses.csv").read_text()
+    want = (ref_dir / "stage1" / "losses.csv").read_text()
+    assert [r["step"] for r in read_losses(ref_dir / "stage1" / "losses.csv")] == [float(i) for i in range(1, 9)]
+    assert got == want, f"resumed:\n{got}\nvs uninterrupted:\n{want}"
+    a, b = _weights(run_dir / "stage1" / "last.ckpt"), _weights(ref_dir / "stage1" / "last.ckpt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_ctrl_c_keeps_last_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = _cli(
@@ -288,3 +359,21 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     )
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
     assert torch.equal(draws[3], again[3])
+
+
+def test_resume_keeps_the_count_of_skipped_updates() -> None:
+    """``nonfinite_skipped`` of a resumed stage counts the updates skipped before the interruption too."""
+    from cinet.config import StageConfig, load_config
+    from cinet.engine.builders import build_module
+    from cinet.engine.datamodule import dataset_info_from_config
+
+    cfg = load_config(SMOKE)
+    module = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=1))
+    module.nonfinite_total = 3
+    ckpt: dict = {}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["cinet"]["nonfinite_skipped"] == 3
+    fresh = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=1))
+    assert fresh.nonfinite_total == 0
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.nonfinite_total == 3

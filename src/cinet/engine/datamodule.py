@@ -8,6 +8,11 @@ Reproducibility design:
   batch does not depend on the number of workers, on the rank, or on where training was resumed.
 * :class:`ResumableDataLoader` implements Lightning's ``state_dict`` / ``load_state_dict`` (``_Stateful``)
   so that a checkpoint taken in the middle of an epoch resumes with the next unseen batch of that epoch.
+* The loader sets its sampler's epoch itself when an iterator is created (from the trainer's epoch counter, or
+  from a restored position). With worker processes the DataLoader draws its first indices as soon as the
+  iterator exists, and a resumed Lightning fit creates the first iterator *before* it calls ``set_epoch``: the
+  sampler would otherwise still hold epoch 0 and the resumed epoch would draw epoch 0's order and
+  augmentation (issue 25).
 """
 
 from __future__ import annotations
@@ -178,9 +183,29 @@ class ResumableDataLoader(DataLoader):
     trainer's loop, not from this loader, which runs ahead because of prefetching).
     """
 
-    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        progress: Callable[[], int] | None = None,
+        epoch: Callable[[], int] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._progress = progress
+        self._epoch = epoch
+        self._restored = False  # load_state_dict positioned the sampler for the next iterator
+
+    def __iter__(self) -> Any:
+        """Set the sampler's epoch, then create the iterator (whose workers start drawing indices at once).
+
+        The epoch is the restored one after :meth:`load_state_dict`, else ``epoch()`` (the trainer's count of
+        finished epochs: what Lightning passes to ``set_epoch`` for the epoch about to run).
+        """
+        if self._restored:
+            self._restored = False
+        elif self._epoch is not None:
+            self._sharded.set_epoch(int(self._epoch()))
+        return super().__iter__()
 
     @property
     def _sharded(self) -> ShardedSampler:
@@ -200,6 +225,7 @@ class ResumableDataLoader(DataLoader):
             epoch, batches = epoch + 1, 0
         self._sharded.set_epoch(epoch)
         self._sharded.skip = batches * int(self.batch_size or 1)
+        self._restored = True
         log.info("resuming data order at epoch %d, batch %d", epoch, batches)
 
 
@@ -415,6 +441,12 @@ class CINetDataModule(L.LightningDataModule):
             return 0
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
+    def _epoch(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_progress.current.processed)
+
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
         check_batch_size(self.cfg.batch_size, len(ds))
@@ -430,6 +462,7 @@ class CINetDataModule(L.LightningDataModule):
             persistent_workers=self.cfg.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
             progress=self._progress,
+            epoch=self._epoch,
         )
 
     def _eval_loader(self, which: str) -> DataLoader:
