@@ -139,23 +139,24 @@ def _killer(run_dir: Path, hook: str, step: int, overrides: list[str]) -> subpro
 def test_sigkill_with_workers_at_epoch_ends_and_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     """Issue 25: with ``num_workers >= 2`` (persistent workers) a resumed run drew another epoch's data.
 
-    2 steps per epoch, 4 epochs, a checkpoint every 3 steps and at every epoch end. Killed (SIGKILL to the process
-    group, workers included) mid-epoch (step 3: epoch 1, batch 0), at an epoch end (step 4), and at the batch
-    end of an epoch's last batch (step 6, before the epoch-end hooks); each time resumed. ``losses.csv`` equals
-    the uninterrupted run's byte for byte.
+    3 steps per epoch, 3 epochs, a checkpoint every 2 steps and at every epoch end. Killed (SIGKILL to the process
+    group, workers included) mid-epoch (step 2), at an epoch end (step 3), at the batch end of an epoch's last
+    batch (step 6, before the epoch-end save: step 4's checkpoint is the latest), and mid-epoch again (step 8,
+    after a resume that crossed an epoch end); each time resumed. ``losses.csv`` and the weights equal the
+    uninterrupted run's byte for byte.
     """
     overrides = [
-        "stage=1", "data.length=8", "data.num_workers=2", "train.stages.0.epochs=4",
-        "train.checkpoint_every=3", "train.val_every=0",
+        "stage=1", "data.length=12", "data.num_workers=2", "train.stages.0.epochs=3",
+        "train.checkpoint_every=2", "train.val_every=0",
     ]  # fmt: skip
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref = _killer(ref_dir, "none", 0, overrides)  # uninterrupted, in parallel
-    for hook, step in (("batch", 3), ("epoch", 4), ("batch", 6)):
+    for hook, step, kept in (("batch", 2, 2), ("epoch", 3, 3), ("batch", 6, 4), ("batch", 8, 8)):
         victim = _killer(run_dir, hook, step, overrides)
         out = victim.communicate(timeout=300)[0]
         assert victim.returncode == -signal.SIGKILL, out
         ckpt = read_checkpoint(run_dir / "stage1" / "last.ckpt")
-        assert ckpt["global_step"] == step, (hook, step, ckpt["global_step"])
+        assert ckpt["global_step"] == kept, (hook, step, ckpt["global_step"])
     last = _killer(run_dir, "none", 0, overrides)
     out = last.communicate(timeout=300)[0]
     assert last.returncode == 0, out
@@ -163,10 +164,101 @@ def test_sigkill_with_workers_at_epoch_ends_and_mid_epoch_resumes_exactly(tmp_pa
     assert ref.returncode == 0, out
     got = (run_dir / "stage1" / "losses.csv").read_text()
     want = (ref_dir / "stage1" / "losses.csv").read_text()
-    assert [r["step"] for r in read_losses(ref_dir / "stage1" / "losses.csv")] == [float(i) for i in range(1, 9)]
+    assert [r["step"] for r in read_losses(ref_dir / "stage1" / "losses.csv")] == [float(i) for i in range(1, 10)]
     assert got == want, f"resumed:\n{got}\nvs uninterrupted:\n{want}"
     a, b = _weights(run_dir / "stage1" / "last.ckpt"), _weights(ref_dir / "stage1" / "last.ckpt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# `cinet train` (the real CLI: its signal handling) that sends SIGTERM or SIGINT to its own process group (itself
+# and its DataLoader workers, as `timeout`, SLURM, systemd and Ctrl-C in a terminal do) at a chosen step: in the
+# middle of the step (after the forward, before the backward) or in the middle of writing the step's checkpoint
+# (after the first bytes of torch.save).
+_SIGNALLER = """
+import os, signal, sys
+import torch
+from cinet.cli import main
+from cinet.engine.module import CINetModule
+
+sig, where, step, argv = getattr(signal, sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+step_fn, save_fn = CINetModule.training_step, torch.save
+
+def training_step(self, batch, batch_idx):
+    loss = step_fn(self, batch, batch_idx)
+    if where == "step" and self.global_step + 1 == step:
+        os.killpg(0, sig)
+    return loss
+
+class Proxy:  # a file that sends the signal after its second write
+    def __init__(self, fh):
+        self.fh, self.writes = fh, 0
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 2:
+            os.killpg(0, sig)
+        return self.fh.write(data)
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+def save(obj, f, *args, **kwargs):
+    if where == "save" and isinstance(obj, dict) and obj.get("global_step") == step and hasattr(f, "write"):
+        f = Proxy(f)
+    return save_fn(obj, f, *args, **kwargs)
+
+CINetModule.training_step, torch.save = training_step, save
+sys.exit(main(argv))
+"""
+
+
+def _signaller(sig: str, where: str, step: int, argv: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _SIGNALLER, sig, where, str(step), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: the signal reaches its workers, not pytest
+    )
+
+
+def test_sigterm_and_sigint_to_the_process_group_mid_step_and_mid_save(tmp_path: Path) -> None:
+    """Issue 25: a signal to the whole group ended in "DataLoader worker ... killed by signal" or "unexpected
+    pos" (a save cut inside torch.save) and exit 1. Now: one line, exit 143 / 130, no traceback, the checkpoint
+    complete, and the run resumes to the uninterrupted run's losses."""
+    overrides = [
+        "stage=1", "data.length=8", "data.num_workers=2", "train.stages.0.epochs=3",
+        "train.checkpoint_every=1", "train.val_every=0",
+    ]  # fmt: skip
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = _cli([*TRAIN[:3], "--run-dir", str(ref_dir), *overrides])
+    first = [*TRAIN[:3], "--run-dir", str(run_dir), *overrides]
+    # (signal, where, step, the step of the checkpoint that is kept: mid-step keeps the previous one; a save
+    # that the signal hits is finished first)
+    plan = [("SIGTERM", "step", 2, 1), ("SIGINT", "save", 3, 3), ("SIGINT", "step", 5, 4), ("SIGTERM", "save", 5, 5)]
+    for sig, where, step, kept in plan:
+        argv = first if not run_dir.exists() else ["train", "--resume", str(run_dir)]
+        proc = _signaller(sig, where, step, argv)
+        out, err = proc.communicate(timeout=300)
+        code = 128 + getattr(signal, sig)
+        assert proc.returncode == code, (sig, where, proc.returncode, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (sig, where, err)
+        last = run_dir / "stage1" / "last.ckpt"
+        assert lines[0] == (
+            f"interrupted ({sig}): {last} is kept; continue with: cinet train --resume {run_dir}"
+        ), (sig, where, err)
+        assert "Traceback" not in out + err
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == kept, (sig, where)
+        assert not list(run_dir.rglob("*.tmp"))
+    resumed = _cli(["train", "--resume", str(run_dir)])
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, out
+    got = (run_dir / "stage1" / "losses.csv").read_text()
+    want = (ref_dir / "stage1" / "losses.csv").read_text()
+    assert got == want, f"resumed:\n{got}\nvs uninterrupted:\n{want}"
 
 
 def test_ctrl_c_keeps_last_checkpoint(tmp_path: Path) -> None:

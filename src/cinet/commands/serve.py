@@ -493,19 +493,19 @@ def _free_port(host: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``cinet serve`` until interrupted (Ctrl+C). Returns the exit code."""
-    import signal
+    """Run ``cinet serve`` until stopped (Ctrl+C, or SIGTERM from ``kill`` / a service manager).
 
-    def _stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    The stop arrives as :class:`cinet.utils.signals.Interrupted` (installed by the CLI): the page and the
+    server close, and the CLI prints one line and exits with 130 (SIGINT) or 143 (SIGTERM).
+    """
+    import time
 
     page, server, url = start(args)
     print(f"cinet serve: {url} (Ctrl+C to stop)", flush=True)
-    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as cleanly as Ctrl+C
     try:
-        page.block_thread()
+        while page.is_running:  # gradio's block_thread would swallow the interrupt and print its own line
+            time.sleep(0.1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         page.close()
         server.close()
     return 0

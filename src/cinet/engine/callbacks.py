@@ -42,7 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RollingCheckpoint(L.Callback):
     """Keep ``path`` (``stageN/last.ckpt``) up to date: every ``every_n_steps`` steps, at every epoch end and at
-    the end of training. A resumed run continues from it (``ckpt_path``).
+    the end of training. A resumed run continues from it (``ckpt_path``). The step that ends an epoch is saved
+    by the epoch end only (never at its batch end: see :meth:`on_train_batch_end`).
 
     Args:
         path: Checkpoint file.
@@ -64,6 +65,11 @@ class RollingCheckpoint(L.Callback):
         log.debug("saved %s at step %d", self.path, trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # the epoch-end save follows. Lightning (2.6) resumed from a checkpoint of the last batch's end does
+            # not count the next epoch as started, so the next checkpoint looks like an epoch boundary and a
+            # resume from it repeats that epoch's first batches (issue 25)
+            return
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
             self._save(trainer)
 

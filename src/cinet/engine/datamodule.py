@@ -37,6 +37,7 @@ from cinet.data.base import collate, normalize_image, to_tensor_sample
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.engine.distributed import dist_info
 from cinet.errors import CinetError, ConfigError, DataError, SplitNotFoundError
+from cinet.utils.signals import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -463,6 +464,7 @@ class CINetDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
             progress=self._progress,
             epoch=self._epoch,
+            worker_init_fn=ignore_in_worker,  # SIGINT / SIGTERM to the group: the main process stops them
         )
 
     def _eval_loader(self, which: str) -> DataLoader:
@@ -476,6 +478,7 @@ class CINetDataModule(L.LightningDataModule):
             collate_fn=functools.partial(collate, size_hint=EVAL_SIZE_HINT),
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=ignore_in_worker,
         )
 
     def val_dataloader(self) -> DataLoader | list:

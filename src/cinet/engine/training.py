@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from cinet.engine import builders, rundir
 from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, ConfigError
+from cinet.utils import signals
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +190,15 @@ def train(
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
-            if not trainer.interrupted:
+            if not trainer.interrupted and signals.received() is None:
                 raise
-        if trainer.interrupted:
-            log.warning("interrupted: %s is kept; continue with: cinet train --resume %s", last, run_dir)
-            raise KeyboardInterrupt
+        except BaseException:
+            if signals.received() is None:
+                raise
+        if trainer.interrupted or signals.received() is not None:
+            signum = signals.received() or signal.SIGINT
+            kept = f"{last} is kept" if last.is_file() else "no checkpoint of this stage yet"
+            raise signals.Interrupted(signum, f"{kept}; continue with: cinet train --resume {run_dir}")
         trainer.save_checkpoint(last)
         state["wall_s"][str(st.stage)] = round(state["wall_s"].get(str(st.stage), 0.0) + time.time() - ts, 2)
         completed.add(st.stage)
