@@ -323,7 +323,7 @@ def test_predict_scales_far_images_to_the_training_size(tmp_path: Path, caplog) 
     said = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
     assert said == [
         f"{ckpt}: image 168x120 is far from the training resolution 56x40: the network sees it at "
-        "56x40, results are at 168x120 (--keep-size to run it at its own size, --max-side N to choose)"
+        "56x40, results are at 168x120 (--keep-size to run it at its own size)"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
