@@ -230,10 +230,9 @@ def test_preview_titles_colour_bar_and_legend(tmp_path: Path) -> None:
         if (grid[r] == lut[0]).all(axis=1).any() and (grid[r] == lut[-1]).all(axis=1).any()
     ]
     assert bar_rows, "no colour bar"
-    # the legend shows the palette colour of each class present (VOC colours of ids 0, 1, 2)
-    from cinet.data.info import voc_palette
-
-    for colour in voc_palette(3):
+    # the legend shows the palette colour of each class present (the default colours of ids 0, 1, 2: the first
+    # three of matplotlib's category colours, tab:blue, tab:orange, tab:green)
+    for colour in ([31, 119, 180], [255, 127, 14], [44, 160, 44]):
         assert (grid[:, 3 * w + 12 :] == colour).all(axis=2).any(), colour
 
 

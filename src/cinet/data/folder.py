@@ -34,7 +34,7 @@ from cinet.data.base import (
     read_rgb,
     require_dir,
 )
-from cinet.data.info import DatasetInfo, voc_palette
+from cinet.data.info import DatasetInfo, distinct_palette
 from cinet.errors import ConfigError, DataError, SplitNotFoundError, where
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def folder_info(
         class_names = [f"class_{i}" for i in range(num_classes)]
     if not 1 <= num_classes <= 255:
         raise ConfigError(f"data.options.num_classes: must be in 1..255, got {num_classes}")
-    palette = palette or file_palette or voc_palette(num_classes)
+    palette = palette or file_palette or distinct_palette(num_classes)
     if len(palette) != num_classes:
         raise ConfigError(f"data.palette: {len(palette)} colours for {num_classes} classes")
     if intrinsics is not None and len(intrinsics) != 4:
@@ -129,7 +129,7 @@ class FolderDataset(BaseDataset):
         depth_scale: Depth PNG units per metre (1000 = millimetres; NYU-style exports often use 5000).
         num_classes: Number of classes (or give ``class_names`` / ``root/classes.yaml``).
         class_names: Class names, one per id.
-        palette: Colours for previews (default: the PASCAL-VOC colormap).
+        palette: Colours for previews (default: :func:`cinet.data.info.distinct_palette`).
         depth_cap: Largest depth used in evaluation (metres).
         min_depth: Smallest valid depth (metres).
         intrinsics: ``(fx, fy, cx, cy)`` of the camera (0-based pixel centres).
