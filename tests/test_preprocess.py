@@ -42,7 +42,10 @@ def test_plan_geometry_policy() -> None:
     assert plan_geometry(480, 640, train_size=(96, 128), max_side=320).scaled == (96, 128)
     assert plan_geometry(480, 640, train_size=(96, 128), max_side=100).scaled == (75, 100)
     assert plan_geometry(480, 640, train_size=(96, 128), max_side=320, keep_size=True).scaled == (240, 320)
-    assert plan_geometry(480, 640, train_size=(400, 600), max_side=1024).scaled == (480, 640)  # near: own size
+    assert plan_geometry(480, 640, train_size=(400, 600), max_side=1024).scaled == (
+        480,
+        640,
+    )  # near: own size
     assert plan_geometry(37, 53, mode="resize") == Geometry((37, 53), (40, 56), (40, 56))
 
 

@@ -164,7 +164,9 @@ def test_sigkill_with_workers_at_epoch_ends_and_mid_epoch_resumes_exactly(tmp_pa
     assert ref.returncode == 0, out
     got = (run_dir / "stage1" / "losses.csv").read_text()
     want = (ref_dir / "stage1" / "losses.csv").read_text()
-    assert [r["step"] for r in read_losses(ref_dir / "stage1" / "losses.csv")] == [float(i) for i in range(1, 10)]
+    assert [r["step"] for r in read_losses(ref_dir / "stage1" / "losses.csv")] == [
+        float(i) for i in range(1, 10)
+    ]
     assert got == want, f"resumed:\n{got}\nvs uninterrupted:\n{want}"
     a, b = _weights(run_dir / "stage1" / "last.ckpt"), _weights(ref_dir / "stage1" / "last.ckpt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -235,7 +237,12 @@ def test_sigterm_and_sigint_to_the_process_group_mid_step_and_mid_save(tmp_path:
     first = [*TRAIN[:3], "--run-dir", str(run_dir), *overrides]
     # (signal, where, step, the step of the checkpoint that is kept: mid-step keeps the previous one; a save
     # that the signal hits is finished first)
-    plan = [("SIGTERM", "step", 2, 1), ("SIGINT", "save", 3, 3), ("SIGINT", "step", 5, 4), ("SIGTERM", "save", 5, 5)]
+    plan = [
+        ("SIGTERM", "step", 2, 1),
+        ("SIGINT", "save", 3, 3),
+        ("SIGINT", "step", 5, 4),
+        ("SIGTERM", "save", 5, 5),
+    ]
     for sig, where, step, kept in plan:
         argv = first if not run_dir.exists() else ["train", "--resume", str(run_dir)]
         proc = _signaller(sig, where, step, argv)
@@ -387,6 +394,9 @@ def test_corrupt_image_in_a_worker_during_training(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {bad}: cannot read image"), err
     assert err[0].endswith("[sample 5 of folder/train]")
+    # found during training (its header is fine), before any checkpoint: the run directory this call created is
+    # removed, so that the same command runs again once the file is fixed (issue 25)
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_dataset_creates_no_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,7 +45,10 @@ def test_serve_and_predict_defaults_agree_on_a_photo_far_from_the_training_size(
     for suffix in ("_depth.png", "_labels.png", "_overlay.png"):
         assert (page_dir / f"photo{suffix}").read_bytes() == (out / f"photo{suffix}").read_bytes(), suffix
     # the page says what the network saw (the training size, not the photo's 640x480)
-    assert res.network == "network input 128×96 (scaled from 640×480 to the training size 128×96; results at 640×480)"
+    assert (
+        res.network
+        == "network input 128×96 (scaled from 640×480 to the training size 128×96; results at 640×480)"
+    )
     # a cap (--max-side) lowers the size further but never lifts the training-size rule
     capped = build_parser().parse_args(["serve", "--checkpoint", str(ckpt), "--max-side", "1024"])
     assert serve.load_predictor(capped).geometry(480, 640).scaled == (96, 128)
@@ -86,7 +89,9 @@ def test_serve_starts_for_a_checkpoint_without_intrinsics(
     from cinet.commands import serve
 
     ckpt = _checkpoint(tmp_path / "m.ckpt", intrinsics=False)
-    args = build_parser().parse_args(["serve", "--checkpoint", str(ckpt), "--port", "0", "--examples", "none"])
+    args = build_parser().parse_args(
+        ["serve", "--checkpoint", str(ckpt), "--port", "0", "--examples", "none"]
+    )
     page, server, url = serve.start(args)
     try:
         assert url.startswith("http://127.0.0.1:")

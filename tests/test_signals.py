@@ -58,11 +58,10 @@ def test_an_atomic_write_is_finished_before_the_stop(tmp_path: Path) -> None:
 
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with signals.handle_signals(), pytest.raises(signals.Interrupted):
-        with atomic_open(target, "w") as fh:
-            fh.write("new, ")
-            os.kill(os.getpid(), signal.SIGTERM)
-            fh.write("complete")
+    with signals.handle_signals(), pytest.raises(signals.Interrupted), atomic_open(target, "w") as fh:
+        fh.write("new, ")
+        os.kill(os.getpid(), signal.SIGTERM)
+        fh.write("complete")
     assert target.read_text() == "new, complete"
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -98,8 +97,16 @@ def test_every_command_stops_with_one_line_and_the_shell_exit_code(
         return 0
 
     monkeypatch.setattr(module, "run", run)
-    argv = {"train": [], "eval": ["--checkpoint", "x.ckpt"], "predict": ["--checkpoint", "x.ckpt", "--out", "o", "a.png"]}
-    argv |= {"export": ["--checkpoint", "x.ckpt", "--onnx", "x.onnx"], "serve": ["--checkpoint", "x.ckpt"], "bench": ["attention"]}
+    argv = {
+        "train": [],
+        "eval": ["--checkpoint", "x.ckpt"],
+        "predict": ["--checkpoint", "x.ckpt", "--out", "o", "a.png"],
+    }
+    argv |= {
+        "export": ["--checkpoint", "x.ckpt", "--onnx", "x.onnx"],
+        "serve": ["--checkpoint", "x.ckpt"],
+        "bench": ["attention"],
+    }
     argv |= {"data": ["preview", "synthetic"], "ablate": []}
     assert main([command, *argv.get(command, [])]) == 128 + sig
     err = capsys.readouterr().err.strip().splitlines()
@@ -110,12 +117,11 @@ def test_eval_stopped_inside_lightnings_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Lightning catches the interrupt, shuts down and calls ``sys.exit(1)``: still one line and 143."""
-    from inference_fixtures import tiny_model
-
     from cinet.checkpoint import save_model_checkpoint
     from cinet.config import config_to_dict, load_config
     from cinet.data import dataset_info
     from cinet.engine.module import CINetModule
+    from inference_fixtures import tiny_model
 
     cfg = load_config(SMOKE, ["data.num_workers=2"])
     info = dataset_info("synthetic")

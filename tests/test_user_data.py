@@ -516,3 +516,59 @@ def test_class_name_differences_ignores_spelling_only() -> None:
         "4 of 5 class ids differ: id 0 is 'a' in the checkpoint, 'b' in the dataset; id 1 is 'b' in the "
         "checkpoint, 'a' in the dataset; and 2 more"
     )
+
+
+def test_a_bad_label_outside_the_first_batch_is_found_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 25: a bad label in sample 5 (the first batch is samples 0-3) was found at its batch, after the run
+    directory existed (a retry needed --overwrite; an empty run directory was left)."""
+    root = write_mydata(tmp_path / "data", n=6)
+    bad = root / "labels" / "img5.png"
+    labels = np.asarray(Image.open(bad)).copy()
+    labels[10, 10] = 7  # 3 classes: ids 0..2
+    Image.fromarray(labels).save(bad)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(ROOT / "configs" / "folder.yaml"), "--run-dir", str(run), f"data.root={root}"]
+    assert main([*args, "data.batch_size=4", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}: label value 7 outside 0..2 (255 = ignore) [sample 5 of folder/train]"], err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("folder", ["depth", "labels"])
+def test_a_map_of_another_format_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str
+) -> None:
+    """Issue 25: a JPEG depth map was reported as "depth/x.png: missing" without naming the .jpg found."""
+    root = write_mydata(tmp_path / "data", n=2)
+    png = root / folder / "img1.png"
+    Image.open(png).convert("L").save(root / folder / "img1.jpg")
+    png.unlink()
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    why = {
+        "depth": "depth maps must be 16-bit PNGs (metres x depth_scale); a JPEG is 8-bit and lossy",
+        "labels": "label maps must be PNGs of class ids; a JPEG's compression changes the ids",
+    }[folder]
+    assert err == [f"error: {png}: missing for RGB image img1.jpg (found img1.jpg: {why})"], err
+
+
+def test_a_listed_name_with_its_extension_or_another_case_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_mydata(tmp_path / "data", n=2)
+    (root / "train.txt").write_text("img0.jpg\nIMG1\n")
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {root / 'rgb' / 'img0.jpg.png'}: RGB image listed in train.txt not found "
+        "(train.txt lists file names: list stems, 'img0')"
+    ], err
+    (root / "train.txt").write_text("img0\nIMG1\n")
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {root / 'rgb' / 'IMG1.png'}: RGB image listed in train.txt not found "
+        "(found img1.jpg: file names are case-sensitive)"
+    ], err

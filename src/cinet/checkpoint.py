@@ -248,7 +248,9 @@ def load_weights(module: Any, path: str | Path) -> None:
     )
     if differ:  # fine-tuning onto other classes is legitimate, but never silent
         logging.getLogger("cinet.engine").warning(
-            "%s: its segmentation head was trained on other classes (%s); training continues from it", path, differ
+            "%s: its segmentation head was trained on other classes (%s); training continues from it",
+            path,
+            differ,
         )
     loss_state = {k[len("loss.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("loss.")}
     if loss_state:
@@ -312,7 +314,9 @@ def class_name_differences(
     diff = [i for i, (a, b) in enumerate(zip(trained, dataset)) if norm(a) != norm(b)]
     if not diff:
         return None
-    shown = "; ".join(f"id {i} is {trained[i]!r} in the checkpoint, {dataset[i]!r} in the dataset" for i in diff[:limit])
+    shown = "; ".join(
+        f"id {i} is {trained[i]!r} in the checkpoint, {dataset[i]!r} in the dataset" for i in diff[:limit]
+    )
     more = f"; and {len(diff) - limit} more" if len(diff) > limit else ""
     return f"{len(diff)} of {len(dataset)} class ids differ: {shown}{more}"
 

@@ -79,7 +79,9 @@ def _escape_unencodable_output() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cinet`` console script. Returns the process exit code."""
     _escape_unencodable_output()
-    with signals.handle_signals():  # from the start: a stop while the subcommand's modules load is one line too
+    with (
+        signals.handle_signals()
+    ):  # from the start: a stop while the subcommand's modules load is one line too
         try:
             return _main(argv)
         except signals.Interrupted as exc:
@@ -132,6 +134,7 @@ def _run(module: Any, args: argparse.Namespace) -> int:
             print(f"error: {_one_line(f'{exc.filename}: {reason}')}", file=sys.stderr)
             return 2
         raise
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -99,7 +99,7 @@ class StageProgressBar(TQDMProgressBar):
 
 def _duration(seconds: float) -> str:
     """``1h02m``, ``3m05s`` or ``42s``."""
-    s = int(round(max(0.0, seconds)))
+    s = round(max(0.0, seconds))
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     if s >= 60:

@@ -401,13 +401,18 @@ class CINetDataModule(L.LightningDataModule):
         return int(h), int(w)
 
     def _check_headers(self, which: str) -> None:
-        """Every sample of a split whose dataset can read its sizes from the file headers (the folder dataset,
+        """Every label map of a split whose dataset can check them cheaply (the folder dataset,
+        :meth:`cinet.data.folder.FolderDataset.check_labels`). Every sample of a split whose dataset can read its
+        sizes from the file headers (the folder dataset,
         :meth:`cinet.data.folder.FolderDataset.header_sizes`): image and maps agree, and, when the loader would
         batch images of different sizes (no ``data.image_size``; training without ``data.crop_size``: any two
         images, shuffled; evaluation: consecutive samples, as one process loads them), the error that batch
         would give, before the run directory exists."""
         base = self.dataset(which)
         base = getattr(base, "dataset", base)
+        check_labels = getattr(base, "check_labels", None)
+        if check_labels is not None:  # every label map's ids (folder dataset), not only the first batch's
+            check_labels()
         header_sizes = getattr(base, "header_sizes", None)
         if header_sizes is None:
             return
