@@ -354,7 +354,7 @@ def test_export_is_dynamic_by_default(tmp_path: Path, capsys, caplog) -> None:
         "56",
     ]
     assert main([*args, "--no-check"]) == 0
-    assert "fixed input 40x56: 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
+    assert "fixed input 56x40 (WxH): 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
     img = tmp_path / "room.png"
     Image.fromarray(synthetic_image(40, 56, 1)).save(img)
     with caplog.at_level(logging.WARNING):

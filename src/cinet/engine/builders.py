@@ -343,7 +343,7 @@ def check_feature_maps(cfg: Config, num_classes: int, native_size: Any = None) -
     if not has_instance_norm(model) and batch == 1:
         fix += " or data.batch_size >= 2"
     raise ConfigError(
-        f"{key}: a {h}x{w} input with data.batch_size {batch} reduces the map of {name} to "
+        f"{key}: a {w}x{h} (WxH) input with data.batch_size {batch} reduces the map of {name} to "
         f"{'x'.join(map(str, cells))}, one value per channel for its normalisation in training "
         f"(model.variant {cfg.model.variant}, model.encoder {cfg.model.encoder}); {fix}"
     )

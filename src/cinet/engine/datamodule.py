@@ -234,7 +234,13 @@ class ResumableDataLoader(DataLoader):
 
 
 def dataset_options(cfg: DataConfig, *, train: bool) -> dict[str, Any]:
-    """The dataset's keyword options of ``cfg``: ``data.options`` plus the synthetic ``length`` of the split."""
+    """The dataset's keyword options of ``cfg``: ``data.options`` plus the synthetic ``length`` of the split.
+
+    Args:
+        cfg: Data settings.
+        train: The split is the training split (``data.length``; else ``data.eval_length``), whatever
+            transform it is built with.
+    """
     options = dict(cfg.options)
     if cfg.name == "synthetic":
         length = cfg.length if train else cfg.eval_length
@@ -281,7 +287,11 @@ def build_dataset(
             False, resize=list(cfg.image_size) if cfg.image_size else None, mean=mean, std=std
         )
     try:
-        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **dataset_options(cfg, train=train))
+        # the split's own options (the synthetic training split has data.length samples, the others
+        # data.eval_length), whichever transform: the INT8 calibration builds the training split without
+        # augmentation, and counted data.eval_length images of it (issue 25)
+        options = dataset_options(cfg, train=split == cfg.train_split)
+        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **options)
     except DataError as exc:
         if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
             raise DataError(

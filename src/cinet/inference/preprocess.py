@@ -150,7 +150,7 @@ def plan_geometry(
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
     if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
+        raise ValueError(f"image size must be positive, got height={height}, width={width}")
     h, w = height, width
     side = None
     if input_size is not None:
