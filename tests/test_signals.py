@@ -140,3 +140,17 @@ def test_eval_stopped_inside_lightnings_loop(
     assert err == ["interrupted (SIGTERM)"], err
     assert not (out / "metrics.json").exists()
     assert torch.load(ckpt, map_location="cpu", weights_only=True)  # input untouched
+
+
+def test_the_demo_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``make demo`` (``python -m cinet.commands.demo``) has its own entry point: the same stop."""
+    import cinet.engine.training as training
+    from cinet.commands import demo
+
+    def train(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(training, "train", train)
+    assert demo.main(["--run-dir", "unused"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted (SIGINT)"], err

@@ -50,7 +50,18 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point (see module docstring)."""
+    """Entry point (see module docstring). SIGINT / SIGTERM stop it with one line and exit 130 / 143."""
+    from cinet.utils import signals
+
+    with signals.handle_signals():
+        try:
+            return _demo(argv)
+        except signals.Interrupted as exc:
+            print(str(exc), file=sys.stderr)
+            return exc.exit_code
+
+
+def _demo(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cinet.commands.demo", description=__doc__)
     parser.add_argument("--config", default="demo", help="config file or bundled name (default: demo)")
     parser.add_argument("--run-dir", default="runs/demo")
