@@ -142,7 +142,9 @@ def test_eval_stopped_inside_lightnings_loop(
     assert torch.load(ckpt, map_location="cpu", weights_only=True)  # input untouched
 
 
-def test_the_demo_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_stops_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``make demo`` (``python -m cinet.commands.demo``) has its own entry point: the same stop."""
     import cinet.engine.training as training
     from cinet.commands import demo

@@ -354,7 +354,9 @@ def test_export_is_dynamic_by_default(tmp_path: Path, capsys, caplog) -> None:
         "56",
     ]
     assert main([*args, "--no-check"]) == 0
-    assert "fixed input 56x40 (WxH): 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
+    assert (
+        "fixed input 56x40 (WxH): 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
+    )
     img = tmp_path / "room.png"
     Image.fromarray(synthetic_image(40, 56, 1)).save(img)
     with caplog.at_level(logging.WARNING):
@@ -529,7 +531,14 @@ def test_a_bad_label_outside_the_first_batch_is_found_before_the_run_dir(
     labels[10, 10] = 7  # 3 classes: ids 0..2
     Image.fromarray(labels).save(bad)
     run = tmp_path / "run"
-    args = ["train", "--config", str(ROOT / "configs" / "folder.yaml"), "--run-dir", str(run), f"data.root={root}"]
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "folder.yaml"),
+        "--run-dir",
+        str(run),
+        f"data.root={root}",
+    ]
     assert main([*args, "data.batch_size=4", "data.num_workers=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {bad}: label value 7 outside 0..2 (255 = ignore) [sample 5 of folder/train]"], err

@@ -147,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     args.dynamic = args.dynamic or (args.height is None and args.width is None)
     args.train_size = train_size
     if height < 8 or width < 8:
-        raise InputError(f"--height/--width: need at least 8 pixels each, got --height {height} --width {width}")
+        raise InputError(
+            f"--height/--width: need at least 8 pixels each, got --height {height} --width {width}"
+        )
     if info is None:
         logger.warning("%s: no dataset info; 'cinet predict --onnx' will refuse this file", args.checkpoint)
     if not args.quantize:

@@ -240,7 +240,10 @@ def export_onnx(
     }
     save_checked_onnx(proto, path, meta)
     logger.info(
-        "exported %s with the %s exporter (%s)", path, used, "dynamic" if dynamic else f"{width}x{height} (WxH)"
+        "exported %s with the %s exporter (%s)",
+        path,
+        used,
+        "dynamic" if dynamic else f"{width}x{height} (WxH)",
     )
     return path
 
