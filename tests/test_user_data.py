@@ -514,6 +514,7 @@ def test_class_name_differences_ignores_spelling_only() -> None:
     assert class_name_differences(["Wall", "night_stand"], ["wall", "night-stand"]) is None
     assert class_name_differences(["wall", "floor"], ["wall"]) is None  # counts differ: another check
     assert class_name_differences(None, ["wall"]) is None
+    assert class_name_differences(["wall", "floor"], ["class_0", "class_1"]) is None  # no names given
     assert class_name_differences(["a", "b", "c", "d", "e"], ["b", "a", "c", "e", "d"], limit=2) == (
         "4 of 5 class ids differ: id 0 is 'a' in the checkpoint, 'b' in the dataset; id 1 is 'b' in the "
         "checkpoint, 'a' in the dataset; and 2 more"

@@ -301,11 +301,15 @@ def class_name_differences(
         limit: Differing ids named at most.
 
     Returns:
-        None when the names agree (compared case-insensitively, ``_``, ``-`` and spaces alike) or either list
-        is unknown or the counts differ (a separate check); else e.g.
+        None when the names agree (compared case-insensitively, ``_``, ``-`` and spaces alike), or either list
+        is unknown or only placeholders (``class_0``, ``class_1``, ...: a folder dataset given a class count
+        without names), or the counts differ (a separate check); else e.g.
         ``3 of 13 class ids differ: id 0 is 'wall' in the checkpoint, 'tv' in the dataset; id 1 ...``.
     """
     if not trained or not dataset or len(trained) != len(dataset):
+        return None
+    placeholders = [f"class_{i}" for i in range(len(dataset))]
+    if list(trained) == placeholders or list(dataset) == placeholders:
         return None
 
     def norm(name: str) -> str:
