@@ -43,7 +43,8 @@ def test_a_second_signal_does_not_cut_the_clean_up() -> None:
         finally:
             os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler repeating its signal
             cleaned.append(True)
-    assert cleaned == [True] and info.value.exit_code == 130 and signals.received() == signal.SIGINT
+    assert cleaned == [True] and info.value.exit_code == 130
+    assert signals.received() is None  # reset when the block ends (library use afterwards is unaffected)
 
 
 def test_handlers_are_restored() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,8 @@ def _demo(argv: list[str] | None) -> int:
         rc = cinet_main(
             ["predict", "--checkpoint", str(run_dir / "last.ckpt"), *map(str, inputs), "--out", str(pred_dir)]
         )
+        if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # stopped (it printed its line): stop here too
+            return rc
         if rc != 0:
             print(f"[demo] cinet predict failed (exit {rc})", file=sys.stderr)
     except CinetError as exc:

@@ -86,7 +86,7 @@ def handle_signals() -> Iterator[None]:
     """Within the block, the first SIGINT / SIGTERM raises :class:`Interrupted` in the main thread.
 
     Does nothing outside the main thread (Python delivers signals to the main thread only). The previous
-    handlers are restored on exit.
+    handlers are restored on exit, and :func:`received` is None again.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -100,6 +100,7 @@ def handle_signals() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        _state.update(received=None, raised=False, deferring=0, pending=None)  # library use afterwards: clean
 
 
 @contextlib.contextmanager
