@@ -145,3 +145,38 @@ def test_real_nyu_samples_through_folder(tmp_path: Path) -> None:
     s0 = ds[0]  # 000433
     assert sorted(torch.unique(s0["labels"]).tolist()) == [0, 1, 8, 10, 21, 37, 38, 39, 255]
     assert float(s0["depth"].max()) == pytest.approx(29649 / 5000)
+
+
+def _lab(rgb: list[list[int]]) -> np.ndarray:
+    """sRGB (0..255) -> CIELAB (D65), the textbook formulas (written here, not taken from the code under test)."""
+    c = np.asarray(rgb, dtype=float) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+def _closest_pair(palette: list[list[int]]) -> float:
+    lab = _lab(palette)
+    d = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+    d[np.eye(len(palette), dtype=bool)] = np.inf
+    return float(d.min())
+
+
+@pytest.mark.parametrize(("n", "at_least"), [(3, 40.0), (13, 25.0), (40, 20.0)])
+def test_default_palette_keeps_the_classes_apart(tmp_path: Path, n: int, at_least: float) -> None:
+    """Issue 25: the VOC colormap gave wall, floor and window of NYU's 13 classes three purples (ΔE76 11-27 from
+    each other, 11.3 the closest pair of 13). The folder dataset's default palette keeps every pair apart."""
+    from cinet.data.folder import folder_info
+    from cinet.data.info import voc_palette
+
+    names = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",
+             "tv", "wall", "window"] if n == 13 else [f"c{i}" for i in range(n)]  # fmt: skip
+    info = folder_info(class_names=names)
+    assert len(info.palette) == n and all(0 <= v <= 255 for c in info.palette for v in c)
+    assert _closest_pair(info.palette) >= at_least
+    if n == 13:
+        assert _closest_pair(voc_palette(13)) < 12  # the old default: the test would have failed
+        wall, floor, window = (info.palette[names.index(k)] for k in ("wall", "floor", "window"))
+        assert _closest_pair([wall, floor, window]) >= 40

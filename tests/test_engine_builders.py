@@ -74,3 +74,15 @@ def test_protocol_comes_from_the_dataset_info(
         size,
     )
     assert protocol.dataset == cfg.data.name and protocol.reduction == "per_image"
+
+
+def test_a_split_has_its_own_length_whatever_its_transform() -> None:
+    """Issue 25: the synthetic training split built without augmentation (INT8 calibration, eval --split train)
+    had data.eval_length samples instead of data.length."""
+    from cinet.config import load_config
+    from cinet.engine.datamodule import build_dataset
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml", ["data.length=6", "data.eval_length=2"])
+    assert len(build_dataset(cfg.data, "train", train=False)) == 6
+    assert len(build_dataset(cfg.data, "train", train=True)) == 6
+    assert len(build_dataset(cfg.data, "test", train=False)) == 2

@@ -154,3 +154,27 @@ def test_installed_wheel_trains_with_a_bundled_config(tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert str(target) in res.stderr.splitlines()[0]
     assert (work / "run" / "last.ckpt").is_file() and (work / "run" / "metrics.json").is_file()
+
+
+def test_packaging_metadata_builds_without_a_warning(tmp_path) -> None:
+    """Issue 25: ``pip install -e .`` printed setuptools' deprecation of ``license = { text = ... }`` (3 times).
+
+    The metadata step of the build (what ``pip install`` runs first, also for ``-e``) on a copy of the project:
+    no warning, and the licence is the SPDX expression ``MIT`` (``License-Expression``, setuptools >= 77).
+    """
+    import shutil
+
+    src = tmp_path / "src_copy"
+    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    out = tmp_path / "meta"
+    out.mkdir()
+    code = "import setuptools.build_meta as b, sys; print(b.prepare_metadata_for_build_wheel(sys.argv[1]))"
+    res = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code, str(out)], cwd=src, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "warning" not in (res.stdout + res.stderr).lower(), res.stderr[-3000:]
+    (meta,) = out.glob("*.dist-info/METADATA")
+    assert "License-Expression: MIT" in meta.read_text().splitlines()

@@ -38,7 +38,14 @@ def test_plan_geometry_policy() -> None:
     assert plan_geometry(480, 640, train_size=(96, 128)) == Geometry((480, 640), (96, 128), (96, 128))
     assert plan_geometry(30, 40, train_size=(96, 128)).scaled == (96, 128)
     assert plan_geometry(480, 640, train_size=(96, 128), keep_size=True).scaled == (480, 640)
-    assert plan_geometry(480, 640, train_size=(96, 128), max_side=320).scaled == (240, 320)
+    # max_side is a cap after the training-size rule, never a replacement of it (issue 25)
+    assert plan_geometry(480, 640, train_size=(96, 128), max_side=320).scaled == (96, 128)
+    assert plan_geometry(480, 640, train_size=(96, 128), max_side=100).scaled == (75, 100)
+    assert plan_geometry(480, 640, train_size=(96, 128), max_side=320, keep_size=True).scaled == (240, 320)
+    assert plan_geometry(480, 640, train_size=(400, 600), max_side=1024).scaled == (
+        480,
+        640,
+    )  # near: own size
     assert plan_geometry(37, 53, mode="resize") == Geometry((37, 53), (40, 56), (40, 56))
 
 

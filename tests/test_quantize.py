@@ -149,7 +149,7 @@ def _synthetic_checkpoint(path: Path) -> Path:
     from cinet.data.synthetic import synthetic_info
 
     model, kwargs = tiny_model(num_classes=13)
-    config = {"data": {"name": "synthetic", "options": {"size": list(SIZE)}, "length": 4, "eval_length": 4}}
+    config = {"data": {"name": "synthetic", "options": {"size": list(SIZE)}, "length": 6, "eval_length": 4}}
     return save_model_checkpoint(path, model, kwargs, synthetic_info(SIZE), config=config)
 
 
@@ -175,7 +175,9 @@ def test_cli_export_int8_then_predict(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.is_file() and int8.is_file() and report_path.name == "m.int8.accuracy.json"
     report = json.loads(report_path.read_text())
     assert report["accepted"] and report["evaluation"] == {"split": "synthetic/test", "images": 2}
-    assert report["calibration"].startswith("synthetic/train (2 of 4")
+    # the training split has data.length (6) images, also when built without augmentation (issue 25: it said
+    # "2 of 4", data.eval_length)
+    assert report["calibration"] == "synthetic/train (2 of 6 images)"
     assert set(report["fp32"]) >= {"delta1", "abs_rel", "rms", "miou", "pixel_acc"}
     assert report["delta1_drop"] == pytest.approx(report["fp32"]["delta1"] - report["int8"]["delta1"])
 
@@ -212,3 +214,25 @@ def test_cli_refuses_int8_and_writes_nothing(
     assert main([*args, "--calibration-images", "test"]) == 2
     assert "also the held-out evaluation split" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "tiny.ckpt"]
+
+
+def test_calibration_images_shared_with_the_held_out_split_are_counted(tmp_path: Path) -> None:
+    """Issue 25: a folder dataset without split lists uses every image for every split: the INT8 accuracy was
+    checked on its calibration images without a word. ``shared_images`` counts them (the report says so)."""
+    from cinet.data import load_dataset
+
+    root = tmp_path / "data"
+    for sub in ("rgb", "depth", "labels"):
+        (root / sub).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(synthetic_image(16, 16, i)).save(root / "rgb" / f"{i}.png")
+        Image.fromarray(np.full((16, 16), 1000, np.uint16)).save(root / "depth" / f"{i}.png")
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "labels" / f"{i}.png")
+    opts = {"num_classes": 2}
+    train, test = (load_dataset("folder", root, s, **opts) for s in ("train", "test"))
+    assert quantize.shared_images(train, test) == 3  # no split lists: the same three images
+    (root / "train.txt").write_text("0\n1\n")
+    (root / "test.txt").write_text("2\n")
+    train, test = (load_dataset("folder", root, s, **opts) for s in ("train", "test"))
+    assert quantize.shared_images(train, test) == 0
+    assert quantize.shared_images(range(3), test) == 0  # a dataset that does not list its files

@@ -458,7 +458,7 @@ def test_batch_one_small_crop_is_refused_before_the_run_dir(
     )
     assert rc == 2
     line = _one_error_line(capsys)
-    assert line.startswith("error: data.crop_size: a 32x32 input with data.batch_size 1 ")
+    assert line.startswith("error: data.crop_size: a 32x32 (WxH) input with data.batch_size 1 ")
     # the smallest square crop, exactly (training crops are not padded to a multiple of 8: 33..39 train too)
     assert "the smallest square data.crop_size that trains is [33, 33] or data.batch_size >= 2" in line
     assert not run_dir.exists()

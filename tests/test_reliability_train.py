@@ -98,6 +98,176 @@ def test_sigkill_mid_stage_then_resume_is_exact(tmp_path: Path, capsys: pytest.C
     assert {k: m1[k] for k in ("rms", "delta1", "miou")} == {k: m2[k] for k in ("rms", "delta1", "miou")}
 
 
+# A training run that SIGKILLs its own process group (itself and its DataLoader workers) right after the
+# checkpoint of a chosen step: at a batch end ("batch") or at an epoch end ("epoch"); a second run of it on the
+# same folder resumes. Deterministic kill points, unlike a kill timed from outside.
+_KILLER = """
+import os, signal, sys
+from pathlib import Path
+import lightning as L
+from cinet.config import load_config
+from cinet.engine.training import train
+
+run_dir, hook, step, config, overrides = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+
+class Kill(L.Callback):  # after RollingCheckpoint in the callback list: the checkpoint of `step` is written
+    def on_train_batch_end(self, trainer, *args):
+        if hook == "batch" and trainer.global_step == step:
+            os.killpg(0, signal.SIGKILL)
+    def on_train_epoch_end(self, trainer, module):
+        if hook == "epoch" and trainer.global_step == step:
+            os.killpg(0, signal.SIGKILL)
+
+resume = (run_dir / "config.yaml").is_file()
+cfg = load_config(run_dir / "config.yaml") if resume else load_config(config, overrides)
+train(cfg, run_dir, resume=resume, callbacks=[Kill()], evaluate=False)
+"""
+
+
+def _killer(run_dir: Path, hook: str, step: int, overrides: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _KILLER, str(run_dir), hook, str(step), SMOKE, *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: the kill reaches its workers, not pytest
+    )
+
+
+def test_sigkill_with_workers_at_epoch_ends_and_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    """Issue 25: with ``num_workers >= 2`` (persistent workers) a resumed run drew another epoch's data.
+
+    3 steps per epoch, 3 epochs, a checkpoint every 2 steps and at every epoch end. Killed (SIGKILL to the process
+    group, workers included) mid-epoch (step 2), at an epoch end (step 3), and at the batch end of an epoch's
+    last batch (step 6, before the epoch-end save: step 4's checkpoint is the latest; a checkpoint of the last
+    batch's end is never written, Lightning restores it inconsistently); each time resumed. ``losses.csv`` and the
+    weights equal the uninterrupted run's byte for byte.
+    """
+    overrides = [
+        "stage=1", "data.length=12", "data.num_workers=2", "train.stages.0.epochs=3",
+        "train.checkpoint_every=2", "train.val_every=0",
+    ]  # fmt: skip
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = _killer(ref_dir, "none", 0, overrides)  # uninterrupted, in parallel
+    for hook, step, kept in (("batch", 2, 2), ("epoch", 3, 3), ("batch", 6, 4)):
+        victim = _killer(run_dir, hook, step, overrides)
+        out = victim.communicate(timeout=300)[0]
+        assert victim.returncode == -signal.SIGKILL, out
+        ckpt = read_checkpoint(run_dir / "stage1" / "last.ckpt")
+        assert ckpt["global_step"] == kept, (hook, step, ckpt["global_step"])
+    last = _killer(run_dir, "none", 0, overrides)
+    out = last.communicate(timeout=300)[0]
+    assert last.returncode == 0, out
+    out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, out
+    got = (run_dir / "stage1" / "losses.csv").read_text()
+    want = (ref_dir / "stage1" / "losses.csv").read_text()
+    assert [r["step"] for r in read_losses(ref_dir / "stage1" / "losses.csv")] == [
+        float(i) for i in range(1, 10)
+    ]
+    assert got == want, f"resumed:\n{got}\nvs uninterrupted:\n{want}"
+    a, b = _weights(run_dir / "stage1" / "last.ckpt"), _weights(ref_dir / "stage1" / "last.ckpt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# `cinet train` (the real CLI: its signal handling) that sends SIGTERM or SIGINT to its own process group (itself
+# and its DataLoader workers, as `timeout`, SLURM, systemd and Ctrl-C in a terminal do) at a chosen step: in the
+# middle of the step (after the forward, before the backward) or in the middle of writing the step's checkpoint
+# (after the first bytes of torch.save).
+_SIGNALLER = """
+import os, signal, sys
+import torch
+from cinet.cli import main
+from cinet.engine.module import CINetModule
+
+sig, where, step, argv = getattr(signal, sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+step_fn, save_fn = CINetModule.training_step, torch.save
+
+def training_step(self, batch, batch_idx):
+    loss = step_fn(self, batch, batch_idx)
+    if where == "step" and self.global_step + 1 == step:
+        os.killpg(0, sig)
+    return loss
+
+class Proxy:  # a file that sends the signal after its second write
+    def __init__(self, fh):
+        self.fh, self.writes = fh, 0
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 2:
+            os.killpg(0, sig)
+        return self.fh.write(data)
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+def save(obj, f, *args, **kwargs):
+    if where == "save" and isinstance(obj, dict) and obj.get("global_step") == step and hasattr(f, "write"):
+        f = Proxy(f)
+    return save_fn(obj, f, *args, **kwargs)
+
+CINetModule.training_step, torch.save = training_step, save
+sys.exit(main(argv))
+"""
+
+
+def _signaller(sig: str, where: str, step: int, argv: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _SIGNALLER, sig, where, str(step), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: the signal reaches its workers, not pytest
+    )
+
+
+def test_sigterm_and_sigint_to_the_process_group_mid_step_and_mid_save(tmp_path: Path) -> None:
+    """Issue 25: a signal to the whole group ended in "DataLoader worker ... killed by signal" or "unexpected
+    pos" (a save cut inside torch.save) and exit 1. Now: one line, exit 143 / 130, no traceback, the checkpoint
+    complete, and the run resumes to the uninterrupted run's losses."""
+    overrides = [
+        "stage=1", "data.length=8", "data.num_workers=2", "train.stages.0.epochs=3",
+        "train.checkpoint_every=1", "train.val_every=0",
+    ]  # fmt: skip
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = _cli([*TRAIN[:3], "--run-dir", str(ref_dir), *overrides])
+    first = [*TRAIN[:3], "--run-dir", str(run_dir), *overrides]
+    # (signal, where, step, the step of the checkpoint that is kept: mid-step keeps the previous one; a save
+    # that the signal hits is finished first)
+    plan = [
+        ("SIGTERM", "step", 2, 1),
+        ("SIGINT", "save", 3, 3),
+        ("SIGINT", "step", 5, 4),
+        ("SIGTERM", "save", 5, 5),
+    ]
+    for sig, where, step, kept in plan:
+        argv = first if not run_dir.exists() else ["train", "--resume", str(run_dir)]
+        proc = _signaller(sig, where, step, argv)
+        out, err = proc.communicate(timeout=300)
+        code = 128 + getattr(signal, sig)
+        assert proc.returncode == code, (sig, where, proc.returncode, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (sig, where, err)
+        last = run_dir / "stage1" / "last.ckpt"
+        assert lines[0] == (
+            f"interrupted ({sig}): {last} is kept; continue with: cinet train --resume {run_dir}"
+        ), (sig, where, err)
+        assert "Traceback" not in out + err
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == kept, (sig, where)
+        assert not list(run_dir.rglob("*.tmp"))
+    resumed = _cli(["train", "--resume", str(run_dir)])
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, out
+    got = (run_dir / "stage1" / "losses.csv").read_text()
+    want = (ref_dir / "stage1" / "losses.csv").read_text()
+    assert got == want, f"resumed:\n{got}\nvs uninterrupted:\n{want}"
+
+
 def test_ctrl_c_keeps_last_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = _cli(
@@ -224,6 +394,9 @@ def test_corrupt_image_in_a_worker_during_training(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {bad}: cannot read image"), err
     assert err[0].endswith("[sample 5 of folder/train]")
+    # found during training (its header is fine), before any checkpoint: the run directory this call created is
+    # removed, so that the same command runs again once the file is fixed (issue 25)
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_dataset_creates_no_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -288,3 +461,21 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     )
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
     assert torch.equal(draws[3], again[3])
+
+
+def test_resume_keeps_the_count_of_skipped_updates() -> None:
+    """``nonfinite_skipped`` of a resumed stage counts the updates skipped before the interruption too."""
+    from cinet.config import StageConfig, load_config
+    from cinet.engine.builders import build_module
+    from cinet.engine.datamodule import dataset_info_from_config
+
+    cfg = load_config(SMOKE)
+    module = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=1))
+    module.nonfinite_total = 3
+    ckpt: dict = {}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["cinet"]["nonfinite_skipped"] == 3
+    fresh = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=1))
+    assert fresh.nonfinite_total == 0
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.nonfinite_total == 3

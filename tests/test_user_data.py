@@ -230,10 +230,9 @@ def test_preview_titles_colour_bar_and_legend(tmp_path: Path) -> None:
         if (grid[r] == lut[0]).all(axis=1).any() and (grid[r] == lut[-1]).all(axis=1).any()
     ]
     assert bar_rows, "no colour bar"
-    # the legend shows the palette colour of each class present (VOC colours of ids 0, 1, 2)
-    from cinet.data.info import voc_palette
-
-    for colour in voc_palette(3):
+    # the legend shows the palette colour of each class present (the default colours of ids 0, 1, 2: the first
+    # three of matplotlib's category colours, tab:blue, tab:orange, tab:green)
+    for colour in ([31, 119, 180], [255, 127, 14], [44, 160, 44]):
         assert (grid[:, 3 * w + 12 :] == colour).all(axis=2).any(), colour
 
 
@@ -323,7 +322,7 @@ def test_predict_scales_far_images_to_the_training_size(tmp_path: Path, caplog) 
     said = [r.getMessage() for r in caplog.records if "training resolution" in r.getMessage()]
     assert said == [
         f"{ckpt}: image 168x120 is far from the training resolution 56x40: the network sees it at "
-        "56x40, results are at 168x120 (--keep-size to run it at its own size, --max-side N to choose)"
+        "56x40, results are at 168x120 (--keep-size to run it at its own size)"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -355,7 +354,9 @@ def test_export_is_dynamic_by_default(tmp_path: Path, capsys, caplog) -> None:
         "56",
     ]
     assert main([*args, "--no-check"]) == 0
-    assert "fixed input 40x56: 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
+    assert (
+        "fixed input 56x40 (WxH): 'cinet predict --onnx' resizes every image to it" in capsys.readouterr().out
+    )
     img = tmp_path / "room.png"
     Image.fromarray(synthetic_image(40, 56, 1)).save(img)
     with caplog.at_level(logging.WARNING):
@@ -440,3 +441,144 @@ def test_mixed_sizes_that_no_eval_batch_mixes_pass_the_checks(tmp_path: Path) ->
     )
     with pytest.raises(Exception, match="images of the val split differ in size"):
         build_datamodule(cfg).check()
+
+
+def test_depth_in_whole_metres_is_named_although_inside_the_range(tmp_path: Path, caplog) -> None:
+    """Issue 25: uint16 depth in whole metres (1..4) read as millimetres is 0.001-0.004 m: inside the folder
+    dataset's range 0.001-10 m, so the range check was silent. The median (2.5 mm) is no scene's depth."""
+    root = write_mydata(tmp_path / "metres", depth_per_metre=1.0)  # values 1, 2, 3, 4
+    out = tmp_path / "preview"
+    with caplog.at_level(logging.WARNING):
+        assert main(["data", "preview", "folder", "--root", str(root), "--out", str(out)]) == 0
+    lines = [r.getMessage() for r in caplog.records if "depth_scale" in r.getMessage()]
+    assert len(lines) == 1, lines
+    # values 1..4 over the columns, median 2.5 (by hand: round(1 + 3 x) for x in linspace(0, 1, 64))
+    assert lines[0].startswith(f"{root}: the median valid depth is 0.0025 m, too close for a camera's view")
+    assert "whole metres read as millimetres" in lines[0]
+
+
+def test_coarse_depth_is_named_at_a_plausible_scale(tmp_path: Path, caplog) -> None:
+    """The same files read with depth_scale=1 give 1-4 m, a plausible scene, but in 4 values 1 m apart."""
+    root = write_mydata(tmp_path / "metres", depth_per_metre=1.0)
+    out = tmp_path / "preview"
+    with caplog.at_level(logging.WARNING):
+        args = ["data", "preview", "folder", "--root", str(root), "--out", str(out), "depth_scale=1"]
+        assert main(args) == 0
+    lines = [r.getMessage() for r in caplog.records if "depth_scale" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "depth has only 4 distinct values, in steps of 1 m around a median of 2.5 m" in lines[0], lines[0]
+
+
+def test_eval_warns_about_the_depth_unit_and_refuses_other_class_names(
+    tmp_path: Path, caplog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 25: eval had no depth check, and a checkpoint whose class names differ from the dataset's (same
+    count) was evaluated silently, ``per_class_iou`` keyed by the dataset's names."""
+    import dataclasses
+
+    from cinet.checkpoint import save_model_checkpoint
+    from cinet.config import config_to_dict, load_config
+    from cinet.data import dataset_info
+    from inference_fixtures import tiny_model
+
+    root = write_mydata(tmp_path / "metres", depth_per_metre=1.0)
+    cfg = load_config(ROOT / "configs" / "folder.yaml", [f"data.root={root}", "data.num_workers=0"])
+    info = dataset_info("folder", root=root)
+    model, kwargs = tiny_model("cinet", num_classes=info.num_classes)
+    good = save_model_checkpoint(tmp_path / "good.ckpt", model, kwargs, info, config_to_dict(cfg))
+    with caplog.at_level(logging.WARNING):
+        assert main(["eval", "--checkpoint", str(good), "--out", str(tmp_path / "ev")]) == 0
+    assert [r for r in caplog.records if "too close for a camera's view" in r.getMessage()]
+    capsys.readouterr()
+
+    renamed = list(info.class_names)
+    renamed[0], renamed[2] = renamed[2], renamed[0]  # the same count, ids 0 and 2 mean other classes
+    other = dataclasses.replace(info, class_names=renamed)
+    bad = save_model_checkpoint(tmp_path / "other.ckpt", model, kwargs, other, config_to_dict(cfg))
+    out = tmp_path / "ev2"
+    assert main(["eval", "--checkpoint", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0] == (
+        f"error: {bad}: trained on other classes than dataset 'folder' (2 of {len(renamed)} class ids differ: "
+        f"id 0 is {renamed[0]!r} in the checkpoint, {info.class_names[0]!r} in the dataset; id 2 is "
+        f"{renamed[2]!r} in the checkpoint, {info.class_names[2]!r} in the dataset); evaluate on the dataset it "
+        "was trained on, or give the dataset the checkpoint's class names in id order"
+    )
+    assert not (out / "metrics.json").exists()
+
+
+def test_class_name_differences_ignores_spelling_only() -> None:
+    from cinet.checkpoint import class_name_differences
+
+    assert class_name_differences(["Wall", "night_stand"], ["wall", "night-stand"]) is None
+    assert class_name_differences(["wall", "floor"], ["wall"]) is None  # counts differ: another check
+    assert class_name_differences(None, ["wall"]) is None
+    assert class_name_differences(["wall", "floor"], ["class_0", "class_1"]) is None  # no names given
+    assert class_name_differences(["a", "b", "c", "d", "e"], ["b", "a", "c", "e", "d"], limit=2) == (
+        "4 of 5 class ids differ: id 0 is 'a' in the checkpoint, 'b' in the dataset; id 1 is 'b' in the "
+        "checkpoint, 'a' in the dataset; and 2 more"
+    )
+
+
+def test_a_bad_label_outside_the_first_batch_is_found_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 25: a bad label in sample 5 (the first batch is samples 0-3) was found at its batch, after the run
+    directory existed (a retry needed --overwrite; an empty run directory was left)."""
+    root = write_mydata(tmp_path / "data", n=6)
+    bad = root / "labels" / "img5.png"
+    labels = np.asarray(Image.open(bad)).copy()
+    labels[10, 10] = 7  # 3 classes: ids 0..2
+    Image.fromarray(labels).save(bad)
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "folder.yaml"),
+        "--run-dir",
+        str(run),
+        f"data.root={root}",
+    ]
+    assert main([*args, "data.batch_size=4", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}: label value 7 outside 0..2 (255 = ignore) [sample 5 of folder/train]"], err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("folder", ["depth", "labels"])
+def test_a_map_of_another_format_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str
+) -> None:
+    """Issue 25: a JPEG depth map was reported as "depth/x.png: missing" without naming the .jpg found."""
+    root = write_mydata(tmp_path / "data", n=2)
+    png = root / folder / "img1.png"
+    Image.open(png).convert("L").save(root / folder / "img1.jpg")
+    png.unlink()
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    why = {
+        "depth": "depth maps must be 16-bit PNGs (metres x depth_scale); a JPEG is 8-bit and lossy",
+        "labels": "label maps must be PNGs of class ids; a JPEG's compression changes the ids",
+    }[folder]
+    assert err == [f"error: {png}: missing for RGB image img1.jpg (found img1.jpg: {why})"], err
+
+
+def test_a_listed_name_with_its_extension_or_another_case_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_mydata(tmp_path / "data", n=2)
+    (root / "train.txt").write_text("img0.jpg\nIMG1\n")
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {root / 'rgb' / 'img0.jpg.png'}: RGB image listed in train.txt not found "
+        "(train.txt lists file names: list stems, 'img0')"
+    ], err
+    (root / "train.txt").write_text("img0\nIMG1\n")
+    assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {root / 'rgb' / 'IMG1.png'}: RGB image listed in train.txt not found "
+        "(found img1.jpg: file names are case-sensitive)"
+    ], err

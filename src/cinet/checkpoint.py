@@ -242,6 +242,16 @@ def load_weights(module: Any, path: str | Path) -> None:
     state = model_state_dict(ckpt)
     check_fits(module.model, ckpt, path)
     module.model.load_state_dict(state)
+    differ = class_name_differences(
+        ((ckpt.get("cinet") or {}).get("dataset") or {}).get("class_names"),
+        ((getattr(module, "payload", None) or {}).get("dataset") or {}).get("class_names"),
+    )
+    if differ:  # fine-tuning onto other classes is legitimate, but never silent
+        logging.getLogger("cinet.engine").warning(
+            "%s: its segmentation head was trained on other classes (%s); training continues from it",
+            path,
+            differ,
+        )
     loss_state = {k[len("loss.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("loss.")}
     if loss_state:
         module.loss.load_state_dict(loss_state, strict=False)
@@ -295,6 +305,41 @@ def input_normalization(payload: dict[str, Any]) -> tuple[tuple[float, ...], tup
     if max(mean) > 1.0:
         mean, std = tuple(v / 255.0 for v in mean), tuple(v / 255.0 for v in std)
     return mean, std
+
+
+def class_name_differences(
+    trained: list[str] | None, dataset: list[str] | None, limit: int = 3
+) -> str | None:
+    """Say which class ids mean different classes in a checkpoint and a dataset of the same class count.
+
+    Args:
+        trained: The checkpoint's class names in id order (``checkpoint["cinet"]["dataset"]["class_names"]``).
+        dataset: The dataset's class names in id order (:class:`cinet.data.DatasetInfo`).
+        limit: Differing ids named at most.
+
+    Returns:
+        None when the names agree (compared case-insensitively, ``_``, ``-`` and spaces alike), or either list
+        is unknown or only placeholders (``class_0``, ``class_1``, ...: a folder dataset given a class count
+        without names), or the counts differ (a separate check); else e.g.
+        ``3 of 13 class ids differ: id 0 is 'wall' in the checkpoint, 'tv' in the dataset; id 1 ...``.
+    """
+    if not trained or not dataset or len(trained) != len(dataset):
+        return None
+    placeholders = [f"class_{i}" for i in range(len(dataset))]
+    if list(trained) == placeholders or list(dataset) == placeholders:
+        return None
+
+    def norm(name: str) -> str:
+        return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+    diff = [i for i, (a, b) in enumerate(zip(trained, dataset)) if norm(a) != norm(b)]
+    if not diff:
+        return None
+    shown = "; ".join(
+        f"id {i} is {trained[i]!r} in the checkpoint, {dataset[i]!r} in the dataset" for i in diff[:limit]
+    )
+    more = f"; and {len(diff) - limit} more" if len(diff) > limit else ""
+    return f"{len(diff)} of {len(dataset)} class ids differ: {shown}{more}"
 
 
 def load_model(

@@ -3,7 +3,8 @@
 Each subcommand lives in a module exposing ``add_arguments(parser)`` (cheap: no torch import at module level)
 and ``run(args) -> int``. User errors (:class:`cinet.errors.CinetError`, and an ``OSError`` naming a file,
 e.g. an output that cannot be written) print one line and exit with code 2; ``--debug`` shows the traceback
-instead.
+instead. SIGINT and SIGTERM (to the process or its whole process group) stop every subcommand with one line,
+``interrupted (SIGTERM): ...``, and exit code 130 / 143 (:mod:`cinet.utils.signals`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import argparse
 import contextlib
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from cinet.utils import signals
 
 # name -> (module, help). Modules are imported lazily, only for the subcommand that runs (and for --help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -73,9 +78,18 @@ def _escape_unencodable_output() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cinet`` console script. Returns the process exit code."""
-    from cinet.errors import CinetError
-
     _escape_unencodable_output()
+    with (
+        signals.handle_signals()
+    ):  # from the start: a stop while the subcommand's modules load is one line too
+        try:
+            return _main(argv)
+        except signals.Interrupted as exc:
+            print(_one_line(str(exc)), file=sys.stderr)
+            return exc.exit_code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may stand anywhere, also after options (argparse takes one run of them)
@@ -92,24 +106,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose)
-    module = args._module
+    return _run(args._module, args)
+
+
+def _run(module: Any, args: argparse.Namespace) -> int:
+    """Run the subcommand; user errors become one line and exit code 2, a stop signal :class:`Interrupted`."""
+    from cinet.errors import CinetError
+
     try:
         return int(module.run(args) or 0)
-    except CinetError as exc:
-        if args.debug:
-            raise
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        # a file the tool was told to read or write could not be (permissions, disk full, not a folder, ...)
-        if args.debug or exc.filename is None:
-            raise
-        reason = exc.strerror or type(exc).__name__
-        print(f"error: {_one_line(f'{exc.filename}: {reason}')}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except signals.Interrupted:
+        raise
+    except KeyboardInterrupt as exc:  # raised without our handler (e.g. a library's own SIGINT handling)
+        raise signals.Interrupted(signals.received() or signal.SIGINT) from exc
+    except BaseException as exc:
+        signum = signals.received()
+        if signum is not None and not args.debug:
+            # whatever the signal broke on its way out (Lightning's sys.exit(1) after its graceful shutdown, a
+            # DataLoader worker that was stopped, ...): the user asked for the stop, one line says so
+            raise signals.Interrupted(signum) from exc
+        if isinstance(exc, CinetError) and not args.debug:
+            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, OSError) and not args.debug and exc.filename is not None:
+            # a file the tool was told to read or write could not be (permissions, disk full, not a folder, ...)
+            reason = exc.strerror or type(exc).__name__
+            print(f"error: {_one_line(f'{exc.filename}: {reason}')}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

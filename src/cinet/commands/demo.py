@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,18 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point (see module docstring)."""
+    """Entry point (see module docstring). SIGINT / SIGTERM stop it with one line and exit 130 / 143."""
+    from cinet.utils import signals
+
+    with signals.handle_signals():
+        try:
+            return _demo(argv)
+        except signals.Interrupted as exc:
+            print(str(exc), file=sys.stderr)
+            return exc.exit_code
+
+
+def _demo(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cinet.commands.demo", description=__doc__)
     parser.add_argument("--config", default="demo", help="config file or bundled name (default: demo)")
     parser.add_argument("--run-dir", default="runs/demo")
@@ -93,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = cinet_main(
             ["predict", "--checkpoint", str(run_dir / "last.ckpt"), *map(str, inputs), "--out", str(pred_dir)]
         )
+        if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # stopped (it printed its line): stop here too
+            return rc
         if rc != 0:
             print(f"[demo] cinet predict failed (exit {rc})", file=sys.stderr)
     except CinetError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ def evaluate_checkpoint(
     The model is rebuilt from the checkpoint's stored build arguments; data and protocol come from its stored
     config, updated by ``config`` and ``overrides``.
     """
-    from cinet.checkpoint import load_model
+    from cinet.checkpoint import class_name_differences, load_model
     from cinet.config import StageConfig, load_config, parse_overrides
+    from cinet.data.sanity import depth_setting, depth_summary, depth_warning
     from cinet.engine.builders import build_module, build_protocol, check_eval_memory
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.training import evaluate_module
@@ -59,6 +61,19 @@ def evaluate_checkpoint(
         raise CheckpointError(
             f"{checkpoint}: trained for {trained_classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
         )
+    differ = class_name_differences((payload.get("dataset") or {}).get("class_names"), list(info.class_names))
+    if (
+        differ
+    ):  # the same count, other classes: the scores would be computed (and named) for the wrong classes
+        raise CheckpointError(
+            f"{checkpoint}: trained on other classes than dataset {cfg.data.name!r} ({differ}); evaluate on the "
+            "dataset it was trained on, or give the dataset the checkpoint's class names in id order"
+        )
+    line = depth_warning(depth_summary(dataset), f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
+    if (
+        line is not None
+    ):  # the check of cinet train and data preview: a wrong depth unit makes every metric void
+        logging.getLogger(__name__).warning("%s", line)
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
     from cinet.inference.preprocess import training_size_of
 

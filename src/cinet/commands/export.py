@@ -147,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     args.dynamic = args.dynamic or (args.height is None and args.width is None)
     args.train_size = train_size
     if height < 8 or width < 8:
-        raise InputError(f"--height/--width: need at least 8x8, got {height}x{width}")
+        raise InputError(
+            f"--height/--width: need at least 8 pixels each, got --height {height} --width {width}"
+        )
     if info is None:
         logger.warning("%s: no dataset info; 'cinet predict --onnx' will refuse this file", args.checkpoint)
     if not args.quantize:
@@ -201,7 +203,7 @@ def _export_checked(
     size = (
         "dynamic: any batch and size"
         if args.dynamic
-        else f"fixed input {height}x{width}: 'cinet predict --onnx' resizes every image to it"
+        else f"fixed input {width}x{height} (WxH): 'cinet predict --onnx' resizes every image to it"
     )
     print(
         f"{'exported' if args.quantize else 'wrote'} {out.name if args.quantize else out} ({size}; {exporter} exporter, checker ok)"
@@ -215,7 +217,7 @@ def _export_checked(
     for h, w, b in sizes:
         diff = onnx_parity(model, out, height=h, width=w, batch=b)
         worst = max(worst, diff)
-        print(f"onnxruntime vs PyTorch on {b}x3x{h}x{w}: max |difference| = {diff:.3g}")
+        print(f"onnxruntime vs PyTorch on {b} image(s) of {w}x{h} (WxH): max |difference| = {diff:.3g}")
     if worst > args.tolerance:
         msg = f"error: {out}: onnxruntime differs from PyTorch by {worst:.3g} (> --tolerance {args.tolerance:g})"
         print(msg, file=sys.stderr)

@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-side",
         type=int,
         default=None,
-        help="resize images whose longer side is larger down to this first (replaces the training-size rule; "
-        "0 = none, the default, as in 'cinet serve')",
+        help="cap on the longer side the network sees: after the training-size rule, a larger input is scaled "
+        "down to this (results stay at the image size; 0 = none, the default, as in 'cinet serve')",
     )
     parser.add_argument(
         "--keep-size",

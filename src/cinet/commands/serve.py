@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "cinet serve needs Gradio, an optional extra: pip install 'cinet[app]'"
-DEFAULT_MAX_SIDE = 1024
 KEEP_REQUEST_FOLDERS = 32  # download folders kept on disk (Gradio copies each result into its cache)
 NUM_SYNTHETIC_EXAMPLES = 3
 
@@ -58,10 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-side",
         type=int,
-        default=DEFAULT_MAX_SIDE,
-        help=f"resize images whose longer side is larger down to this first (default: {DEFAULT_MAX_SIDE}; "
-        "0 = none: images far from the training size are scaled to it, as 'cinet predict' does without "
-        "--max-side); results come back at the image size, as with 'cinet predict --max-side'",
+        default=0,
+        help="cap on the longer side the network sees: after the training-size rule, a larger input is scaled "
+        "down to this (results stay at the image size; 0 = none, the default, as in 'cinet predict': the page "
+        "and predict give the same result for the same photo)",
     )
     parser.add_argument(
         "--fit", choices=("pad", "resize"), default="pad", help="network input: reflect padding or resizing"
@@ -210,8 +209,9 @@ class PageServer:
         h, w = res.image.shape[:2]
         status = (
             f"**{html.escape(name)}**: {w}×{h} px, depth {lo:.2f}–{hi:.2f} m, "
-            f"{len(res.legend)} classes, {len(res.downloads)} files"
+            f"{len(res.legend)} classes, {len(res.downloads)} files; {html.escape(res.network)}"
         )
+        status += "".join(f"<br>{html.escape(note)}" for note in res.notes)
         state = {"prediction": res.prediction, "viewer": {k: str(v) for k, v in res.viewer.items()}}
         return (
             state,
@@ -219,7 +219,7 @@ class PageServer:
             res.depth_view,
             res.overlay,
             legend_html(res.legend),
-            str(res.viewer[colouring]),
+            str(res.viewer[colouring]) if res.viewer else None,
             [str(p) for p in res.downloads],
             status,
             None,
@@ -260,6 +260,8 @@ class PageServer:
 
         if not state:
             return gr.skip()
+        if not state["viewer"]:
+            return None  # no intrinsics: no point cloud
         path = state["viewer"].get(colouring)
         if path is None or not Path(path).is_file():
             raise gr.Error("this result has expired; upload the photo again", print_exception=False)
@@ -450,10 +452,11 @@ def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
         raise InputError(f"--port: must be in 0..65535, got {args.port}")
     intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     predictor = load_predictor(args)
-    if intrinsics is None and predictor.info.intrinsics is None:
-        raise InputError(
-            f"{predictor.source}: dataset {predictor.info.name!r} has no default intrinsics; "
-            "pass --intrinsics fx,fy,cx,cy"
+    if intrinsics is None and predictor.info.intrinsics is None:  # the page works, without the 3D points
+        print(
+            f"cinet serve: dataset {predictor.info.name!r} of {predictor.source} has no camera intrinsics: no 3D "
+            "points (--intrinsics fx,fy,cx,cy for them)",
+            flush=True,
         )
     options = FileOptions(
         cmap=args.cmap, alpha=args.alpha, ply=True, ply_stride=args.ply_stride, intrinsics=intrinsics
@@ -493,19 +496,19 @@ def _free_port(host: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``cinet serve`` until interrupted (Ctrl+C). Returns the exit code."""
-    import signal
+    """Run ``cinet serve`` until stopped (Ctrl+C, or SIGTERM from ``kill`` / a service manager).
 
-    def _stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    The stop arrives as :class:`cinet.utils.signals.Interrupted` (installed by the CLI): the page and the
+    server close, and the CLI prints one line and exits with 130 (SIGINT) or 143 (SIGTERM).
+    """
+    import time
 
     page, server, url = start(args)
     print(f"cinet serve: {url} (Ctrl+C to stop)", flush=True)
-    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` stops it as cleanly as Ctrl+C
     try:
-        page.block_thread()
+        while page.is_running:  # gradio's block_thread would swallow the interrupt and print its own line
+            time.sleep(0.1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         page.close()
         server.close()
     return 0

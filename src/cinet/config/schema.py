@@ -217,7 +217,7 @@ class TrainConfig:
         weight_decay: SGD weight decay.
         encoder_lr_mult: Learning-rate factor of the pretrained encoder.
         grad_clip: Clip the gradient norm to this value (0 = off).
-        log_every: Log training scalars every N steps.
+        log_every: Log training scalars every N steps (and, when stderr is not a terminal, write a progress line).
         val_every: Validate every N epochs (0 = never during training).
         checkpoint_every: Save ``stageN/last.ckpt`` every N steps (0 = at the end of every epoch only).
         limit_train_batches: Lightning's limit (fraction or count) per epoch.
@@ -259,7 +259,7 @@ class TrainerConfig:
         strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``, ...).
         channels_last: Model and inputs in channels-last memory format.
         deterministic: ``torch.use_deterministic_algorithms`` via Lightning.
-        progress_bar: Show Lightning's progress bar.
+        progress_bar: Show progress: Lightning's bar on a terminal, plain lines (step, losses, speed) otherwise.
     """
 
     precision: str = "32"

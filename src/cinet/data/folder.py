@@ -27,6 +27,7 @@ import numpy as np
 from cinet.data.base import (
     BaseDataset,
     Sample,
+    check_label_file,
     check_sample_sizes,
     check_upright,
     header_size,
@@ -35,7 +36,7 @@ from cinet.data.base import (
     read_rgb,
     require_dir,
 )
-from cinet.data.info import DatasetInfo, voc_palette
+from cinet.data.info import DatasetInfo, distinct_palette
 from cinet.errors import ConfigError, DataError, SplitNotFoundError, where
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,32 @@ def _read_classes_file(root: Path) -> tuple[list[str] | None, list[list[int]] | 
     return None, None
 
 
+#: Why a map of another format than the expected PNG does not do (named when one is found instead).
+DEPTH_HINT = "depth maps must be 16-bit PNGs (metres x depth_scale); a JPEG is 8-bit and lossy"
+LABELS_HINT = "label maps must be PNGs of class ids; a JPEG's compression changes the ids"
+RGB_HINT = f"RGB images must be one of {', '.join(sorted(RGB_EXTS))}"
+
+
+def _same_stem(
+    folder: Path, stem: str, listings: dict[Path, dict[str, list[Path]]], exclude: tuple[str, ...]
+) -> list[Path]:
+    """Files of ``folder`` named ``stem`` with another extension (or another case), e.g. ``x.jpg`` for ``x.png``.
+
+    ``listings`` caches one listing per folder (the folder is read once for all samples).
+    """
+    if folder not in listings:
+        table: dict[str, list[Path]] = {}
+        for p in sorted(folder.iterdir()):
+            if p.is_file():
+                table.setdefault(p.stem.casefold(), []).append(p)
+        listings[folder] = table
+    return [
+        p
+        for p in listings[folder].get(stem.casefold(), [])
+        if not (p.stem == stem and p.suffix.lower() in exclude)
+    ]
+
+
 def folder_info(
     *,
     num_classes: int | None = None,
@@ -103,7 +130,7 @@ def folder_info(
         class_names = [f"class_{i}" for i in range(num_classes)]
     if not 1 <= num_classes <= 255:
         raise ConfigError(f"data.options.num_classes: must be in 1..255, got {num_classes}")
-    palette = palette or file_palette or voc_palette(num_classes)
+    palette = palette or file_palette or distinct_palette(num_classes)
     if len(palette) != num_classes:
         raise ConfigError(f"data.palette: {len(palette)} colours for {num_classes} classes")
     if intrinsics is not None and len(intrinsics) != 4:
@@ -130,7 +157,7 @@ class FolderDataset(BaseDataset):
         depth_scale: Depth PNG units per metre (1000 = millimetres; NYU-style exports often use 5000).
         num_classes: Number of classes (or give ``class_names`` / ``root/classes.yaml``).
         class_names: Class names, one per id.
-        palette: Colours for previews (default: the PASCAL-VOC colormap).
+        palette: Colours for previews (default: :func:`cinet.data.info.distinct_palette`).
         depth_cap: Largest depth used in evaluation (metres).
         min_depth: Smallest valid depth (metres).
         intrinsics: ``(fx, fy, cx, cy)`` of the camera (0-based pixel centres).
@@ -196,13 +223,31 @@ class FolderDataset(BaseDataset):
         self.has_maps = self.depth_dir is not None or self.labels_dir is not None
         self._header_sizes: list[tuple[str, tuple[int, int]]] | None = None  # header_sizes(), once read
         self.items: list[tuple[str, Path]] = []
+        listings: dict[Path, dict[str, list[Path]]] = {}
         for stem in stems:
             if stem not in by_stem:
-                raise DataError(where(rgb_dir / f"{stem}.png", f"RGB image listed in {split}.txt not found"))
+                found = _same_stem(rgb_dir, stem, listings, exclude=())
+                why = (
+                    "file names are case-sensitive"
+                    if any(p.suffix.lower() in RGB_EXTS for p in found)
+                    else RGB_HINT
+                )
+                hint = f" (found {', '.join(p.name for p in found)}: {why})" if found else ""
+                if not found and Path(stem).suffix.lower() in RGB_EXTS and Path(stem).stem in by_stem:
+                    hint = f" ({split}.txt lists file names: list stems, {Path(stem).stem!r})"
+                raise DataError(
+                    where(rgb_dir / f"{stem}.png", f"RGB image listed in {split}.txt not found{hint}")
+                )
             self.items.append((stem, by_stem[stem]))
-            for d in (self.depth_dir, self.labels_dir):
+            for d, what in ((self.depth_dir, DEPTH_HINT), (self.labels_dir, LABELS_HINT)):
                 if d is not None and not (d / f"{stem}.png").is_file():
-                    raise DataError(where(d / f"{stem}.png", f"missing for RGB image {by_stem[stem].name}"))
+                    found = _same_stem(d, stem, listings, exclude=(".png",))
+                    if any(p.suffix.lower() == ".png" for p in found):
+                        what = "file names are case-sensitive"
+                    hint = f" (found {', '.join(p.name for p in found)}: {what})" if found else ""
+                    raise DataError(
+                        where(d / f"{stem}.png", f"missing for RGB image {by_stem[stem].name}{hint}")
+                    )
         if not self.items:
             raise DataError(where(rgb_dir, f"no images for split {split!r}"))
 
@@ -227,6 +272,23 @@ class FolderDataset(BaseDataset):
 
     def sample_ref(self, index: int) -> str:
         return str(self.items[index][1])
+
+    def check_labels(self) -> None:
+        """Decode every label map of the split and check its ids (``0..C-1``, 255 = ignore; mode L or P).
+
+        Run before training (:meth:`cinet.engine.datamodule.CINetDataModule.check`), so that a bad label
+        anywhere in the split is found before the run directory exists, not at its batch. Costs one PNG decode
+        per sample (about 2 ms for 640x480).
+
+        Raises:
+            DataError: The first bad label file (named, with its sample).
+        """
+        if self.labels_dir is None:
+            return
+        for index, (stem, _) in enumerate(self.items):
+            with self.sample_context(index):
+                path = self.labels_dir / f"{stem}.png"
+                check_label_file(read_label_png(path), self.info.num_classes, path)
 
     def header_sizes(self) -> list[tuple[str, tuple[int, int]]]:
         """``(image file, (H, W))`` of every sample from the file headers (no pixel decoded), each sample's

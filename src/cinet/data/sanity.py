@@ -5,6 +5,15 @@ stored as metres x 5000) gives depths that are all valid numbers but wrong by a 
 the thousands, every depth metric null or δ1 = 0, and no error. :func:`depth_summary` reads the raw depth of a few
 samples and :func:`depth_warning` turns a summary that is mostly outside the dataset's depth range (or entirely
 invalid) into one line naming the observed range and the setting to check.
+
+A wrong unit can also land *inside* the range (issue 25: depth PNGs in whole metres, values 1..10, read as
+millimetres give 0.001-0.01 m, all valid). Two more signs, independent of the range, catch that kind:
+
+* the median valid depth is below :data:`MIN_SCENE_MEDIAN` (a camera does not see a scene at a few
+  centimetres: 5 mm of median depth is a unit error, whatever the dataset's valid range says);
+* the values are coarsely quantised: at most :data:`MAX_COARSE_LEVELS` distinct values whose smallest step is
+  at least :data:`COARSE_STEP` of the median (whole metres: steps of 1 on values around 3-5; a millimetre PNG
+  of a real scene has steps of 1 on values around 3000).
 """
 
 from __future__ import annotations
@@ -16,6 +25,14 @@ import numpy as np
 
 #: A depth set is suspicious when less than this fraction of its valid pixels lies in the dataset's range.
 MIN_IN_RANGE = 0.5
+#: Metres: a median valid depth below this is not a scene seen by a depth camera (a unit error).
+MIN_SCENE_MEDIAN = 0.1
+#: At most this many distinct valid depth values, ...
+MAX_COARSE_LEVELS = 64
+#: ... with a smallest step of at least this fraction of the median, is depth stored in whole (large) units.
+COARSE_STEP = 0.05
+#: Fewest valid pixels for the quantisation check (a few pixels have few distinct values anyway).
+MIN_PIXELS_FOR_LEVELS = 1000
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,8 @@ class DepthSummary:
         high: 99th percentile of the valid depths (metres).
         min_depth: The dataset's smallest valid depth (metres).
         depth_cap: The dataset's largest depth (metres).
+        levels: Number of distinct valid depth values.
+        step: Smallest difference between two distinct valid depths (metres; 0 with fewer than 2 values).
     """
 
     samples: int
@@ -43,6 +62,8 @@ class DepthSummary:
     high: float
     min_depth: float
     depth_cap: float
+    levels: int = 0
+    step: float = 0.0
 
     def describe(self) -> str:
         """E.g. ``observed 1.517-5.228 m (median 2.965 m) in 4 samples`` (the range: 1st-99th percentile)."""
@@ -93,13 +114,28 @@ def depth_summary(dataset: Any, num: int = 8) -> DepthSummary | None:
         return DepthSummary(len(picks), pixels, 0, 0.0, 0.0, 0.0, 0.0, info.min_depth, info.depth_cap)
     inside = float(((valid >= info.min_depth) & (valid <= info.depth_cap)).mean())
     lo, med, hi = (float(v) for v in np.percentile(valid, [1, 50, 99]))
+    levels = np.unique(valid)
+    step = float(np.diff(levels).min()) if levels.size > 1 else 0.0
     return DepthSummary(
-        len(picks), pixels, int(valid.size), inside, lo, med, hi, info.min_depth, info.depth_cap
+        len(picks),
+        pixels,
+        int(valid.size),
+        inside,
+        lo,
+        med,
+        hi,
+        info.min_depth,
+        info.depth_cap,
+        levels=int(levels.size),
+        step=step,
     )
 
 
 def depth_warning(summary: DepthSummary | None, where: str, setting: str = "depth_scale") -> str | None:
-    """One line when the depth looks like the wrong unit (mostly outside the range, or all invalid), else None.
+    """One line when the depth looks like the wrong unit, else None.
+
+    Signs, in order: all invalid; mostly outside the dataset's range; a median too small for a scene
+    (:data:`MIN_SCENE_MEDIAN`); coarse quantisation (:data:`MAX_COARSE_LEVELS`, :data:`COARSE_STEP`).
 
     Args:
         summary: From :func:`depth_summary`.
@@ -113,12 +149,28 @@ def depth_warning(summary: DepthSummary | None, where: str, setting: str = "dept
             f"{where}: no valid depth (all 0 or non-finite) in {summary.samples} samples; "
             f"check {setting} and the depth files"
         )
-    if summary.in_range >= MIN_IN_RANGE:
-        return None
-    return (
-        f"{where}: {100 * (1 - summary.in_range):.0f}% of valid depth is outside the dataset's range "
-        f"{summary.min_depth:g}-{summary.depth_cap:g} m ({summary.describe()}); check {setting}"
-    )
+    if summary.in_range < MIN_IN_RANGE:
+        return (
+            f"{where}: {100 * (1 - summary.in_range):.0f}% of valid depth is outside the dataset's range "
+            f"{summary.min_depth:g}-{summary.depth_cap:g} m ({summary.describe()}); check {setting}"
+        )
+    if summary.median < MIN_SCENE_MEDIAN:
+        return (
+            f"{where}: the median valid depth is {summary.median:.4g} m, too close for a camera's view of a scene "
+            f"({summary.describe()}); a depth unit 1000x too large (e.g. whole metres read as millimetres)? "
+            f"check {setting}"
+        )
+    if (
+        summary.valid >= MIN_PIXELS_FOR_LEVELS
+        and 1 < summary.levels <= MAX_COARSE_LEVELS
+        and summary.step >= COARSE_STEP * summary.median
+    ):
+        return (
+            f"{where}: depth has only {summary.levels} distinct values, in steps of {summary.step:.4g} m around a "
+            f"median of {summary.median:.4g} m ({summary.describe()}): stored in whole units (metres?) instead "
+            f"of a fine unit (millimetres); check {setting} and how the depth files were written"
+        )
+    return None
 
 
 def depth_setting(name: str) -> str:

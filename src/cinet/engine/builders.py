@@ -268,13 +268,19 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
 def build_trainer(
     cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list, train_batches: int | None = None
 ) -> Any:
-    """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress bar)."""
+    """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress).
+
+    With ``trainer.progress_bar``: Lightning's bar on a terminal, else one plain line every ``train.log_every``
+    steps and at every epoch end (:class:`cinet.engine.callbacks.ProgressLines`).
+    """
     import lightning as L
 
-    from cinet.engine.callbacks import AtomicCheckpointIO, StageProgressBar
+    from cinet.engine.callbacks import AtomicCheckpointIO, ProgressLines, StageProgressBar
 
     if progress_bar_enabled(cfg):
         callbacks = [*callbacks, StageProgressBar()]
+    elif cfg.trainer.progress_bar:  # stderr is a file or a pipe: plain lines instead of a bar
+        callbacks = [*callbacks, ProgressLines(cfg.train.log_every)]
     return L.Trainer(
         logger=logger,
         callbacks=callbacks,
@@ -356,7 +362,7 @@ def check_feature_maps(cfg: Config, num_classes: int, native_size: Any = None) -
     if not has_instance_norm(model) and batch == 1:
         fix += " or data.batch_size >= 2"
     raise ConfigError(
-        f"{key}: a {h}x{w} input with data.batch_size {batch} reduces the map of {name} to "
+        f"{key}: a {w}x{h} (WxH) input with data.batch_size {batch} reduces the map of {name} to "
         f"{'x'.join(map(str, cells))}, one value per channel for its normalisation in training "
         f"(model.variant {cfg.model.variant}, model.encoder {cfg.model.encoder}); {fix}"
     )

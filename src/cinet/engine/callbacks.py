@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AtomicCheckpointIO",
     "LossLog",
+    "ProgressLines",
     "RollingCheckpoint",
     "StageProgressBar",
     "read_losses",
@@ -43,7 +46,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RollingCheckpoint(L.Callback):
     """Keep ``path`` (``stageN/last.ckpt``) up to date: every ``every_n_steps`` steps, at every epoch end and at
-    the end of training. A resumed run continues from it (``ckpt_path``).
+    the end of training. A resumed run continues from it (``ckpt_path``). The step that ends an epoch is saved
+    by the epoch end only (never at its batch end: see :meth:`on_train_batch_end`).
 
     Args:
         path: Checkpoint file.
@@ -65,6 +69,11 @@ class RollingCheckpoint(L.Callback):
         log.debug("saved %s at step %d", self.path, trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # the epoch-end save follows. Lightning (2.6) resumed from a checkpoint of the last batch's end does
+            # not count the next epoch as started, so the next checkpoint looks like an epoch boundary and a
+            # resume from it repeats that epoch's first batches (issue 25)
+            return
         if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
             self._save(trainer)
 
@@ -87,6 +96,86 @@ class StageProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, pl_module)
         stage = getattr(pl_module, "stage", "?")
         self.train_progress_bar.set_description(f"stage {stage} epoch {trainer.current_epoch}")
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``42s``."""
+    s = round(max(0.0, seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class ProgressLines(L.Callback):
+    """Plain progress lines for a log file, CI output or a cluster job (where the progress bar is off).
+
+    One line every ``every_n_steps`` optimizer steps and at the end of every epoch (rank 0 only)::
+
+        stage 1 epoch 3/20 step 40/160: total 2.8834 depth 1.9040 seg 2.0871 | 1.52 steps/s, 6.1 images/s, eta 1m19s
+
+    The loss terms are the means over the steps since the previous line (terms that are exactly 0 in every step,
+    i.e. inactive in this stage, are left out); the speed is measured over the same steps; the ETA is the
+    remaining steps of the stage at that speed.
+
+    Args:
+        every_n_steps: Steps between two lines (the epoch-end line is always written).
+        stream: Where to write (default: ``sys.stderr`` at the time of writing).
+    """
+
+    def __init__(self, every_n_steps: int = 10, stream: Any = None):
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.stream = stream
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._steps = 0
+        self._images = 0
+        self._t0 = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset()
+        self._last_line_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_rank != 0:
+            return
+        for k, v in (getattr(pl_module, "last_terms", None) or {}).items():
+            v = v.detach().float()
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._steps += 1
+        image = batch.get("image") if isinstance(batch, dict) else None
+        self._images += int(image.shape[0]) if image is not None else 0
+        if trainer.global_step % self.every_n_steps == 0:
+            self._line(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == 0 and self._steps:
+            self._line(trainer, pl_module)
+
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        names = [k for k in LOSS_KEYS if k in self._sums]
+        means = (torch.stack([self._sums[k] for k in names]) / self._steps).tolist() if names else []
+        terms = " ".join(f"{k} {m:.4f}" for k, m in zip(names, means) if k == "total" or m != 0.0)
+        steps_per_s = self._steps / elapsed
+        total = trainer.estimated_stepping_batches
+        step = trainer.global_step
+        where = f"stage {getattr(pl_module, 'stage', '?')} epoch {trainer.current_epoch + 1}"
+        if trainer.max_epochs and trainer.max_epochs > 0:
+            where += f"/{trainer.max_epochs}"
+        where += f" step {step}"
+        eta = ""
+        if isinstance(total, int | float) and total != float("inf") and total > 0:
+            where += f"/{int(total)}"
+            eta = f", eta {_duration((int(total) - step) / steps_per_s)}"
+        speed = f"{steps_per_s:.2f} steps/s, {self._images / elapsed:.1f} images/s{eta}"
+        print(f"{where}: {terms} | {speed}", file=self.stream or sys.stderr, flush=True)
+        self._reset()
 
 
 class LossLog(L.Callback):

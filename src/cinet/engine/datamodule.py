@@ -8,6 +8,11 @@ Reproducibility design:
   batch does not depend on the number of workers, on the rank, or on where training was resumed.
 * :class:`ResumableDataLoader` implements Lightning's ``state_dict`` / ``load_state_dict`` (``_Stateful``)
   so that a checkpoint taken in the middle of an epoch resumes with the next unseen batch of that epoch.
+* The loader sets its sampler's epoch itself when an iterator is created (from the trainer's epoch counter, or
+  from a restored position). With worker processes the DataLoader draws its first indices as soon as the
+  iterator exists, and a resumed Lightning fit creates the first iterator *before* it calls ``set_epoch``: the
+  sampler would otherwise still hold epoch 0 and the resumed epoch would draw epoch 0's order and
+  augmentation (issue 25).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cinet.data import DatasetInfo, dataset_info
 from cinet.data.base import collate, normalize_image, to_tensor_sample
 from cinet.engine.distributed import dist_info
 from cinet.errors import CinetError, ConfigError, DataError, SplitNotFoundError
+from cinet.utils.signals import ignore_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +183,29 @@ class ResumableDataLoader(DataLoader):
     trainer's loop, not from this loader, which runs ahead because of prefetching).
     """
 
-    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        progress: Callable[[], int] | None = None,
+        epoch: Callable[[], int] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._progress = progress
+        self._epoch = epoch
+        self._restored = False  # load_state_dict positioned the sampler for the next iterator
+
+    def __iter__(self) -> Any:
+        """Set the sampler's epoch, then create the iterator (whose workers start drawing indices at once).
+
+        The epoch is the restored one after :meth:`load_state_dict`, else ``epoch()`` (the trainer's count of
+        finished epochs: what Lightning passes to ``set_epoch`` for the epoch about to run).
+        """
+        if self._restored:
+            self._restored = False
+        elif self._epoch is not None:
+            self._sharded.set_epoch(int(self._epoch()))
+        return super().__iter__()
 
     @property
     def _sharded(self) -> ShardedSampler:
@@ -199,6 +225,7 @@ class ResumableDataLoader(DataLoader):
             epoch, batches = epoch + 1, 0
         self._sharded.set_epoch(epoch)
         self._sharded.skip = batches * int(self.batch_size or 1)
+        self._restored = True
         log.info("resuming data order at epoch %d, batch %d", epoch, batches)
 
 
@@ -206,7 +233,13 @@ class ResumableDataLoader(DataLoader):
 
 
 def dataset_options(cfg: DataConfig, *, train: bool) -> dict[str, Any]:
-    """The dataset's keyword options of ``cfg``: ``data.options`` plus the synthetic ``length`` of the split."""
+    """The dataset's keyword options of ``cfg``: ``data.options`` plus the synthetic ``length`` of the split.
+
+    Args:
+        cfg: Data settings.
+        train: The split is the training split (``data.length``; else ``data.eval_length``), whatever
+            transform it is built with.
+    """
     options = dict(cfg.options)
     if cfg.name == "synthetic":
         length = cfg.length if train else cfg.eval_length
@@ -256,7 +289,11 @@ def build_dataset(
             False, resize=list(cfg.image_size) if cfg.image_size else None, mean=mean, std=std
         )
     try:
-        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **dataset_options(cfg, train=train))
+        # the split's own options (the synthetic training split has data.length samples, the others
+        # data.eval_length), whichever transform: the INT8 calibration builds the training split without
+        # augmentation, and counted data.eval_length images of it (issue 25)
+        options = dataset_options(cfg, train=split == cfg.train_split)
+        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **options)
     except DataError as exc:
         if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
             raise DataError(
@@ -377,13 +414,18 @@ class CINetDataModule(L.LightningDataModule):
         return int(h), int(w)
 
     def _check_headers(self, which: str) -> None:
-        """Every sample of a split whose dataset can read its sizes from the file headers (the folder dataset,
+        """Every label map of a split whose dataset can check them cheaply (the folder dataset,
+        :meth:`cinet.data.folder.FolderDataset.check_labels`). Every sample of a split whose dataset can read its
+        sizes from the file headers (the folder dataset,
         :meth:`cinet.data.folder.FolderDataset.header_sizes`): image and maps agree, and, when the loader would
         batch images of different sizes (no ``data.image_size``; training without ``data.crop_size``: any two
         images, shuffled; evaluation: consecutive samples, as one process loads them), the error that batch
         would give, before the run directory exists."""
         base = self.dataset(which)
         base = getattr(base, "dataset", base)
+        check_labels = getattr(base, "check_labels", None)
+        if check_labels is not None:  # every label map's ids (folder dataset), not only the first batch's
+            check_labels()
         header_sizes = getattr(base, "header_sizes", None)
         if header_sizes is None:
             return
@@ -418,6 +460,12 @@ class CINetDataModule(L.LightningDataModule):
             return 0
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
+    def _epoch(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_progress.current.processed)
+
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
         check_batch_size(self.cfg.batch_size, len(ds))
@@ -433,6 +481,8 @@ class CINetDataModule(L.LightningDataModule):
             persistent_workers=self.cfg.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
             progress=self._progress,
+            epoch=self._epoch,
+            worker_init_fn=ignore_in_worker,  # SIGINT / SIGTERM to the group: the main process stops them
         )
 
     def _eval_loader(self, which: str) -> DataLoader:
@@ -446,6 +496,7 @@ class CINetDataModule(L.LightningDataModule):
             collate_fn=functools.partial(collate, size_hint=EVAL_SIZE_HINT),
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=ignore_in_worker,
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -458,6 +458,8 @@ class CINetModule(L.LightningModule):
             checkpoint["rng"]["loss_generator"] = generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the count of skipped updates continues (a resumed run reports the whole stage's count)
+        self.nonfinite_total = int((checkpoint.get("cinet") or {}).get("nonfinite_skipped", 0) or 0)
         rng = checkpoint.get("rng")
         if not rng:
             return

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ from cinet.config import Config, StageConfig, git_revision, save_config
 from cinet.engine import builders, rundir
 from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank
-from cinet.errors import CheckpointError, ConfigError
+from cinet.errors import CheckpointError, CinetError, ConfigError
+from cinet.utils import signals
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +98,6 @@ def train(
     Returns:
         ``{"metrics": {...} or None, "run_dir": str, "checkpoint": str, "wall_s": float, "stages": [...]}``.
     """
-    import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from cinet.engine.callbacks import LossLog, RollingCheckpoint
     from cinet.utils.io import check_writable_dir
 
     t0 = time.time()
@@ -129,7 +128,38 @@ def train(
     if cfg.init_from and not resume:
         load_weights(builders.build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
     os.environ[rundir.RUN_DIR_ENV] = str(run_dir)  # DDP children re-run the command: same run dir
+    created = not run_dir.exists()
     state = rundir.prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    try:
+        return _train_stages(
+            cfg, run_dir, state, info, train_size, train_batches, resume, callbacks, evaluate, t0
+        )
+    except CinetError:
+        # a data error found during the first steps (a file whose header was fine): the run directory this call
+        # created holds no checkpoint yet: remove it, so that the same command runs again after the fix
+        if created and global_rank() == 0 and not list(run_dir.glob("stage*/last.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_stages(
+    cfg: Config,
+    run_dir: Path,
+    state: dict[str, Any],
+    info: Any,
+    train_size: tuple[int, int],
+    train_batches: int,
+    resume: bool,
+    callbacks: list | None,
+    evaluate: bool,
+    t0: float,
+) -> dict[str, Any]:
+    """The stages of :func:`train` after the checks, in the prepared run directory."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from cinet.engine.callbacks import LossLog, RollingCheckpoint
+
     if resume:
         rundir.remove_stale_temporaries(run_dir)
     git = git_revision()
@@ -190,11 +220,15 @@ def train(
         try:
             trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
-            if not trainer.interrupted:
+            if not trainer.interrupted and signals.received() is None:
                 raise
-        if trainer.interrupted:
-            log.warning("interrupted: %s is kept; continue with: cinet train --resume %s", last, run_dir)
-            raise KeyboardInterrupt
+        except BaseException:
+            if signals.received() is None:
+                raise
+        if trainer.interrupted or signals.received() is not None:
+            signum = signals.received() or signal.SIGINT
+            kept = f"{last} is kept" if last.is_file() else "no checkpoint of this stage yet"
+            raise signals.Interrupted(signum, f"{kept}; continue with: cinet train --resume {run_dir}")
         trainer.save_checkpoint(last)
         state["wall_s"][str(st.stage)] = round(state["wall_s"].get(str(st.stage), 0.0) + time.time() - ts, 2)
         completed.add(st.stage)

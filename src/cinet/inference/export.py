@@ -193,7 +193,7 @@ def export_onnx(
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     if height < 1 or width < 1:
-        raise ValueError(f"height and width must be positive, got {height}x{width}")
+        raise ValueError(f"height and width must be positive, got height={height}, width={width}")
     path = Path(path)
     require_joint(model, str(path))
     wrapper = ExportWrapper(exportable_copy(model)).eval()
@@ -240,7 +240,10 @@ def export_onnx(
     }
     save_checked_onnx(proto, path, meta)
     logger.info(
-        "exported %s with the %s exporter (%s)", path, used, "dynamic" if dynamic else f"{height}x{width}"
+        "exported %s with the %s exporter (%s)",
+        path,
+        used,
+        "dynamic" if dynamic else f"{width}x{height} (WxH)",
     )
     return path
 

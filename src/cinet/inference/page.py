@@ -21,6 +21,7 @@ from cinet.errors import InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.files import FileOptions, prediction_files
 from cinet.inference.predictor import Prediction, Predictor
+from cinet.inference.preprocess import Geometry, training_side
 
 VIEWER_COLOURINGS = ("image", "class")
 DEFAULT_VIEWER_POINTS = 150_000
@@ -50,8 +51,11 @@ class PageResult:
         legend: The classes present, most frequent first.
         downloads: The files written, in ``cinet predict``'s order (PNGs, then ``<stem>.ply``).
         viewer: Colouring (``image`` / ``class``) -> a PLY for the 3D viewer (subsampled, y up; see
-            :func:`viewer_cloud`).
+            :func:`viewer_cloud`); empty when no intrinsics are known (no point cloud).
         prediction: The prediction, its raw output reduced to the SUM attention (None without a SUM).
+        network: What the network saw, one line: ``network input 128x96 (scaled from 640x480 to the training
+            size)`` (sizes WxH).
+        notes: Lines the page shows next to the result (e.g. why there is no point cloud).
     """
 
     stem: str
@@ -63,6 +67,29 @@ class PageResult:
     downloads: list[Path]
     viewer: dict[str, Path]
     prediction: Prediction
+    network: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def network_line(geometry: Geometry, train_size: tuple[int, int] | None, max_side: int | None) -> str:
+    """One line saying at which size the network saw an image and why (sizes WxH, as the page shows them).
+
+    Args:
+        geometry: The image's :class:`cinet.inference.preprocess.Geometry`.
+        train_size: ``(H, W)`` the checkpoint was trained at, or None.
+        max_side: The predictor's cap on the longer side, or None.
+    """
+    (h, w), (sh, sw) = geometry.orig, geometry.scaled
+    line = f"network input {sw}×{sh}"
+    if (sh, sw) == (h, w):
+        return line + " (the image's own size)"
+    why = []
+    if train_size is not None and training_side(h, w, train_size) is not None:
+        why.append(f"the training size {int(train_size[1])}×{int(train_size[0])}")
+    if max_side is not None and max(sh, sw) == max_side:
+        why.append(f"--max-side {max_side}")
+    reason = f" to {' and '.join(why)}" if why else ""
+    return f"{line} (scaled from {w}×{h}{reason}; results at {w}×{h})"
 
 
 def has_attention(predictor: Predictor) -> bool:
@@ -143,7 +170,8 @@ def predict_page(
         predictor: The model.
         path: The image file (any format Pillow reads).
         out_dir: An existing folder for the download files (``cinet predict``'s files for this image).
-        options: The file options; the PLY is always written (``ply`` is forced on).
+        options: The file options; the PLY is written whenever intrinsics are known (``options.intrinsics``,
+            else the dataset's): without them the page has no point cloud and ``notes`` says why.
         name: The name shown in messages and used for the files' stem (default: ``path``'s name), e.g. the
             original name of an upload stored under a temporary path.
         max_viewer_points: Upper bound on the points of the 3D viewer's clouds.
@@ -153,7 +181,7 @@ def predict_page(
 
     Raises:
         InputError: One line naming ``name``: not an image, corrupt, truncated, too large (Pillow's
-            decompression-bomb limit), or no intrinsics for the point cloud.
+            decompression-bomb limit).
     """
     path = Path(path)
     name = name or path.name
@@ -162,14 +190,19 @@ def predict_page(
         pred = predictor.predict(path, return_output=has_attention(predictor))
     except InputError as exc:
         raise InputError(str(exc).replace(str(path), name)) from exc
-    options = dataclasses.replace(options, ply=True, attention_points=(), features=False)
+    intr = options.intrinsics or predictor.info.intrinsics_for(pred.depth.shape[1], pred.depth.shape[0])
+    notes = []
+    if intr is None:  # e.g. a checkpoint of the own-data recipe: everything but the point cloud
+        notes.append(
+            f"no 3D points: dataset {predictor.info.name!r} has no camera intrinsics; start cinet serve with "
+            "--intrinsics fx,fy,cx,cy (pixels, at the photo's size) for them"
+        )
+    options = dataclasses.replace(options, ply=intr is not None, attention_points=(), features=False)
     files = prediction_files(pred, stem, predictor.info, options, source=name, model_source=predictor.source)
     out_dir = Path(out_dir)
     downloads = files.write(out_dir)
-    intr = options.intrinsics or predictor.info.intrinsics_for(pred.depth.shape[1], pred.depth.shape[0])
-    assert intr is not None  # prediction_files raised otherwise
     viewer = {}
-    for colouring in VIEWER_COLOURINGS:
+    for colouring in VIEWER_COLOURINGS if intr is not None else ():
         cloud = viewer_cloud(pred, predictor.info.palette, intr, colouring, max_viewer_points)
         viewer[colouring] = pointcloud.write_ply(out_dir / f"{stem}_view_{colouring}.ply", cloud)
     lo, hi = files.depth_range
@@ -189,6 +222,8 @@ def predict_page(
         downloads=downloads,
         viewer=viewer,
         prediction=keep_attention_only(pred),
+        network=network_line(pred.geometry, predictor.train_size, predictor.max_side),
+        notes=notes,
     )
 
 

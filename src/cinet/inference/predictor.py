@@ -9,7 +9,8 @@ the original image size, so a :class:`Prediction` is always at the input's resol
 Training resolution: when the checkpoint records the image size it was trained at and an image's longer side
 is far from it (more than :data:`~cinet.inference.preprocess.FAR_FACTOR` times larger or smaller), the image
 is scaled to the training image's longer side by default and one warning line says so; ``keep_size=True``
-keeps the image's own size (and warns instead). An explicit ``max_side`` or ``input_size`` replaces this rule.
+keeps the image's own size (and warns instead). An explicit ``input_size`` replaces this rule; ``max_side`` only
+caps the size it chose (a memory / speed limit).
 
 The same :class:`Predictor` runs a PyTorch model (:meth:`Predictor.from_checkpoint`, :meth:`Predictor.__init__`)
 or an exported ONNX file through onnxruntime (:meth:`Predictor.from_onnx`); the raw :class:`CINetOutput`
@@ -239,10 +240,11 @@ class Predictor:
         mode: ``pad`` (reflect-pad bottom/right to a multiple of ``pad_multiple``, default) or ``resize``
             (resize to the nearest multiple).
         pad_multiple: Network input sides are made multiples of this (8 = output stride of the encoder).
-        max_side: Resize images whose longer side exceeds this down first (results are resized back up).
+        max_side: Cap on the network input's longer side, after the training-size rule (results are resized
+            back up).
         input_size: Fixed network input ``(H, W)`` (fixed-size ONNX models); every image is resized to it.
         train_size: ``(H, W)`` of the images the model was trained on (from the checkpoint); images far from it
-            are scaled to its longer side unless ``keep_size`` or ``max_side`` is given.
+            are scaled to its longer side unless ``keep_size`` is given.
         keep_size: Run every image at its own size even when far from ``train_size`` (a warning says so).
         source: Where the model came from (checkpoint path), used in error messages.
         model_kwargs: build_model arguments of the model, if known (shown in messages).
@@ -390,7 +392,7 @@ class Predictor:
             multiple=self.pad_multiple,
             mode=self.mode,
         )
-        rule = self.input_size is None and self.max_side is None
+        rule = self.input_size is None
         if rule and training_side(height, width, self.train_size) is not None:
             th, tw = self.train_size  # type: ignore[misc]
             if self.keep_size:
@@ -408,7 +410,7 @@ class Predictor:
                 self._note(
                     (height, width),
                     "%s: image %dx%d is far from the training resolution %dx%d: the network sees it at %dx%d, "
-                    "results are at %dx%d (--keep-size to run it at its own size, --max-side N to choose)",
+                    "results are at %dx%d (--keep-size to run it at its own size)",
                     self.source,
                     width,
                     height,

@@ -11,12 +11,14 @@ The policy, in order:
 
    * ``input_size`` given (the checkpoint's ``data.eval_size``, or a fixed-size ONNX file): exactly that
      ``(H, W)``;
-   * else ``max_side`` given (``cinet predict --max-side``) and the image's longer side is larger: scaled down
-     so the longer side is ``max_side`` (aspect ratio kept);
    * else ``train_size`` given (the size the checkpoint was trained at), ``keep_size`` false, and the image's
      longer side more than :data:`FAR_FACTOR` times larger or smaller than the training images' longer side
      (:func:`training_side`): scaled to the training longer side (aspect ratio kept);
-   * else the image's own size.
+   * else the image's own size;
+   * then ``max_side`` (``cinet predict`` / ``cinet serve --max-side``, a memory and speed cap): when the
+     longer side of that size is larger, scaled down to ``max_side``. The cap never replaces the training-size
+     rule (issue 25: ``serve``'s former default cap ran a 640x480 photo at full size where ``predict`` scaled
+     it to the training size, and the two disagreed on the same photo).
 
    Resizing is bilinear (``align_corners=False``), antialiased when shrinking.
 2. **Output stride**: the network input must be a multiple of ``multiple`` (8, the encoder's output stride).
@@ -135,9 +137,9 @@ def plan_geometry(
         height: Image height in pixels.
         width: Image width in pixels.
         input_size: Fixed network input ``(H, W)`` (evaluation's ``data.eval_size``, a fixed-size ONNX file).
-        max_side: Scale images whose longer side is larger down to this longer side.
+        max_side: Cap: scale down to this longer side when the size chosen by the rules above is larger.
         train_size: ``(H, W)`` the model was trained at: images far from it are scaled to its longer side.
-        keep_size: Do not apply the ``train_size`` rule.
+        keep_size: Do not apply the ``train_size`` rule (``max_side`` still caps).
         multiple: Network input sides become multiples of this (the output stride, 8).
         mode: ``pad`` (reflect-pad bottom/right) or ``resize`` (resize to the nearest multiple).
 
@@ -149,15 +151,16 @@ def plan_geometry(
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
     if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
+        raise ValueError(f"image size must be positive, got height={height}, width={width}")
     h, w = height, width
     side = None
     if input_size is not None:
         h, w = int(input_size[0]), int(input_size[1])
-    elif max_side is not None:
-        side = max_side if max(h, w) > max_side else None
-    elif not keep_size:
-        side = training_side(h, w, train_size)
+    else:
+        if not keep_size:
+            side = training_side(h, w, train_size)
+        if max_side is not None and (side if side is not None else max(h, w)) > max_side:
+            side = max_side
     if side is not None:
         s = side / max(h, w)
         h, w = max(1, round(h * s)), max(1, round(w * s))

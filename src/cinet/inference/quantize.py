@@ -525,6 +525,20 @@ def calibration_plan(cfg: Any, calibration: str | None, eval_split: str | None) 
     return calib, is_folder, eval_split
 
 
+def shared_images(a: Any, b: Any) -> int:
+    """How many image files two datasets share (0 when a dataset does not list its files).
+
+    Reads the ``items`` of a :class:`cinet.data.folder.FolderDataset` (``(stem, image path)`` pairs); other
+    datasets have disjoint official splits.
+    """
+
+    def files(ds: Any) -> set[str]:
+        base = getattr(ds, "dataset", ds)  # CachedDataset wraps the dataset
+        return {str(p) for _, p in getattr(base, "items", None) or []}
+
+    return len(files(a) & files(b))
+
+
 def export_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
@@ -601,6 +615,18 @@ def export_int8(
         calib_ds = build_dataset(cfg.data, calib, train=False, mean=mean, std=std)
         inputs = dataset_inputs(calib_ds, num_calib, input_size, train_size)
         source = f"{cfg.data.name}/{calib} ({min(num_calib, len(calib_ds))} of {len(calib_ds)} images)"
+        shared = shared_images(calib_ds, eval_ds)
+        if shared:  # e.g. a folder dataset without split lists: every split is every image
+            source += f"; {shared} of them also in the held-out split {eval_split!r}"
+            logging.getLogger(__name__).warning(
+                "%s/%s and %s/%s share %d images (no split lists?): the INT8 accuracy is checked on images it "
+                "was calibrated on; give --calibration-images DIR (other photos) or write train.txt / test.txt",
+                cfg.data.name,
+                calib,
+                cfg.data.name,
+                eval_split,
+                shared,
+            )
     quant = quantize_int8(fp32_path, int8_path, inputs, keep_float=keep_float, calibration_source=source)
     int8 = OnnxRunner(int8_path)
     protocol = build_protocol(cfg, info)

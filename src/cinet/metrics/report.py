@@ -144,8 +144,11 @@ class EvalProtocol:
         return f"crop [{t}:{b}, {lf}:{rt}]"
 
     def describe(self) -> str:
-        """One line, e.g. ``nyuv2 @480x640 | depth: Eigen crop ..., 0.001 < gt < 10 m, ... | seg: ignore 255``."""
-        size = f" @{self.image_size[0]}x{self.image_size[1]}" if self.image_size is not None else ""
+        """One line, e.g. ``nyuv2 @640x480 | depth: Eigen crop ..., 0.001 < gt < 10 m, ... | seg: ignore 255``.
+
+        The size is width x height, as every size in cinet's messages (``image_size`` is ``(H, W)``).
+        """
+        size = f" @{self.image_size[1]}x{self.image_size[0]}" if self.image_size is not None else ""
         cap = (
             f"{self.min_depth:g} < gt < {self.max_depth:g} m"
             if self.max_depth is not None

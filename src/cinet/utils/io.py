@@ -1,6 +1,7 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then ``os.replace``.
 
-A crash or SIGKILL in the middle of a write leaves the previous file intact (never a half-written one).
+A crash or SIGKILL in the middle of a write leaves the previous file intact (never a half-written one); SIGINT and
+SIGTERM wait for the end of the write.
 Used for checkpoints, metrics.json, config.yaml and predictions.
 """
 
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from cinet.utils.signals import deferred
 
 
 def _file_mode(path: Path) -> int:
@@ -35,25 +38,29 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
     Yields:
         The open temporary file object.
+
+    A SIGINT / SIGTERM arriving during the write is raised once the file is in place
+    (:func:`cinet.utils.signals.deferred`): a checkpoint save is never cut short by a stop signal.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the mode a plain open() would give
-        # text is always UTF-8, whatever the locale says (user-given names may be any Unicode)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-            # e.g. ENOSPC from write(): name the destination, so that the CLI reports it as one line
-            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-        raise
+    with deferred():  # SIGINT / SIGTERM wait for the end of the write (cinet.utils.signals)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the mode a plain open() would give
+            # text is always UTF-8, whatever the locale says (user-given names may be any Unicode)
+            with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+                # e.g. ENOSPC from write(): name the destination, so that the CLI reports it as one line
+                raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+            raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

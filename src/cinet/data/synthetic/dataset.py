@@ -116,5 +116,5 @@ def _parse_size(size: Any) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise ConfigError(f"synthetic: size must be (H, W), got {size!r}") from None
     if h < 8 or w < 8:
-        raise ConfigError(f"synthetic: size must be at least 8x8, got {h}x{w}")
+        raise ConfigError(f"synthetic: size must be at least [8, 8] ([H, W]), got [{h}, {w}]")
     return h, w
