@@ -83,6 +83,7 @@ def test_a_split_has_its_own_length_whatever_its_transform() -> None:
     from cinet.engine.datamodule import build_dataset
 
     cfg = load_config(ROOT / "configs" / "smoke.yaml", ["data.length=6", "data.eval_length=2"])
-    assert len(build_dataset(cfg.data, "train", train=False)) == 6
-    assert len(build_dataset(cfg.data, "train", train=True)) == 6
-    assert len(build_dataset(cfg.data, "test", train=False)) == 2
+    norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    assert len(build_dataset(cfg.data, "train", train=False, **norm)) == 6
+    assert len(build_dataset(cfg.data, "train", train=True, **norm)) == 6
+    assert len(build_dataset(cfg.data, "test", train=False, **norm)) == 2
