@@ -89,8 +89,8 @@ class DataConfig:
     """Dataset, splits, sizes and loader settings.
 
     Attributes:
-        name: Dataset name for :func:`cinet.data.load_dataset` (``synthetic``, ``nyuv2``, ``sunrgbd``,
-            ``cityscapes``, ``folder``).
+        name: Dataset name for :func:`cinet.data.load_dataset` (``synthetic``, ``nyuv2``, ``nyud_mt``,
+            ``nyuv2_mtan``, ``sunrgbd``, ``cityscapes``, ``folder``).
         root: Dataset folder (unused by ``synthetic``).
         options: Extra keyword arguments of the dataset (e.g. ``{size: [96, 128], holes: true}``).
         length: Number of training samples of the synthetic dataset (``null``: its default).
