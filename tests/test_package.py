@@ -154,3 +154,13 @@ def test_installed_wheel_trains_with_a_bundled_config(tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert str(target) in res.stderr.splitlines()[0]
     assert (work / "run" / "last.ckpt").is_file() and (work / "run" / "metrics.json").is_file()
+
+
+def test_distribution_name_is_not_the_taken_one() -> None:
+    """``cinet`` on the public index is another project (issue #26): ours installs as ``cinet-pytorch`` and still
+    provides the ``cinet`` command and ``import cinet``."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "cinet-pytorch"
+    assert project["scripts"] == {"cinet": "cinet.cli:main"}

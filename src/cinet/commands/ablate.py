@@ -77,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "deviation and marks differences from the baseline larger than the noise (Welch, p < 0.05)",
     )
     parser.add_argument(
+        "--protocol",
+        choices=("dataset", "paper", "mtl"),
+        help="named evaluation protocol of every row (see cinet eval --help; default: train.eval.protocol)",
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="evaluate with test-time flip averaging (train.eval.flip)"
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides for every variant"
     )
 
@@ -402,6 +410,11 @@ def run(args: argparse.Namespace) -> int:
     from cinet.engine.distributed import global_rank
 
     quiet_lightning(getattr(args, "verbose", 0))
+    from cinet.commands.eval import protocol_overrides
+
+    args.overrides = protocol_overrides(
+        list(args.overrides), getattr(args, "protocol", None), bool(getattr(args, "flip", False))
+    )
     rows = parse_rows(args.variants, list(getattr(args, "row", []) or []))
     base = load_config(args.config, args.overrides)
     for overrides in rows.values():  # every row's config is valid before anything trains
@@ -422,7 +435,11 @@ def run(args: argparse.Namespace) -> int:
     results = {r: _combine(runs) for r, runs in per_row.items()}
     if global_rank() != 0:
         return 0
-    protocol = build_protocol(base, dataset_info_from_config(base.data))
+    import dataclasses
+
+    protocol = dataclasses.replace(  # every field that decides the numbers, the seeds averaged included
+        build_protocol(base, dataset_info_from_config(base.data)), seeds=tuple(seeds)
+    )
     variants = [r for r in rows if r in ROW_NAMES]
     meta = {
         "config": args.config,

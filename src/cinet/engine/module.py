@@ -83,6 +83,9 @@ class CINetModule(L.LightningModule):
         ignore_index: Ignored label.
         depth_metric_kwargs: ``DepthMetrics`` arguments (reduction, min_depth, max_depth, crop).
         eval_size: Network input size at evaluation, or None (native resolution).
+        miou_over: mIoU over the classes ``present`` in ground truth or prediction, or ``all`` classes.
+        eval_flip: Average each evaluation prediction with that of the mirrored image (depth: mean of the
+            two maps; segmentation: mean of the two softmax distributions).
         channels_last: Channels-last model and inputs.
         max_nonfinite: Consecutive non-finite steps tolerated.
         payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git,
@@ -111,6 +114,8 @@ class CINetModule(L.LightningModule):
         ignore_index: int = 255,
         depth_metric_kwargs: dict[str, Any] | None = None,
         eval_size: tuple[int, int] | None = None,
+        miou_over: str = "present",
+        eval_flip: bool = False,
         channels_last: bool = False,
         max_nonfinite: int = 10,
         payload: dict[str, Any] | None = None,
@@ -146,6 +151,7 @@ class CINetModule(L.LightningModule):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.eval_size = tuple(eval_size) if eval_size else None
+        self.eval_flip = bool(eval_flip)
         self.channels_last = channels_last
         self.max_nonfinite = max_nonfinite
         self.payload = dict(payload or {})
@@ -154,9 +160,9 @@ class CINetModule(L.LightningModule):
         self.num_vis = num_vis
         dkw = dict(depth_metric_kwargs or {})
         self.val_depth = DepthMetrics(**dkw)
-        self.val_seg = SegMetrics(num_classes, ignore_index=ignore_index)
+        self.val_seg = SegMetrics(num_classes, ignore_index=ignore_index, miou_over=miou_over)
         self.test_depth = DepthMetrics(**dkw)
-        self.test_seg = SegMetrics(num_classes, ignore_index=ignore_index)
+        self.test_seg = SegMetrics(num_classes, ignore_index=ignore_index, miou_over=miou_over)
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         self.test_results: dict[str, Any] = {}
@@ -323,8 +329,23 @@ class CINetModule(L.LightningModule):
         The one preprocessing of :mod:`cinet.inference.preprocess` (the same as ``cinet predict``): resized to
         ``eval_size`` when set (else scaled to the training size ``payload["train_size"]`` when far from it),
         padded to a multiple of the output stride, outputs cropped and resized back. The SUM runs the
-        inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`).
+        inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`). With ``eval_flip`` the
+        mirrored image is predicted too and mirrored back: depth is the mean of the two maps, the returned
+        scores are the log of the mean of the two softmax distributions (same argmax rule as logits).
         """
+        depth, logits = self._predict_once(images)
+        if not self.eval_flip:
+            return depth, logits
+        depth_f, logits_f = self._predict_once(images.flip(-1))
+        if depth is not None and depth_f is not None:
+            depth = (depth + depth_f.flip(-1)) / 2
+        if logits is not None and logits_f is not None:
+            probs = (logits.softmax(1) + logits_f.flip(-1).softmax(1)) / 2
+            logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+        return depth, logits
+
+    @torch.no_grad()
+    def _predict_once(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         from cinet.inference.preprocess import plan_geometry, to_network
 
         h, w = images.shape[-2:]
