@@ -60,6 +60,10 @@ def test_ablate_two_variants(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert results["depth_only"]["metrics"]["miou"] is None and results["depth_only"]["metrics"]["rms"] > 0
     assert results["seg_only"]["metrics"]["rms"] is None and results["seg_only"]["metrics"]["miou"] > 0
     assert results["baseline"]["metrics"] != results["sum"]["metrics"]
+    # the attention agreement with M M^T: a column for the rows with a learned SUM map, – for the others
+    assert "att BCE ↓" in md and "att AUC ↑" in md
+    assert 0.0 <= results["sum"]["metrics"]["att_auc"] <= 1.0 and results["sum"]["metrics"]["att_bce"] > 0
+    assert results["baseline"]["metrics"]["att_auc"] is None
     # diagnostics: per-term training losses by stage (att only where the SUM learns its map) and grad norms
     loss = results["sum"]["diagnostics"]["loss"]
     assert "att" not in loss["s1"] and loss["s2"]["att"] > 0 and loss["s1"]["depth"] > 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cinet.cli import main
@@ -151,15 +152,34 @@ def _reference_outputs(root: Path, ckpt: Path, flip: bool) -> list[tuple[np.ndar
                 probs = (probs + of.seg_logits[0].softmax(0).flip(-1)) / 2
         gt = np.load(root / "depth" / f"{name}.npy")
         raw = np.asarray(Image.open(root / "segmentation" / f"{name}.png"))
-        out.append((depth.numpy(), probs.argmax(0).numpy(), gt, raw))
+        out.append((depth.numpy(), probs.argmax(0).numpy(), gt, raw, o.attention))
     return out
+
+
+def _attention_reference(items) -> dict[str, float]:
+    """L_att (Eq. 4) pooled over the labelled pairs of both images, and the exact pair AUC, from N x N maps."""
+    xs, ts = [], []
+    for *_, raw, att in items:
+        labels = torch.from_numpy(raw.astype(np.int64) - 1)
+        labels[labels < 0] = 255
+        grid = F.interpolate(labels[None, None].float(), size=att.size, mode="nearest")[0, 0].long().flatten()
+        logits = (att.query[0].double() @ att.key[0].double().T).flatten()
+        valid = grid != 255
+        pair = (valid[:, None] & valid[None, :]).flatten()
+        same = (grid[:, None] == grid[None, :]).flatten()
+        xs.append(logits[pair]), ts.append(same[pair])
+    x, t = torch.cat(xs), torch.cat(ts)
+    bce = float(F.binary_cross_entropy_with_logits(x, t.double()))
+    diff = x[t][:, None] - x[~t][None, :]
+    auc = float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())
+    return {"att_bce": bce, "att_auc": auc}
 
 
 def _mtl_reference(items) -> dict[str, float]:
     """MTI-Net's DepthMeter (gt != 0, pred clamped at 1e-9, pooled) and SemsegMeter (40 classes, bg ignored)."""
     sq = sq_log = n = 0.0
     tp, fp, fn = np.zeros(40), np.zeros(40), np.zeros(40)
-    for pred, labels, gt, raw in items:
+    for pred, labels, gt, raw, _ in items:
         valid = gt != 0
         p = np.maximum(pred, 1e-9)
         sq += ((gt[valid] - p[valid]) ** 2).sum()
@@ -178,7 +198,7 @@ def _mtl_reference(items) -> dict[str, float]:
 def _paper_reference(items) -> dict[str, float]:
     """BTS / AdaBins per image: Eigen crop [45:471, 41:601]@480x640 scaled, 1e-3 < gt < 10, preds clamped."""
     rms = []
-    for pred, _, gt, _ in items:
+    for pred, _, gt, _, _ in items:
         t, b, lf, r = (
             math.floor(v * s + 0.5) for v, s in ((45, H / 480), (471, H / 480), (41, W / 640), (601, W / 640))
         )
@@ -201,6 +221,10 @@ def test_cinet_eval_mtl_protocol_matches_reference(nyud_fixture, tmp_path: Path,
     assert got["rms"] == pytest.approx(want["rms"], rel=1e-4)
     assert got["rms_log"] == pytest.approx(want["rms_log"], rel=1e-4)
     assert got["miou"] == pytest.approx(want["miou"], abs=1e-6)
+    # the SUM's map against M M^T (unmirrored pass), without an N x N map in the evaluation
+    att = _attention_reference(_reference_outputs(root, ckpt, False))
+    assert got["att_bce"] == pytest.approx(att["att_bce"], rel=1e-4)
+    assert got["att_auc"] == pytest.approx(att["att_auc"], abs=2e-3)
     proto = got["protocol"]
     assert proto["name"] == "mtl" and proto["crop"] is None and proto["max_depth"] is None
     assert proto["reduction"] == "pooled" and proto["miou_over"] == "all" and proto["flip"] is flip

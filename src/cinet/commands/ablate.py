@@ -49,7 +49,9 @@ LOSS_WINDOW = 20
 #: Loss terms reported per stage.
 DIAG_TERMS = ("depth", "seg", "att", "con")
 #: Metrics whose difference from the baseline is tested (Welch's t-test) and marked.
-TESTED_METRICS = ("delta1", "delta2", "delta3", "rms", "rms_log", "abs_rel", "sq_rel", "pixel_acc", "miou")
+TESTED_METRICS = (
+    "delta1", "delta2", "delta3", "rms", "rms_log", "abs_rel", "sq_rel", "pixel_acc", "miou", "att_bce", "att_auc"
+)  # fmt: skip
 SIGNIFICANCE = 0.05
 
 
@@ -172,12 +174,13 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     import statistics
 
     from cinet.metrics import METRIC_KEYS
+    from cinet.metrics.report import EXTRA_KEYS
 
     if len(runs) == 1:
         return runs[0]
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
-    for k in METRIC_KEYS:
+    for k in (*METRIC_KEYS, *EXTRA_KEYS):
         values = [float(r["metrics"][k]) for r in runs if r["metrics"].get(k) is not None]
         if values:
             mean[k] = statistics.fmean(values)
@@ -257,14 +260,17 @@ def format_results(
 ) -> str:
     """The metric table (mean ± std, significance marks, Δm) as Markdown."""
     from cinet.metrics import METRIC_KEYS
-    from cinet.metrics.report import METRIC_LABELS, _arrow
+    from cinet.metrics.report import EXTRA_KEYS, METRIC_LABELS, _arrow
 
     has_dm = any(c["delta_m"] is not None for c in comparison.values())
-    cols = [f"{METRIC_LABELS[k]} {_arrow(k)}" for k in METRIC_KEYS] + (["Δm (%) ↑"] if has_dm else [])
+    keys = [*METRIC_KEYS] + [  # the SUM's attention agreement (att BCE, att AUC) when a row has a learned map
+        k for k in EXTRA_KEYS if any(r["metrics"].get(k) is not None for r in results.values())
+    ]
+    cols = [f"{METRIC_LABELS[k]} {_arrow(k)}" for k in keys] + (["Δm (%) ↑"] if has_dm else [])
     lines = ["| Method | " + " | ".join(cols) + " |", "|:--|" + "|".join("--:" for _ in cols) + "|"]
     ref = results.get(reference)
     for name, row in results.items():
-        cells = [_cell(k, row, ref, comparison[name]["p"].get(k)) for k in METRIC_KEYS]
+        cells = [_cell(k, row, ref, comparison[name]["p"].get(k)) for k in keys]
         if has_dm:
             dm = comparison[name]["delta_m"]
             cells.append("–" if dm is None else f"{dm:+.2f}")

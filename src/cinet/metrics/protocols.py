@@ -11,7 +11,8 @@ the ``train.eval.*`` overrides.
     convention, paper Sec. 4.1): Eigen crop ``[45:471, 41:601]`` at 480x640 (scaled at other sizes),
     ``0.001 < gt < 10`` m, predictions clamped to that range, metrics per image then averaged over images;
     mIoU over the classes present in the ground truth or the prediction. Any class count (the paper does not
-    state 13 or 40; the count used is recorded).
+    state 13 or 40 — the other methods of its Table 4 appear with 40-class numbers; the count used is
+    recorded).
 
 ``mtl``
     The multi-task dense-prediction literature on NYUD-v2 (ASTMT, MTI-Net / Multi-Task-Learning-PyTorch,

@@ -14,6 +14,7 @@ from typing import Any
 from cinet.metrics.depth import EIGEN_CROP, EIGEN_CROP_SIZE, resolve_crop
 
 __all__ = [
+    "EXTRA_KEYS",
     "HIGHER_IS_BETTER",
     "METRIC_KEYS",
     "METRIC_LABELS",
@@ -36,8 +37,14 @@ METRIC_KEYS: tuple[str, ...] = (
     "miou",
 )
 
+#: Columns shown after ``METRIC_KEYS`` when a row has them: the SUM's attention agreement with ``M M^T``
+#: (:mod:`cinet.metrics.attention`; only variants with a learned SUM map have them).
+EXTRA_KEYS: tuple[str, ...] = ("att_bce", "att_auc")
+
 #: True: higher is better (↑); False: lower is better (↓).
 HIGHER_IS_BETTER: dict[str, bool] = {
+    "att_bce": False,
+    "att_auc": True,
     "delta1": True,
     "delta2": True,
     "delta3": True,
@@ -59,6 +66,8 @@ METRIC_LABELS: dict[str, str] = {
     "sq_rel": "sq rel",
     "pixel_acc": "pAcc (%)",
     "miou": "mIoU (%)",
+    "att_bce": "att BCE",
+    "att_auc": "att AUC",
 }
 
 #: Stored as fractions, shown in % by :func:`format_table`.
@@ -220,10 +229,12 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], protocol: EvalProtocol |
     """Markdown table, one row per entry of ``rows`` (name -> metrics dict), paper column order.
 
     Only the metric columns present in at least one row are shown (all nine if none is). Values have
-    3 decimals; pAcc and mIoU are shown in %; a missing or NaN value is ``–``. The protocol line
+    3 decimals; pAcc and mIoU are shown in %; a missing or NaN value is ``–``. The attention-agreement columns
+    (``EXTRA_KEYS``) follow when a row has them. The protocol line
     (:meth:`EvalProtocol.describe`) is written above the table when given.
     """
     keys = [k for k in METRIC_KEYS if any(k in r for r in rows.values())] or list(METRIC_KEYS)
+    keys += [k for k in EXTRA_KEYS if any(r.get(k) is not None for r in rows.values())]
     header = "| Method | " + " | ".join(f"{METRIC_LABELS[k]} {_arrow(k)}" for k in keys) + " |"
     align = "|:--|" + "|".join("--:" for _ in keys) + "|"
     lines = []
