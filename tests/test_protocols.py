@@ -86,6 +86,16 @@ def test_build_protocol_records_every_field() -> None:
     for key in ("image_size", "input_size", "checkpoint_sha256", "min_depth", "ignore_index"):
         assert key in d
     assert "protocol paper" in d["description"] and "flip averaged" in d["description"]
+    # protocol "dataset": the train.eval keys one by one, mIoU averaging included
+    cfg = load_config("smoke", ["train.eval.miou=all", "train.eval.reduction=pooled", "train.eval.crop=none"])
+    proto = build_protocol(cfg, dataset_info("synthetic"))
+    assert (proto.name, proto.miou_over, proto.reduction, proto.crop, proto.flip) == (
+        "dataset",
+        "all",
+        "pooled",
+        None,
+        False,
+    )
     # the mtl numbers are 40-class numbers: a 13-class dataset is refused in one line
     cfg = load_config("smoke", ["train.eval.protocol=mtl"])
     with pytest.raises(ConfigError, match=r"train\.eval\.protocol: 'mtl' reports 40 classes"):
