@@ -114,6 +114,19 @@ def test_round_trip_predict_identical(ckpt: Path, images: Path, tmp_path: Path) 
         assert (out_c / name).read_bytes() == (out_p / name).read_bytes(), name
 
 
+def test_serve_loads_the_folder(ckpt: Path, tmp_path: Path) -> None:
+    from cinet.cli import build_parser
+    from cinet.commands import serve
+
+    folder = hub.save_pretrained(ckpt, tmp_path / "model")
+    args = build_parser().parse_args(["serve", "--pretrained", str(folder), "--max-side", "0"])
+    served = serve.load_predictor(args)
+    direct = Predictor.from_checkpoint(ckpt, max_side=None)
+    img = synthetic_image(40, 56, seed=5)
+    assert np.array_equal(served.predict(img).depth, direct.predict(img).depth)
+    assert served.model_kwargs["variant"] == "cinet"
+
+
 def _fake_cache(folder: Path, cache: Path, repo_id: str) -> str:
     """The hub cache layout of ``repo_id`` at one commit, holding the files of ``folder``."""
     commit = "0123456789abcdef0123456789abcdef01234567"
