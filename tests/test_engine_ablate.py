@@ -24,10 +24,15 @@ def test_ablate_two_variants(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         "sum_handover: model.variant=sum train.schedule=handover train.handover_epochs=0.5",
         "--run-dir",
         str(run_dir),
+        "--protocol",
+        "paper",
+        "--flip",
         "train.stages.0.epochs=1",
     ]
     assert main(args) == 0
     md = (run_dir / "ablation.md").read_text()
+    # every protocol field travels with the table (named protocol, flip, classes, split, seeds)
+    assert "protocol paper" in md and "flip averaged" in md and "13 classes" in md and "seeds 0" in md
     assert "| baseline |" in md and "| baseline + SUM |" in md and "| sum_handover |" in md
     assert "| depth only (single task) |" in md and "| segmentation only (single task) |" in md
     assert "δ1 ↑" in md and "rms ↓" in md and "mIoU (%) ↑" in md and "Δm (%) ↑" in md
@@ -35,6 +40,15 @@ def test_ablate_two_variants(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert "Training loss per term" in md and "Gradient norm per part" in md
     data = json.loads((run_dir / "ablation.json").read_text())
     assert list(data["results"]) == ["baseline", "sum", "depth_only", "seg_only", "sum_handover"]
+    proto = data["protocol"]
+    assert proto["name"] == "paper" and proto["crop"] == "eigen" and proto["flip"] is True
+    assert proto["seeds"] == [0] and proto["split"] == "test" and proto["num_classes"] == 13
+    row_proto = json.loads((run_dir / "sum" / "metrics.json").read_text())["protocol"]
+    assert (
+        row_proto["name"] == "paper"
+        and row_proto["flip"] is True
+        and len(row_proto["checkpoint_sha256"]) == 64
+    )
     for v in ("baseline", "sum", "sum_handover"):
         assert (run_dir / v / "metrics.json").is_file()
         cfg = (run_dir / v / "config.yaml").read_text()
@@ -46,6 +60,10 @@ def test_ablate_two_variants(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert results["depth_only"]["metrics"]["miou"] is None and results["depth_only"]["metrics"]["rms"] > 0
     assert results["seg_only"]["metrics"]["rms"] is None and results["seg_only"]["metrics"]["miou"] > 0
     assert results["baseline"]["metrics"] != results["sum"]["metrics"]
+    # the attention agreement with M M^T: a column for the rows with a learned SUM map, – for the others
+    assert "att BCE ↓" in md and "att AUC ↑" in md
+    assert 0.0 <= results["sum"]["metrics"]["att_auc"] <= 1.0 and results["sum"]["metrics"]["att_bce"] > 0
+    assert results["baseline"]["metrics"]["att_auc"] is None
     # diagnostics: per-term training losses by stage (att only where the SUM learns its map) and grad norms
     loss = results["sum"]["diagnostics"]["loss"]
     assert "att" not in loss["s1"] and loss["s2"]["att"] > 0 and loss["s1"]["depth"] > 0

@@ -178,3 +178,13 @@ def test_packaging_metadata_builds_without_a_warning(tmp_path) -> None:
     assert "warning" not in (res.stdout + res.stderr).lower(), res.stderr[-3000:]
     (meta,) = out.glob("*.dist-info/METADATA")
     assert "License-Expression: MIT" in meta.read_text().splitlines()
+
+
+def test_distribution_name_is_not_the_taken_one() -> None:
+    """``cinet`` on the public index is another project (issue #26): ours installs as ``cinet-pytorch`` and still
+    provides the ``cinet`` command and ``import cinet``."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "cinet-pytorch"
+    assert project["scripts"] == {"cinet": "cinet.cli:main"}

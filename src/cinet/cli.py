@@ -79,9 +79,8 @@ def _escape_unencodable_output() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cinet`` console script. Returns the process exit code."""
     _escape_unencodable_output()
-    with (
-        signals.handle_signals()
-    ):  # from the start: a stop while the subcommand's modules load is one line too
+    # from the start: a stop while the subcommand's modules load is one line too
+    with signals.handle_signals():
         try:
             return _main(argv)
         except signals.Interrupted as exc:

@@ -49,7 +49,9 @@ LOSS_WINDOW = 20
 #: Loss terms reported per stage.
 DIAG_TERMS = ("depth", "seg", "att", "con")
 #: Metrics whose difference from the baseline is tested (Welch's t-test) and marked.
-TESTED_METRICS = ("delta1", "delta2", "delta3", "rms", "rms_log", "abs_rel", "sq_rel", "pixel_acc", "miou")
+TESTED_METRICS = (
+    "delta1", "delta2", "delta3", "rms", "rms_log", "abs_rel", "sq_rel", "pixel_acc", "miou", "att_bce", "att_auc"
+)  # fmt: skip
 SIGNIFICANCE = 0.05
 
 
@@ -75,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated seeds (default: train.seed); with several, the table shows mean ± standard "
         "deviation and marks differences from the baseline larger than the noise (Welch, p < 0.05)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("dataset", "paper", "mtl"),
+        help="named evaluation protocol of every row (see cinet eval --help; default: train.eval.protocol)",
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="evaluate with test-time flip averaging (train.eval.flip)"
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides for every variant"
@@ -164,12 +174,13 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     import statistics
 
     from cinet.metrics import METRIC_KEYS
+    from cinet.metrics.report import EXTRA_KEYS
 
     if len(runs) == 1:
         return runs[0]
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
-    for k in METRIC_KEYS:
+    for k in (*METRIC_KEYS, *EXTRA_KEYS):
         values = [float(r["metrics"][k]) for r in runs if r["metrics"].get(k) is not None]
         if values:
             mean[k] = statistics.fmean(values)
@@ -249,14 +260,17 @@ def format_results(
 ) -> str:
     """The metric table (mean ± std, significance marks, Δm) as Markdown."""
     from cinet.metrics import METRIC_KEYS
-    from cinet.metrics.report import METRIC_LABELS, _arrow
+    from cinet.metrics.report import EXTRA_KEYS, METRIC_LABELS, _arrow
 
     has_dm = any(c["delta_m"] is not None for c in comparison.values())
-    cols = [f"{METRIC_LABELS[k]} {_arrow(k)}" for k in METRIC_KEYS] + (["Δm (%) ↑"] if has_dm else [])
+    keys = [*METRIC_KEYS] + [  # the SUM's attention agreement (att BCE, att AUC) when a row has a learned map
+        k for k in EXTRA_KEYS if any(r["metrics"].get(k) is not None for r in results.values())
+    ]
+    cols = [f"{METRIC_LABELS[k]} {_arrow(k)}" for k in keys] + (["Δm (%) ↑"] if has_dm else [])
     lines = ["| Method | " + " | ".join(cols) + " |", "|:--|" + "|".join("--:" for _ in cols) + "|"]
     ref = results.get(reference)
     for name, row in results.items():
-        cells = [_cell(k, row, ref, comparison[name]["p"].get(k)) for k in METRIC_KEYS]
+        cells = [_cell(k, row, ref, comparison[name]["p"].get(k)) for k in keys]
         if has_dm:
             dm = comparison[name]["delta_m"]
             cells.append("–" if dm is None else f"{dm:+.2f}")
@@ -402,6 +416,11 @@ def run(args: argparse.Namespace) -> int:
     from cinet.engine.distributed import global_rank
 
     quiet_lightning(getattr(args, "verbose", 0))
+    from cinet.commands.eval import protocol_overrides
+
+    args.overrides = protocol_overrides(
+        list(args.overrides), getattr(args, "protocol", None), bool(getattr(args, "flip", False))
+    )
     rows = parse_rows(args.variants, list(getattr(args, "row", []) or []))
     base = load_config(args.config, args.overrides)
     # every row's config (and its encoder weights file) is valid before anything trains
@@ -423,7 +442,11 @@ def run(args: argparse.Namespace) -> int:
     results = {r: _combine(runs) for r, runs in per_row.items()}
     if global_rank() != 0:
         return 0
-    protocol = build_protocol(base, dataset_info_from_config(base.data))
+    import dataclasses
+
+    protocol = dataclasses.replace(  # every field that decides the numbers, the seeds averaged included
+        build_protocol(base, dataset_info_from_config(base.data)), seeds=tuple(seeds)
+    )
     variants = [r for r in rows if r in ROW_NAMES]
     meta = {
         "config": args.config,

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "preview", help="write a grid PNG of RGB / depth / labels for a few samples", epilog=DOCS_HINT
     )
-    p.add_argument("name", help="dataset: synthetic | folder | nyuv2 | sunrgbd | cityscapes")
+    p.add_argument(
+        "name", help="dataset: synthetic | folder | nyuv2 | nyud_mt | nyuv2_mtan | sunrgbd | cityscapes"
+    )
     p.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
     p.add_argument("--split", default="train", help="split (default: train)")
     p.add_argument("--num", type=int, default=4, help="number of samples (default: 4)")

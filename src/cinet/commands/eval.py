@@ -1,4 +1,4 @@
-"""``cinet eval --checkpoint CKPT [--config FILE] [--split test] [--out DIR] [key=value ...]``."""
+"""``cinet eval --checkpoint CKPT [--config FILE] [--split test] [--protocol NAME] [--flip] [--out DIR] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (default: data.test_split)")
     parser.add_argument("--out", help="folder for metrics.json (default: next to the checkpoint)")
     parser.add_argument(
+        "--protocol",
+        choices=("dataset", "paper", "mtl"),
+        help="named evaluation protocol: paper (Eigen crop, 1e-3..10 m, per-image mean), mtl (the multi-task "
+        "literature: no crop, no cap, pooled, mIoU over all 40 classes) or dataset (the dataset's own with "
+        "train.eval.*; default: the checkpoint's train.eval.protocol)",
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="average each prediction with that of the mirrored image"
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
         help="config overrides, e.g. train.eval.reduction=pooled data.root=/data/nyu",
     )
+
+
+#: ``train.eval`` keys a named protocol fixes (an override of one of them next to ``--protocol`` is refused).
+PRESET_KEYS = ("reduction", "crop", "min_depth", "max_depth", "miou")
+
+
+def protocol_overrides(overrides: list[str] | tuple[str, ...], protocol: str | None, flip: bool) -> list[str]:
+    """``overrides`` plus ``train.eval.protocol`` / ``train.eval.flip`` for ``--protocol`` / ``--flip``.
+
+    Raises:
+        ConfigError: A named protocol next to an override of a field it fixes (one of them would be ignored).
+    """
+    from cinet.config import parse_overrides
+    from cinet.errors import ConfigError
+
+    out = list(overrides)
+    if protocol is not None:
+        if protocol != "dataset":
+            for key, _ in parse_overrides(out):
+                parts = key.split(".")
+                if parts[:2] == ["train", "eval"] and len(parts) > 2 and parts[2] in PRESET_KEYS:
+                    raise ConfigError(
+                        f"{key}: fixed by --protocol {protocol}; use --protocol dataset to set it yourself"
+                    )
+        out.append(f"train.eval.protocol={protocol}")
+    if flip:
+        out.append("train.eval.flip=true")
+    return out
 
 
 def evaluate_checkpoint(
@@ -32,8 +70,11 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint: ``(metrics, protocol, config)``.
 
     The model is rebuilt from the checkpoint's stored build arguments; data and protocol come from its stored
-    config, updated by ``config`` and ``overrides``.
+    config, updated by ``config`` and ``overrides``. The protocol records every field that decides the numbers
+    (:class:`cinet.metrics.EvalProtocol`), the checkpoint's SHA-256 included.
     """
+    import dataclasses
+
     from cinet.checkpoint import class_name_differences, load_model
     from cinet.config import StageConfig, load_config, parse_overrides
     from cinet.data.sanity import depth_setting, depth_summary, depth_warning
@@ -41,6 +82,7 @@ def evaluate_checkpoint(
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.training import evaluate_module
     from cinet.errors import CheckpointError, ConfigError
+    from cinet.utils.io import file_sha256
 
     for key, _ in parse_overrides(list(overrides)):
         if key.split(".")[0] == "model":  # evaluation's attention path is always the inference one
@@ -62,17 +104,15 @@ def evaluate_checkpoint(
             f"{checkpoint}: trained for {trained_classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
         )
     differ = class_name_differences((payload.get("dataset") or {}).get("class_names"), list(info.class_names))
-    if (
-        differ
-    ):  # the same count, other classes: the scores would be computed (and named) for the wrong classes
+    # the same count, other classes: the scores would be computed (and named) for the wrong classes
+    if differ:
         raise CheckpointError(
             f"{checkpoint}: trained on other classes than dataset {cfg.data.name!r} ({differ}); evaluate on the "
             "dataset it was trained on, or give the dataset the checkpoint's class names in id order"
         )
     line = depth_warning(depth_summary(dataset), f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
-    if (
-        line is not None
-    ):  # the check of cinet train and data preview: a wrong depth unit makes every metric void
+    # the check of cinet train and data preview: a wrong depth unit makes every metric void
+    if line is not None:
         logging.getLogger(__name__).warning("%s", line)
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
     from cinet.inference.preprocess import training_size_of
@@ -80,7 +120,10 @@ def evaluate_checkpoint(
     check_eval_memory(cfg, dataset, info.num_classes, training_size_of(payload), lambda: model)
     module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=training_size_of(payload))
     metrics = evaluate_module(module, cfg, split=split)
-    return metrics, build_protocol(cfg, info), cfg
+    protocol = dataclasses.replace(
+        build_protocol(cfg, info, split=split), checkpoint_sha256=file_sha256(checkpoint)
+    )
+    return metrics, protocol, cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     check_writable_dir(out_dir)  # before the evaluation
     check_not_an_input([out_dir / "metrics.json"], {"--checkpoint": args.checkpoint, "--config": args.config})
+    overrides = protocol_overrides(args.overrides, args.protocol, args.flip)
     metrics, protocol, cfg = evaluate_checkpoint(
-        args.checkpoint, config=args.config, overrides=args.overrides, split=args.split
+        args.checkpoint, config=args.config, overrides=overrides, split=args.split
     )
     if global_rank() != 0:
         return 0

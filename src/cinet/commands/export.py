@@ -1,4 +1,6 @@
-"""``cinet export``: a checkpoint -> ONNX (``images -> depth, seg_logits``), checked with onnxruntime.
+"""``cinet export``: a checkpoint -> ONNX (``images -> depth, seg_logits``), checked with onnxruntime; or a
+model folder in the Hugging Face Hub convention (``--pretrained DIR``, ``--push-to-hub USER/NAME``,
+:mod:`cinet.inference.hub`).
 
 By default the file is dynamic (any batch, height and width: ``cinet predict --onnx`` then fits each image
 exactly as ``cinet predict --checkpoint`` does). ``--height``/``--width`` make a fixed-size file instead; its
@@ -26,7 +28,30 @@ DEFAULT_SIZE = (480, 640)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet export``."""
     parser.add_argument("--checkpoint", type=Path, required=True, help="cinet checkpoint (.ckpt)")
-    parser.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
+    parser.add_argument("--onnx", type=Path, default=None, help="output .onnx file")
+    hub = parser.add_argument_group(
+        "weights that travel (huggingface_hub's PyTorchModelHubMixin convention: config.json, model.safetensors, "
+        "README.md model card)"
+    )
+    hub.add_argument(
+        "--pretrained",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the model folder here (absent or empty); read it with cinet predict --pretrained DIR",
+    )
+    hub.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="USER/NAME",
+        help="upload the model folder to this hub repository",
+    )
+    hub.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="metrics.json of these weights for the model card (default: the one beside the checkpoint, if any)",
+    )
     parser.add_argument(
         "--height",
         type=int,
@@ -90,6 +115,22 @@ def run(args: argparse.Namespace) -> int:
     from cinet.checkpoint import load_model
     from cinet.data.info import DatasetInfo
     from cinet.inference.preprocess import training_size_of
+
+    pretrained = getattr(args, "pretrained", None)
+    repo_id = getattr(args, "push_to_hub", None)
+    if args.onnx is None and pretrained is None and repo_id is None:
+        raise InputError("cinet export: give --onnx FILE, --pretrained DIR or --push-to-hub USER/NAME")
+    if pretrained is not None or repo_id is not None:
+        from cinet.inference import hub
+
+        if pretrained is not None:
+            folder = hub.save_pretrained(args.checkpoint, pretrained, metrics=args.metrics)
+            print(f"model folder: {folder} (config.json, {hub.WEIGHTS_NAME}, README.md)")
+        if repo_id is not None:
+            url = hub.push_to_hub(args.checkpoint, repo_id, metrics=args.metrics)
+            print(f"pushed to {repo_id}: {url}")
+        if args.onnx is None:
+            return 0
 
     out: Path = args.onnx
     try:

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
     src.add_argument("--onnx", type=Path, help="ONNX file written by 'cinet export' (runs with onnxruntime)")
+    src.add_argument(
+        "--pretrained",
+        metavar="DIR_OR_REPO",
+        help="model folder of 'cinet export --pretrained' / save_pretrained, or a Hugging Face Hub repository "
+        "id (user/name; read through the hub cache, HF_HUB_OFFLINE=1 for the cache only)",
+    )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
@@ -382,6 +388,8 @@ def run(args: argparse.Namespace) -> int:
     opts = {"mode": args.fit, "max_side": args.max_side, "keep_size": args.keep_size}
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx, device=args.device, **opts)
+    elif getattr(args, "pretrained", None) is not None:
+        predictor = Predictor.from_pretrained(args.pretrained, device=args.device, **opts)
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
     _check_requests(predictor, args)

@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
     src.add_argument("--onnx", type=Path, help="ONNX file written by 'cinet export' (no attention maps)")
+    src.add_argument(
+        "--pretrained",
+        metavar="DIR_OR_REPO",
+        help="model folder of 'cinet export --pretrained' / save_pretrained, or a Hugging Face Hub repository "
+        "id (user/name; read through the hub cache, HF_HUB_OFFLINE=1 for the cache only)",
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
     )
@@ -422,6 +428,8 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
     opts = {"mode": args.fit, "max_side": args.max_side or None}
     if args.onnx is not None:
         return Predictor.from_onnx(args.onnx, device=args.device, **opts)
+    if getattr(args, "pretrained", None) is not None:
+        return Predictor.from_pretrained(args.pretrained, device=args.device, **opts)
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
 
 

@@ -91,8 +91,8 @@ class DataConfig:
     """Dataset, splits, sizes and loader settings.
 
     Attributes:
-        name: Dataset name for :func:`cinet.data.load_dataset` (``synthetic``, ``nyuv2``, ``sunrgbd``,
-            ``cityscapes``, ``folder``).
+        name: Dataset name for :func:`cinet.data.load_dataset` (``synthetic``, ``nyuv2``, ``nyud_mt``,
+            ``nyuv2_mtan``, ``sunrgbd``, ``cityscapes``, ``folder``).
         root: Dataset folder (unused by ``synthetic``).
         options: Extra keyword arguments of the dataset (e.g. ``{size: [96, 128], holes: true}``).
         length: Number of training samples of the synthetic dataset (``null``: its default).
@@ -194,12 +194,20 @@ class EvalConfig:
             ``[top, bottom, left, right]``.
         max_depth: Depth cap in metres (``null``: the dataset's).
         min_depth: Smallest valid depth in metres (``null``: the dataset's).
+        miou: mIoU over the classes ``present`` in ground truth or prediction, or over ``all`` classes.
+        protocol: ``dataset`` (the dataset's protocol with the keys above) or a named protocol that fixes
+            crop, depth range, reduction and mIoU averaging (``paper``, ``mtl``:
+            :data:`cinet.metrics.protocols.PRESETS`; the keys above are then not used).
+        flip: Average the predictions of the image and its horizontal mirror (test-time augmentation).
     """
 
     reduction: str = "per_image"
     crop: Any = "default"
     max_depth: float | None = None
     min_depth: float | None = None
+    miou: str = "present"
+    protocol: str = "dataset"
+    flip: bool = False
 
 
 @dataclass
@@ -304,6 +312,8 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
     "train.eval.reduction": ("per_image", "pooled"),
+    "train.eval.miou": ("present", "all"),
+    "train.eval.protocol": ("dataset", "paper", "mtl"),  # cinet.metrics.protocols.PROTOCOL_NAMES
     "loss.class_weights": ("batch", "dataset", "none"),
     "train.schedule": ("paper", "learned", "handover"),
 }

@@ -1,4 +1,5 @@
-"""Datasets: a built-in synthetic RGB-D-semantic world, user folders, NYUv2, SUN RGB-D and Cityscapes.
+"""Datasets: a built-in synthetic RGB-D-semantic world, user folders, NYUv2 (official, multi-task and MTAN
+formats), SUN RGB-D and Cityscapes.
 
 Every dataset returns the same sample dict (see :mod:`cinet.data.base`)::
 
@@ -34,6 +35,8 @@ DATASETS: dict[str, tuple[str, str]] = {
     "nyuv2": ("cinet.data.nyuv2", "NYUv2Dataset"),
     "sunrgbd": ("cinet.data.sunrgbd", "SUNRGBDDataset"),
     "cityscapes": ("cinet.data.cityscapes", "CityscapesDataset"),
+    "nyud_mt": ("cinet.data.nyud_mt", "NYUDMTDataset"),
+    "nyuv2_mtan": ("cinet.data.nyuv2_mtan", "NYUv2MTANDataset"),
 }
 
 __all__ = [
@@ -139,7 +142,8 @@ def load_dataset(
     """Build a dataset.
 
     Args:
-        name: ``synthetic`` | ``folder`` | ``nyuv2`` | ``sunrgbd`` | ``cityscapes``.
+        name: ``synthetic`` | ``folder`` | ``nyuv2`` | ``sunrgbd`` | ``cityscapes`` | ``nyud_mt`` (the
+            multi-task format of ATRC / MTI-Net / InvPT) | ``nyuv2_mtan`` (the ``.npy`` format of MTAN / LibMTL).
         root: Dataset folder (ignored by ``synthetic``).
         split: Split name (``train``/``test``; ``val`` where the dataset has one).
         transform: Joint transform on the sample dict (e.g. :func:`cinet.data.transforms.build_transforms`).

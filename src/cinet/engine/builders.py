@@ -111,24 +111,56 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
     return dataset_class_weights(labels, info.num_classes, info.ignore_index)  # the one Eq. 12 code
 
 
-def build_protocol(cfg: Config, info: Any) -> Any:
+def build_protocol(cfg: Config, info: Any, split: str | None = None) -> Any:
     """The :class:`cinet.metrics.EvalProtocol` of dataset ``info`` with the overrides of ``cfg.train.eval``.
 
-    ``train.eval.crop: default`` keeps the dataset's crop (``none`` removes it); ``max_depth`` / ``min_depth``
-    replace the dataset's when set; ``data.image_size`` (a resize) replaces the protocol's image size.
+    ``train.eval.protocol`` names a preset (:data:`cinet.metrics.protocols.PRESETS`) that fixes crop, depth
+    range, reduction and mIoU averaging; with ``dataset`` (default) ``train.eval.crop: default`` keeps the
+    dataset's crop (``none`` removes it), ``max_depth`` / ``min_depth`` replace the dataset's when set,
+    ``reduction`` and ``miou`` apply. ``data.image_size`` (a resize) replaces the protocol's image size. The
+    record also holds the class count, ``split`` (default ``data.test_split``), the network input size
+    (``data.eval_size``), ``train.eval.flip`` and the training seed.
+
+    Raises:
+        ConfigError: A preset whose numbers are for another class count than the dataset's.
     """
     from cinet.metrics import EvalProtocol
+    from cinet.metrics.protocols import PRESETS
 
     ev = cfg.train.eval
-    overrides: dict[str, Any] = {"reduction": ev.reduction}
-    if ev.crop != "default":
-        overrides["crop"] = None if ev.crop in ("none", None) else ev.crop
-    if ev.max_depth is not None:
-        overrides["max_depth"] = float(ev.max_depth)
-    if ev.min_depth is not None:
-        overrides["min_depth"] = float(ev.min_depth)
+    overrides: dict[str, Any] = {}
+    if ev.protocol in PRESETS:
+        preset = PRESETS[ev.protocol]
+        if preset.num_classes is not None and preset.num_classes != info.num_classes:
+            raise ConfigError(
+                f"train.eval.protocol: {preset.name!r} reports {preset.num_classes} classes, dataset "
+                f"{info.name!r} has {info.num_classes} (data.options.classes, or another protocol)"
+            )
+        overrides.update(
+            name=preset.name,
+            crop=preset.crop,
+            min_depth=preset.min_depth,
+            max_depth=preset.max_depth,
+            reduction=preset.reduction,
+            miou_over=preset.miou_over,
+        )
+    else:
+        overrides.update(reduction=ev.reduction, miou_over=ev.miou)
+        if ev.crop != "default":
+            overrides["crop"] = None if ev.crop in ("none", None) else ev.crop
+        if ev.max_depth is not None:
+            overrides["max_depth"] = float(ev.max_depth)
+        if ev.min_depth is not None:
+            overrides["min_depth"] = float(ev.min_depth)
     if cfg.data.image_size is not None:
         overrides["image_size"] = tuple(cfg.data.image_size)
+    overrides.update(
+        flip=bool(ev.flip),
+        num_classes=int(info.num_classes),
+        split=split or cfg.data.test_split,
+        input_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
+        seeds=(int(cfg.train.seed),),
+    )
     return EvalProtocol.for_info(info, **overrides)
 
 
@@ -195,6 +227,8 @@ def build_module(
         ignore_index=info.ignore_index,
         depth_metric_kwargs=dkw,
         eval_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
+        miou_over=protocol.miou_over,
+        eval_flip=protocol.flip,
         channels_last=cfg.trainer.channels_last,
         max_nonfinite=cfg.train.max_nonfinite,
         payload={

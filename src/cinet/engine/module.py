@@ -30,12 +30,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cinet.checkpoint import cinet_payload
 from cinet.engine.stages import stage_spec
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, SegMetrics
+from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
 from cinet.models.factory import VARIANTS, VariantSpec
 from cinet.models.sum import attention_impl_set_to
 
@@ -83,6 +85,9 @@ class CINetModule(L.LightningModule):
         ignore_index: Ignored label.
         depth_metric_kwargs: ``DepthMetrics`` arguments (reduction, min_depth, max_depth, crop).
         eval_size: Network input size at evaluation, or None (native resolution).
+        miou_over: mIoU over the classes ``present`` in ground truth or prediction, or ``all`` classes.
+        eval_flip: Average each evaluation prediction with that of the mirrored image (depth: mean of the
+            two maps; segmentation: mean of the two softmax distributions).
         channels_last: Channels-last model and inputs.
         max_nonfinite: Consecutive non-finite steps tolerated.
         payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git,
@@ -111,6 +116,8 @@ class CINetModule(L.LightningModule):
         ignore_index: int = 255,
         depth_metric_kwargs: dict[str, Any] | None = None,
         eval_size: tuple[int, int] | None = None,
+        miou_over: str = "present",
+        eval_flip: bool = False,
         channels_last: bool = False,
         max_nonfinite: int = 10,
         payload: dict[str, Any] | None = None,
@@ -146,6 +153,7 @@ class CINetModule(L.LightningModule):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.eval_size = tuple(eval_size) if eval_size else None
+        self.eval_flip = bool(eval_flip)
         self.channels_last = channels_last
         self.max_nonfinite = max_nonfinite
         self.payload = dict(payload or {})
@@ -154,9 +162,11 @@ class CINetModule(L.LightningModule):
         self.num_vis = num_vis
         dkw = dict(depth_metric_kwargs or {})
         self.val_depth = DepthMetrics(**dkw)
-        self.val_seg = SegMetrics(num_classes, ignore_index=ignore_index)
+        self.val_seg = SegMetrics(num_classes, ignore_index=ignore_index, miou_over=miou_over)
         self.test_depth = DepthMetrics(**dkw)
-        self.test_seg = SegMetrics(num_classes, ignore_index=ignore_index)
+        self.test_seg = SegMetrics(num_classes, ignore_index=ignore_index, miou_over=miou_over)
+        self.val_att = AttentionAgreement(ignore_index=ignore_index)  # the SUM's map against M M^T (Eq. 3-4)
+        self.test_att = AttentionAgreement(ignore_index=ignore_index)
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         self.test_results: dict[str, Any] = {}
@@ -337,8 +347,29 @@ class CINetModule(L.LightningModule):
         The one preprocessing of :mod:`cinet.inference.preprocess` (the same as ``cinet predict``): resized to
         ``eval_size`` when set (else scaled to the training size ``payload["train_size"]`` when far from it),
         padded to a multiple of the output stride, outputs cropped and resized back. The SUM runs the
-        inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`).
+        inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`). With ``eval_flip`` the
+        mirrored image is predicted too and mirrored back: depth is the mean of the two maps, the returned
+        scores are the log of the mean of the two softmax distributions (same argmax rule as logits).
         """
+        depth, logits, _ = self._predict(images)
+        return depth, logits
+
+    @torch.no_grad()
+    def _predict(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, tuple]:
+        """:meth:`predict_batch` plus ``(AttentionState or None, Geometry)`` of the unmirrored pass."""
+        depth, logits, attention = self._predict_once(images)
+        if not self.eval_flip:
+            return depth, logits, attention
+        depth_f, logits_f, _ = self._predict_once(images.flip(-1))
+        if depth is not None and depth_f is not None:
+            depth = (depth + depth_f.flip(-1)) / 2
+        if logits is not None and logits_f is not None:
+            probs = (logits.softmax(1) + logits_f.flip(-1).softmax(1)) / 2
+            logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+        return depth, logits, attention
+
+    @torch.no_grad()
+    def _predict_once(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, tuple]:
         from cinet.inference.preprocess import plan_geometry, to_network
 
         h, w = images.shape[-2:]
@@ -355,44 +386,81 @@ class CINetModule(L.LightningModule):
         def at_input_size(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else geometry.restore(t.float())
 
-        return at_input_size(out.depth), at_input_size(out.seg_logits)
+        return at_input_size(out.depth), at_input_size(out.seg_logits), (out.attention, geometry)
 
-    def _eval_step(self, batch: dict[str, Any], depth_m: DepthMetrics, seg_m: SegMetrics) -> tuple:
-        """Update the metrics with one batch; a single-task model leaves the other task's metric empty."""
-        depth, logits = self.predict_batch(self._images(batch))
+    def _labels_on_grid(self, labels: torch.Tensor, geometry: Any, size: tuple[int, int]) -> torch.Tensor:
+        """Labels ``[B,H,W]`` on the SUM's feature grid ``size``: resized (nearest) and padded (ignore) as the
+        image was for the network (:func:`cinet.inference.preprocess.to_network`), then downsampled as in
+        training (:func:`cinet.ops.downsample_labels`)."""
+        from cinet.ops import downsample_labels
+
+        lab = labels
+        if tuple(geometry.scaled) != tuple(lab.shape[-2:]):
+            lab = F.interpolate(lab[:, None].float(), size=tuple(geometry.scaled), mode="nearest")[:, 0]
+            lab = lab.to(labels.dtype)
+        pad_h, pad_w = geometry.padded[0] - geometry.scaled[0], geometry.padded[1] - geometry.scaled[1]
+        if pad_h or pad_w:
+            lab = F.pad(lab, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        return downsample_labels(lab, tuple(size))
+
+    def _eval_step(
+        self,
+        batch: dict[str, Any],
+        depth_m: DepthMetrics,
+        seg_m: SegMetrics,
+        att_m: AttentionAgreement | None = None,
+    ) -> tuple:
+        """Update the metrics with one batch; a single-task model leaves the other task's metric empty, a model
+        without a learned SUM map the attention agreement."""
+        depth, logits, (attention, geometry) = self._predict(self._images(batch))
         pred_labels = logits.argmax(1) if logits is not None else None
         if depth is not None:
             depth_m.update(depth, batch["depth"])
         if pred_labels is not None:
             seg_m.update(pred_labels, batch["labels"])
+        if att_m is not None and attention is not None and not attention.given:
+            grid = self._labels_on_grid(batch["labels"], geometry, attention.size)
+            att_m.update(attention.query, attention.key, grid)
         return depth, pred_labels
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        depth, pred_labels = self._eval_step(batch, self.val_depth, self.val_seg)
+        depth, pred_labels = self._eval_step(batch, self.val_depth, self.val_seg, self.val_att)
         if batch_idx == 0 and self.num_vis > 0 and depth is not None and pred_labels is not None:
             self._log_images(batch, depth, pred_labels)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._compute(self.val_depth, self.val_seg, self.variant_spec.tasks)
+        metrics = self._compute(self.val_depth, self.val_seg, self.variant_spec.tasks, self.val_att)
         for key, value in metrics.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.log(f"val/{key}", value, prog_bar=key in ("delta1", "rms", "miou"), sync_dist=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_depth, self.test_seg)
+        self._eval_step(batch, self.test_depth, self.test_seg, self.test_att)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._compute(self.test_depth, self.test_seg, self.variant_spec.tasks)
+        self.test_results = self._compute(
+            self.test_depth, self.test_seg, self.variant_spec.tasks, self.test_att
+        )
         for key, value in self.test_results.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.log(f"test/{key}", value, sync_dist=True)
 
     @staticmethod
     def _compute(
-        depth_m: DepthMetrics, seg_m: SegMetrics, tasks: tuple[str, ...] = ("depth", "seg")
+        depth_m: DepthMetrics,
+        seg_m: SegMetrics,
+        tasks: tuple[str, ...] = ("depth", "seg"),
+        att_m: AttentionAgreement | None = None,
     ) -> dict[str, Any]:
-        """Synchronised (torchmetrics) metrics as plain floats (``None`` for a task the model lacks); resets them."""
+        """Synchronised (torchmetrics) metrics as plain floats (``None`` for a task the model lacks, and for the
+        attention agreement ``att_bce`` / ``att_auc`` of a model without a learned SUM map); resets them."""
         out: dict[str, Any] = {}
+        if att_m is not None:
+            with att_m.sync_context():  # the pair count over all ranks
+                measured = float(att_m.pairs) > 0
+            scores = att_m.compute() if measured else dict.fromkeys(ATTENTION_KEYS)
+            out.update({k: (v if v is None or math.isfinite(v) else None) for k, v in scores.items()})
+            att_m.reset()
         d = depth_m.compute()
         s = seg_m.compute()
         for task, src in (("depth", d), ("seg", s)):

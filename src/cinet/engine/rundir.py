@@ -155,10 +155,24 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 def write_metrics(
     path: str | Path, metrics: dict[str, Any], protocol: Any, extra: dict[str, Any] | None = None
 ) -> dict:
-    """Write ``metrics.json`` atomically: ``METRIC_KEYS`` + other entries + ``protocol``; returns the dict."""
-    from cinet.metrics import metrics_json
-    from cinet.utils.io import atomic_write_json
+    """Write ``metrics.json`` atomically: ``METRIC_KEYS`` + other entries + ``protocol``; returns the dict.
 
+    When ``extra["checkpoint"]`` names a file and the protocol records no checkpoint hash, its SHA-256 is
+    recorded (``protocol.checkpoint_sha256``), so the numbers never travel without the weights they measure.
+    """
+    import dataclasses
+
+    from cinet.metrics import metrics_json
+    from cinet.utils.io import atomic_write_json, file_sha256
+
+    ckpt = (extra or {}).get("checkpoint")
+    if (
+        dataclasses.is_dataclass(protocol)
+        and getattr(protocol, "checkpoint_sha256", "") is None
+        and ckpt
+        and Path(ckpt).is_file()
+    ):
+        protocol = dataclasses.replace(protocol, checkpoint_sha256=file_sha256(ckpt))
     data = metrics_json(metrics, protocol)
     if extra:
         data.update(extra)

@@ -344,6 +344,63 @@ class Predictor:
         return cls(model, info, device=dev, source=str(path), model_kwargs=payload.get("model"), **kwargs)
 
     @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **kwargs: Any,
+    ) -> Predictor:
+        """Load a :func:`cinet.inference.hub.save_pretrained` folder or a Hugging Face Hub repository id.
+
+        The ``PyTorchModelHubMixin`` convention (``config.json`` + ``model.safetensors``); a repository id is
+        read through the hub cache (``HF_HUB_OFFLINE=1``: the cache only). The same predictions as
+        :meth:`from_checkpoint` on the checkpoint the folder was made from.
+
+        Args:
+            name_or_path: A folder, or ``user/name`` on the hub.
+            device: ``cpu``, ``cuda`` or ``auto``.
+            revision: Hub branch, tag or commit.
+            cache_dir: Hub cache folder (default: the hub's).
+            local_files_only: Never reach the network.
+            token: Hub token for private repositories.
+            **kwargs: Options of :class:`Predictor` (``mode``, ``pad_multiple``, ``max_side``).
+
+        Raises:
+            CheckpointError: One line naming the folder or id (missing files, not cached offline, weights that
+                do not fit the model described).
+        """
+        from cinet.errors import CheckpointError
+        from cinet.inference.hub import load_pretrained
+        from cinet.inference.preprocess import training_size_of
+
+        dev = resolve_device(device)
+        hub = load_pretrained(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        payload = hub.payload
+        try:
+            info = DatasetInfo.from_dict(payload["dataset"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{name_or_path}: bad dataset info in config.json ({exc})") from exc
+        kwargs.setdefault("train_size", training_size_of(payload))
+        eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
+        if eval_size and kwargs.get("max_side") is None:  # as from_checkpoint
+            kwargs.setdefault("input_size", tuple(eval_size))
+        model = hub.net.to(dev).eval()
+        return cls(
+            model, info, device=dev, source=str(name_or_path), model_kwargs=payload.get("model"), **kwargs
+        )
+
+    @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
         """Wrap an ONNX file written by :func:`cinet.inference.export.export_onnx` (onnxruntime).
 
@@ -621,9 +678,8 @@ class Predictor:
                 the full-size results too large, saying to downscale the file.
         """
         (_, _), (ph, pw) = self.network_size(height, width)
-        if (
-            max(ph * pw, height * width) * batch <= MEMORY_CHECK_MIN_PIXELS
-        ):  # the results are at the image size
+        # the results are at the image size
+        if max(ph * pw, height * width) * batch <= MEMORY_CHECK_MIN_PIXELS:
             return
         free = available_bytes(self.device)
         need = self.forward_bytes(height, width, batch)

@@ -14,6 +14,7 @@ from typing import Any
 from cinet.metrics.depth import EIGEN_CROP, EIGEN_CROP_SIZE, resolve_crop
 
 __all__ = [
+    "EXTRA_KEYS",
     "HIGHER_IS_BETTER",
     "METRIC_KEYS",
     "METRIC_LABELS",
@@ -36,8 +37,14 @@ METRIC_KEYS: tuple[str, ...] = (
     "miou",
 )
 
+#: Columns shown after ``METRIC_KEYS`` when a row has them: the SUM's attention agreement with ``M M^T``
+#: (:mod:`cinet.metrics.attention`; only variants with a learned SUM map have them).
+EXTRA_KEYS: tuple[str, ...] = ("att_bce", "att_auc")
+
 #: True: higher is better (↑); False: lower is better (↓).
 HIGHER_IS_BETTER: dict[str, bool] = {
+    "att_bce": False,
+    "att_auc": True,
     "delta1": True,
     "delta2": True,
     "delta3": True,
@@ -59,6 +66,8 @@ METRIC_LABELS: dict[str, str] = {
     "sq_rel": "sq rel",
     "pixel_acc": "pAcc (%)",
     "miou": "mIoU (%)",
+    "att_bce": "att BCE",
+    "att_auc": "att AUC",
 }
 
 #: Stored as fractions, shown in % by :func:`format_table`.
@@ -80,7 +89,18 @@ class EvalProtocol:
         max_depth: Valid ground truth is ``< max_depth`` (predictions clamped to it); ``None``: no cap.
         reduction: ``"per_image"`` (mean of per-image depth metrics) or ``"pooled"`` (over all pixels).
         ignore_index: Segmentation label left out of the confusion matrix.
-        image_size: ``(H, W)`` at which metrics are computed; ``None`` if not fixed/known.
+        image_size: ``(H, W)`` at which metrics are computed; ``None`` if not fixed/known (each image at its
+            own size).
+        name: The named protocol (``paper``, ``mtl``: :data:`cinet.metrics.protocols.PRESETS`) or ``dataset``
+            (the dataset's own, with ``train.eval.*`` overrides).
+        miou_over: mIoU over the classes ``present`` in ground truth or prediction, or over ``all`` classes.
+        flip: Test-time horizontal-flip averaging (depth averaged, class probabilities averaged).
+        num_classes: Number of classes evaluated (e.g. 13 or 40 on NYUv2).
+        split: The split evaluated (e.g. ``test``, 654 images on NYUv2).
+        input_size: ``(H, W)`` of the network input (``data.eval_size``), or ``None``: the image's own size
+            (scaled to the training size when far from it, :mod:`cinet.inference.preprocess`).
+        seeds: The training seeds behind the number (one per run averaged).
+        checkpoint_sha256: SHA-256 of the checkpoint file evaluated (``None``: several, or not from a file).
     """
 
     dataset: str
@@ -90,10 +110,24 @@ class EvalProtocol:
     reduction: str = "per_image"
     ignore_index: int | None = 255
     image_size: tuple[int, int] | None = field(default=None)
+    name: str = "dataset"
+    miou_over: str = "present"
+    flip: bool = False
+    num_classes: int | None = None
+    split: str | None = None
+    input_size: tuple[int, int] | None = None
+    seeds: tuple[int, ...] | None = None
+    checkpoint_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.reduction not in ("per_image", "pooled"):
             raise ValueError(f"reduction must be 'per_image' or 'pooled', got {self.reduction!r}")
+        if self.miou_over not in ("present", "all"):
+            raise ValueError(f"miou_over must be 'present' or 'all', got {self.miou_over!r}")
+        for key in ("input_size", "seeds"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(int(v) for v in value))
         if self.crop is not None and not isinstance(self.crop, str):
             object.__setattr__(self, "crop", tuple(self.crop))
         if self.image_size is not None:
@@ -156,15 +190,27 @@ class EvalProtocol:
         )
         red = "per-image mean" if self.reduction == "per_image" else "pooled over pixels"
         ign = f"ignore {self.ignore_index}" if self.ignore_index is not None else "no ignore label"
+        over = "classes in gt or pred" if self.miou_over == "present" else "all classes (absent = 0)"
+        classes = f", {self.num_classes} classes" if self.num_classes is not None else ""
+        run = [f"protocol {self.name}"]
+        if self.split is not None:
+            run.append(f"split {self.split}")
+        if self.input_size is not None:
+            run.append(f"input {self.input_size[0]}x{self.input_size[1]}")
+        run.append("flip averaged" if self.flip else "no flip")
+        if self.seeds is not None:
+            run.append(f"seeds {','.join(map(str, self.seeds))}")
+        if self.checkpoint_sha256:
+            run.append(f"ckpt sha256 {self.checkpoint_sha256[:12]}")
         return (
             f"{self.dataset}{size} | depth: {self._crop_text()}, {cap}, preds clamped, {red} "
-            f"| seg: one confusion matrix, {ign}, mIoU over classes in gt or pred"
+            f"| seg: one confusion matrix{classes}, {ign}, mIoU over {over} | {', '.join(run)}"
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the fields plus ``description``."""
         d = asdict(self)
-        for k in ("crop", "image_size"):
+        for k in ("crop", "image_size", "input_size", "seeds"):
             if isinstance(d[k], tuple):
                 d[k] = list(d[k])
         d["description"] = self.describe()
@@ -186,10 +232,12 @@ def format_table(rows: Mapping[str, Mapping[str, Any]], protocol: EvalProtocol |
     """Markdown table, one row per entry of ``rows`` (name -> metrics dict), paper column order.
 
     Only the metric columns present in at least one row are shown (all nine if none is). Values have
-    3 decimals; pAcc and mIoU are shown in %; a missing or NaN value is ``–``. The protocol line
+    3 decimals; pAcc and mIoU are shown in %; a missing or NaN value is ``–``. The attention-agreement columns
+    (``EXTRA_KEYS``) follow when a row has them. The protocol line
     (:meth:`EvalProtocol.describe`) is written above the table when given.
     """
     keys = [k for k in METRIC_KEYS if any(k in r for r in rows.values())] or list(METRIC_KEYS)
+    keys += [k for k in EXTRA_KEYS if any(r.get(k) is not None for r in rows.values())]
     header = "| Method | " + " | ".join(f"{METRIC_LABELS[k]} {_arrow(k)}" for k in keys) + " |"
     align = "|:--|" + "|".join("--:" for _ in keys) + "|"
     lines = []

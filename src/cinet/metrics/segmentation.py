@@ -7,7 +7,10 @@ pixels whose ground truth is ``ignore_index`` are left out. Then
 * ``IoU_c`` = ``M[c, c] / (sum_j M[c, j] + sum_i M[i, c] - M[c, c])`` (TP / (TP + FP + FN)),
 * ``miou`` = mean of ``IoU_c`` over the classes with a nonzero union, i.e. the classes present in the
   ground truth or in the prediction; a class absent from both has an undefined IoU (NaN in
-  ``per_class_iou``) and is left out of the mean.
+  ``per_class_iou``) and is left out of the mean (``miou_over="present"``, the default);
+* with ``miou_over="all"`` (the multi-task literature: ``eval_semseg.py`` of ASTMT / Multi-Task-Learning-PyTorch,
+  ATRC, InvPT: ``tp / max(tp + fp + fn, 1e-8)`` for every class, then the mean over all ``C`` classes) a class
+  absent from both counts as IoU 0 and the mean is over all ``C`` classes.
 
 All values are fractions in ``[0, 1]`` (the report shows pAcc/mIoU in %).
 """
@@ -21,7 +24,7 @@ import torchmetrics
 
 from cinet.errors import CinetError
 
-__all__ = ["LabelRangeError", "SegMetrics", "confusion_matrix", "seg_scores"]
+__all__ = ["MIOU_OVER", "LabelRangeError", "SegMetrics", "confusion_matrix", "seg_scores"]
 
 
 class LabelRangeError(CinetError, ValueError):
@@ -82,20 +85,38 @@ def confusion_matrix(
     )
 
 
-def seg_scores(confmat: torch.Tensor) -> dict[str, float | list[float]]:
+#: ``miou_over`` values: classes present in ground truth or prediction, or all classes (absent = IoU 0).
+MIOU_OVER: tuple[str, ...] = ("present", "all")
+
+
+def seg_scores(confmat: torch.Tensor, miou_over: str = "present") -> dict[str, float | list[float]]:
     """``pixel_acc``, ``miou`` and ``per_class_iou`` from a confusion matrix (rows = target).
 
-    Returns NaN for ``pixel_acc``/``miou`` when the matrix is empty; ``per_class_iou[c]`` is NaN for a class
-    absent from both target and prediction (excluded from ``miou``).
+    Args:
+        confmat: ``[C, C]`` counts, rows = target, columns = prediction.
+        miou_over: ``"present"``: ``per_class_iou[c]`` is NaN for a class absent from both target and
+            prediction and ``miou`` averages the others; ``"all"``: such a class has IoU 0 and ``miou`` is the
+            mean over all ``C`` classes (the multi-task literature's ``eval_semseg``).
+
+    Returns NaN for ``pixel_acc``/``miou`` when the matrix is empty.
+
+    Raises:
+        ValueError: Unknown ``miou_over``.
     """
+    if miou_over not in MIOU_OVER:
+        raise ValueError(f"miou_over must be one of {MIOU_OVER}, got {miou_over!r}")
     cm = confmat.to(torch.float64)
     total = cm.sum()
     tp = cm.diagonal()
     union = cm.sum(dim=0) + cm.sum(dim=1) - tp
     present = union > 0
-    iou = torch.where(present, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+    absent = torch.full_like(tp, math.nan if miou_over == "present" else 0.0)
+    iou = torch.where(present, tp / union.clamp(min=1), absent)
     pixel_acc = float(tp.sum() / total) if total > 0 else math.nan
-    miou = float(iou[present].mean()) if bool(present.any()) else math.nan
+    if miou_over == "all":
+        miou = float(iou.mean()) if total > 0 else math.nan
+    else:
+        miou = float(iou[present].mean()) if bool(present.any()) else math.nan
     return {"pixel_acc": pixel_acc, "miou": miou, "per_class_iou": [float(v) for v in iou.tolist()]}
 
 
@@ -108,6 +129,7 @@ class SegMetrics(torchmetrics.Metric):
     Args:
         num_classes: Number of classes (labels ``0 .. num_classes - 1``).
         ignore_index: Target label left out (default 255); ``None`` to count every pixel.
+        miou_over: ``"present"`` (default) or ``"all"`` (see :func:`seg_scores`).
     """
 
     is_differentiable = False
@@ -116,8 +138,13 @@ class SegMetrics(torchmetrics.Metric):
 
     confmat: torch.Tensor
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = 255, miou_over: str = "present", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
+        if miou_over not in MIOU_OVER:
+            raise ValueError(f"miou_over must be one of {MIOU_OVER}, got {miou_over!r}")
+        self.miou_over = miou_over
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if ignore_index is not None and 0 <= ignore_index < num_classes:
@@ -135,4 +162,4 @@ class SegMetrics(torchmetrics.Metric):
 
     def compute(self) -> dict[str, float | list[float]]:
         """``{"pixel_acc": float, "miou": float, "per_class_iou": list[float]}`` (fractions)."""
-        return seg_scores(self.confmat)
+        return seg_scores(self.confmat, self.miou_over)

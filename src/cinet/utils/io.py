@@ -86,6 +86,18 @@ def atomic_save(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
         writer(fh)
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in ``chunk``-byte pieces (what a model card and a
+    ``metrics.json`` record of the checkpoint they come from)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
     """Raise :class:`cinet.errors.InputError` naming ``path`` if it cannot be (or become) a writable folder.
 
