@@ -122,3 +122,21 @@ def test_sunrgbd_and_cityscapes_readers_refuse_a_turned_photo(tmp_path: Path) ->
     save_tagged(photo, np.asarray(Image.open(photo).convert("RGB")), 8)
     with pytest.raises(DataError, match="EXIF orientation 8"):
         load_dataset("cityscapes", tmp_path / "cs", split="train")[0]
+
+
+def test_orientations_outside_2_to_8_are_shown_as_stored(tmp_path: Path) -> None:
+    """Some cameras write 0 (or junk): viewers and exif_transpose show those photos as stored; so do datasets."""
+    for value in (0, 9):
+        make_folder(tmp_path / f"ds{value}", value, (16, 24))
+        ds = load_dataset("folder", tmp_path / f"ds{value}", "train", num_classes=2)
+        assert tuple(ds[0]["labels"].shape) == (16, 24)
+
+
+def test_a_pil_image_is_turned_like_its_file(tmp_path: Path) -> None:
+    from cinet.inference.predictor import load_image
+
+    stored = stored_pixels(6, 10)
+    path = tmp_path / "p.png"
+    save_tagged(path, stored, 6)
+    with Image.open(path) as img:
+        assert np.array_equal(load_image(img), shown_from_stored(stored, 6))

@@ -150,3 +150,18 @@ def test_predictor_from_checkpoint_normalises_with_the_checkpoint(tmp_path: Path
     x = predictor.prepare(rgb)[1]  # [3,H,W] at 40x56: a multiple of 8, no training size stored: as is
     expected = by_hand(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0)
     torch.testing.assert_close(x[:, : SIZE[0], : SIZE[1]], expected, rtol=0, atol=1e-5)
+
+
+def test_predictor_of_a_model_uses_the_models_normalisation(tmp_path: Path) -> None:
+    """``Predictor(model, info)`` with an info of other statistics (e.g. ``dataset_info(...)``'s ImageNet
+    default): the model's own mean/std, what it was trained with, win."""
+    from cinet.data import dataset_info
+    from cinet.inference.predictor import Predictor
+    from inference_fixtures import synthetic_image
+
+    model, _ = load_model(synthetic_checkpoint(tmp_path / "m.ckpt"))
+    predictor = Predictor(model, dataset_info("synthetic", size=list(SIZE)))
+    assert (predictor.info.mean, predictor.info.std) == (STORED_MEAN, STORED_STD)
+    rgb = synthetic_image(*SIZE, 5)
+    expected = by_hand(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0)
+    torch.testing.assert_close(predictor.prepare(rgb)[1], expected, rtol=0, atol=1e-5)

@@ -75,3 +75,34 @@ def test_flip_keeps_the_back_projection() -> None:
     p0, _ = backproject(depth[0].numpy(), k)
     p1, _ = backproject(out["depth"][0].numpy(), out["meta"]["intrinsics"])
     np.testing.assert_allclose(p1[0], p0[0] * np.array([-1.0, 1.0, 1.0]), atol=1e-6)
+
+
+def test_a_photo_of_another_aspect_ratio_gets_no_stretched_intrinsics() -> None:
+    """A portrait photo is not the landscape camera's frame resized: scaling x and y apart stretched its point
+    cloud (x1.33 / x0.75); now there are no default intrinsics for it, and the message says why."""
+    info = dataset_info("nyuv2")  # 640x480 camera
+    assert info.intrinsics_for(320, 240) == pytest.approx((info.intrinsics[0] / 2, info.intrinsics[1] / 2,
+                                                           (info.intrinsics[2] + 0.5) / 2 - 0.5,
+                                                           (info.intrinsics[3] + 0.5) / 2 - 0.5))  # fmt: skip
+    assert info.intrinsics_for(321, 240) is not None  # rounding of a resize
+    assert info.intrinsics_for(480, 640) is None and info.intrinsics_for(640, 360) is None
+    assert "480x640 image does not have the aspect ratio" in info.intrinsics_note(480, 640)
+
+
+def test_predict_ply_refuses_a_photo_of_another_aspect_before_writing(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from cinet.cli import main
+    from inference_fixtures import save_tiny_checkpoint, synthetic_image
+
+    ckpt = save_tiny_checkpoint(tmp_path / "m.ckpt")  # camera 56x40 (landscape)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(synthetic_image(40, 56, 1)).save(tmp_path / "in" / "a_wide.png")
+    Image.fromarray(synthetic_image(56, 40, 2)).save(tmp_path / "in" / "b_tall.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "in"), "--ply", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'in' / 'b_tall.png'}: the 40x56 image")
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+    args = ["predict", "--checkpoint", str(ckpt), str(tmp_path / "in"), "--ply", "--out", str(out)]
+    assert main([*args, "--intrinsics", "50,48,19.5,27.5"]) == 0  # the user's camera: fine

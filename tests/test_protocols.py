@@ -172,7 +172,12 @@ def _attention_reference(items) -> dict[str, float]:
     for *_, raw, att in items:
         labels = torch.from_numpy(raw.astype(np.int64) - 1)
         labels[labels < 0] = 255
-        grid = F.interpolate(labels[None, None].float(), size=att.size, mode="nearest")[0, 0].long().flatten()
+        # the label at each feature cell's centre (nearest-exact), the rule of docs/data.md "One pixel grid"
+        grid = (
+            F.interpolate(labels[None, None].float(), size=att.size, mode="nearest-exact")[0, 0]
+            .long()
+            .flatten()
+        )
         logits = (att.query[0].double() @ att.key[0].double().T).flatten()
         valid = grid != 255
         pair = (valid[:, None] & valid[None, :]).flatten()

@@ -250,11 +250,23 @@ def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
     return [header_size(f, turned=True) for f in files]
 
 
-def check_before_writing(predictor: Predictor, files: list[Path], points: list[tuple[float, float]]) -> None:
-    """Refuse, before anything is written, an image too large for the free memory (names ``--max-side``) or
-    smaller than an ``--attention`` pixel (names the file)."""
+def check_before_writing(
+    predictor: Predictor,
+    files: list[Path],
+    points: list[tuple[float, float]],
+    *,
+    ply_needs_camera: bool = False,
+) -> None:
+    """Refuse, before anything is written, an image too large for the free memory (names ``--max-side``),
+    smaller than an ``--attention`` pixel, or (``ply_needs_camera``: ``--ply`` without ``--intrinsics``) of
+    another aspect ratio than the dataset's camera, whose intrinsics would stretch its point cloud (names the
+    file)."""
     for f, (height, width) in zip(files, image_sizes(files)):
         predictor.check_fits(height, width, name=str(f))
+        if ply_needs_camera and predictor.info.intrinsics_for(width, height) is None:
+            raise InputError(
+                f"{f}: {predictor.info.intrinsics_note(width, height)}; pass --intrinsics fx,fy,cx,cy"
+            )
         for x, y in points:
             if not (0 <= x < width and 0 <= y < height):
                 raise InputError(
@@ -393,7 +405,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
     _check_requests(predictor, args)
-    check_before_writing(predictor, files, points)  # memory and --attention, from the headers
+    ply_needs_camera = bool(args.ply) and args.intrinsics_tuple is None
+    check_before_writing(predictor, files, points, ply_needs_camera=ply_needs_camera)  # from the headers
     files = check_images(files, args.skip_bad)  # then every pixel, once: a truncated file stops the run here
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")

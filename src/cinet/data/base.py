@@ -347,7 +347,7 @@ def check_upright(path: str | Path) -> None:
         DataError: ``"<path>: EXIF orientation N (what it does): ..."``.
     """
     orientation = exif_orientation(path)
-    if orientation != 1:
+    if orientation in range(2, 9):  # 0, 9, 65535 (written by some cameras): viewers show them as stored
         what = EXIF_ORIENTATION_NAMES.get(orientation, "unknown")
         raise DataError(
             where(

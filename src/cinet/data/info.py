@@ -17,6 +17,8 @@ from typing import Any
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
+#: Largest relative difference of aspect ratios for which a camera's intrinsics are scaled to an image.
+ASPECT_TOLERANCE = 0.02
 
 
 @functools.cache
@@ -99,10 +101,29 @@ class DatasetInfo:
             )
 
     def intrinsics_for(self, width: int, height: int) -> tuple[float, float, float, float] | None:
-        """The intrinsics scaled to an image of ``width`` x ``height`` (None when unknown)."""
+        """The intrinsics scaled to an image of ``width`` x ``height`` (None when unknown).
+
+        None too when the image's aspect ratio is not the camera's (``reference_size``, within 2 %, the
+        rounding of a resize): such an image (a portrait photo from a landscape camera, a crop) is not the
+        camera's frame resized, and scaling x and y apart would stretch the point cloud (x1.33 / x0.75 for a
+        turned 4:3 photo). Use :meth:`intrinsics_note` to say why.
+        """
         if self.intrinsics is None or self.reference_size is None:
             return None
+        ref_w, ref_h = self.reference_size
+        if abs((width / height) / (ref_w / ref_h) - 1.0) > ASPECT_TOLERANCE:
+            return None
         return scale_intrinsics(self.intrinsics, tuple(self.reference_size), (width, height))
+
+    def intrinsics_note(self, width: int, height: int) -> str:
+        """Why :meth:`intrinsics_for` gives None for a ``width`` x ``height`` image (for one-line messages)."""
+        if self.intrinsics is None or self.reference_size is None:
+            return f"dataset {self.name!r} has no default intrinsics"
+        ref_w, ref_h = self.reference_size
+        return (
+            f"the {width}x{height} image does not have the aspect ratio of dataset {self.name!r}'s camera "
+            f"({ref_w}x{ref_h}): its intrinsics do not apply"
+        )
 
     def eval_crop_for(self, height: int, width: int) -> tuple[int, int, int, int] | None:
         """The evaluation crop ``(top, bottom, left, right)`` scaled to ``height`` x ``width`` (rounded)."""

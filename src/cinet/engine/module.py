@@ -389,15 +389,14 @@ class CINetModule(L.LightningModule):
         return at_input_size(out.depth), at_input_size(out.seg_logits), (out.attention, geometry)
 
     def _labels_on_grid(self, labels: torch.Tensor, geometry: Any, size: tuple[int, int]) -> torch.Tensor:
-        """Labels ``[B,H,W]`` on the SUM's feature grid ``size``: resized (nearest) and padded (ignore) as the
+        """Labels ``[B,H,W]`` on the SUM's feature grid ``size``: resized by the nearest pixel centre
+        (:func:`cinet.data.transforms.resize_map`, the grid of the image's resize) and padded (ignore) as the
         image was for the network (:func:`cinet.inference.preprocess.to_network`), then downsampled as in
         training (:func:`cinet.ops.downsample_labels`)."""
+        from cinet.data.transforms import resize_map
         from cinet.ops import downsample_labels
 
-        lab = labels
-        if tuple(geometry.scaled) != tuple(lab.shape[-2:]):
-            lab = F.interpolate(lab[:, None].float(), size=tuple(geometry.scaled), mode="nearest")[:, 0]
-            lab = lab.to(labels.dtype)
+        lab = resize_map(labels, tuple(geometry.scaled))
         pad_h, pad_w = geometry.padded[0] - geometry.scaled[0], geometry.padded[1] - geometry.scaled[1]
         if pad_h or pad_w:
             lab = F.pad(lab, (0, pad_w, 0, pad_h), value=self.ignore_index)

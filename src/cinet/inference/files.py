@@ -176,9 +176,7 @@ def prediction_files(
     if options.ply:
         intr = options.intrinsics or info.intrinsics_for(w, h)
         if intr is None:
-            raise InputError(
-                f"{model_source}: dataset {info.name!r} has no default intrinsics; pass --intrinsics fx,fy,cx,cy"
-            )
+            raise InputError(f"{model_source}: {info.intrinsics_note(w, h)}; pass --intrinsics fx,fy,cx,cy")
         files.ply_name = f"{stem}.ply"
         files.cloud = pointcloud.point_cloud(
             pred.depth, pred.image, pred.labels, intr, stride=options.ply_stride

@@ -78,6 +78,11 @@ class CINetPretrained(
             self.net = build_model(**kwargs)
         except Exception as exc:
             raise CheckpointError(f"config.json: cannot build the model it describes ({exc})") from exc
+        from cinet.checkpoint import input_normalization
+
+        stored = input_normalization({"dataset": dataset})
+        if stored is not None:  # what it was trained with, as load_model does for a checkpoint
+            self.net.input_mean, self.net.input_std = stored
         self.net.eval()
         self.payload: dict[str, Any] = {
             "format": 1,

@@ -59,7 +59,7 @@ def load_image(image: ImageLike) -> np.ndarray:
     Args:
         image: A file path (read by :func:`cinet.data.base.read_rgb`, as the datasets read their images:
             EXIF orientation applied, 16-bit greyscale scaled to 8 bits), a PIL image of any mode
-            (:func:`cinet.data.base.pil_to_rgb`), or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
+            (:func:`cinet.data.base.pil_to_rgb`; its EXIF orientation applied too, as for its file), or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
             ``HxWx4`` (alpha dropped).
 
     Returns:
@@ -82,8 +82,12 @@ def load_image(image: ImageLike) -> np.ndarray:
         except DataError as exc:
             raise InputError(str(exc)) from exc
     if isinstance(image, Image.Image):
+        from PIL import ImageOps
+
         try:
-            return pil_to_rgb(image)
+            return pil_to_rgb(
+                ImageOps.exif_transpose(image)
+            )  # Image.open(path) gives what read_rgb(path) gives
         except ValueError as exc:
             raise InputError(f"<PIL image>: mode {image.mode!r} cannot be converted to RGB ({exc})") from exc
     if isinstance(image, np.ndarray):
@@ -301,6 +305,18 @@ class Predictor:
         self._bytes_per_pixel: float | None = None  # forward memory per network-input pixel, measured once
         from cinet.checkpoint import input_normalization  # the one rule (0..255-scale values divided by 255)
 
+        own = (getattr(model, "input_mean", None), getattr(model, "input_std", None))
+        if (
+            self.is_torch and None not in own
+        ):  # a CINet knows what it was trained with: that wins over ``info``
+            if input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}}) != (
+                tuple(own[0]),
+                tuple(own[1]),
+            ):
+                logger.info(
+                    "%s: normalising with the model's mean/std %s / %s, not info's", self.source, *own
+                )
+            self.info = dataclasses.replace(self.info, mean=tuple(own[0]), std=tuple(own[1]))
         mean_std = input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}})
         assert mean_std is not None  # DatasetInfo always has both
         self._mean = torch.tensor(mean_std[0], dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
