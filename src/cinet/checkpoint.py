@@ -389,5 +389,6 @@ def load_model(
     # what it was trained with (a rebuilt encoder reports its library's current default)
     if stored is not None:
         model.input_mean, model.input_std = stored
+        model.normalization_from_checkpoint = True  # Predictor(model, info) uses these over info's
     model.eval()
     return model.to(torch.device(device)), payload

@@ -83,6 +83,7 @@ class CINetPretrained(
         stored = input_normalization({"dataset": dataset})
         if stored is not None:  # what it was trained with, as load_model does for a checkpoint
             self.net.input_mean, self.net.input_std = stored
+            self.net.normalization_from_checkpoint = True
         self.net.eval()
         self.payload: dict[str, Any] = {
             "format": 1,

@@ -239,7 +239,9 @@ class Predictor:
     Args:
         model: A :class:`~cinet.models.CINet` (put in eval mode), or a callable mapping a normalised batch
             ``[B,3,H,W]`` to ``(depth [B,1,H,W], seg_logits [B,C,H,W])`` (used for ONNX).
-        info: The dataset description (classes, palette, mean/std, intrinsics), e.g. from the checkpoint.
+        info: The dataset description (classes, palette, mean/std, intrinsics), e.g. from the checkpoint. A
+            model loaded from a checkpoint (:func:`cinet.checkpoint.load_model`) normalises with its stored
+            mean/std whatever ``info`` says; any other model with ``info``'s.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``.
         mode: ``pad`` (reflect-pad bottom/right to a multiple of ``pad_multiple``, default) or ``resize``
             (resize to the nearest multiple).
@@ -305,17 +307,13 @@ class Predictor:
         self._bytes_per_pixel: float | None = None  # forward memory per network-input pixel, measured once
         from cinet.checkpoint import input_normalization  # the one rule (0..255-scale values divided by 255)
 
+        # a model loaded from a checkpoint (load_model, from_pretrained) knows what it was trained with: that
+        # wins over ``info`` (e.g. ``dataset_info(...)``'s ImageNet default); a fresh model follows ``info``
         own = (getattr(model, "input_mean", None), getattr(model, "input_std", None))
-        if (
-            self.is_torch and None not in own
-        ):  # a CINet knows what it was trained with: that wins over ``info``
-            if input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}}) != (
-                tuple(own[0]),
-                tuple(own[1]),
-            ):
-                logger.info(
-                    "%s: normalising with the model's mean/std %s / %s, not info's", self.source, *own
-                )
+        if getattr(model, "normalization_from_checkpoint", False) and None not in own:
+            stated = input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}})
+            if stated != (tuple(own[0]), tuple(own[1])):
+                logger.info("%s: normalising with the checkpoint's mean/std %s / %s", self.source, *own)
             self.info = dataclasses.replace(self.info, mean=tuple(own[0]), std=tuple(own[1]))
         mean_std = input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}})
         assert mean_std is not None  # DatasetInfo always has both
