@@ -18,13 +18,15 @@ frames; the NYU intrinsics are attached to frames of that size only (a cropped c
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cinet.data.base import BaseDataset, Sample, read_label_png, read_rgb, require_dir, require_file
-from cinet.data.info import DatasetInfo, load_meta, nyu_intrinsics
+from cinet.data.info import DatasetInfo
+from cinet.data.nyuv2 import nyuv2_info
 from cinet.errors import ConfigError, DataError, where
 
 IMAGE_EXTENSIONS = (".jpg", ".png")
@@ -52,21 +54,10 @@ def depth_map(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def nyud_mt_info() -> DatasetInfo:
-    """The :class:`DatasetInfo` of the multi-task NYUD format (NYU40, no crop, toolbox intrinsics at 640x480)."""
-    meta = load_meta("nyuv2")
-    k, ref = nyu_intrinsics()
-    return DatasetInfo(
-        name="nyud_mt",
-        num_classes=40,
-        class_names=list(meta["classes40"]),
-        palette=[list(c) for c in meta["palette40"]],
-        depth_cap=float(meta["depth_range_m"]["max"]),
-        min_depth=float(meta["depth_range_m"]["min"]),
-        intrinsics=k,
-        reference_size=ref,
-        void_color=list(meta["void_color"]),
-        protocol_crop=None,
-        protocol_size=None,
+    """The :class:`DatasetInfo` of the multi-task NYUD format (NYU40, no crop, toolbox intrinsics at 640x480):
+    NYUv2's (:func:`cinet.data.nyuv2.nyuv2_info`) without its Eigen crop and protocol size."""
+    return dataclasses.replace(
+        nyuv2_info(40), name="nyud_mt", eval_crop=None, protocol_crop=None, protocol_size=None
     )
 
 

@@ -19,14 +19,16 @@ resized as a whole).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cinet.data.base import BaseDataset, Sample, require_dir
-from cinet.data.info import DatasetInfo, load_meta, nyu_intrinsics
+from cinet.data.info import DatasetInfo
 from cinet.data.nyud_mt import depth_map, read_npy
+from cinet.data.nyuv2 import nyuv2_info
 from cinet.errors import ConfigError, DataError, where
 
 #: The frame size of the pre-processed set, ``(H, W)``.
@@ -34,21 +36,10 @@ MTAN_SIZE: tuple[int, int] = (288, 384)
 
 
 def nyuv2_mtan_info() -> DatasetInfo:
-    """The :class:`DatasetInfo` of the MTAN format (NYU13, no crop, evaluated at 288x384)."""
-    meta = load_meta("nyuv2")
-    k, ref = nyu_intrinsics()
-    return DatasetInfo(
-        name="nyuv2_mtan",
-        num_classes=13,
-        class_names=list(meta["classes13"]),
-        palette=[list(c) for c in meta["palette13"]],
-        depth_cap=float(meta["depth_range_m"]["max"]),
-        min_depth=float(meta["depth_range_m"]["min"]),
-        intrinsics=k,
-        reference_size=ref,
-        void_color=list(meta["void_color"]),
-        protocol_crop=None,
-        protocol_size=MTAN_SIZE,
+    """The :class:`DatasetInfo` of the MTAN format (NYU13, no crop, evaluated at 288x384): NYUv2's
+    (:func:`cinet.data.nyuv2.nyuv2_info`) without its Eigen crop, at the set's frame size."""
+    return dataclasses.replace(
+        nyuv2_info(13), name="nyuv2_mtan", eval_crop=None, protocol_crop=None, protocol_size=MTAN_SIZE
     )
 
 
