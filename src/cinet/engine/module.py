@@ -36,6 +36,7 @@ from torch import nn
 from cinet.checkpoint import cinet_payload
 from cinet.engine.stages import stage_spec
 from cinet.errors import CinetError
+from cinet.losses.total import TERMS
 from cinet.metrics import DepthMetrics, SegMetrics
 from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
 from cinet.models.factory import VARIANTS, VariantSpec
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PROGRESS_TERMS", "CINetModule", "NonFiniteLossError", "PolyLR"]
 
 #: Loss terms shown in the progress bar (all terms are logged to TensorBoard).
-PROGRESS_TERMS = ("total", "depth", "seg", "att", "con")
+PROGRESS_TERMS = ("total", *TERMS)  # the total and the top-level terms of Eq. 13 (losses.total.TERMS)
 
 
 class NonFiniteLossError(CinetError):
