@@ -188,3 +188,23 @@ def test_distribution_name_is_not_the_taken_one() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["name"] == "cinet-pytorch"
     assert project["scripts"] == {"cinet": "cinet.cli:main"}
+
+
+def test_every_install_hint_names_this_distribution() -> None:
+    """``pip install 'cinet[...]'`` installs the other project of that name (issue #26): every hint with an extra,
+    in messages and docs, names ours."""
+    import re
+    import tomllib
+
+    name = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
+    files = [
+        *sorted((REPO / "src" / "cinet").rglob("*.py")),
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+    ]
+    wrong = []
+    for path in files:
+        for m in re.finditer(r"pip install '?([A-Za-z0-9_.-]+)\[", path.read_text(encoding="utf-8")):
+            if m.group(1) != name:
+                wrong.append(f"{path.relative_to(REPO)}: {m.group(0)}")
+    assert not wrong, wrong

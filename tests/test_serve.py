@@ -30,7 +30,7 @@ def test_serve_without_gradio_says_how_to_install(
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
     assert main(["serve", "--checkpoint", str(tmp_path / "any.ckpt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: cinet serve needs Gradio, an optional extra: pip install 'cinet[app]'"]
+    assert err == ["error: cinet serve needs Gradio, an optional extra: pip install 'cinet-pytorch[app]'"]
 
 
 @pytest.fixture(scope="module")

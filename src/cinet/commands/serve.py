@@ -1,6 +1,6 @@
 """``cinet serve``: a web page to try a checkpoint — photo in; depth, segmentation, 3D points and attention out.
 
-The page (Gradio, the optional extra ``cinet[app]``) shows for an uploaded or dropped image: the input, the
+The page (Gradio, the optional extra ``cinet-pytorch[app]``) shows for an uploaded or dropped image: the input, the
 coloured depth with its range in metres and a colour bar, the segmentation overlay with a legend of the classes
 present, an interactive point cloud (Gradio's ``Model3D``) coloured by image or by class, and, when the model
 has a SUM, the attention map of any pixel clicked on the input (Fig. 7). The downloads are the files
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "cinet serve needs Gradio, an optional extra: pip install 'cinet[app]'"
+INSTALL_HINT = "cinet serve needs Gradio, an optional extra: pip install 'cinet-pytorch[app]'"
 KEEP_REQUEST_FOLDERS = 32  # download folders kept on disk (Gradio copies each result into its cache)
 NUM_SYNTHETIC_EXAMPLES = 3
 

