@@ -18,6 +18,7 @@ Model weights are ``checkpoint["state_dict"]`` with keys prefixed ``model.`` (th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,12 @@ def input_normalization(payload: dict[str, Any]) -> tuple[tuple[float, ...], tup
     mean, std = dataset.get("mean"), dataset.get("std")
     if mean is None or std is None:
         return None
+    return unit_scale(mean, std)
+
+
+def unit_scale(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` as float tuples on the 0..1 scale: values given on the 0..255 scale (any mean above 1)
+    are divided by 255."""
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if max(mean) > 1.0:
         mean, std = tuple(v / 255.0 for v in mean), tuple(v / 255.0 for v in std)

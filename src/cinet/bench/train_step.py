@@ -100,8 +100,10 @@ def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
 
 
 def build(settings: dict[str, Any]) -> torch.nn.Module:
-    """The benchmarked network alone (inference rows)."""
-    return build_step_module(settings).model
+    """The benchmarked network alone (inference rows), built as ``cinet train`` builds it (no loss)."""
+    from cinet.engine.builders import build_model
+
+    return build_model(settings_config(settings), settings["num_classes"])
 
 
 def synthetic_batch(settings: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:

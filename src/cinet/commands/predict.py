@@ -362,7 +362,7 @@ def _check_requests(predictor: Predictor, args: argparse.Namespace) -> None:
         )
     if args.ply and args.intrinsics_tuple is None and predictor.info.intrinsics is None:
         raise InputError(
-            f"{predictor.source}: dataset {predictor.info.name!r} has no default intrinsics; "
+            f"{predictor.source}: dataset {predictor.info.name!r} has no camera intrinsics; "
             "pass --intrinsics fx,fy,cx,cy"
         )
 

@@ -346,9 +346,13 @@ def check_upright(path: str | Path) -> None:
     Raises:
         DataError: ``"<path>: EXIF orientation N (what it does): ..."``.
     """
-    orientation = exif_orientation(path)
+    _refuse_turned(path, exif_orientation(path))
+
+
+def _refuse_turned(path: str | Path, orientation: int) -> None:
+    """The refusal of :func:`check_upright` for an orientation already read."""
     if orientation in range(2, 9):  # 0, 9, 65535 (written by some cameras): viewers show them as stored
-        what = EXIF_ORIENTATION_NAMES.get(orientation, "unknown")
+        what = EXIF_ORIENTATION_NAMES[orientation]
         raise DataError(
             where(
                 path,
@@ -373,11 +377,11 @@ def read_rgb(path: Path, *, with_maps: bool = False) -> np.ndarray:
     Raises:
         DataError: Naming the file: unreadable, or turned by EXIF while ``with_maps``.
     """
-    if with_maps:
-        check_upright(path)
     from PIL import ImageOps
 
     img = _open(path)
+    if with_maps:  # from the file already open (the hot path of training: no second open)
+        _refuse_turned(path, _orientation(img))
     try:
         img = ImageOps.exif_transpose(img)  # camera photos (the orientation tag, EXIF 0x0112)
         return pil_to_rgb(img)
@@ -391,8 +395,16 @@ def exif_orientation(path: str | Path) -> int:
     """The EXIF orientation (1..8) of an image file; 1 (as stored) when it has none or cannot be read."""
     try:
         with no_pixel_limit(), Image.open(path) as img:
-            return int(img.getexif().get(EXIF_ORIENTATION, 1))
+            return _orientation(img)
     except Exception:
+        return 1
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an open image; 1 when it has none or its EXIF block cannot be read."""
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block
         return 1
 
 

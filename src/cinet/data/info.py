@@ -108,17 +108,19 @@ class DatasetInfo:
         camera's frame resized, and scaling x and y apart would stretch the point cloud (x1.33 / x0.75 for a
         turned 4:3 photo). Use :meth:`intrinsics_note` to say why.
         """
-        if self.intrinsics is None or self.reference_size is None:
-            return None
-        ref_w, ref_h = self.reference_size
-        if abs((width / height) / (ref_w / ref_h) - 1.0) > ASPECT_TOLERANCE:
+        if self.intrinsics is None or self.reference_size is None or not self._camera_aspect(width, height):
             return None
         return scale_intrinsics(self.intrinsics, tuple(self.reference_size), (width, height))
+
+    def _camera_aspect(self, width: int, height: int) -> bool:
+        """Whether a ``width`` x ``height`` image has the aspect ratio of ``reference_size`` (within 2 %)."""
+        ref_w, ref_h = self.reference_size  # type: ignore[misc]
+        return abs((width / height) / (ref_w / ref_h) - 1.0) <= ASPECT_TOLERANCE
 
     def intrinsics_note(self, width: int, height: int) -> str:
         """Why :meth:`intrinsics_for` gives None for a ``width`` x ``height`` image (for one-line messages)."""
         if self.intrinsics is None or self.reference_size is None:
-            return f"dataset {self.name!r} has no default intrinsics"
+            return f"dataset {self.name!r} has no camera intrinsics"
         ref_w, ref_h = self.reference_size
         return (
             f"the {width}x{height} image does not have the aspect ratio of dataset {self.name!r}'s camera "

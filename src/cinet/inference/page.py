@@ -194,14 +194,9 @@ def predict_page(
     intr = options.intrinsics or predictor.info.intrinsics_for(w, h)
     notes = []
     if intr is None:  # e.g. a checkpoint of the own-data recipe: everything but the point cloud
-        why = (
-            f"dataset {predictor.info.name!r} has no camera intrinsics"
-            if predictor.info.intrinsics is None
-            else predictor.info.intrinsics_note(w, h)  # a photo of another aspect ratio than the camera's
-        )
         notes.append(
-            f"no 3D points: {why}; start cinet serve with --intrinsics fx,fy,cx,cy (pixels, at the photo's "
-            "size) for them"
+            f"no 3D points: {predictor.info.intrinsics_note(w, h)}; start cinet serve with --intrinsics "
+            "fx,fy,cx,cy (pixels, at the photo's size) for them"
         )
     options = dataclasses.replace(options, ply=intr is not None, attention_points=(), features=False)
     files = prediction_files(pred, stem, predictor.info, options, source=name, model_source=predictor.source)

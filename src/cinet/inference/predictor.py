@@ -32,7 +32,14 @@ import torch
 
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
-from cinet.inference.preprocess import FIT_MODES, Geometry, plan_geometry, to_network, training_side
+from cinet.inference.preprocess import (
+    FIT_MODES,
+    Geometry,
+    plan_geometry,
+    to_network,
+    training_side,
+    training_size_of,
+)
 from cinet.models.cinet import require_joint
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
 from cinet.utils.device import resolve_device
@@ -59,8 +66,8 @@ def load_image(image: ImageLike) -> np.ndarray:
     Args:
         image: A file path (read by :func:`cinet.data.base.read_rgb`, as the datasets read their images:
             EXIF orientation applied, 16-bit greyscale scaled to 8 bits), a PIL image of any mode
-            (:func:`cinet.data.base.pil_to_rgb`; its EXIF orientation applied too, as for its file), or a uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or
-            ``HxWx4`` (alpha dropped).
+            (:func:`cinet.data.base.pil_to_rgb`; its EXIF orientation applied too, as for its file), or a
+            uint8 array ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` (alpha dropped).
 
     Returns:
         ``HxWx3`` uint8, C-contiguous.
@@ -84,10 +91,8 @@ def load_image(image: ImageLike) -> np.ndarray:
     if isinstance(image, Image.Image):
         from PIL import ImageOps
 
-        try:
-            return pil_to_rgb(
-                ImageOps.exif_transpose(image)
-            )  # Image.open(path) gives what read_rgb(path) gives
+        try:  # turned by its EXIF orientation: Image.open(path) gives what read_rgb(path) gives
+            return pil_to_rgb(ImageOps.exif_transpose(image))
         except ValueError as exc:
             raise InputError(f"<PIL image>: mode {image.mode!r} cannot be converted to RGB ({exc})") from exc
     if isinstance(image, np.ndarray):
@@ -233,6 +238,17 @@ def _slice_output(out: CINetOutput, i: int) -> CINetOutput:
     )
 
 
+def _payload_options(payload: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:class:`Predictor` options from a checkpoint's (or model folder's) payload, under the caller's ``kwargs``:
+    its build arguments, the training size, and its evaluation size (``data.eval_size``, as ``cinet eval``
+    uses it) unless a ``max_side`` is given."""
+    options = {"model_kwargs": payload.get("model"), "train_size": training_size_of(payload), **kwargs}
+    eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
+    if eval_size and options.get("max_side") is None:
+        options.setdefault("input_size", tuple(eval_size))
+    return options
+
+
 class Predictor:
     """Depth + segmentation for any image with a trained CI-Net.
 
@@ -305,20 +321,19 @@ class Predictor:
                 set_attention_impl(model, attention_impl)
         self.model = model
         self._bytes_per_pixel: float | None = None  # forward memory per network-input pixel, measured once
-        from cinet.checkpoint import input_normalization  # the one rule (0..255-scale values divided by 255)
+        from cinet.checkpoint import unit_scale  # the one rule (0..255-scale values divided by 255)
 
+        mean, std = unit_scale(self.info.mean, self.info.std)
         # a model loaded from a checkpoint (load_model, from_pretrained) knows what it was trained with: that
         # wins over ``info`` (e.g. ``dataset_info(...)``'s ImageNet default); a fresh model follows ``info``
-        own = (getattr(model, "input_mean", None), getattr(model, "input_std", None))
-        if getattr(model, "normalization_from_checkpoint", False) and None not in own:
-            stated = input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}})
-            if stated != (tuple(own[0]), tuple(own[1])):
-                logger.info("%s: normalising with the checkpoint's mean/std %s / %s", self.source, *own)
-            self.info = dataclasses.replace(self.info, mean=tuple(own[0]), std=tuple(own[1]))
-        mean_std = input_normalization({"dataset": {"mean": self.info.mean, "std": self.info.std}})
-        assert mean_std is not None  # DatasetInfo always has both
-        self._mean = torch.tensor(mean_std[0], dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
-        self._std = torch.tensor(mean_std[1], dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
+        if getattr(model, "normalization_from_checkpoint", False):
+            stored = (tuple(model.input_mean), tuple(model.input_std))
+            if stored != (mean, std):
+                logger.info("%s: normalising with the checkpoint's mean/std %s / %s", self.source, *stored)
+            mean, std = stored
+        self.info = dataclasses.replace(self.info, mean=mean, std=std)
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
 
     # ------------------------------------------------------------------ constructors
 
@@ -338,7 +353,6 @@ class Predictor:
         """
         from cinet.checkpoint import load_model
         from cinet.errors import CheckpointError
-        from cinet.inference.preprocess import training_size_of
 
         dev = resolve_device(device)
         model, payload = load_model(path, dev)
@@ -349,13 +363,7 @@ class Predictor:
             info = DatasetInfo.from_dict(dataset)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad dataset info in checkpoint ({exc})") from exc
-        # the stored input normalisation, as load_model gives the model (checkpoint.input_normalization)
-        info = dataclasses.replace(info, mean=tuple(model.input_mean), std=tuple(model.input_std))
-        kwargs.setdefault("train_size", training_size_of(payload))
-        eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
-        if eval_size and kwargs.get("max_side") is None:  # the checkpoint's evaluation size, as in cinet eval
-            kwargs.setdefault("input_size", tuple(eval_size))
-        return cls(model, info, device=dev, source=str(path), model_kwargs=payload.get("model"), **kwargs)
+        return cls(model, info, device=dev, source=str(path), **_payload_options(payload, kwargs))
 
     @classmethod
     def from_pretrained(
@@ -390,7 +398,6 @@ class Predictor:
         """
         from cinet.errors import CheckpointError
         from cinet.inference.hub import load_pretrained
-        from cinet.inference.preprocess import training_size_of
 
         dev = resolve_device(device)
         hub = load_pretrained(
@@ -400,19 +407,12 @@ class Predictor:
             local_files_only=local_files_only,
             token=token,
         )
-        payload = hub.payload
         try:
-            info = DatasetInfo.from_dict(payload["dataset"])
+            info = DatasetInfo.from_dict(hub.payload["dataset"])
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{name_or_path}: bad dataset info in config.json ({exc})") from exc
-        kwargs.setdefault("train_size", training_size_of(payload))
-        eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
-        if eval_size and kwargs.get("max_side") is None:  # as from_checkpoint
-            kwargs.setdefault("input_size", tuple(eval_size))
         model = hub.net.to(dev).eval()
-        return cls(
-            model, info, device=dev, source=str(name_or_path), model_kwargs=payload.get("model"), **kwargs
-        )
+        return cls(model, info, device=dev, source=str(name_or_path), **_payload_options(hub.payload, kwargs))
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:

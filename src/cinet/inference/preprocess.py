@@ -47,6 +47,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cinet.data.transforms import resize_map
+
 #: Output stride of the encoder: network input sides are multiples of this.
 OUTPUT_STRIDE = 8
 FIT_MODES = ("pad", "resize")
@@ -114,7 +116,7 @@ class Geometry:
             t = t[..., :rows, :cols]
         if tuple(t.shape[-2:]) != self.orig:
             if mode == "nearest":
-                t = F.interpolate(t, size=self.orig, mode="nearest-exact")
+                t = resize_map(t, self.orig)
             else:
                 t = F.interpolate(t, size=self.orig, mode="bilinear", align_corners=False)
         return t
