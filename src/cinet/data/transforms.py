@@ -69,7 +69,8 @@ def resize_map(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Output pixel ``j`` takes input pixel ``floor((j + 0.5) * H / h)``: the same grid as the bilinear image
     resize (``align_corners=False``) and :func:`cinet.data.info.scale_intrinsics`. PyTorch's ``nearest``
-    (``floor(j * H / h)``) shifts the map by up to half an input pixel (label edge +0.25 output px at x0.5).
+    (``floor(j * H / h)``) shifts the map by up to half an input pixel (a label edge 0.49 output px off on
+    average for 4032 -> 320 wide; docs/data.md).
 
     Args:
         t: Map of any dtype (labels int64, depth float32 metres, bool masks), ``[..., H, W]``.
