@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cinet.checkpoint import load_model
     from cinet.data.info import DatasetInfo
-    from cinet.engine.builders import build_protocol
+    from cinet.build.builders import build_protocol
     from cinet.engine.datamodule import build_dataset
     from cinet.inference.export import OnnxRunner, export_onnx
     from cinet.inference.quantize import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cinet import cli
-from cinet.models.factory import VARIANTS
+from cinet.recipe import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def test_bench_step_is_the_engines_step() -> None:
     import torch
 
     from cinet.bench.train_step import build_step_module, synthetic_batch
-    from cinet.losses.total import TERMS
+    from cinet.recipe import TERMS
 
     settings = {"encoder": "resnet18", "num_classes": 13, "channels": 32, "qk_channels": 16,
                 "decoder_channels": (32, 16, 16), "attention_impl": "auto", "batch_size": 1, "height": 32,
@@ -181,7 +181,7 @@ def test_bench_step_is_the_engines_step() -> None:
     batch = synthetic_batch(settings, torch.device("cpu"))
     for variant, active in (("baseline", {"depth", "seg"}), ("cinet", set(TERMS)), ("seg_only", {"seg"})):
         module = build_step_module({**settings, "variant": variant})
-        assert set(module.active_terms) == active
+        assert set(module.recipe.terms) == active
         terms = module.compute_losses(batch)
         for name in TERMS:  # inactive terms are exactly zero, active ones are not
             assert (float(terms[name]) != 0.0) == (name in active), (variant, name)

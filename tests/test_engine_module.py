@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cinet.config import StageConfig, load_config
-from cinet.engine import builders, training
+from cinet.build import builders, training
 from cinet.engine.datamodule import ResumableDataLoader, SeededDataset, ShardedSampler
 from cinet.engine.module import NonFiniteLossError, PolyLR
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cinet.models import VARIANTS, build_model, variant_spec
+from cinet.models import build_model
+from cinet.recipe import VARIANTS, variant
 
 K = 5
 TINY = {"channels": 32, "qk_channels": 8, "decoder_channels": (16, 8, 8)}
@@ -18,7 +19,7 @@ TINY = {"channels": 32, "qk_channels": 8, "decoder_channels": (16, 8, 8)}
 
 def _reference_variant(name: str) -> str:
     """The same network without SUM and sharing: the baseline, or the single-task variant itself."""
-    tasks = variant_spec(name).tasks
+    tasks = variant(name).tasks
     return {("depth", "seg"): "baseline", ("depth",): "depth_only", ("seg",): "seg_only"}[tasks]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cinet.engine.stages import stage_spec
 from cinet.losses import (
     LOSS_KEYS,
     LossWeights,
@@ -15,7 +14,7 @@ from cinet.losses import (
     downsample_labels,
     weighted_cross_entropy,
 )
-from cinet.models.factory import VariantSpec
+from cinet.recipe import Variant, stage_recipe
 from cinet.models.outputs import AttentionState, CINetOutput
 
 C = 3
@@ -60,8 +59,8 @@ def expected_total(t: dict, w: LossWeights, att: bool, con: bool) -> float:
 @pytest.mark.parametrize("use_consistency", [True, False])
 def test_terms_by_stage_and_variant(stage: int, use_attention: bool, use_consistency: bool) -> None:
     loss = TotalLoss(C, use_attention=use_attention, use_consistency=use_consistency, num_pairs=50)
-    variant = VariantSpec(use_sum=use_attention, sharing="none", consistency=use_consistency)
-    active = stage_spec("paper", stage).active_terms(variant)
+    variant = Variant(use_sum=use_attention, sharing="none", consistency=use_consistency)
+    active = stage_recipe(variant, stage, "paper").terms
     out, batch = make_output(), make_batch()
     terms = loss(out, batch, active)
     assert tuple(terms) == LOSS_KEYS

@@ -140,6 +140,8 @@ def test_module_and_predictor_tensors_agree(tmp_path: Path) -> None:
     from cinet.data import load_dataset
     from cinet.engine.module import CINetModule
     from cinet.inference.predictor import Predictor
+    from cinet.metrics import EvalProtocol
+    from cinet.recipe import stage_recipe
 
     image = _nyu_folder(tmp_path / "nyu")
     ds = load_dataset("folder", tmp_path / "nyu", "test", depth_scale=5000)
@@ -147,7 +149,8 @@ def test_module_and_predictor_tensors_agree(tmp_path: Path) -> None:
     module = CINetModule(
         model,
         torch.nn.Module(),
-        num_classes=40,
+        stage_recipe("cinet", 3),
+        protocol=EvalProtocol(dataset="nyu", num_classes=40),
         payload={"train_size": [470, 627]},
         mean=(0.5,) * 3,
         std=(0.5,) * 3,

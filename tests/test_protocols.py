@@ -20,7 +20,7 @@ from PIL import Image
 from cinet.cli import main
 from cinet.config import load_config
 from cinet.data import dataset_info
-from cinet.engine.builders import build_protocol
+from cinet.build.builders import build_protocol
 from cinet.errors import ConfigError
 from cinet.metrics import DepthMetrics, seg_scores
 from cinet.metrics.protocols import PRESETS, PROTOCOL_NAMES

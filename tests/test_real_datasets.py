@@ -26,7 +26,7 @@ import torch
 from cinet.cli import main
 from cinet.config import load_config
 from cinet.data import BaseDataset, load_dataset
-from cinet.engine.builders import build_protocol
+from cinet.build.builders import build_protocol
 from cinet.metrics import DEPTH_KEYS, METRIC_KEYS, DepthMetrics, SegMetrics, format_table
 
 pytestmark = pytest.mark.data

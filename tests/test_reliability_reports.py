@@ -465,7 +465,7 @@ def test_batch_one_small_crop_is_refused_before_the_run_dir(
 
 
 def _variants() -> list[str]:
-    from cinet.models import VARIANTS
+    from cinet.recipe import VARIANTS
 
     return list(VARIANTS)
 
@@ -474,7 +474,8 @@ def _variants() -> list[str]:
 def test_smallest_training_side_is_what_pytorch_accepts(variant: str) -> None:
     import torch
 
-    from cinet.models import VARIANTS, build_model
+    from cinet.models import build_model
+    from cinet.recipe import VARIANTS
     from cinet.models.shapes import smallest_training_side
 
     model = build_model(variant=variant, encoder="resnet18", num_classes=3, channels=8, qk_channels=4,

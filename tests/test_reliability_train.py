@@ -106,7 +106,7 @@ import os, signal, sys
 from pathlib import Path
 import lightning as L
 from cinet.config import load_config
-from cinet.engine.training import train
+from cinet.build.training import train
 
 run_dir, hook, step, config, overrides = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 
@@ -437,7 +437,7 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     import random
 
     from cinet.config import StageConfig, load_config
-    from cinet.engine.builders import build_module
+    from cinet.build.builders import build_module
     from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)
@@ -466,7 +466,7 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
 def test_resume_keeps_the_count_of_skipped_updates() -> None:
     """``nonfinite_skipped`` of a resumed stage counts the updates skipped before the interruption too."""
     from cinet.config import StageConfig, load_config
-    from cinet.engine.builders import build_module
+    from cinet.build.builders import build_module
     from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)

@@ -147,7 +147,7 @@ def test_the_demo_stops_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``make demo`` (``python -m cinet.commands.demo``) has its own entry point: the same stop."""
-    import cinet.engine.training as training
+    import cinet.build.training as training
     from cinet.commands import demo
 
     def train(*args: object, **kwargs: object) -> None:

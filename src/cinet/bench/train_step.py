@@ -1,6 +1,6 @@
 """Training-step benchmark: images/s of the engine's stage-3 step (``CINetModule.compute_losses``: forward and
 the variant's terms of Eq. 13, then backward and the module's SGD) of ``--variant`` (default ``cinet``) with a
-ResNet-101 at 480x640, one row per configuration. The module is built by ``engine.builders.build_module``, as
+ResNet-101 at 480x640, one row per configuration. The module is built by ``cinet.build.builders.build_module``, as
 ``cinet train`` builds it, so every variant of the table runs its own terms.
 
 Rows (``--modes``; each a fresh copy of the same initial model):
@@ -85,11 +85,11 @@ def settings_config(settings: dict[str, Any]) -> Any:
 
 def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
     """The engine's :class:`~cinet.engine.module.CINetModule` of one stage (default 3: every term of the
-    variant), built by :func:`cinet.engine.builders.build_module` as ``cinet train`` builds it: the same model,
+    variant), built by :func:`cinet.build.builders.build_module` as ``cinet train`` builds it: the same model,
     loss terms (the variant table x the stage table) and optimizer groups."""
     from cinet.config import StageConfig
     from cinet.data.info import DatasetInfo, voc_palette
-    from cinet.engine.builders import build_module
+    from cinet.build.builders import build_module
 
     cfg = settings_config(settings)
     n = settings["num_classes"]
@@ -101,7 +101,7 @@ def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
 
 def build(settings: dict[str, Any]) -> torch.nn.Module:
     """The benchmarked network alone (inference rows), built as ``cinet train`` builds it (no loss)."""
-    from cinet.engine.builders import build_model
+    from cinet.build.builders import build_model
 
     return build_model(settings_config(settings), settings["num_classes"])
 

@@ -27,27 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_VARIANTS = (
-    "baseline", "sum", "sum_unsup", "fsm", "lsu", "sum_fsm", "cinet", "depth_only", "seg_only"
-)  # fmt: skip
+from cinet.recipe import TERMS, VARIANTS
 
-#: Paper names of the rows.
-ROW_NAMES = {
-    "baseline": "baseline",
-    "sum": "baseline + SUM",
-    "sum_unsup": "baseline + SUM without L_att (no ideal map)",
-    "fsm": "baseline + FSM",
-    "lsu": "baseline + LSU",
-    "sum_fsm": "baseline + SUM + FSM",
-    "cinet": "CI-Net (SUM + FSM + L_con)",
-    "depth_only": "depth only (single task)",
-    "seg_only": "segmentation only (single task)",
-}
+#: Variants run by default: every row of the recipe table (paper Tables 1–2 and the single-task references).
+DEFAULT_VARIANTS = tuple(VARIANTS)
+#: Paper names of the rows (the recipe table's titles).
+ROW_NAMES = {name: row.title for name, row in VARIANTS.items()}
 
 #: Steps averaged for the training-loss diagnostics (the last ones of each stage, the first ones of stage 2).
 LOSS_WINDOW = 20
-#: Loss terms reported per stage.
-DIAG_TERMS = ("depth", "seg", "att", "con")
 #: Metrics whose difference from the baseline is tested (Welch's t-test) and marked.
 TESTED_METRICS = (
     "delta1", "delta2", "delta3", "rms", "rms_log", "abs_rel", "sq_rel", "pixel_acc", "miou", "att_bce", "att_auc"
@@ -98,8 +86,6 @@ def parse_rows(variants: str, extra: list[str]) -> dict[str, list[str]]:
         ConfigError: Unknown variant, a malformed or duplicate row name (names ``--variants`` / ``--row``).
     """
     from cinet.errors import ConfigError
-    from cinet.models import VARIANTS
-
     rows: dict[str, list[str]] = {}
     for v in (x.strip() for x in variants.split(",")):
         if not v:
@@ -150,7 +136,7 @@ def training_diagnostics(run_dir: Path) -> dict[str, Any]:
         if stage == "s2":
             windows["s2_start"] = rows[:LOSS_WINDOW]
         for name, window in windows.items():
-            values = {t: mean(window, t) for t in DIAG_TERMS}
+            values = {t: mean(window, t) for t in TERMS}
             loss[name] = {t: v for t, v in values.items() if v is not None and v != 0.0}
         grads = {g: mean(rows, f"grad_{g}") for g in DIAGNOSTIC_GROUPS}
         grad[stage] = {g: v for g, v in grads.items() if v is not None}
@@ -287,14 +273,14 @@ def format_diagnostics(results: dict[str, dict[str, Any]]) -> str:
         f"Training loss per term (mean of the last {LOSS_WINDOW} steps of each stage; s2 start: the first "
         f"{LOSS_WINDOW} steps of stage 2; mean over seeds; – = term not trained):",
         "",
-        "| Method | " + " | ".join(f"{w} {t}" for w in windows for t in DIAG_TERMS) + " |",
-        "|:--|" + "|".join("--:" for _ in windows for _ in DIAG_TERMS) + "|",
+        "| Method | " + " | ".join(f"{w} {t}" for w in windows for t in TERMS) + " |",
+        "|:--|" + "|".join("--:" for _ in windows for _ in TERMS) + "|",
     ]
     for name, row in results.items():
         loss = (row.get("diagnostics") or {}).get("loss", {})
         cells = []
         for w in windows:
-            for t in DIAG_TERMS:
+            for t in TERMS:
                 v = loss.get(w, {}).get(t)
                 cells.append("–" if v is None else f"{v:.3f}")
         lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
@@ -376,7 +362,7 @@ def _run_row(
 ) -> dict[str, Any]:
     """Train + evaluate one row / seed into ``vdir`` (reusing a finished run)."""
     from cinet.config import load_config, read_saved_git
-    from cinet.engine.training import train
+    from cinet.build.training import train
 
     metrics_file = vdir / "metrics.json"
     if metrics_file.is_file():
@@ -411,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
     from cinet.bench.common import hardware
     from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.builders import build_protocol, check_encoder_weights
+    from cinet.build.builders import build_protocol, check_encoder_weights
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.distributed import global_rank
 

@@ -78,10 +78,10 @@ def _demo(argv: list[str] | None) -> int:
     from cinet.cli import main as cinet_main
     from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
-    from cinet.engine.baseline import trivial_baseline_metrics
-    from cinet.engine.builders import build_protocol
+    from cinet.build.baseline import trivial_baseline_metrics
+    from cinet.build.builders import build_protocol
     from cinet.engine.datamodule import dataset_info_from_config
-    from cinet.engine.training import train
+    from cinet.build.training import train
     from cinet.errors import CinetError
     from cinet.metrics import format_table
     from cinet.utils.io import atomic_write_json

@@ -4,7 +4,7 @@
 * :mod:`cinet.config.loader` — YAML files, bundled configs (``--config smoke``), overrides, saving.
 * :mod:`cinet.config.legacy` — keys of older configs and checkpoints moved to today's layout.
 
-Modules never read this config: the builders in :mod:`cinet.engine.builders` turn it into constructor arguments.
+Modules never read this config: the builders in :mod:`cinet.build.builders` turn it into constructor arguments.
 The names of both modules' ``__all__`` are re-exported here (one list each, kept where the names are defined).
 """
 

@@ -5,7 +5,7 @@ The attribute docstrings are the reference of every key; :func:`validate` holds 
 (choices, ranges, the stage list). Reading YAML and ``key=value`` overrides is :mod:`cinet.config.loader`;
 keys of older files are moved by :mod:`cinet.config.legacy`.
 
-Modules never read this config: the builders in :mod:`cinet.engine.builders` turn it into constructor arguments.
+Modules never read this config: the build layer (:mod:`cinet.build`) turns it into constructor arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cinet.errors import ConfigError
+from cinet.recipe import SCHEDULES, STAGES, VARIANTS, LossWeights
 
 __all__ = [
     "PAPER_STAGES",
@@ -36,7 +37,7 @@ class ModelConfig:
     """Arguments of :func:`cinet.models.build_model` (``num_classes`` comes from the dataset).
 
     Attributes:
-        variant: A row of :data:`cinet.models.VARIANTS`: ``baseline | sum | fsm | lsu | sum_fsm | cinet``
+        variant: A row of :data:`cinet.recipe.VARIANTS`: ``baseline | sum | fsm | lsu | sum_fsm | cinet``
             (paper Tables 1–2), ``sum_unsup`` (Fig. 7 without L_att), ``depth_only | seg_only`` (Δm).
         encoder: ``resnet18 | resnet34 | resnet50 | resnet101`` (dilated, output stride 8) or
             ``timm:<timm model name>`` (any timm backbone, :mod:`cinet.models.timm_encoder`).
@@ -130,25 +131,18 @@ class DataConfig:
 
 
 @dataclass
-class LossConfig:
+class LossConfig(LossWeights):
     """Loss weights and options (paper Sec. 3.4, Eq. 9–13; defaults: Sec. 4.2).
 
+    The weights ``alpha`` (L_depth), ``beta`` (L_con), ``gamma`` (L_seg), ``lam`` (L_pair inside L_depth) and
+    ``mu`` (L_norm inside L_depth) are the fields of :class:`cinet.recipe.LossWeights`, with its defaults.
+
     Attributes:
-        alpha: Weight of L_depth.
-        beta: Weight of L_con.
-        gamma: Weight of L_seg.
-        lam: Weight of L_pair inside L_depth.
-        mu: Weight of L_norm inside L_depth.
         num_pairs: Pixel pairs per image of L_pair.
         class_weights: ``batch`` (Eq. 12 weights from each batch), ``dataset`` (Eq. 12 weights from the
             whole training split, computed once) or ``none`` (plain cross entropy).
     """
 
-    alpha: float = 1.0
-    beta: float = 5.0
-    gamma: float = 0.3
-    lam: float = 1.0
-    mu: float = 5.0
     num_pairs: int = 500
     class_weights: str = "batch"
 
@@ -217,7 +211,7 @@ class TrainConfig:
     Attributes:
         seed: Global seed (model init, data order, augmentation).
         stages: The stages to run, in order (default: the paper's three NYU stages).
-        schedule: What each stage trains (:data:`cinet.engine.stages.SCHEDULES`): ``paper`` (default; ideal
+        schedule: What each stage trains (:data:`cinet.recipe.SCHEDULES`): ``paper`` (default; ideal
             map in stage 1), ``learned`` (the SUM learns its map from stage 1, with L_att) or ``handover``
             (stage 2 mixes the ideal and the learned map, the ideal weight falling from 1 to 0).
         handover_epochs: Epochs of stage 2 over which ``handover`` moves from the ideal to the learned map.
@@ -315,7 +309,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.eval.miou": ("present", "all"),
     "train.eval.protocol": ("dataset", "paper", "mtl"),  # cinet.metrics.protocols.PROTOCOL_NAMES
     "loss.class_weights": ("batch", "dataset", "none"),
-    "train.schedule": ("paper", "learned", "handover"),
+    "train.schedule": tuple(SCHEDULES),
+    "model.variant": tuple(VARIANTS),
 }
 
 
@@ -353,7 +348,7 @@ def validate(cfg: Config, source: str | None = None, sources: Mapping[str, str |
         raise ConfigError(f"{at('train.stages')}config key 'train.stages': at least one stage is needed")
     seen = set()
     for i, st in enumerate(cfg.train.stages):
-        if st.stage not in (1, 2, 3):
+        if st.stage not in STAGES:
             raise ConfigError(
                 f"{at(f'train.stages.{i}.stage')}config key 'train.stages.{i}.stage': must be 1, 2 or 3, got {st.stage}"
             )

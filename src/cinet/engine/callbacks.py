@@ -219,7 +219,7 @@ class LossLog(L.Callback):
         if self._fh is None:
             return
         terms = getattr(pl_module, "last_terms", None) or {}
-        skipped = int(bool(getattr(pl_module, "_skip_step", False)))
+        skipped = int(bool(pl_module.skipped_step))  # CINetModule.skipped_step
         names = [k for k in self.TERMS if k in terms]
         floats = torch.stack([terms[k].float() for k in names]).tolist() if names else []  # one device sync
         found = dict(zip(names, floats))

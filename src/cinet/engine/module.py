@@ -1,10 +1,10 @@
 """The LightningModule of CI-Net: one training stage of the paper's schedule (Sec. 4.2).
 
-What a stage means (attention map, active loss terms, what trains) is one row of the stage table
-:data:`cinet.engine.stages.SCHEDULES`, intersected with the variant's row of
-:data:`cinet.models.factory.VARIANTS`: variants without SUM have no L_att and take no ideal map (their stages 1
-and 2 differ only in the learning rate and length; the same epochs for every variant keeps an ablation
-fair), variants without L_con train the same losses in stage 3 as in stage 2.
+What a stage means (attention map, active loss terms, what trains) is its :class:`cinet.recipe.StageRecipe`,
+passed whole (the recipe table: the stage's row intersected with the variant's): variants without SUM have no
+L_att and take no ideal map (their stages 1 and 2 differ only in the learning rate and length; the same epochs
+for every variant keeps an ablation fair), variants without L_con train the same losses in stage 3 as in
+stage 2. The module never reads the config: :func:`cinet.build.builders.build_module` builds it.
 
 Diagnostics: every step, the gradient norm of each part of the network (``encoder``, ``sum``, ``sharing``,
 ``depth``, ``seg``: :meth:`cinet.models.CINet.diagnostic_groups`) is logged to TensorBoard (``grad_norm/*``)
@@ -14,8 +14,8 @@ Optimiser: SGD (momentum 0.9, weight decay 5e-4) with three groups: ``encoder`` 
 ``lr * encoder_lr_mult``), ``new`` (every other layer, ``lr``) and ``loss`` (learned sigmas of L_con, ``lr``,
 no weight decay). The learning rate is updated every step.
 
-A step whose gradients are not finite is skipped (no parameter update) with a warning; after
-``max_nonfinite`` skipped steps in a row training stops with :class:`NonFiniteLossError`; the last
+A step whose gradients are not finite is skipped (no parameter update, :attr:`CINetModule.skipped_step`) with a
+warning; after ``max_nonfinite`` skipped steps in a row training stops with :class:`NonFiniteLossError`; the last
 checkpoint written before (good weights) is kept.
 """
 
@@ -25,6 +25,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -34,20 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinet.checkpoint import cinet_payload
-from cinet.engine.stages import stage_spec
 from cinet.errors import CinetError
-from cinet.losses.total import TERMS
-from cinet.metrics import DepthMetrics, SegMetrics
+from cinet.metrics import DepthMetrics, EvalProtocol, SegMetrics
 from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
-from cinet.models.factory import VARIANTS, VariantSpec
 from cinet.models.sum import attention_impl_set_to
+from cinet.recipe import TERMS, StageRecipe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROGRESS_TERMS", "CINetModule", "NonFiniteLossError", "PolyLR"]
-
-#: Loss terms shown in the progress bar (all terms are logged to TensorBoard).
-PROGRESS_TERMS = ("total", *TERMS)  # the total and the top-level terms of Eq. 13 (losses.total.TERMS)
+__all__ = ["CINetModule", "NonFiniteLossError", "Optimisation", "PolyLR"]
 
 
 class NonFiniteLossError(CinetError):
@@ -67,30 +63,39 @@ class PolyLR:
         return max(1.0 - step / max(self.total_steps, 1), 0.0) ** self.power
 
 
-class CINetModule(L.LightningModule):
-    """Model + loss + one stage of the schedule.
+@dataclass(frozen=True)
+class Optimisation:
+    """The optimiser of one stage (SGD, paper Sec. 4.2) and its non-finite-step guard.
 
-    Args:
-        model: The CI-Net (``cinet.models.build_model``); ``model.build_kwargs`` goes into checkpoints.
-        loss: The :class:`cinet.losses.TotalLoss` of the variant.
-        stage: 1, 2 or 3.
-        schedule: Row set of :data:`cinet.engine.stages.SCHEDULES` (``paper`` default).
-        handover_epochs: Length of the ideal -> learned map hand-over (``handover`` schedule, stage 2).
-        variant_spec: The variant's :class:`VariantSpec` (default: ``VARIANTS[model.variant]``).
+    Attributes:
         lr: Learning rate of the new layers.
         poly_power: Poly decay power per step (0 = constant).
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         encoder_lr_mult: Learning-rate factor of the encoder.
-        num_classes: Number of segmentation classes.
-        ignore_index: Ignored label.
-        depth_metric_kwargs: ``DepthMetrics`` arguments (reduction, min_depth, max_depth, crop).
-        eval_size: Network input size at evaluation, or None (native resolution).
-        miou_over: mIoU over the classes ``present`` in ground truth or prediction, or ``all`` classes.
-        eval_flip: Average each evaluation prediction with that of the mirrored image (depth: mean of the
-            two maps; segmentation: mean of the two softmax distributions).
-        channels_last: Channels-last model and inputs.
         max_nonfinite: Consecutive non-finite steps tolerated.
+    """
+
+    lr: float = 2e-4
+    poly_power: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    encoder_lr_mult: float = 0.1
+    max_nonfinite: int = 10
+
+
+class CINetModule(L.LightningModule):
+    """Model + loss + one stage of the recipe.
+
+    Args:
+        model: The CI-Net (``cinet.models.build_model``); ``model.build_kwargs`` goes into checkpoints.
+        loss: The :class:`cinet.losses.TotalLoss` of the variant.
+        recipe: What this stage trains (:func:`cinet.recipe.stage_recipe`): attention map, active loss terms,
+            whether L_con's sigmas train, the variant's tasks.
+        protocol: How evaluation is done and reported (:class:`cinet.metrics.EvalProtocol`: class count,
+            ignored label, depth range and crop, reduction, mIoU averaging, flip, network input size).
+        optim: The optimiser settings (:class:`Optimisation`).
+        channels_last: Channels-last model and inputs.
         payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git,
             train_size).
         palette: Class colours for the TensorBoard images.
@@ -103,24 +108,11 @@ class CINetModule(L.LightningModule):
         self,
         model: nn.Module,
         loss: nn.Module,
+        recipe: StageRecipe,
         *,
-        stage: int = 3,
-        schedule: str = "paper",
-        handover_epochs: float = 2.0,
-        variant_spec: VariantSpec | None = None,
-        lr: float = 2e-4,
-        poly_power: float = 0.0,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        encoder_lr_mult: float = 0.1,
-        num_classes: int,
-        ignore_index: int = 255,
-        depth_metric_kwargs: dict[str, Any] | None = None,
-        eval_size: tuple[int, int] | None = None,
-        miou_over: str = "present",
-        eval_flip: bool = False,
+        protocol: EvalProtocol,
+        optim: Optimisation = Optimisation(),
         channels_last: bool = False,
-        max_nonfinite: int = 10,
         payload: dict[str, Any] | None = None,
         palette: list[list[int]] | None = None,
         mean: tuple[float, ...],
@@ -128,40 +120,25 @@ class CINetModule(L.LightningModule):
         num_vis: int = 4,
     ) -> None:
         super().__init__()
-        if stage not in (1, 2, 3):
-            raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
         self.model = model
         self.loss = loss
-        self.stage = stage
-        self.stage_spec = stage_spec(schedule, stage)
-        self.handover_epochs = float(handover_epochs)
-        if variant_spec is None:
-            variant_spec = VARIANTS.get(getattr(model, "variant", ""))
-        if variant_spec is None:  # a model built directly: read its structure
-            variant_spec = VariantSpec(
-                use_sum=getattr(model, "sum", None) is not None,
-                sharing=getattr(model, "sharing", "none"),
-                consistency=bool(getattr(loss, "use_consistency", False)),
-                tasks=tuple(getattr(model, "tasks", ("depth", "seg"))),
-            )
-        self.variant_spec = variant_spec
-        self.active_terms = self.stage_spec.active_terms(variant_spec)
-        self.lr = lr
-        self.poly_power = poly_power
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.encoder_lr_mult = encoder_lr_mult
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.eval_size = tuple(eval_size) if eval_size else None
-        self.eval_flip = bool(eval_flip)
+        self.recipe = recipe
+        self.stage = recipe.stage
+        self.optim = optim
+        self.protocol = protocol
+        if protocol.num_classes is None:
+            raise ValueError("protocol.num_classes: the evaluated class count is needed")
+        self.num_classes = int(protocol.num_classes)
+        self.ignore_index = 255 if protocol.ignore_index is None else int(protocol.ignore_index)
+        self.eval_size = tuple(protocol.input_size) if protocol.input_size else None
+        self.eval_flip = bool(protocol.flip)
         self.channels_last = channels_last
-        self.max_nonfinite = max_nonfinite
         self.payload = dict(payload or {})
         self.palette = palette
         self.mean, self.std = tuple(mean), tuple(std)
         self.num_vis = num_vis
-        dkw = dict(depth_metric_kwargs or {})
+        dkw = {**protocol.depth_kwargs(), "reduction": protocol.reduction}
+        miou_over, ignore_index, num_classes = protocol.miou_over, self.ignore_index, self.num_classes
         self.val_depth = DepthMetrics(**dkw)
         self.val_seg = SegMetrics(num_classes, ignore_index=ignore_index, miou_over=miou_over)
         self.test_depth = DepthMetrics(**dkw)
@@ -172,11 +149,10 @@ class CINetModule(L.LightningModule):
         self.nonfinite_total = 0
         self.test_results: dict[str, Any] = {}
         self.last_terms: dict[str, torch.Tensor] = {}  # loss terms of the latest training step
-        self._skip_step = False
+        self.skipped_step = False  # the latest optimizer step was skipped (non-finite); read by the loss log
         # parameters of loss terms inactive in this stage get no gradient (keeps DDP's reducer happy)
-        uses_con = self.stage_spec.trains_loss_parameters(variant_spec)
         for p in loss.parameters():
-            p.requires_grad_(uses_con)
+            p.requires_grad_(recipe.trains_loss_parameters)
         groups = model.diagnostic_groups() if hasattr(model, "diagnostic_groups") else {}
         self._grad_groups = {k: v for k, v in groups.items() if v}
 
@@ -199,7 +175,7 @@ class CINetModule(L.LightningModule):
 
     def ideal_weight(self) -> float:
         """Weight of the ideal map at the current step (0 when the SUM learns its own map)."""
-        if not self.stage_spec.uses_ideal_map(self.variant_spec):
+        if not self.recipe.uses_ideal_map:
             return 0.0
         steps_per_epoch = 1
         if self._trainer is not None:
@@ -207,7 +183,7 @@ class CINetModule(L.LightningModule):
             steps_per_epoch = (
                 int(n) if isinstance(n, int) or (isinstance(n, float) and math.isfinite(n)) else 1
             )
-        return self.stage_spec.ideal_weight(self.global_step, steps_per_epoch, self.handover_epochs)
+        return self.recipe.ideal_weight(self.global_step, steps_per_epoch)
 
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One training forward: the model on ``batch["image"]`` (with the stage's attention map) and the loss
@@ -223,14 +199,14 @@ class CINetModule(L.LightningModule):
         weight = self.ideal_weight()
         ideal = batch["labels"] if weight > 0 else None
         out = self.model(self._images(batch), ideal_labels=ideal, ideal_weight=weight if weight > 0 else 1.0)
-        return self.loss(out, batch, self.active_terms)
+        return self.loss(out, batch, self.recipe.terms)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         terms = self.compute_losses(batch)
         self.last_terms = {k: v.detach() for k, v in terms.items()}  # read by the loss log (no sync here)
         weight = self.ideal_weight()
         bs = batch["image"].shape[0]
-        if self.stage_spec.attention == "handover" and self.variant_spec.supervised_attention:
+        if self.recipe.attention == "handover":
             self.log("train/ideal_weight", weight, on_step=True, on_epoch=False, batch_size=bs)
         for name, value in terms.items():
             self.log(
@@ -238,7 +214,7 @@ class CINetModule(L.LightningModule):
                 value.detach(),
                 on_step=True,
                 on_epoch=False,
-                prog_bar=name in PROGRESS_TERMS,
+                prog_bar=name == "total" or name in TERMS,  # the total and the top-level terms of Eq. 13
                 batch_size=bs,
             )
         opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
@@ -254,20 +230,19 @@ class CINetModule(L.LightningModule):
         return terms["total"]
 
     def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim
         groups = self.model.parameter_groups()
         loss_params = [p for p in self.loss.parameters() if p.requires_grad]
         param_groups = [
-            {"params": groups["encoder"], "lr": self.lr * self.encoder_lr_mult, "name": "encoder"},
-            {"params": groups["new"], "lr": self.lr, "name": "new"},
+            {"params": groups["encoder"], "lr": o.lr * o.encoder_lr_mult, "name": "encoder"},
+            {"params": groups["new"], "lr": o.lr, "name": "new"},
         ]
         if loss_params:
-            param_groups.append({"params": loss_params, "lr": self.lr, "weight_decay": 0.0, "name": "loss"})
-        optimizer = torch.optim.SGD(
-            param_groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
+            param_groups.append({"params": loss_params, "lr": o.lr, "weight_decay": 0.0, "name": "loss"})
+        optimizer = torch.optim.SGD(param_groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         # The total step count is set in on_train_start: asking Lightning for it here
         # (estimated_stepping_batches) would build the train loader before a resumed run restores its position.
-        self._poly = PolyLR(0, self.poly_power)
+        self._poly = PolyLR(0, o.poly_power)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._poly)
         return {
             "optimizer": optimizer,
@@ -313,13 +288,13 @@ class CINetModule(L.LightningModule):
             finite = loss is None or bool(torch.isfinite(loss.detach()).all())
             if not scaler_handles_inf:
                 finite = finite and self._grads_finite(raw_optimizer)
-            self._skip_step = not finite
+            self.skipped_step = not finite
             if not finite and not scaler_handles_inf:
                 raw_optimizer.zero_grad(set_to_none=True)  # SGD skips params without grad: no update
             return loss
 
         optimizer.step(closure=closure)
-        if self._skip_step:
+        if self.skipped_step:
             self.nonfinite_streak += 1
             self.nonfinite_total += 1
             log.warning(
@@ -327,9 +302,9 @@ class CINetModule(L.LightningModule):
                 self.global_step,
                 self.stage,
                 self.nonfinite_streak,
-                self.max_nonfinite,
+                self.optim.max_nonfinite,
             )
-            if self.nonfinite_streak > self.max_nonfinite:
+            if self.nonfinite_streak > self.optim.max_nonfinite:
                 raise NonFiniteLossError(
                     f"training stopped at stage {self.stage}, step {self.global_step}: {self.nonfinite_streak} "
                     "consecutive non-finite losses/gradients (train.max_nonfinite); the last checkpoint "
@@ -429,7 +404,7 @@ class CINetModule(L.LightningModule):
             self._log_images(batch, depth, pred_labels)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._compute(self.val_depth, self.val_seg, self.variant_spec.tasks, self.val_att)
+        metrics = self._compute(self.val_depth, self.val_seg, self.recipe.tasks, self.val_att)
         for key, value in metrics.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.log(f"val/{key}", value, prog_bar=key in ("delta1", "rms", "miou"), sync_dist=True)
@@ -439,7 +414,7 @@ class CINetModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._compute(
-            self.test_depth, self.test_seg, self.variant_spec.tasks, self.test_att
+            self.test_depth, self.test_seg, self.recipe.tasks, self.test_att
         )
         for key, value in self.test_results.items():
             if isinstance(value, float) and math.isfinite(value):

@@ -658,7 +658,7 @@ class Predictor:
         outputs = output_bytes(height, width, (ph, pw), batch, classes)
         if self.is_torch:
             return int(self._forward_bytes_per_pixel() * batch * ph * pw) + outputs
-        from cinet.models import VARIANTS
+        from cinet.recipe import VARIANTS
 
         spec = VARIANTS.get(str(self.model_kwargs.get("variant", "cinet")))
         if spec is None or spec.use_sum:

@@ -584,7 +584,7 @@ def export_int8(
         CheckpointError: The model's class count differs from the dataset's.
         ConfigError / DataError: The dataset cannot be built.
     """
-    from cinet.engine.builders import build_protocol
+    from cinet.build.builders import build_protocol
     from cinet.engine.datamodule import build_dataset
     from cinet.errors import CheckpointError
     from cinet.inference.export import OnnxRunner

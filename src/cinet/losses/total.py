@@ -2,15 +2,16 @@
 
 ``L = L_att + alpha * L_depth + beta * L_con + gamma * L_seg`` with ``L_depth = L_berhu + lam L_pair + mu L_norm``.
 
-The caller says which top-level terms (``depth``, ``seg``, ``att``, ``con``) are active: the stage table
-(:mod:`cinet.engine.stages`) intersected with the variant. Inactive terms are returned as zeros so that every
-step logs the same keys (:data:`LOSS_KEYS`, the one list of loss-term names).
+The caller says which top-level terms (``depth``, ``seg``, ``att``, ``con``) are active: the recipe table
+(:func:`cinet.recipe.stage_recipe`, the stage intersected with the variant). Inactive terms are returned as
+zeros so that every step logs the same keys. The term names (:data:`cinet.recipe.TERMS`,
+:data:`cinet.recipe.LOSS_KEYS`) and the weights (:class:`cinet.recipe.LossWeights`) are defined in the recipe
+table, once; they are re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,36 +21,12 @@ from cinet.losses.attention import AttentionLoss
 from cinet.losses.consistency import ConsistencyLoss
 from cinet.losses.depth import depth_loss
 from cinet.losses.segmentation import WeightedCrossEntropy
+from cinet.recipe import LOSS_KEYS, TERMS, LossWeights
 
 if TYPE_CHECKING:
     from cinet.models.outputs import CINetOutput
 
 __all__ = ["LOSS_KEYS", "TERMS", "LossWeights", "TotalLoss"]
-
-#: Every key :meth:`TotalLoss.forward` returns (the parts of L_depth, the top-level terms, the total).
-LOSS_KEYS = ("total", "depth", "berhu", "pair", "normal", "seg", "att", "con")
-#: The top-level terms of Eq. 13 that a stage can switch on.
-TERMS = ("depth", "seg", "att", "con")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of Eq. 11 and Eq. 13 (defaults: paper Sec. 4.2).
-
-    Attributes:
-        alpha: Weight of L_depth in the total.
-        beta: Weight of L_con in the total.
-        gamma: Weight of L_seg in the total.
-        lam: Weight of L_pair in L_depth.
-        mu: Weight of L_norm in L_depth.
-    """
-
-    alpha: float = 1.0
-    beta: float = 5.0
-    gamma: float = 0.3
-    lam: float = 1.0
-    mu: float = 5.0
-
 
 class TotalLoss(nn.Module):
     """All training losses of CI-Net (Eq. 3–13) behind one call.

@@ -113,9 +113,11 @@ class CINet(nn.Module):
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tasks!r}")
         if len(tasks) == 1 and sharing != "none":
             raise ValueError(f"sharing {sharing!r} needs both branches, got tasks={tasks!r}")
-        if len(decoder_channels) != 3:
+        decoder_channels = tuple(int(c) for c in decoder_channels)
+        if len(decoder_channels) != 3 or min(decoder_channels) < 1:
             raise ValueError(
-                f"decoder_channels needs 3 entries (1/8 -> 1/4 -> 1/2 -> 1/1), got {decoder_channels}"
+                "decoder_channels: need 3 positive entries (1/8 -> 1/4 -> 1/2 -> 1/1), "
+                f"got {list(decoder_channels)}"
             )
         self.variant = variant
         self.encoder_name = encoder

@@ -34,9 +34,20 @@ import torch
 from torch import nn
 
 from cinet.models.outputs import AttentionState
-from cinet.ops import ATTENTION_IMPLS, ideal_attention_apply, sigmoid_attention
+from cinet.ops import check_attention_impl, ideal_attention_apply, sigmoid_attention
 
 ATTENTION_NORMS = ("n", "none")
+
+
+def check_attention_norm(norm: str) -> str:
+    """``norm`` if it is one of :data:`ATTENTION_NORMS` (the one check of that value).
+
+    Raises:
+        ValueError: ``"attention_norm: ..."`` naming the valid values.
+    """
+    if norm not in ATTENTION_NORMS:
+        raise ValueError(f"attention_norm: {norm!r} not in {', '.join(ATTENTION_NORMS)}")
+    return norm
 
 #: The attention path of inference (predict, eval, Predictor, benchmarks), whatever a checkpoint was trained
 #: with: ``auto`` is naive for small maps and memory-bounded (tiled; Triton on CUDA) from
@@ -57,8 +68,7 @@ def set_attention_impl(model: nn.Module, impl: str = INFERENCE_ATTENTION_IMPL) -
     Raises:
         ValueError: Unknown ``impl``.
     """
-    if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+    check_attention_impl(impl)
     for m in model.modules():
         if isinstance(m, SceneUnderstandingModule):
             m.attention_impl = impl
@@ -99,10 +109,8 @@ class SceneUnderstandingModule(nn.Module):
         zero_init_value: bool = False,
     ) -> None:
         super().__init__()
-        if normalize not in ATTENTION_NORMS:
-            raise ValueError(f"normalize must be one of {ATTENTION_NORMS}, got {normalize!r}")
-        if attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}")
+        check_attention_norm(normalize)
+        check_attention_impl(attention_impl)
         self.channels = channels
         self.qk_channels = qk_channels
         self.normalize = normalize

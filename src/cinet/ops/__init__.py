@@ -8,6 +8,7 @@ interchangeable and checked against each other.
 from cinet.ops.sigmoid_attention import (
     ATTENTION_IMPLS,
     attention_bce,
+    check_attention_impl,
     downsample_labels,
     ideal_attention_apply,
     resolve_impl,
@@ -17,6 +18,7 @@ from cinet.ops.sigmoid_attention import (
 __all__ = [
     "ATTENTION_IMPLS",
     "attention_bce",
+    "check_attention_impl",
     "downsample_labels",
     "ideal_attention_apply",
     "resolve_impl",

@@ -35,9 +35,14 @@ DEFAULT_TILED_MIN_N = 1024
 NO_TRITON_ENV = "CINET_ATTENTION_NO_TRITON"  # "1": ``auto`` never picks Triton (escape hatch)
 
 
-def _check_impl(impl: str) -> str:
+def check_attention_impl(impl: str) -> str:
+    """``impl`` if it names an attention path (:data:`ATTENTION_IMPLS`), the one check of that value.
+
+    Raises:
+        ValueError: ``"attention_impl: ..."`` naming the valid paths.
+    """
     if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        raise ValueError(f"attention_impl: {impl!r} not in {', '.join(ATTENTION_IMPLS)}")
     return impl
 
 
@@ -80,7 +85,7 @@ def resolve_impl(
     Returns:
         ``naive``, ``tiled`` or ``triton``.
     """
-    _check_impl(impl)
+    check_attention_impl(impl)
     device = torch.device(device)
     if impl == "triton":
         return "triton" if triton_usable(device, dtype, head_dim) else "tiled"

@@ -47,7 +47,7 @@ def fit_trivial_baseline(cfg: Config) -> tuple[float, int]:
 
 def trivial_baseline_metrics(cfg: Config, split: str | None = None) -> dict[str, Any]:
     """Metrics of the trivial baseline on ``split`` (default ``data.test_split``) under ``cfg``'s protocol."""
-    from cinet.engine.builders import build_protocol
+    from cinet.build.builders import build_protocol
     from cinet.engine.datamodule import build_dataset
     from cinet.metrics import DepthMetrics, SegMetrics
 

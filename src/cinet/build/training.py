@@ -3,7 +3,7 @@
 :func:`train` runs the stages of a config one after the other into a run directory (:mod:`cinet.engine.rundir`),
 each stage starting from the previous stage's weights, resumable at the step where it stopped; then it evaluates
 the final model (:func:`evaluate_module`). Everything it trains or evaluates comes from
-:mod:`cinet.engine.builders`.
+:mod:`cinet.build.builders`.
 
 Distributed runs (``trainer.devices``, ``trainer.num_nodes``, ``trainer.strategy=ddp``): Lightning launches or detects
 the processes (torchrun, SLURM); only global rank 0 writes the run directory's files.
@@ -22,7 +22,8 @@ from typing import Any
 
 from cinet.checkpoint import check_fits, load_weights, read_checkpoint
 from cinet.config import Config, StageConfig, git_revision, save_config
-from cinet.engine import builders, rundir
+from cinet.build import builders
+from cinet.engine import rundir
 from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, CinetError, ConfigError

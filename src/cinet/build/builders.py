@@ -1,19 +1,24 @@
 """Builders: the only code that reads :class:`cinet.config.Config`; each turns one section into objects.
 
 ``build_model`` (``model.*``), ``build_loss`` / ``build_class_weights`` (``loss.*``), ``build_protocol``
-(``train.eval.*`` over the dataset's protocol), ``build_datamodule`` (``data.*``), ``build_module`` (one stage's
+(``train.eval.*`` over the dataset's protocol), ``build_recipe`` (``model.variant`` x ``train.schedule`` x the
+stage: :func:`cinet.recipe.stage_recipe`), ``build_datamodule`` (``data.*``), ``build_module`` (one stage's
 LightningModule) and ``trainer_kwargs`` / ``build_trainer`` / ``build_test_trainer`` (``trainer.*`` and the
-schedule). Modules receive plain arguments; none of them sees the config.
+recipe's DDP setting). Modules receive plain arguments; none of them sees the config. A library
+:class:`ValueError` whose message starts with an argument's name becomes a :class:`ConfigError` naming the
+config key (:func:`config_key`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from cinet.config import Config, StageConfig, config_to_dict
+from cinet.config import Config, ModelConfig, StageConfig, config_to_dict
 from cinet.errors import ConfigError
+from cinet.recipe import LossWeights, StageRecipe, stage_recipe
 
 __all__ = [
     "build_class_weights",
@@ -22,32 +27,51 @@ __all__ = [
     "build_model",
     "build_module",
     "build_protocol",
+    "build_recipe",
     "build_test_trainer",
     "build_trainer",
+    "config_key",
     "trainer_kwargs",
 ]
+
+#: Library argument name -> config key, for the errors of the model builder and the recipe table.
+MODEL_KEYS: dict[str, str] = {
+    **{f.name: f"model.{f.name}" for f in dataclasses.fields(ModelConfig)},
+    "num_classes": "model.num_classes",
+}
+RECIPE_KEYS: dict[str, str] = {
+    "variant": "model.variant",
+    "schedule": "train.schedule",
+    "stage": "train.stages",
+}
+
+
+@contextlib.contextmanager
+def config_key(keys: Mapping[str, str]) -> Iterator[None]:
+    """Turn a library ``ValueError("<argument>: <what>")`` into ``ConfigError("<config key>: <what>")``.
+
+    Args:
+        keys: Argument name -> config key; errors about other arguments (or without one) pass unchanged.
+
+    Raises:
+        ConfigError: One line naming the config key of the argument the library refused.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        argument, sep, what = str(exc).partition(": ")
+        if sep and argument in keys:
+            raise ConfigError(f"{keys[argument]}: {what}") from exc
+        raise
 
 
 def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
     """The network of ``cfg.model``."""
     from cinet.models import build_model as _build
 
-    m = cfg.model
-    return _build(
-        variant=m.variant,
-        encoder=m.encoder,
-        num_classes=num_classes,
-        encoder_weights=m.encoder_weights,
-        channels=m.channels,
-        qk_channels=m.qk_channels,
-        decoder_channels=list(m.decoder_channels),
-        attention_norm=m.attention_norm,
-        attention_impl=m.attention_impl,
-        depth_init=m.depth_init,
-        ignore_index=ignore_index,
-        zero_init_sharing=m.zero_init_sharing,
-        zero_init_sum=m.zero_init_sum,
-    )
+    arguments = dataclasses.asdict(cfg.model)  # ModelConfig's fields are build_model's arguments
+    with config_key(MODEL_KEYS):
+        return _build(**arguments, num_classes=num_classes, ignore_index=ignore_index)
 
 
 def check_encoder_weights(cfg: Config) -> None:
@@ -60,16 +84,17 @@ def check_encoder_weights(cfg: Config) -> None:
 
 def build_loss(cfg: Config, info: Any, class_weights: Any = None, num_feature_maps: int = 3) -> Any:
     """The :class:`cinet.losses.TotalLoss` of the variant (``num_feature_maps``: the model's ``num_stages``)."""
-    from cinet.losses import LossWeights, TotalLoss
-    from cinet.models import variant_spec
+    from cinet.losses import TotalLoss
+    from cinet.recipe import variant
 
-    spec = variant_spec(cfg.model.variant)
+    with config_key(RECIPE_KEYS):
+        spec = variant(cfg.model.variant)
     lc = cfg.loss
     return TotalLoss(
         info.num_classes,
         use_attention=spec.supervised_attention,
         use_consistency=spec.consistency,
-        weights=LossWeights(alpha=lc.alpha, beta=lc.beta, gamma=lc.gamma, lam=lc.lam, mu=lc.mu),
+        weights=LossWeights(**{f.name: getattr(lc, f.name) for f in dataclasses.fields(LossWeights)}),
         num_pairs=lc.num_pairs,
         ignore_index=info.ignore_index,
         attention_impl=cfg.model.attention_impl,
@@ -164,6 +189,14 @@ def build_protocol(cfg: Config, info: Any, split: str | None = None) -> Any:
     return EvalProtocol.for_info(info, **overrides)
 
 
+def build_recipe(cfg: Config, stage: int) -> StageRecipe:
+    """The :class:`cinet.recipe.StageRecipe` of ``stage`` for ``model.variant`` under ``train.schedule``."""
+    with config_key(RECIPE_KEYS):
+        return stage_recipe(
+            cfg.model.variant, stage, cfg.train.schedule, handover_epochs=cfg.train.handover_epochs
+        )
+
+
 def build_datamodule(
     cfg: Config,
     stage: int = 0,
@@ -204,33 +237,27 @@ def build_module(
     The checkpoint's dataset entry records the model's input normalisation (its encoder's mean / std), which
     ``Predictor``, ``cinet predict`` and ``cinet export`` read.
     """
-    from cinet.engine.module import CINetModule
+    from cinet.engine.module import CINetModule, Optimisation
 
+    recipe = build_recipe(cfg, stage_cfg.stage)
     if model is None:
         model = build_model(cfg, info.num_classes, info.ignore_index)
     info = dataclasses.replace(info, mean=tuple(model.input_mean), std=tuple(model.input_std))
-    protocol = build_protocol(cfg, info)
-    dkw = protocol.depth_kwargs()
-    dkw["reduction"] = protocol.reduction
+    t = cfg.train
     return CINetModule(
         model,
         build_loss(cfg, info, class_weights, num_feature_maps=model.num_stages),
-        stage=stage_cfg.stage,
-        schedule=cfg.train.schedule,
-        handover_epochs=cfg.train.handover_epochs,
-        lr=stage_cfg.lr,
-        poly_power=stage_cfg.poly_power,
-        momentum=cfg.train.momentum,
-        weight_decay=cfg.train.weight_decay,
-        encoder_lr_mult=cfg.train.encoder_lr_mult,
-        num_classes=info.num_classes,
-        ignore_index=info.ignore_index,
-        depth_metric_kwargs=dkw,
-        eval_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
-        miou_over=protocol.miou_over,
-        eval_flip=protocol.flip,
+        recipe,
+        protocol=build_protocol(cfg, info),
+        optim=Optimisation(
+            lr=stage_cfg.lr,
+            poly_power=stage_cfg.poly_power,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            encoder_lr_mult=t.encoder_lr_mult,
+            max_nonfinite=t.max_nonfinite,
+        ),
         channels_last=cfg.trainer.channels_last,
-        max_nonfinite=cfg.train.max_nonfinite,
         payload={
             "dataset": dataclasses.asdict(info),
             "config": config_to_dict(cfg),
@@ -257,14 +284,10 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
     ``train_batches`` (batches per epoch, when known) caps ``log_every_n_steps`` so that Lightning does not warn
     that the epoch is shorter than the logging interval.
     """
-    from cinet.engine.stages import stage_spec
-    from cinet.models import variant_spec
-
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
     # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
-    unused = stage_spec(t.schedule, stage_cfg.stage).ddp_find_unused(variant_spec(cfg.model.variant))
-    if unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+    if build_recipe(cfg, stage_cfg.stage).ddp_find_unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
         strategy = f"{strategy}_find_unused_parameters_true"
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
