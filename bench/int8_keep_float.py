@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from cinet.build.builders import build_protocol
     from cinet.checkpoint import load_model
     from cinet.data.info import DatasetInfo
-    from cinet.build.builders import build_protocol
     from cinet.engine.datamodule import build_dataset
     from cinet.inference.export import OnnxRunner, export_onnx
     from cinet.inference.quantize import (

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cinet.data import dataset_info, denormalize, load_dataset
+from cinet.data import dataset_info, load_dataset
+from cinet.data.base import denormalize
 from cinet.errors import ConfigError, DataError
 
 H, W = 5, 7

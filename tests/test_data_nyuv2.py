@@ -11,7 +11,8 @@ import pytest
 import scipy.io
 import torch
 
-from cinet.data import dataset_info, denormalize, load_dataset, load_meta
+from cinet.data import dataset_info, load_dataset, load_meta
+from cinet.data.base import denormalize
 from cinet.errors import DataError
 
 H, W = 6, 8

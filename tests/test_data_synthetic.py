@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cinet.data import collate, dataset_info, denormalize, load_dataset
+from cinet.data import dataset_info, load_dataset
+from cinet.data.base import collate, denormalize
 from cinet.data.synthetic import FLOOR, WALL
 from cinet.errors import ConfigError
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cinet.build.builders import build_protocol
 from cinet.config import load_config
 from cinet.data import DATASETS, dataset_class
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
-from cinet.build.builders import build_protocol
 from cinet.engine.datamodule import CINetDataModule, build_dataset, dataset_info_from_config
 
 ROOT = Path(__file__).resolve().parents[1]

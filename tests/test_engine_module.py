@@ -9,8 +9,8 @@ import lightning as L
 import pytest
 import torch
 
-from cinet.config import StageConfig, load_config
 from cinet.build import builders, training
+from cinet.config import StageConfig, load_config
 from cinet.engine.datamodule import ResumableDataLoader, SeededDataset, ShardedSampler
 from cinet.engine.module import NonFiniteLossError, PolyLR
 
@@ -26,7 +26,7 @@ def _module(variant: str, stage: int, **overrides: Any) -> Any:
 
 
 def _batch(dm: Any) -> dict[str, Any]:
-    from cinet.data import collate
+    from cinet.data.base import collate
 
     ds = dm.dataset("train")
     return collate([ds[i] for i in range(2)])

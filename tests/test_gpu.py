@@ -25,8 +25,8 @@ from cinet.config import load_config
 from cinet.inference.predictor import Predictor
 from cinet.metrics import METRIC_KEYS
 from cinet.models import build_model
-from cinet.recipe import VARIANTS
 from cinet.ops import attention_bce, resolve_impl, sigmoid_attention, triton_kernels
+from cinet.recipe import VARIANTS
 from inference_fixtures import synthetic_image, tiny_info, tiny_model
 
 pytestmark = pytest.mark.gpu

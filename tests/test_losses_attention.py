@@ -12,10 +12,10 @@ from cinet.losses import (
     AttentionLoss,
     attention_loss,
     attention_loss_qk,
-    downsample_labels,
     ideal_attention_map,
 )
 from cinet.models.outputs import AttentionState
+from cinet.ops import resize_map
 
 
 def softplus(x: float) -> float:
@@ -120,6 +120,6 @@ def test_attention_loss_module_downsamples_labels() -> None:
     q, k = torch.randn(1, 4, 3), torch.randn(1, 4, 3)
     labels = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 255, 255]]])
     state = AttentionState(query=q, key=k, size=(2, 2))
-    small = downsample_labels(labels, (2, 2))
+    small = resize_map(labels, (2, 2))
     assert torch.equal(small, torch.tensor([[[0, 1], [2, 255]]]))
     assert AttentionLoss()(state, labels).item() == pytest.approx(attention_loss_qk(q, k, small).item())

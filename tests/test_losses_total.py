@@ -11,11 +11,11 @@ from cinet.losses import (
     TotalLoss,
     attention_loss_qk,
     depth_loss,
-    downsample_labels,
     weighted_cross_entropy,
 )
-from cinet.recipe import Variant, stage_recipe
 from cinet.models.outputs import AttentionState, CINetOutput
+from cinet.ops import resize_map
+from cinet.recipe import Variant, stage_recipe
 
 C = 3
 
@@ -103,7 +103,7 @@ def test_terms_equal_the_pure_functions_and_custom_weights() -> None:
     assert terms["seg"].item() == pytest.approx(
         weighted_cross_entropy(out.seg_logits, batch["labels"], C).item()
     )
-    small = downsample_labels(batch["labels"], (4, 4))
+    small = resize_map(batch["labels"], (4, 4))
     att = attention_loss_qk(out.attention.query, out.attention.key, small)
     assert terms["att"].item() == pytest.approx(att.item(), rel=1e-6)
     assert terms["total"].item() == pytest.approx(expected_total(terms, w, True, True), rel=1e-6)

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from cinet.models import CINet, CINetOutput, build_model
-from cinet.recipe import VARIANTS, variant
 from cinet.models.decoder import DepthHead, UpsampleBlock
 from cinet.models.fsm import FeatureSharingModule, LateralSharingUnit
 from cinet.models.sum import SceneUnderstandingModule
-from cinet.ops import attention_bce, downsample_labels
+from cinet.ops import attention_bce, resize_map
+from cinet.recipe import VARIANTS, variant
 
 K = 5  # classes
 TINY = {"channels": 32, "qk_channels": 8, "decoder_channels": (16, 8, 8)}
@@ -36,7 +36,7 @@ def _task_loss(model: CINet, images: torch.Tensor, labels: torch.Tensor) -> tupl
         loss = loss + F.cross_entropy(out.seg_logits, labels, ignore_index=255)
     if out.attention is not None:
         att = out.attention
-        small = downsample_labels(labels, att.size).flatten(1)
+        small = resize_map(labels, att.size).flatten(1)
         loss = loss + attention_bce(att.query, att.key, small)
     return loss, out
 
@@ -108,9 +108,11 @@ def test_variant_table_drives_the_modules() -> None:
         assert (m.variant, m.encoder_name, m.num_classes) == (name, "resnet18", K)
         assert m.build_kwargs["variant"] == name and m.build_kwargs["num_classes"] == K
     # library errors are ValueErrors starting with the argument's name (the build layer names the config key)
-    with pytest.raises(ValueError, match="^variant: .*baseline, sum, sum_unsup, fsm, lsu, sum_fsm, cinet, depth_only"):
+    with pytest.raises(
+        ValueError, match=r"^variant: .*baseline, sum, sum_unsup, fsm, lsu, sum_fsm, cinet, depth_only"
+    ):
         build_model(variant="nope", num_classes=3)
-    with pytest.raises(ValueError, match="^attention_norm: 'softmax'"):
+    with pytest.raises(ValueError, match=r"^attention_norm: 'softmax'"):
         build_model(variant="sum", encoder="resnet18", num_classes=3, attention_norm="softmax")
 
 
@@ -130,7 +132,7 @@ def test_given_attention_modes() -> None:
         learned = model(x)
         ideal = model(x, ideal_labels=labels)
         h, w = learned.attention.size
-        small = downsample_labels(labels, (h, w)).flatten(1)  # [B,N]
+        small = resize_map(labels, (h, w)).flatten(1)  # [B,N]
         m = F.one_hot(small.clamp_max(K - 1), K).float() * (small != 255).unsqueeze(-1)  # [B,N,K]
         explicit = model(x, attention_map=m @ m.transpose(1, 2))
         random_map = model(x, attention_map=torch.rand(2, h * w, h * w))

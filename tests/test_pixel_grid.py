@@ -14,7 +14,6 @@ import torch
 from cinet.data.info import scale_intrinsics
 from cinet.data.transforms import RandomScale, Resize, applied_scale, resize_map
 from cinet.inference.preprocess import Geometry
-from cinet.ops import downsample_labels
 
 # (input width, edge column, output width): x0.5, x1.3, x2, a 4032-wide photo to 320, odd ratios
 EDGE_CASES = [
@@ -102,10 +101,10 @@ def test_floor_back_projection_after_a_resize_keeps_the_floor_height(scale: floa
 
 def test_attention_targets_take_the_label_at_each_feature_cell_centre() -> None:
     labels = torch.arange(8).repeat(8, 1)[None]  # [1,8,8] value = column
-    small = downsample_labels(labels, (2, 2))
+    small = resize_map(labels, (2, 2))
     # cell j of 2 covers input columns [4j, 4j + 4): its centre pixel is floor((j + 0.5) * 4) = 2, 6
     assert small.tolist() == [[[2, 6], [2, 6]]]
-    assert downsample_labels(labels, (8, 8)) is labels
+    assert resize_map(labels, (8, 8)) is labels
 
 
 def test_prediction_labels_restored_by_pixel_centres() -> None:

@@ -295,8 +295,8 @@ def test_packaged_lite0_dilated_encoder(
 
 def test_demo_config_needs_no_package(package_absent: str) -> None:
     """``make demo`` (configs/demo.yaml) trains without the packaged weights installed."""
-    from cinet.config import load_config
     from cinet.build import builders
+    from cinet.config import load_config
 
     cfg = load_config(str(ROOT / "configs" / "demo.yaml"), [])
     builders.check_encoder_weights(cfg)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cinet.build.builders import build_protocol
 from cinet.cli import main
 from cinet.config import load_config
 from cinet.data import dataset_info
-from cinet.build.builders import build_protocol
 from cinet.errors import ConfigError
 from cinet.metrics import DepthMetrics, seg_scores
 from cinet.metrics.protocols import PRESETS, PROTOCOL_NAMES

@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 import torch
 
+from cinet.build.builders import build_protocol
 from cinet.cli import main
 from cinet.config import load_config
-from cinet.data import BaseDataset, load_dataset
-from cinet.build.builders import build_protocol
+from cinet.data import load_dataset
+from cinet.data.base import BaseDataset
 from cinet.metrics import DEPTH_KEYS, METRIC_KEYS, DepthMetrics, SegMetrics, format_table
 
 pytestmark = pytest.mark.data

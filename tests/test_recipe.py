@@ -29,7 +29,8 @@ def test_paper_schedule_by_variant() -> None:
     assert all(r("baseline", s).terms == {"depth", "seg"} for s in (1, 2, 3))
     # the unsupervised SUM never sees the ideal map nor L_att
     assert all(
-        r("sum_unsup", s).terms == {"depth", "seg"} and not r("sum_unsup", s).uses_ideal_map for s in (1, 2, 3)
+        r("sum_unsup", s).terms == {"depth", "seg"} and not r("sum_unsup", s).uses_ideal_map
+        for s in (1, 2, 3)
     )
     assert all(r("depth_only", s).terms == {"depth"} for s in (1, 2, 3))
     assert all(r("seg_only", s).terms == {"seg"} for s in (1, 2, 3))

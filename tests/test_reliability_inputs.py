@@ -212,7 +212,8 @@ def test_empty_image_folder(tmp_path: Path, out: Path, capsys: pytest.CaptureFix
 
 def test_batch_of_different_image_sizes(tmp_path: Path) -> None:
     """Images of different sizes without data.image_size / crop_size: one line naming the samples."""
-    from cinet.data import collate, load_dataset
+    from cinet.data import load_dataset
+    from cinet.data.base import collate
 
     root = write_folder(tmp_path / "ds", stems=("a",))
     write_folder(tmp_path / "ds", stems=("b",), size=(H + 2, W))
@@ -240,7 +241,8 @@ class _Explode:
 
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_worker_error_names_the_sample(tmp_path: Path, num_workers: int) -> None:
-    from cinet.data import collate, load_dataset
+    from cinet.data import load_dataset
+    from cinet.data.base import collate
 
     root = write_folder(tmp_path / "ds")
     # a corrupt file: the DataError of the worker arrives as the same one line (not the worker's traceback)

@@ -475,8 +475,8 @@ def test_smallest_training_side_is_what_pytorch_accepts(variant: str) -> None:
     import torch
 
     from cinet.models import build_model
-    from cinet.recipe import VARIANTS
     from cinet.models.shapes import smallest_training_side
+    from cinet.recipe import VARIANTS
 
     model = build_model(variant=variant, encoder="resnet18", num_classes=3, channels=8, qk_channels=4,
                         decoder_channels=[8, 8, 8]).train()  # fmt: skip

@@ -436,8 +436,8 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     """The RNG states in a checkpoint (torch, numpy, Python, L_pair's own generator) load with weights_only."""
     import random
 
-    from cinet.config import StageConfig, load_config
     from cinet.build.builders import build_module
+    from cinet.config import StageConfig, load_config
     from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)
@@ -465,8 +465,8 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
 
 def test_resume_keeps_the_count_of_skipped_updates() -> None:
     """``nonfinite_skipped`` of a resumed stage counts the updates skipped before the interruption too."""
-    from cinet.config import StageConfig, load_config
     from cinet.build.builders import build_module
+    from cinet.config import StageConfig, load_config
     from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)

@@ -11,8 +11,8 @@ import torch
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.errors import CheckpointError, ConfigError
 from cinet.models import build_model
-from cinet.recipe import VARIANTS
 from cinet.models.encoder import encoder_normalization
+from cinet.recipe import VARIANTS
 
 pytest.importorskip("timm")
 
@@ -99,8 +99,8 @@ def test_unknown_timm_model_is_one_config_line() -> None:
 
 
 def test_training_data_module_and_checkpoint_use_the_encoder_normalisation(tmp_path: Path) -> None:
-    from cinet.config import StageConfig, load_config
     from cinet.build import builders
+    from cinet.config import StageConfig, load_config
 
     cfgs = {enc: load_config(SMOKE, [f"model.encoder={enc}"]) for enc in ("resnet18", VIT)}
     images = {}

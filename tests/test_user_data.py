@@ -429,8 +429,8 @@ def test_panel_legend_is_as_wide_as_its_caption_at_480_rows() -> None:
 
 def test_mixed_sizes_that_no_eval_batch_mixes_pass_the_checks(tmp_path: Path) -> None:
     """Evaluation batches are consecutive samples: 48x64, 48x64 | 40x64, 40x64 at eval_batch_size 2 is fine."""
-    from cinet.config import load_config
     from cinet.build.builders import build_datamodule
+    from cinet.config import load_config
 
     root = write_mydata(tmp_path / "d", sizes={2: (40, 64), 3: (40, 64)})
     cfg = load_config(ROOT / "configs" / "folder.yaml", [f"data.root={root}", *FAST, "data.image_size=null"])

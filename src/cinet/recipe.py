@@ -161,7 +161,11 @@ VARIANTS: dict[str, Variant] = {
         use_sum=False, sharing="none", consistency=False, tasks=("depth",), title="depth only (single task)"
     ),
     "seg_only": Variant(
-        use_sum=False, sharing="none", consistency=False, tasks=("seg",), title="segmentation only (single task)"
+        use_sum=False,
+        sharing="none",
+        consistency=False,
+        tasks=("seg",),
+        title="segmentation only (single task)",
     ),
 }
 

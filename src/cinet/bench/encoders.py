@@ -53,12 +53,12 @@ def forward_flops(model: torch.nn.Module, height: int, width: int) -> int:
     """Forward FLOPs of one ``1x3xHxW`` image, counted on a meta-device copy of ``model``."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from cinet.ops import use_attention_impl
+
     meta = copy.deepcopy(model).to("meta").eval()
-    for m in meta.modules():
-        if hasattr(m, "attention_impl"):
-            m.attention_impl = "naive"  # the algorithmic work; the kernels recompute, not counted as FLOPs
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    # the naive path: the algorithmic work (the kernels recompute, not counted as FLOPs)
+    with counter, torch.no_grad(), use_attention_impl("naive"):
         meta(torch.empty(1, 3, height, width, device="meta"))
     return int(counter.get_total_flops())
 

@@ -21,14 +21,13 @@ step of the first row (``torch.profiler``, self time).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from cinet.bench.common import hardware, synchronize, time_calls
+from cinet.ops import use_attention_impl
 from cinet.utils.device import resolve_device
 
 MODES: dict[str, dict[str, bool]] = {
@@ -87,9 +86,9 @@ def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
     """The engine's :class:`~cinet.engine.module.CINetModule` of one stage (default 3: every term of the
     variant), built by :func:`cinet.build.builders.build_module` as ``cinet train`` builds it: the same model,
     loss terms (the variant table x the stage table) and optimizer groups."""
+    from cinet.build.builders import build_module
     from cinet.config import StageConfig
     from cinet.data.info import DatasetInfo, voc_palette
-    from cinet.build.builders import build_module
 
     cfg = settings_config(settings)
     n = settings["num_classes"]
@@ -121,23 +120,6 @@ def synthetic_batch(settings: dict[str, Any], device: torch.device) -> dict[str,
     }
 
 
-@contextlib.contextmanager
-def naive_attention(*modules: torch.nn.Module) -> Iterator[None]:
-    """Temporarily switch every ``attention_impl`` / attention-loss ``impl`` attribute to ``naive``."""
-    saved = []
-    for root in modules:
-        for m in root.modules():
-            for attr in ("attention_impl", "impl"):
-                if isinstance(getattr(m, attr, None), str):
-                    saved.append((m, attr, getattr(m, attr)))
-                    setattr(m, attr, "naive")
-    try:
-        yield
-    finally:
-        for m, attr, value in saved:
-            setattr(m, attr, value)
-
-
 def training_step_fn(
     module: Any, batch: dict[str, torch.Tensor], device: torch.device, bf16: bool
 ) -> tuple[Any, torch.optim.Optimizer]:
@@ -159,7 +141,7 @@ def count_flops(module: Any, batch: dict[str, torch.Tensor]) -> dict[str, int]:
     """FLOPs of one fp32 forward (model only) and one full step's forward + loss + backward (naive attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with naive_attention(module):
+    with use_attention_impl("naive"):  # the algorithmic work; the kernels recompute, not counted
         with FlopCounterMode(display=False) as fwd_counter, torch.no_grad():
             module.model(batch["image"])
         with FlopCounterMode(display=False) as step_counter:

@@ -287,7 +287,12 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
     # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
-    if build_recipe(cfg, stage_cfg.stage).ddp_find_unused and strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+    if build_recipe(cfg, stage_cfg.stage).ddp_find_unused and strategy in (
+        "ddp",
+        "ddp_spawn",
+        "ddp_fork",
+        "ddp_notebook",
+    ):
         strategy = f"{strategy}_find_unused_parameters_true"
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cinet.build import builders
 from cinet.checkpoint import check_fits, load_weights, read_checkpoint
 from cinet.config import Config, StageConfig, git_revision, save_config
-from cinet.build import builders
 from cinet.engine import rundir
 from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank

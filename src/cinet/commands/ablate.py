@@ -86,6 +86,7 @@ def parse_rows(variants: str, extra: list[str]) -> dict[str, list[str]]:
         ConfigError: Unknown variant, a malformed or duplicate row name (names ``--variants`` / ``--row``).
     """
     from cinet.errors import ConfigError
+
     rows: dict[str, list[str]] = {}
     for v in (x.strip() for x in variants.split(",")):
         if not v:
@@ -361,8 +362,8 @@ def _run_row(
     args: argparse.Namespace, name: str, overrides: list[str], seed: int, vdir: Path
 ) -> dict[str, Any]:
     """Train + evaluate one row / seed into ``vdir`` (reusing a finished run)."""
-    from cinet.config import load_config, read_saved_git
     from cinet.build.training import train
+    from cinet.config import load_config, read_saved_git
 
     metrics_file = vdir / "metrics.json"
     if metrics_file.is_file():
@@ -395,9 +396,9 @@ def run(args: argparse.Namespace) -> int:
     """Train + evaluate every row, then write and print the table."""
 
     from cinet.bench.common import hardware
+    from cinet.build.builders import build_protocol, check_encoder_weights
     from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.build.builders import build_protocol, check_encoder_weights
     from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.distributed import global_rank
 

@@ -133,7 +133,8 @@ def preview(
     import numpy as np
     from PIL import Image
 
-    from cinet.data import load_dataset, to_uint8_image
+    from cinet.data import load_dataset
+    from cinet.data.base import to_uint8_image
     from cinet.data.sanity import depth_summary, depth_warning
     from cinet.inference import visualize
     from cinet.utils.io import atomic_write_bytes, check_writable_dir

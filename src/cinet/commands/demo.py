@@ -75,13 +75,13 @@ def _demo(argv: list[str] | None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from cinet.build.baseline import trivial_baseline_metrics
+    from cinet.build.builders import build_protocol
+    from cinet.build.training import train
     from cinet.cli import main as cinet_main
     from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
-    from cinet.build.baseline import trivial_baseline_metrics
-    from cinet.build.builders import build_protocol
     from cinet.engine.datamodule import dataset_info_from_config
-    from cinet.build.training import train
     from cinet.errors import CinetError
     from cinet.metrics import format_table
     from cinet.utils.io import atomic_write_json

@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, args.config)
 
     from cinet.build.builders import build_protocol
-    from cinet.engine.distributed import global_rank
     from cinet.build.training import train
+    from cinet.engine.distributed import global_rank
 
     if args.resume and global_rank() == 0:
         print(resume_point(cfg, run_dir), flush=True)
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
 def resume_point(cfg: object, run_dir: Path) -> str:
     """One line saying where ``cinet train --resume RUN_DIR`` continues: stage, step and checkpoint."""
+    from cinet.build.training import stage_plan
     from cinet.checkpoint import read_checkpoint
     from cinet.engine.rundir import read_state
-    from cinet.build.training import stage_plan
 
     state = read_state(run_dir)
     done = [int(s) for s in state.get("completed", [])]

@@ -33,6 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cinet.data.base import Sample, normalize_image
 from cinet.data.info import IGNORE_INDEX, scale_intrinsics
+from cinet.ops.resize import resize_map  # the one nearest-pixel-centre rule (re-exported here)
 
 __all__ = [
     "CenterCrop",
@@ -61,31 +62,6 @@ def _copy(sample: Sample) -> Sample:
 def _size(sample: Sample) -> tuple[int, int]:
     h, w = sample["image"].shape[-2:]
     return int(h), int(w)
-
-
-def resize_map(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a depth, label, mask or validity map ``[..., H, W]`` to ``size`` ``(h, w)`` by the nearest pixel
-    centre (``nearest-exact``), never mixing values: the one resize of every such map in cinet.
-
-    Output pixel ``j`` takes input pixel ``floor((j + 0.5) * H / h)``: the same grid as the bilinear image
-    resize (``align_corners=False``) and :func:`cinet.data.info.scale_intrinsics`. PyTorch's ``nearest``
-    (``floor(j * H / h)``) shifts the map by up to half an input pixel (a label edge 0.49 output px off on
-    average for 4032 -> 320 wide; docs/data.md).
-
-    Args:
-        t: Map of any dtype (labels int64, depth float32 metres, bool masks), ``[..., H, W]``.
-        size: Target ``(h, w)`` in pixels.
-
-    Returns:
-        The map at ``[..., h, w]`` with the input dtype.
-    """
-    if tuple(t.shape[-2:]) == tuple(size):
-        return t
-    lead = t.shape[:-2]
-    flat = t.reshape(1, -1, *t.shape[-2:])
-    work = flat if flat.dtype in (torch.float32, torch.float64) else flat.double()  # exact for int64 labels
-    out = F.interpolate(work, size=tuple(size), mode="nearest-exact")
-    return out.to(t.dtype).reshape(*lead, *size)
 
 
 def _resize_all(sample: Sample, h: int, w: int) -> Sample:

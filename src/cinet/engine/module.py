@@ -38,7 +38,8 @@ from cinet.checkpoint import cinet_payload
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, EvalProtocol, SegMetrics
 from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
-from cinet.models.sum import attention_impl_set_to
+from cinet.models.sum import INFERENCE_ATTENTION_IMPL
+from cinet.ops import use_attention_impl
 from cinet.recipe import TERMS, StageRecipe
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,9 @@ class CINetModule(L.LightningModule):
         x = to_network(images, geometry)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with attention_impl_set_to(self.model):  # memory-bounded for large maps, whatever training uses
+        with use_attention_impl(
+            INFERENCE_ATTENTION_IMPL
+        ):  # memory-bounded for large maps, whatever training uses
             out = self.model(x)
 
         def at_input_size(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -366,17 +369,16 @@ class CINetModule(L.LightningModule):
 
     def _labels_on_grid(self, labels: torch.Tensor, geometry: Any, size: tuple[int, int]) -> torch.Tensor:
         """Labels ``[B,H,W]`` on the SUM's feature grid ``size``: resized by the nearest pixel centre
-        (:func:`cinet.data.transforms.resize_map`, the grid of the image's resize) and padded (ignore) as the
-        image was for the network (:func:`cinet.inference.preprocess.to_network`), then downsampled as in
-        training (:func:`cinet.ops.downsample_labels`)."""
-        from cinet.data.transforms import resize_map
-        from cinet.ops import downsample_labels
+        (:func:`cinet.ops.resize_map`, the grid of the image's resize) and padded (ignore) as the image was
+        for the network (:func:`cinet.inference.preprocess.to_network`), then downsampled as in training (the
+        same rule)."""
+        from cinet.ops import resize_map
 
         lab = resize_map(labels, tuple(geometry.scaled))
         pad_h, pad_w = geometry.padded[0] - geometry.scaled[0], geometry.padded[1] - geometry.scaled[1]
         if pad_h or pad_w:
             lab = F.pad(lab, (0, pad_w, 0, pad_h), value=self.ignore_index)
-        return downsample_labels(lab, tuple(size))
+        return resize_map(lab, tuple(size))
 
     def _eval_step(
         self,
@@ -413,9 +415,7 @@ class CINetModule(L.LightningModule):
         self._eval_step(batch, self.test_depth, self.test_seg, self.test_att)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._compute(
-            self.test_depth, self.test_seg, self.recipe.tasks, self.test_att
-        )
+        self.test_results = self._compute(self.test_depth, self.test_seg, self.recipe.tasks, self.test_att)
         for key, value in self.test_results.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.log(f"test/{key}", value, sync_dist=True)

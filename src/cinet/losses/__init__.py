@@ -8,7 +8,6 @@ from cinet.losses.attention import (
     attention_loss,
     attention_loss_qk,
     check_labels,
-    downsample_labels,
     ideal_attention_map,
 )
 from cinet.losses.consistency import ConsistencyLoss, consistency_loss, feature_similarity
@@ -36,7 +35,6 @@ __all__ = [
     "consistency_loss",
     "dataset_class_weights",
     "depth_loss",
-    "downsample_labels",
     "feature_similarity",
     "ideal_attention_map",
     "normal_loss",

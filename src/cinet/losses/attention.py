@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cinet.ops import attention_bce, downsample_labels
-from cinet.ops.sigmoid_attention import valid_onehot
+from cinet.ops import attention_bce, resize_map
+from cinet.ops.sigmoid_attention import attention_bce_logits, valid_onehot
 
 if TYPE_CHECKING:
     from cinet.models.outputs import AttentionState
@@ -29,7 +28,6 @@ __all__ = [
     "attention_loss",
     "attention_loss_qk",
     "check_labels",
-    "downsample_labels",
     "ideal_attention_map",
 ]
 
@@ -51,16 +49,11 @@ def check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = 255
         )
 
 
-def _as_float32(x: torch.Tensor) -> torch.Tensor:
-    """Promote half/bfloat16 to float32 (float32/float64 are kept, so gradcheck can run in float64)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
 def ideal_attention_map(labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
     """Ideal attention map ``A = M M^T`` (Eq. 3).
 
     Args:
-        labels: [B,h,w] (or [B,N]) integer labels already at the feature size (use :func:`downsample_labels`).
+        labels: [B,h,w] (or [B,N]) integer labels already at the feature size (use :func:`resize_map`).
         num_classes: Number of classes C (columns of the one-hot matrix M).
         ignore_index: Label of ignored pixels; their rows and columns of ``A`` are zero.
 
@@ -80,8 +73,8 @@ def ideal_attention_map(labels: torch.Tensor, num_classes: int, ignore_index: in
 def attention_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Attention loss (Eq. 4) from an explicit map of logits (materialises N x N; tests and small maps).
 
-    ``BCE(A_ij, sigmoid(logits_ij))`` via ``binary_cross_entropy_with_logits`` in float32 (autocast disabled),
-    averaged over the pairs (i, j) whose two pixels are both valid.
+    ``BCE(A_ij, sigmoid(logits_ij))`` in float32 (autocast disabled), averaged over the pairs (i, j) whose two
+    pixels are both valid: :func:`cinet.ops.sigmoid_attention.attention_bce_logits`, the BCE of the naive path.
 
     Args:
         logits: Pre-sigmoid attention map ``Q K^T`` [B,N,N].
@@ -95,13 +88,7 @@ def attention_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     flat = labels.reshape(labels.shape[0], -1)  # [B,N]
     if flat.shape != (b, n) or n2 != n:
         raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} (N = h*w)")
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        x = _as_float32(logits)
-        valid = flat != ignore_index  # [B,N]
-        target = (flat.unsqueeze(2) == flat.unsqueeze(1)).to(x.dtype)  # [B,N,N] = M M^T on valid pairs
-        pair_valid = (valid.unsqueeze(2) & valid.unsqueeze(1)).to(x.dtype)  # [B,N,N]
-        bce = F.binary_cross_entropy_with_logits(x, target, reduction="none")  # [B,N,N]
-        return (bce * pair_valid).sum() / pair_valid.sum().clamp_min(1.0)
+    return attention_bce_logits(logits, flat, ignore_index)  # the one naive BCE (ops)
 
 
 def attention_loss_qk(
@@ -142,7 +129,7 @@ class AttentionLoss(nn.Module):
 
     def forward(self, attention: AttentionState, labels: torch.Tensor) -> torch.Tensor:
         """Loss of ``attention`` (query/key [B,N,D], size (h,w)) against labels [B,H,W] (downsampled here)."""
-        small = downsample_labels(labels, attention.size)  # [B,h,w]
+        small = resize_map(labels, attention.size)  # [B,h,w]
         return attention_loss_qk(attention.query, attention.key, small, self.ignore_index, self.impl)
 
     def extra_repr(self) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cinet.ops import downsample_labels
+from cinet.ops import resize_map
 
 __all__ = ["ConsistencyLoss", "consistency_loss", "feature_similarity"]
 
@@ -88,7 +88,7 @@ def consistency_loss(
         )
     with torch.autocast(device_type=f_d.device.type, enabled=False):
         f_d, f_s = _as_float32(f_d), _as_float32(f_s)
-        lab = downsample_labels(labels, tuple(f_d.shape[-2:]))  # [B,h,w]
+        lab = resize_map(labels, tuple(f_d.shape[-2:]))  # [B,h,w]
         total = (f_d.sum() + f_s.sum() + log_sigma_d.sum() + log_sigma_s.sum()) * 0.0  # keeps a grad path
         count = torch.zeros((), dtype=f_d.dtype, device=f_d.device)
         for offset in offsets:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LOSS_KEYS", "TERMS", "LossWeights", "TotalLoss"]
 
+
 class TotalLoss(nn.Module):
     """All training losses of CI-Net (Eq. 3–13) behind one call.
 

@@ -2,7 +2,7 @@
 
 The paper shows (Fig. 7) that the supervised map captures "which pixels belong together"; this metric says how
 much, on a whole test set, without the ``N x N`` map in memory. With ``A~_ij = sigmoid(q_i . k_j)`` (Eq. 1) and
-``A_ij = 1`` when pixels i and j (labels downsampled to the feature grid, :func:`cinet.ops.downsample_labels`)
+``A_ij = 1`` when pixels i and j (labels downsampled to the feature grid, :func:`cinet.ops.resize_map`)
 have the same class, else 0 (Eq. 3), over the pairs whose two pixels are labelled:
 
 * ``att_bce``: the binary cross entropy of Eq. 4 (L_att), pooled over all valid pairs of the set (lower is

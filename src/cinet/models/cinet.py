@@ -28,7 +28,7 @@ from cinet.models.encoder import build_encoder
 from cinet.models.fsm import FeatureSharingModule, LateralSharingUnit
 from cinet.models.outputs import AttentionState, CINetOutput
 from cinet.models.sum import SceneUnderstandingModule
-from cinet.ops import downsample_labels
+from cinet.ops import resize_map
 
 SHARING = ("none", "fsm", "lsu")
 TASKS = ("depth", "seg")
@@ -200,7 +200,7 @@ class CINet(nn.Module):
             images: Normalised images [B,3,H,W] (any H, W).
             ideal_labels: Optional labels [B,H,W] (full or feature resolution, ``ignore_index`` = ignore): the
                 SUM uses the ideal map A = M M^T (Eq. 3) instead of its learned map (training stage 1).
-                Nearest-downsampled to the feature size with :func:`cinet.ops.downsample_labels`. Ignored by
+                Nearest-downsampled to the feature size with :func:`cinet.ops.resize_map`. Ignored by
                 variants without SUM.
             attention_map: Optional explicit attention map [B,N,N] (N = h*w at the encoder's stride, 1/8 for
                 the ResNets), values in [0, 1].
@@ -224,7 +224,7 @@ class CINet(nn.Module):
             if ideal_labels is not None:
                 if ideal_labels.dim() == 4:
                     ideal_labels = ideal_labels.squeeze(1)
-                labels = downsample_labels(ideal_labels, (x.shape[-2], x.shape[-1]))  # [B,hs,ws]
+                labels = resize_map(ideal_labels, (x.shape[-2], x.shape[-1]))  # [B,hs,ws]
             x, attention = self.sum(
                 x,
                 ideal_labels=labels,

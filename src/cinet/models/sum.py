@@ -27,9 +27,6 @@ memory-efficient implementation (``attention_impl``).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
@@ -48,6 +45,7 @@ def check_attention_norm(norm: str) -> str:
     if norm not in ATTENTION_NORMS:
         raise ValueError(f"attention_norm: {norm!r} not in {', '.join(ATTENTION_NORMS)}")
     return norm
+
 
 #: The attention path of inference (predict, eval, Predictor, benchmarks), whatever a checkpoint was trained
 #: with: ``auto`` is naive for small maps and memory-bounded (tiled; Triton on CUDA) from
@@ -73,18 +71,6 @@ def set_attention_impl(model: nn.Module, impl: str = INFERENCE_ATTENTION_IMPL) -
         if isinstance(m, SceneUnderstandingModule):
             m.attention_impl = impl
     return model
-
-
-@contextlib.contextmanager
-def attention_impl_set_to(model: nn.Module, impl: str = INFERENCE_ATTENTION_IMPL) -> Iterator[nn.Module]:
-    """Run a block with every SUM of ``model`` on ``impl`` (:func:`set_attention_impl`), then restore them."""
-    previous = [(m, m.attention_impl) for m in model.modules() if isinstance(m, SceneUnderstandingModule)]
-    set_attention_impl(model, impl)
-    try:
-        yield model
-    finally:
-        for m, old in previous:
-            m.attention_impl = old
 
 
 class SceneUnderstandingModule(nn.Module):

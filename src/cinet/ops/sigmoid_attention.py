@@ -22,7 +22,10 @@ float32 in every path.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +36,29 @@ ATTENTION_IMPLS = ("naive", "tiled", "triton", "auto")
 TILED_MIN_N_ENV = "CINET_ATTENTION_TILED_MIN_N"
 DEFAULT_TILED_MIN_N = 1024
 NO_TRITON_ENV = "CINET_ATTENTION_NO_TRITON"  # "1": ``auto`` never picks Triton (escape hatch)
+
+
+#: The path every attention call of the current context takes instead of its own (``use_attention_impl``).
+_FORCED_IMPL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cinet_attention_impl", default=None
+)
+
+
+@contextlib.contextmanager
+def use_attention_impl(impl: str) -> Iterator[None]:
+    """Run a block with every attention call (the SUM's product, L_att) on ``impl``, whatever path the modules
+    were built with: the one runtime switch (evaluation's memory-bounded path, the benches' FLOP counts).
+
+    The path changes how the product and the BCE are computed, not their values (to float rounding).
+
+    Raises:
+        ValueError: Unknown ``impl``.
+    """
+    token = _FORCED_IMPL.set(check_attention_impl(impl))
+    try:
+        yield
+    finally:
+        _FORCED_IMPL.reset(token)
 
 
 def check_attention_impl(impl: str) -> str:
@@ -83,9 +109,9 @@ def resolve_impl(
         head_dim: Query/key channels D.
 
     Returns:
-        ``naive``, ``tiled`` or ``triton``.
+        ``naive``, ``tiled`` or ``triton`` (inside :func:`use_attention_impl`, its path replaces ``impl``).
     """
-    check_attention_impl(impl)
+    impl = _FORCED_IMPL.get() or check_attention_impl(impl)
     device = torch.device(device)
     if impl == "triton":
         return "triton" if triton_usable(device, dtype, head_dim) else "tiled"
@@ -167,17 +193,32 @@ def valid_onehot(
     return m, valid
 
 
+def attention_bce_logits(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Eq. 4 from an explicit map of logits: the one naive BCE (materialises the ideal map, [B,N,N]).
+
+    ``BCE(A_ij, sigmoid(logits_ij))`` via ``binary_cross_entropy_with_logits`` with autocast disabled (half and
+    bfloat16 logits promoted to float32; float64 kept, for gradcheck), averaged over the pairs (i, j) whose two
+    pixels are both valid; 0 (with a gradient path to ``logits``) when no pair is valid.
+
+    Args:
+        logits: Pre-sigmoid attention map ``Q K^T`` [B,N,N].
+        labels: [B,N] integer labels at the feature size.
+        ignore_index: Label of ignored pixels (pairs involving them are excluded).
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        valid = labels != ignore_index  # [B,N]
+        target = (labels.unsqueeze(2) == labels.unsqueeze(1)).to(x.dtype)  # [B,N,N] = M M^T on valid pairs
+        pair_valid = (valid.unsqueeze(2) & valid.unsqueeze(1)).to(x.dtype)  # [B,N,N]
+        bce = F.binary_cross_entropy_with_logits(x, target, reduction="none")  # [B,N,N]
+        return (bce * pair_valid).sum() / pair_valid.sum().clamp_min(1.0)
+
+
 def attention_bce_naive(
     q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
 ) -> torch.Tensor:
-    """Reference Eq. 4 from logits: materialises logits and the ideal map ([B,N,N])."""
-    logits = torch.bmm(q, k.transpose(1, 2)).float()  # [B,N,N]
-    valid = labels != ignore_index  # [B,N]
-    target = (labels.unsqueeze(2) == labels.unsqueeze(1)).float()  # [B,N,N]
-    pair_valid = (valid.unsqueeze(2) & valid.unsqueeze(1)).float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    denom = pair_valid.sum()
-    return (bce * pair_valid).sum() / denom.clamp_min(1.0)
+    """Reference Eq. 4 from queries and keys: materialises the logits ``Q K^T`` [B,N,N]."""
+    return attention_bce_logits(torch.bmm(q, k.transpose(1, 2)), labels, ignore_index)
 
 
 def attention_bce(
@@ -233,25 +274,3 @@ def ideal_attention_apply(
     m = m.to(v.dtype)
     pooled = torch.bmm(m.transpose(1, 2), v)  # [B,K,C]
     return torch.bmm(m, pooled) * scale  # [B,N,C]
-
-
-def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour downsampling of label maps to the feature size (the "down-sampled" m of Eq. 3).
-
-    Uses ``F.interpolate(mode="nearest-exact")`` (source index ``floor((i + 0.5) * in / out)``: the label at
-    the centre of each feature cell, the grid of the decoder's bilinear ``align_corners=False`` upsampling),
-    the one rule used everywhere in cinet (ideal map, attention loss, consistency loss, the data transforms'
-    :func:`cinet.data.transforms.resize_map`), so that all parts agree. ``nearest`` (``floor(i * in / out)``)
-    would take each cell's top-left pixel instead, half a cell off.
-
-    Args:
-        labels: [B,H,W] integer labels (``255`` = ignore is kept as is).
-        size: Target (h, w).
-
-    Returns:
-        [B,h,w] labels with the input dtype.
-    """
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    out = F.interpolate(labels.unsqueeze(1).float(), size=size, mode="nearest-exact")
-    return out.squeeze(1).to(labels.dtype)
