@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cinet.errors import CheckpointError, ConfigError
+from cinet.errors import CheckpointError
 from cinet.models import build_model
 from cinet.models.encoder import ENCODERS, DilatedResNet
 
@@ -108,14 +108,14 @@ def test_imagenet_offline_without_cache_is_config_error(
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path))
     try:
-        with pytest.raises(ConfigError, match=r"imagenet.*encoder_weights"):
+        with pytest.raises(ValueError, match=r"^encoder_weights: imagenet.*encoder_weights"):
             DilatedResNet("resnet18", weights="imagenet")
     finally:
         torch.hub.set_dir(old)
 
 
 def test_unknown_encoder() -> None:
-    with pytest.raises(ConfigError, match="resnet18, resnet34, resnet50, resnet101"):
+    with pytest.raises(ValueError, match="resnet18, resnet34, resnet50, resnet101"):
         DilatedResNet("vgg16")
-    with pytest.raises(ConfigError, match="resnet101"):
+    with pytest.raises(ValueError, match=r"^encoder: .*resnet101"):
         build_model(encoder="resnet152", num_classes=3)

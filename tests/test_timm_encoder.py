@@ -92,10 +92,17 @@ def test_resnet_path_keeps_three_stages_and_imagenet_normalisation() -> None:
 
 
 def test_unknown_timm_model_is_one_config_line() -> None:
-    with pytest.raises(ConfigError, match=r"model\.encoder: timm has no model 'convnext_nope'.*convnext"):
+    """The library names the argument (ValueError); the build layer the config key (ConfigError)."""
+    from cinet.build.builders import build_model as build_from_config
+    from cinet.config import load_config
+
+    with pytest.raises(ValueError, match=r"^encoder: timm has no model 'convnext_nope'.*convnext"):
         build_model(variant="baseline", encoder="timm:convnext_nope", num_classes=3)
-    with pytest.raises(ConfigError, match=r"timm:<timm model name>"):
+    with pytest.raises(ValueError, match=r"timm:<timm model name>"):
         build_model(variant="baseline", encoder="vgg16", num_classes=3)
+    cfg = load_config(SMOKE, ["model.encoder=timm:convnext_nope"])
+    with pytest.raises(ConfigError, match=r"^model\.encoder: timm has no model 'convnext_nope'.*convnext"):
+        build_from_config(cfg, 3)
 
 
 def test_training_data_module_and_checkpoint_use_the_encoder_normalisation(tmp_path: Path) -> None:

@@ -79,7 +79,17 @@ def check_encoder_weights(cfg: Config) -> None:
     without building the model (:func:`cinet.models.encoder.check_encoder_weights`)."""
     from cinet.models.encoder import check_encoder_weights as _check
 
-    _check(cfg.model.encoder, cfg.model.encoder_weights)
+    with config_key(MODEL_KEYS):
+        _check(cfg.model.encoder, cfg.model.encoder_weights)
+
+
+def encoder_normalization(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input ``(mean, std)`` of ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`), the
+    normalisation of a new model's training data."""
+    from cinet.models.encoder import encoder_normalization as _normalization
+
+    with config_key(MODEL_KEYS):
+        return _normalization(cfg.model.encoder)
 
 
 def build_loss(cfg: Config, info: Any, class_weights: Any = None, num_feature_maps: int = 3) -> Any:
@@ -120,9 +130,8 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
         return torch.ones(info.num_classes)
     # "dataset": Eq. 12 weights from the untransformed training labels
     from cinet.engine.datamodule import build_dataset
-    from cinet.models.encoder import encoder_normalization
 
-    mean, std = encoder_normalization(cfg.model.encoder)  # only the labels are read here
+    mean, std = encoder_normalization(cfg)  # only the labels are read here
     ds = build_dataset(
         dataclasses.replace(cfg.data, augment=dataclasses.replace(cfg.data.augment, enabled=False)),
         cfg.data.train_split,
@@ -211,9 +220,8 @@ def build_datamodule(
     ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`, training a new model).
     """
     from cinet.engine.datamodule import CINetDataModule
-    from cinet.models.encoder import encoder_normalization
 
-    mean, std = normalization if normalization is not None else encoder_normalization(cfg.model.encoder)
+    mean, std = normalization if normalization is not None else encoder_normalization(cfg)
     return CINetDataModule(
         cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split, mean=mean, std=std
     )

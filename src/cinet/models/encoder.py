@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
-from cinet.errors import CheckpointError, ConfigError, where
+from cinet.errors import CheckpointError, where
 from cinet.models.timm_encoder import (
     TIMM_PREFIX,
     TimmEncoder,
@@ -91,7 +91,7 @@ class DilatedResNet(nn.Module):
     def __init__(self, name: str = "resnet50", weights: str | Path | None = None) -> None:
         super().__init__()
         if name not in ENCODERS:
-            raise ConfigError(f"model.encoder: unknown encoder {name!r}; valid: {', '.join(ENCODERS)}")
+            raise ValueError(f"encoder: unknown encoder {name!r}; valid: {', '.join(ENCODERS)}")
         self.name = name
         builder = getattr(torchvision.models, ENCODERS[name][0])
         if name in ("resnet50", "resnet101"):
@@ -110,7 +110,7 @@ class DilatedResNet(nn.Module):
         """Load ``"imagenet"`` or a local torchvision state-dict file into the trunk (strict, ``fc.*`` ignored).
 
         Raises:
-            ConfigError: ``"imagenet"`` requested but the weights cannot be fetched (offline, no cache).
+            ValueError: ``"imagenet"`` requested but the weights cannot be fetched (offline, no cache).
             CheckpointError: Local file missing/unreadable, or a missing, unexpected or mismatched key.
         """
         if isinstance(weights, str) and weights == "imagenet":
@@ -123,16 +123,14 @@ class DilatedResNet(nn.Module):
     def _imagenet_state_dict(self) -> dict[str, torch.Tensor]:
         enum = getattr(tv_resnet, ENCODERS[self.name][1]).IMAGENET1K_V1
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-        hint = f"download {enum.url} elsewhere and pass its path as model.encoder_weights"
+        hint = f"download {enum.url} elsewhere and pass its path as encoder_weights"
         if os.environ.get("CINET_NO_NETWORK") and not cached.is_file():
-            raise ConfigError(
-                f"model.encoder_weights=imagenet: not in cache {cached} and network disabled; {hint}"
-            )
+            raise ValueError(f"encoder_weights: imagenet not in cache {cached} and network disabled; {hint}")
         try:
             return enum.get_state_dict(progress=False)
         except Exception as exc:
-            raise ConfigError(
-                f"model.encoder_weights=imagenet: cannot fetch {enum.url} ({type(exc).__name__}); {hint}"
+            raise ValueError(
+                f"encoder_weights: imagenet: cannot fetch {enum.url} ({type(exc).__name__}); {hint}"
             ) from exc
 
     def _load_checked(self, state: dict[str, torch.Tensor], source: str) -> None:
@@ -201,12 +199,12 @@ def is_timm_encoder(name: str) -> bool:
 
 
 def check_encoder_name(name: str) -> None:
-    """Raise :class:`ConfigError` (``model.encoder``) for a name that is neither a ResNet nor a timm model."""
+    """Raise :class:`ValueError` (``"encoder: ..."``) for a name that is neither a ResNet nor a timm model."""
     if is_timm_encoder(name):
         check_timm_name(timm_model_name(name))
     elif name not in ENCODERS:
-        raise ConfigError(
-            f"model.encoder: unknown encoder {name!r}; valid: {', '.join(ENCODERS)} or timm:<timm model name>"
+        raise ValueError(
+            f"encoder: unknown encoder {name!r}; valid: {', '.join(ENCODERS)} or timm:<timm model name>"
         )
 
 
@@ -217,7 +215,7 @@ def encoder_normalization(name: str) -> tuple[tuple[float, float, float], tuple[
     (:func:`cinet.models.timm_encoder.timm_normalization`).
 
     Raises:
-        ConfigError: Unknown encoder.
+        ValueError: Unknown encoder.
     """
     check_encoder_name(name)
     if is_timm_encoder(name):
@@ -237,7 +235,7 @@ def check_encoder_weights(name: str, weights: str | Path | None) -> None:
             (:data:`cinet.models.weight_maps.PACKAGED_WEIGHTS`).
 
     Raises:
-        ConfigError: Unknown encoder; packaged weights of another architecture or not installed.
+        ValueError: Unknown encoder; packaged weights of another architecture or not installed.
         CheckpointError: A file that is missing, unreadable or of another architecture.
     """
     check_encoder_name(name)
@@ -265,7 +263,7 @@ def build_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
         A :class:`DilatedResNet` or :class:`cinet.models.timm_encoder.TimmEncoder`.
 
     Raises:
-        ConfigError: Unknown encoder, ``imagenet`` weights that cannot be fetched, packaged weights of
+        ValueError: Unknown encoder, ``imagenet`` weights that cannot be fetched, packaged weights of
             another architecture or whose package is not installed.
         CheckpointError: A local weights file that is missing, unreadable or of another architecture.
     """

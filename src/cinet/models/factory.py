@@ -60,9 +60,9 @@ def build_model(
         The model; ``model.build_kwargs`` holds these arguments (plain types) for the checkpoint payload.
 
     Raises:
-        ValueError: Unknown variant / attention option or an invalid size; the message starts with the
-            argument's name (the build layer prefixes ``model.``).
-        ConfigError: Unknown encoder (:func:`cinet.models.encoder.check_encoder_name`).
+        ValueError: Unknown variant / encoder / attention option, encoder weights that cannot be used, or an
+            invalid size; the message starts with the argument's name (the build layer prefixes ``model.``).
+        CheckpointError: A local encoder weights file that is missing, unreadable or of another architecture.
     """
     arguments = dict(locals())  # the call's arguments, before any other name is bound
     spec = variant_row(variant)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cinet.errors import CheckpointError, ConfigError, where
+from cinet.errors import CheckpointError, where
 from cinet.models.weight_maps import (
     PACKAGED_WEIGHTS,
     efficientnet_pytorch_to_timm,
@@ -74,7 +74,7 @@ def timm_model_name(encoder: str) -> str:
 
 
 def check_timm_name(name: str) -> None:
-    """Raise :class:`ConfigError` (``model.encoder``) when timm has no architecture ``name``.
+    """Raise :class:`ValueError` (``"encoder: ..."``) when timm has no architecture ``name``.
 
     The message lists up to five timm names that start like the given one (``timm.list_models``).
     """
@@ -85,7 +85,7 @@ def check_timm_name(name: str) -> None:
     stem = name.split(".")[0].split("_")[0]  # "convnext_nano2" -> "convnext"
     close = timm.list_models(f"{stem}*")[:5] if stem else []
     hint = f"; similar: {', '.join(close)}" if close else "; see timm.list_models()"
-    raise ConfigError(f"model.encoder: timm has no model {name!r}{hint}")
+    raise ValueError(f"encoder: timm has no model {name!r}{hint}")
 
 
 def timm_normalization(name: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -95,7 +95,7 @@ def timm_normalization(name: str) -> tuple[tuple[float, float, float], tuple[flo
     ImageNet's mean / std when the architecture has no pretrained config.
 
     Raises:
-        ConfigError: Unknown timm model.
+        ValueError: Unknown timm model.
     """
     from timm.models import get_pretrained_cfg
 
@@ -147,7 +147,7 @@ def _build_features(name: str, **kwargs: Any) -> tuple[nn.Module, str]:
                 raise
             # An architecture that rejects the option raises before any weight is loaded.
             errors.append(f"{mode}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}")
-    raise ConfigError(f"model.encoder: cannot build timm:{name} ({' | '.join(errors)})")  # pragma: no cover
+    raise ValueError(f"encoder: cannot build timm:{name} ({' | '.join(errors)})")  # pragma: no cover
 
 
 def read_timm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -249,7 +249,7 @@ def timm_weights_state(name: str, weights: str | Path) -> dict[str, torch.Tensor
             (:data:`cinet.models.weight_maps.PACKAGED_WEIGHTS`, e.g. ``efficientnet-lite0``).
 
     Raises:
-        ConfigError: Packaged weights of another architecture, or their package is not installed.
+        ValueError: Packaged weights of another architecture, or their package is not installed.
         CheckpointError: The file is missing, unreadable or does not fit ``name`` key by key.
     """
     if str(weights) in PACKAGED_WEIGHTS:
@@ -275,7 +275,7 @@ class TimmEncoder(nn.Module):
         mean, std: Input normalisation of the architecture (:func:`timm_normalization`).
 
     Raises:
-        ConfigError: Unknown timm model, an output stride below 8, ``imagenet`` weights that cannot be
+        ValueError: Unknown timm model, an output stride below 8, ``imagenet`` weights that cannot be
             fetched, packaged weights of another architecture or whose package is not installed.
         CheckpointError: A local weights file that is missing, unreadable or of another architecture.
     """
@@ -300,23 +300,23 @@ class TimmEncoder(nn.Module):
         try:
             with _quiet_unused_keys() if checked else contextlib.nullcontext():
                 self.body, self.build_mode = _build_features(name, **load_kwargs)
-        except (ConfigError, CheckpointError):
+        except CheckpointError:
             raise
         except Exception as exc:
             if load_kwargs.get("pretrained") and "pretrained_cfg_overlay" not in load_kwargs:
                 first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-                raise ConfigError(
-                    f"model.encoder_weights=imagenet: cannot fetch timm's weights of {name} "
+                raise ValueError(
+                    f"encoder_weights: imagenet: cannot fetch timm's weights of {name} "
                     f"({type(exc).__name__}: {first}); download them elsewhere and pass the file as "
-                    "model.encoder_weights"
+                    "encoder_weights"
                 ) from exc
             raise
         info = self.body.feature_info
         self.output_stride: int = int(info.reduction()[-1])
         self.out_channels: int = int(info.channels()[-1])
         if self.output_stride < 8:
-            raise ConfigError(
-                f"model.encoder: timm:{name} has output stride {self.output_stride}; CI-Net needs >= 8"
+            raise ValueError(
+                f"encoder: timm:{name} has output stride {self.output_stride}; CI-Net needs >= 8"
             )
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self.channels_last_output = str(getattr(fmt, "value", fmt)) == "NHWC"

