@@ -12,6 +12,8 @@ import torch
 
 from cinet.build.builders import build_protocol, encoder_normalization
 from cinet.config import Config
+from cinet.engine.datamodule import build_dataset
+from cinet.metrics import DepthMetrics, SegMetrics
 
 __all__ = ["fit_trivial_baseline", "trivial_baseline_metrics"]
 
@@ -25,8 +27,6 @@ def _plain(cfg: Config) -> Any:
 
 def fit_trivial_baseline(cfg: Config) -> tuple[float, int]:
     """``(mean valid depth, majority class)`` over the training split (no augmentation)."""
-    from cinet.engine.datamodule import build_dataset
-
     mean, std = encoder_normalization(cfg)  # only depth and labels are read
     ds = build_dataset(_plain(cfg), cfg.data.train_split, train=False, mean=mean, std=std)
     info = ds.info
@@ -47,9 +47,6 @@ def fit_trivial_baseline(cfg: Config) -> tuple[float, int]:
 
 def trivial_baseline_metrics(cfg: Config, split: str | None = None) -> dict[str, Any]:
     """Metrics of the trivial baseline on ``split`` (default ``data.test_split``) under ``cfg``'s protocol."""
-    from cinet.engine.datamodule import build_dataset
-    from cinet.metrics import DepthMetrics, SegMetrics
-
     mean_depth, majority = fit_trivial_baseline(cfg)
     mean, std = encoder_normalization(cfg)  # only depth and labels are read
     ds = build_dataset(cfg.data, split or cfg.data.test_split, train=False, mean=mean, std=std)

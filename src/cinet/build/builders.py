@@ -13,12 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import lightning as L
+import torch
+
 from cinet.config import Config, ModelConfig, StageConfig, config_to_dict
+from cinet.engine.callbacks import AtomicCheckpointIO, ProgressLines, StageProgressBar
+from cinet.engine.datamodule import CINetDataModule, build_dataset
+from cinet.engine.distributed import dist_info
+from cinet.engine.module import CINetModule, Optimisation
 from cinet.errors import ConfigError
-from cinet.recipe import LossWeights, StageRecipe, stage_recipe
+from cinet.losses import TotalLoss, dataset_class_weights
+from cinet.metrics import EvalProtocol
+from cinet.metrics.protocols import PRESETS
+from cinet.models import build_model as _build
+from cinet.models.encoder import check_encoder_weights as _check
+from cinet.models.encoder import encoder_normalization as _normalization
+from cinet.recipe import LossWeights, StageRecipe, stage_recipe, variant
 
 __all__ = [
     "build_class_weights",
@@ -67,8 +81,6 @@ def config_key(keys: Mapping[str, str]) -> Iterator[None]:
 
 def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
     """The network of ``cfg.model``."""
-    from cinet.models import build_model as _build
-
     arguments = dataclasses.asdict(cfg.model)  # ModelConfig's fields are build_model's arguments
     with config_key(MODEL_KEYS):
         return _build(**arguments, num_classes=num_classes, ignore_index=ignore_index)
@@ -77,8 +89,6 @@ def build_model(cfg: Config, num_classes: int, ignore_index: int = 255) -> Any:
 def check_encoder_weights(cfg: Config) -> None:
     """Pre-flight check of ``model.encoder_weights`` (a local file or packaged short name) for ``model.encoder``,
     without building the model (:func:`cinet.models.encoder.check_encoder_weights`)."""
-    from cinet.models.encoder import check_encoder_weights as _check
-
     with config_key(MODEL_KEYS):
         _check(cfg.model.encoder, cfg.model.encoder_weights)
 
@@ -86,17 +96,12 @@ def check_encoder_weights(cfg: Config) -> None:
 def encoder_normalization(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Input ``(mean, std)`` of ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`), the
     normalisation of a new model's training data."""
-    from cinet.models.encoder import encoder_normalization as _normalization
-
     with config_key(MODEL_KEYS):
         return _normalization(cfg.model.encoder)
 
 
 def build_loss(cfg: Config, info: Any, class_weights: Any = None, num_feature_maps: int = 3) -> Any:
     """The :class:`cinet.losses.TotalLoss` of the variant (``num_feature_maps``: the model's ``num_stages``)."""
-    from cinet.losses import TotalLoss
-    from cinet.recipe import variant
-
     with config_key(RECIPE_KEYS):
         spec = variant(cfg.model.variant)
     lc = cfg.loss
@@ -121,16 +126,12 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
         or for ``dataset`` the Eq. 12 weights ``(total - count_c) / total`` float ``[num_classes]`` from the
         untransformed labels of the whole training split.
     """
-    import torch
-
     mode = cfg.loss.class_weights
     if mode == "batch":
         return None
     if mode == "none":
         return torch.ones(info.num_classes)
     # "dataset": Eq. 12 weights from the untransformed training labels
-    from cinet.engine.datamodule import build_dataset
-
     mean, std = encoder_normalization(cfg)  # only the labels are read here
     ds = build_dataset(
         dataclasses.replace(cfg.data, augment=dataclasses.replace(cfg.data.augment, enabled=False)),
@@ -139,8 +140,6 @@ def build_class_weights(cfg: Config, info: Any) -> Any:
         mean=mean,
         std=std,
     )
-    from cinet.losses import dataset_class_weights
-
     labels = (ds[i]["labels"] for i in range(len(ds)))
     return dataset_class_weights(labels, info.num_classes, info.ignore_index)  # the one Eq. 12 code
 
@@ -158,9 +157,6 @@ def build_protocol(cfg: Config, info: Any, split: str | None = None) -> Any:
     Raises:
         ConfigError: A preset whose numbers are for another class count than the dataset's.
     """
-    from cinet.metrics import EvalProtocol
-    from cinet.metrics.protocols import PRESETS
-
     ev = cfg.train.eval
     overrides: dict[str, Any] = {}
     if ev.protocol in PRESETS:
@@ -219,8 +215,6 @@ def build_datamodule(
     passes the module's, :func:`cinet.checkpoint.input_normalization`), else with the mean / std of
     ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`, training a new model).
     """
-    from cinet.engine.datamodule import CINetDataModule
-
     mean, std = normalization if normalization is not None else encoder_normalization(cfg)
     return CINetDataModule(
         cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split, mean=mean, std=std
@@ -245,8 +239,6 @@ def build_module(
     The checkpoint's dataset entry records the model's input normalisation (its encoder's mean / std), which
     ``Predictor``, ``cinet predict`` and ``cinet export`` read.
     """
-    from cinet.engine.module import CINetModule, Optimisation
-
     recipe = build_recipe(cfg, stage_cfg.stage)
     if model is None:
         model = build_model(cfg, info.num_classes, info.ignore_index)
@@ -281,8 +273,6 @@ def build_module(
 
 def progress_bar_enabled(cfg: Config) -> bool:
     """``trainer.progress_bar`` on an interactive terminal (a bar would fill a log file or CI output)."""
-    import sys
-
     return bool(cfg.trainer.progress_bar) and sys.stderr.isatty()
 
 
@@ -343,10 +333,6 @@ def build_trainer(
     With ``trainer.progress_bar``: Lightning's bar on a terminal, else one plain line every ``train.log_every``
     steps and at every epoch end (:class:`cinet.engine.callbacks.ProgressLines`).
     """
-    import lightning as L
-
-    from cinet.engine.callbacks import AtomicCheckpointIO, ProgressLines, StageProgressBar
-
     if progress_bar_enabled(cfg):
         callbacks = [*callbacks, StageProgressBar()]
     elif cfg.trainer.progress_bar:  # stderr is a file or a pipe: plain lines instead of a bar
@@ -361,8 +347,6 @@ def build_trainer(
 
 def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
     """Optimizer steps per epoch on one device (``drop_last``; ``train.limit_train_batches`` applied)."""
-    from cinet.engine.distributed import dist_info
-
     world = max(1, dist_info()[1])
     n = max(1, -(-train_len // world) // max(1, cfg.data.batch_size))
     limit = cfg.train.limit_train_batches
@@ -373,8 +357,6 @@ def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
 
 def build_test_trainer(cfg: Config) -> Any:
     """A ``lightning.Trainer`` for ``trainer.test`` only: ``trainer.*`` hardware, no logger, no checkpoints."""
-    import lightning as L
-
     kw = trainer_kwargs(cfg, StageConfig(stage=3))
     keep = (
         "accelerator",

@@ -20,14 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
 from cinet.build import builders
 from cinet.checkpoint import check_fits, load_weights, read_checkpoint
 from cinet.config import Config, StageConfig, git_revision, save_config
 from cinet.engine import rundir
+from cinet.engine.callbacks import LossLog, RollingCheckpoint
 from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, CinetError, ConfigError
+from cinet.metrics.report import per_class_by_name
 from cinet.utils import signals
+from cinet.utils.io import check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ def evaluate_module(
         and isinstance(results.get("per_class_iou"), list)
         and len(names) == len(results["per_class_iou"])
     ):
-        from cinet.metrics.report import per_class_by_name
-
         results["per_class_iou"] = per_class_by_name(results["per_class_iou"], names)  # keyed by class name
     return results
 
@@ -99,8 +103,6 @@ def train(
     Returns:
         ``{"metrics": {...} or None, "run_dir": str, "checkpoint": str, "wall_s": float, "stages": [...]}``.
     """
-    from cinet.utils.io import check_writable_dir
-
     t0 = time.time()
     run_dir = Path(run_dir)
     # check what can fail before anything is written: output folder, dataset (every split, batch size, first
@@ -156,11 +158,6 @@ def _train_stages(
     t0: float,
 ) -> dict[str, Any]:
     """The stages of :func:`train` after the checks, in the prepared run directory."""
-    import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from cinet.engine.callbacks import LossLog, RollingCheckpoint
-
     if resume:
         rundir.remove_stale_temporaries(run_dir)
     git = git_revision()
