@@ -89,7 +89,8 @@ class CINetModule(L.LightningModule):
     """Model + loss + one stage of the recipe.
 
     Args:
-        model: The CI-Net (``cinet.models.build_model``); ``model.build_kwargs`` goes into checkpoints.
+        model: The CI-Net (``cinet.models.build_model``; its ``diagnostic_groups`` name the gradient norms,
+            ``model.build_kwargs`` goes into checkpoints).
         loss: The :class:`cinet.losses.TotalLoss` of the variant.
         recipe: What this stage trains (:func:`cinet.recipe.stage_recipe`): attention map, active loss terms,
             whether L_con's sigmas train, the variant's tasks.
@@ -154,8 +155,7 @@ class CINetModule(L.LightningModule):
         # parameters of loss terms inactive in this stage get no gradient (keeps DDP's reducer happy)
         for p in loss.parameters():
             p.requires_grad_(recipe.trains_loss_parameters)
-        groups = model.diagnostic_groups() if hasattr(model, "diagnostic_groups") else {}
-        self._grad_groups = {k: v for k, v in groups.items() if v}
+        self._grad_groups = {k: v for k, v in model.diagnostic_groups().items() if v}
 
     # ------------------------------------------------------------------------------------------ helpers
 
