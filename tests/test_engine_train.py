@@ -9,10 +9,10 @@ import lightning as L
 import pytest
 import torch
 
+from cinet.build import training
 from cinet.checkpoint import STATE_PREFIX, read_checkpoint
 from cinet.cli import main
 from cinet.config import load_config, read_saved_git
-from cinet.engine import training
 from cinet.metrics import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,13 @@ from cinet.utils.precision import cpu_features, resolve_precision
 
 EPYC_ZEN4 = {"amx_bf16": False, "amx_int8": False, "avx512_bf16": True, "avx512_vnni": True, "avx512_f": True}
 XEON_SPR = {"amx_bf16": True, "amx_int8": True, "avx512_bf16": True, "avx512_vnni": True, "avx512_f": True}
-OLD_AVX2 = {"amx_bf16": False, "amx_int8": False, "avx512_bf16": False, "avx512_vnni": False, "avx512_f": False}
+OLD_AVX2 = {
+    "amx_bf16": False,
+    "amx_int8": False,
+    "avx512_bf16": False,
+    "avx512_vnni": False,
+    "avx512_f": False,
+}
 
 
 @pytest.mark.parametrize(
