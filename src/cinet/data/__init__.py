@@ -7,8 +7,7 @@ Every dataset returns the same sample dict (see :mod:`cinet.data.base`)::
     labels long [H,W] (0-based train ids, 255 = ignore), meta dict (id, intrinsics, orig_size)
 
 and has ``.info`` (:class:`DatasetInfo`). Use :func:`load_dataset` to build one, :func:`dataset_info` to get
-its description without reading files; :func:`cinet.data.base.collate` is the DataLoader ``collate_fn``
-(the torch-dependent helpers live in :mod:`cinet.data.base`, so that ``import cinet.data`` stays torch-free).
+its description without reading files, :func:`collate` as the DataLoader ``collate_fn``.
 """
 
 from __future__ import annotations
@@ -20,8 +19,14 @@ from typing import TYPE_CHECKING, Any
 from cinet.data.info import DatasetInfo, load_meta, scale_intrinsics
 from cinet.errors import ConfigError
 
-if TYPE_CHECKING:  # the torch-dependent names live in cinet.data.base (importing cinet.data stays torch-free)
+if TYPE_CHECKING:
     from cinet.data.base import BaseDataset
+
+# torch-dependent names are imported on first use, so ``import cinet.commands.data`` (the CLI parser) stays cheap
+_LAZY = {
+    name: "cinet.data.base"
+    for name in ("BaseDataset", "collate", "denormalize", "normalize_image", "to_uint8_image")
+}
 
 # name -> (module, class)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -36,13 +41,24 @@ DATASETS: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "DATASETS",
+    "BaseDataset",
     "DatasetInfo",
+    "collate",
     "dataset_class",
     "dataset_info",
+    "denormalize",
     "load_dataset",
     "load_meta",
+    "normalize_image",
     "scale_intrinsics",
+    "to_uint8_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cinet.data' has no attribute {name!r}")
 
 
 def dataset_class(name: str) -> type:
