@@ -102,7 +102,11 @@ def resolve_precision(
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind in ("gpu", "cuda"):
-        bf16 = cuda_bf16 if cuda_bf16 is not None else torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        bf16 = (
+            cuda_bf16
+            if cuda_bf16 is not None
+            else torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        )
         if bf16:
             return PrecisionChoice("bf16-mixed", "auto: bf16-mixed (this CUDA device runs bf16)")
         return PrecisionChoice("32-true", "auto: 32-true (this CUDA device has no bf16)")
