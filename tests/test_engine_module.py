@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cinet.build import builders, training
-from cinet.config import StageConfig, load_config
+from cinet.config import Config, StageConfig, load_config
 from cinet.engine.datamodule import ResumableDataLoader, SeededDataset, ShardedSampler
 from cinet.engine.module import NonFiniteLossError, PolyLR
 
@@ -206,6 +206,20 @@ def test_stage_plan_and_trainer_kwargs() -> None:
     assert kw["strategy"] == "ddp_find_unused_parameters_true"  # SUM's Q/K get no gradient in stage 1
     assert kw["devices"] == 2 and kw["precision"] == "32-true" and kw["use_distributed_sampler"] is False
     assert builders.trainer_kwargs(cfg, StageConfig(stage=2))["strategy"] == "ddp"
+
+
+@pytest.mark.parametrize(
+    ("bf16_units", "expected"),
+    [({"amx_bf16": True}, "bf16-mixed"), ({"avx512_bf16": True}, "bf16-mixed"), ({}, "32-true")],
+)
+def test_auto_precision_reaches_the_trainer(monkeypatch, bf16_units, expected) -> None:
+    """``trainer.precision=auto`` (the default) follows the CPU's bf16 units (issue #27; probe mocked)."""
+    import cinet.utils.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: {"cpu_name": "test", **bf16_units})
+    cfg = load_config(SMOKE, ["trainer.precision=auto"])
+    assert builders.trainer_kwargs(cfg, StageConfig(stage=1))["precision"] == expected
+    assert Config().trainer.precision == "auto"
 
 
 def test_class_weight_modes() -> None:

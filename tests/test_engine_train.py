@@ -55,6 +55,8 @@ def test_run_directory(smoke_run: Path) -> None:
     assert read_saved_git(smoke_run / "config.yaml") is not None  # the tests run from a git checkout
     assert load_config(smoke_run / "config.yaml").model.variant == "cinet"
     assert not list(smoke_run.rglob("*.tmp"))  # atomic writes leave no temporaries
+    precision = json.loads((smoke_run / "precision.json").read_text())
+    assert (precision["requested"], precision["precision"]) == ("32", "32-true")  # smoke.yaml pins it
 
 
 def test_tensorboard_logs(smoke_run: Path) -> None:
@@ -194,6 +196,7 @@ def test_bf16_channels_last_single_stage(tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(isinstance(metrics[k], float) for k in METRIC_KEYS)
     assert read_checkpoint(run_dir / "last.ckpt")["cinet"]["config"]["trainer"]["precision"] == "bf16-mixed"
+    assert json.loads((run_dir / "precision.json").read_text())["precision"] == "bf16-mixed"
 
 
 def test_init_from_of_another_variant_is_refused(smoke_run: Path, tmp_path: Path, capsys) -> None:

@@ -33,6 +33,7 @@ from cinet.models import build_model as _build
 from cinet.models.encoder import check_encoder_weights as _check
 from cinet.models.encoder import encoder_normalization as _normalization
 from cinet.recipe import LossWeights, StageRecipe, stage_recipe, variant
+from cinet.utils.precision import resolve_precision
 
 __all__ = [
     "build_class_weights",
@@ -295,9 +296,7 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
-    precision: Any = hw.precision
-    if precision in ("32", "64"):
-        precision = f"{precision}-true"
+    precision = resolve_precision(hw.precision, hw.accelerator).precision
     kwargs: dict[str, Any] = {
         "accelerator": hw.accelerator,
         "devices": devices,

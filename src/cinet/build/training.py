@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,13 @@ from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, CinetError, ConfigError
 from cinet.metrics.report import per_class_by_name
 from cinet.utils import signals
-from cinet.utils.io import check_writable_dir
+from cinet.utils.io import atomic_write_json, check_writable_dir
+from cinet.utils.precision import cpu_features, resolve_precision
 
 log = logging.getLogger(__name__)
+
+#: Written into the run directory: the requested and the resolved trainer.precision, and why.
+PRECISION_FILE = "precision.json"
 
 __all__ = ["evaluate_module", "stage_plan", "train"]
 
@@ -160,6 +165,11 @@ def _train_stages(
     """The stages of :func:`train` after the checks, in the prepared run directory."""
     if resume:
         rundir.remove_stale_temporaries(run_dir)
+    if global_rank() == 0:  # trainer.precision=auto: what this machine resolved it to, said and kept
+        choice = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+        print(f"precision: {choice.reason}", file=sys.stderr, flush=True)
+        record = {"requested": cfg.trainer.precision, "precision": choice.precision, "reason": choice.reason}
+        atomic_write_json(run_dir / PRECISION_FILE, {**record, "cpu": cpu_features()["cpu_name"]})
     git = git_revision()
     plan = stage_plan(cfg)
     completed = set(state.get("completed", []))

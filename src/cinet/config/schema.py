@@ -254,7 +254,8 @@ class TrainerConfig:
     """Hardware and precision: how Lightning's Trainer runs (``trainer.*`` keys).
 
     Attributes:
-        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
+        precision: ``auto`` (default: bf16 autocast where this machine's matrix units run it faster, float32
+            elsewhere; :func:`cinet.utils.precision.resolve_precision`), ``32``, ``bf16-mixed`` or ``16-mixed``.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         devices: Lightning devices (``auto``, a count, or a list like ``[0,1]`` as a string).
         num_nodes: Number of nodes (SLURM / torchrun set the rest).
@@ -264,7 +265,7 @@ class TrainerConfig:
         progress_bar: Show progress: Lightning's bar on a terminal, plain lines (step, losses, speed) otherwise.
     """
 
-    precision: str = "32"
+    precision: str = "auto"
     accelerator: str = "auto"
     devices: str = "auto"
     num_nodes: int = 1
@@ -304,7 +305,7 @@ class Config:
 
 #: Keys whose value must be one of a fixed list.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "trainer.precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
+    "trainer.precision": ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true"),
     "train.eval.reduction": ("per_image", "pooled"),
     "train.eval.miou": ("present", "all"),
     "train.eval.protocol": ("dataset", "paper", "mtl"),  # cinet.metrics.protocols.PROTOCOL_NAMES
