@@ -29,6 +29,16 @@ def test_bench_cli_module_does_not_import_torch() -> None:
     assert res.stdout.strip() == "False"
 
 
+def assert_peak_fractions(result: dict, entries: list[dict], dtypes: set[str]) -> None:
+    """Every row says its compute dtype and its fraction of this run's matmul peak of that dtype (issue #27)."""
+    peak = result["peak_flops_per_s"]
+    assert {e["dtype"] for e in entries} == dtypes and "matmul" in result["peak_method"]
+    for e in entries:
+        name = {"float32": "fp32", "bfloat16": "bf16"}.get(e["dtype"], e["dtype"])
+        assert peak[name] > 0
+        assert e["fraction_of_peak"] == float(f"{e['achieved_flops_per_s'] / peak[name]:.3g}") > 0
+
+
 def test_attention_bench_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_file = tmp_path / "attention.json"
     result = _run_cli(
@@ -59,6 +69,7 @@ def test_attention_bench_tiny(capsys: pytest.CaptureFixture[str], tmp_path: Path
         assert isinstance(peak, int) and row[impl]["peak_mib"] == round(peak / 2**20, 1)
         assert row[impl]["median_s"] > 0
         assert row[impl]["tensor_peak_bytes"] > 0
+    assert_peak_fractions(result, [row["naive"], row["tiled"]], {"float32"})
     assert row["memory_ratio_naive_over_tiled"] == round(
         row["naive"]["peak_bytes"] / max(row["tiled"]["peak_bytes"], 1), 2
     )
@@ -145,6 +156,7 @@ def test_train_step_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
         assert row["images_per_s"] > 0
         assert row["achieved_flops_per_s"] > 0
     assert result["rows"][1]["bf16"] and result["rows"][1]["channels_last"]
+    assert_peak_fractions(result, result["rows"], {"fp32", "bf16"})
     top = result["rows"][0]["profile_top_ops"]
     assert len(top) == 5 and all(t["op"] for t in top)
     self_s = [t["self_s"] for t in top]
@@ -203,6 +215,7 @@ def test_inference_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     for low_precision in ("int8", "pytorch-eager-bf16"):  # compared with float32 eager: close, not equal
         assert 0 < rows[low_precision]["depth_mean_rel_diff"] < 0.05
         assert 0.5 < rows[low_precision]["label_agreement"] <= 1
+    assert_peak_fractions(result, result["rows"], {"fp32", "bf16", "int8"})
 
 
 @pytest.mark.parametrize(
@@ -231,5 +244,6 @@ def test_encoders_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     for r in rows.values():
         assert r["gflops_480x640"] > 0 and r["infer_img_s"] > 0 and r["train_img_s"] > 0
         assert 0 < r["encoder_params_m"] < r["params_m"]
+    assert_peak_fractions(result, result["rows"], {"fp32"})
     # a stride-16 encoder does less work at 1/16 than the dilated ResNet-18 at 1/8
     assert rows["timm:test_vit"]["gflops_480x640"] < rows["resnet18"]["gflops_480x640"]

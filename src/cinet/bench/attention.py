@@ -45,6 +45,7 @@ from cinet.bench.common import (
     synchronize,
     time_calls,
 )
+from cinet.bench.peak import add_peak_fractions
 from cinet.utils.device import resolve_device
 
 DEFAULT_SIZES = "8x4800x512x64,2x8192x512x64,1x32768x512x64"
@@ -160,6 +161,8 @@ def measure(
         "peak_mib": round(peak / 2**20, 1),
         **{key: val for key, val in timing.items()},
         "tflops": float(f"{step_flops(b, n, c, d) / max(timing['median_s'], 1e-12) / 1e12:.4g}"),
+        "achieved_flops_per_s": step_flops(b, n, c, d) / max(timing["median_s"], 1e-12),
+        "dtype": dtype,
     }
     if device.type == "cpu":  # allocator-independent second figure (after the RSS measurement)
         tensor_peak = tensor_peak_bytes(step)
@@ -267,6 +270,8 @@ def run_attention(
                 ratio = naive["tensor_peak_bytes"] / max(other["tensor_peak_bytes"], 1)
                 row[f"tensor_memory_ratio_naive_over_{impl}"] = round(ratio, 2)
         rows.append(row)
+    paths = [row[impl] for row in rows for impl in names if isinstance(row.get(impl), dict)]
+    peak_info = add_peak_fractions(paths, dev)
     return {
         "benchmark": "attention",
         "what": "forward+backward of sigmoid(QK^T)V/N (SUM, Eq. 1-2) + attention BCE (Eq. 4)",
@@ -274,6 +279,7 @@ def run_attention(
         "timing": f"median (and min) of {repeat} runs after {warmup} warm-up; wall clock",
         "tile": tile,
         "hardware": hardware(dev),
+        **peak_info,
         "results": rows,
     }
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from cinet.bench.common import hardware, time_calls
+from cinet.bench.peak import add_peak_fractions
 
 DEFAULT_ENCODERS = (
     "resnet101",
@@ -113,6 +114,10 @@ def measure(encoder: str, s: dict[str, Any]) -> dict[str, Any]:
 
     t = time_calls(infer, device, s["repeat"], s["warmup"])
     row["infer_img_s"] = 1.0 / t["median_s"]
+    row["dtype"] = "fp32"
+    row["achieved_flops_per_s"] = (
+        forward_flops(model, h, w) * row["infer_img_s"]
+    )  # inference, at the timed size
 
     module.train()
     batch = synthetic_batch({**s, "batch_size": b}, device)
@@ -130,10 +135,12 @@ def run_encoders(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows:
         row["infer_vs_first"] = row["infer_img_s"] / first["infer_img_s"]
         row["train_vs_first"] = row["train_img_s"] / first["train_img_s"]
+    peak_info = add_peak_fractions(rows, torch.device("cpu"))
     fh, fw = s["flops_size"]
     return {
         "benchmark": "encoders",
         "settings": {**s, "flops_size": f"{fh}x{fw}", "decoder_channels": list(s["decoder_channels"])},
         "hardware": hardware(torch.device("cpu")),
+        **peak_info,
         "rows": rows,
     }

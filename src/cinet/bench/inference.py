@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from cinet.bench.common import hardware, time_calls
+from cinet.bench.encoders import forward_flops
+from cinet.bench.peak import add_peak_fractions
 from cinet.bench.train_step import build, model_settings
 
 
@@ -42,6 +44,15 @@ def _output_gap(ref: tuple[np.ndarray, np.ndarray], out: tuple[np.ndarray, np.nd
     rel = np.abs(out[0] - ref[0]) / np.maximum(np.abs(ref[0]), 1e-6)
     agree = (out[1].argmax(1) == ref[1].argmax(1)).mean()
     return {"depth_mean_rel_diff": float(rel.mean()), "label_agreement": float(agree)}
+
+
+#: Compute dtype of each runtime row (the matmul peak it is compared with; int8 rows: integer OP/s).
+RUNTIME_DTYPES = {
+    "pytorch-eager": "fp32",
+    "pytorch-eager-bf16": "bf16",
+    "onnxruntime": "fp32",
+    "int8": "int8",
+}
 
 
 def run_inference(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,6 +129,11 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
         if ref is not None or key == "int8":
             row.update(_output_gap(ref if ref is not None else outs["onnxruntime"], outs[key]))
         rows.append(row)
+    flops = forward_flops(model, h, w) * bsz  # FlopCounterMode, the naive attention path
+    for row in rows:
+        row["dtype"] = RUNTIME_DTYPES[row["runtime"]]
+        row["achieved_flops_per_s"] = flops / row["step_s"]
+    peak_info = add_peak_fractions(rows, device)
     by = {r["runtime"]: r for r in rows}
     result: dict[str, Any] = {
         "benchmark": "inference",
@@ -127,6 +143,8 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
         "onnx_bytes": onnx_bytes["onnxruntime"],
         "timing": f"median of {args.repeat} calls after {args.warmup} warm-up; onnxruntime rows interleaved",
         "hardware": {**hardware(device), "onnxruntime_threads": "default (physical cores)"},
+        "forward_flops": flops,
+        **peak_info,
         "rows": rows,
     }
     if "pytorch-eager" in by:

@@ -13,10 +13,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["PEAK_DTYPES", "matmul_peak", "peak_fraction"]
+__all__ = ["PEAK_DTYPES", "add_peak_fractions", "matmul_peak", "peak_fraction"]
 
 #: Probe dtypes: name -> torch dtype.
-PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+#: Other spellings of the probe dtypes that bench rows use.
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -84,7 +86,7 @@ def matmul_peak(
 
 
 def peak_fraction(achieved: float | None, peak: dict[str, Any], dtype: str) -> float | None:
-    """``achieved / peak[dtype]`` rounded to 3 digits; None when either is unknown.
+    """``achieved / peak[dtype]`` to 3 significant digits; None when either is unknown.
 
     Args:
         achieved: Achieved operations per second of a bench row.
@@ -94,4 +96,29 @@ def peak_fraction(achieved: float | None, peak: dict[str, Any], dtype: str) -> f
     ref = peak.get(dtype)
     if not achieved or not ref:
         return None
-    return round(achieved / ref, 3)
+    return float(f"{achieved / ref:.3g}")
+
+
+def add_peak_fractions(entries: list[dict[str, Any]], device: torch.device | str) -> dict[str, Any]:
+    """Measure the peak of every dtype the entries use and add ``fraction_of_peak`` to each entry.
+
+    Args:
+        entries: Bench rows (or the per-path dicts of a row) with ``achieved_flops_per_s`` and ``dtype``
+            (a :data:`PEAK_DTYPES` name or ``float32``/``bfloat16``/``float16``); others are left as they are.
+        device: The device the rows ran on.
+
+    Returns:
+        ``{"peak_flops_per_s": {dtype: value or None}, "peak_method": str}`` for the benchmark's result.
+    """
+    measured = [e for e in entries if e.get("achieved_flops_per_s") and e.get("dtype")]
+    dtypes = sorted({DTYPE_ALIASES.get(e["dtype"], e["dtype"]) for e in measured} & set(PEAK_DTYPES))
+    peak = matmul_peak(device, dtypes) if dtypes else {}
+    for e in measured:
+        e["fraction_of_peak"] = peak_fraction(
+            e["achieved_flops_per_s"], peak, DTYPE_ALIASES.get(e["dtype"], e["dtype"])
+        )
+    n = 8192 if torch.device(device).type == "cuda" else 2048
+    return {
+        "peak_flops_per_s": peak,
+        "peak_method": f"best of 3 square {n}x{n} matmuls per dtype (int8: torch._int_mm), in this run",
+    }

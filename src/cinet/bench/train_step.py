@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from cinet.bench.common import hardware, synchronize, time_calls
+from cinet.bench.peak import add_peak_fractions
 from cinet.ops import use_attention_impl
 from cinet.utils.device import resolve_device
 
@@ -200,7 +201,7 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
         if mode["compile"]:
             module.model = torch.compile(module.model)
         step, _ = training_step_fn(module, batch, device, mode["bf16"])
-        row: dict[str, Any] = {"mode": name, **mode}
+        row: dict[str, Any] = {"mode": name, **mode, "dtype": "bf16" if mode["bf16"] else "fp32"}
         try:
             timing = time_calls(step, device, args.repeat, args.warmup)
         except Exception as exc:  # a row that cannot run here (e.g. no compiler for torch.compile)
@@ -225,6 +226,7 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(device)
         rows.append(row)
         del module, step
+    peak_info = add_peak_fractions(rows, device)
     return {
         "benchmark": "train-step",
         "what": "CINetModule.compute_losses (stage 3) + backward + SGD step, synthetic data",
@@ -232,6 +234,7 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
         "flops_per_image": {"forward": flops["forward"] / bsz, "train_step": per_image},
         "flop_counter": "torch.utils.flop_counter.FlopCounterMode, fp32, naive attention",
         "bf16_peak_flops_per_s": peak,
+        **peak_info,
         "timing": f"median of {args.repeat} steps after {args.warmup} warm-up",
         "hardware": hardware(device),
         "rows": rows,
