@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -167,7 +166,7 @@ def _train_stages(
         rundir.remove_stale_temporaries(run_dir)
     if global_rank() == 0:  # trainer.precision=auto: what this machine resolved it to, said and kept
         choice = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-        print(f"precision: {choice.reason}", file=sys.stderr, flush=True)
+        print(f"precision: {choice.reason}", flush=True)
         record = {"requested": cfg.trainer.precision, "precision": choice.precision, "reason": choice.reason}
         atomic_write_json(run_dir / PRECISION_FILE, {**record, "cpu": cpu_features()["cpu_name"]})
     git = git_revision()
