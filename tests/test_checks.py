@@ -81,8 +81,8 @@ def test_the_training_loss_checks_no_label_range(monkeypatch: pytest.MonkeyPatch
     """Nothing of the refuse-before-work kind in the training step: the engine's loss never calls check_labels
     (a device synchronisation per step) and gives the same L_seg as the checking one on valid labels."""
     import cinet.losses.segmentation as segmentation
+    from cinet.build.builders import build_loss
     from cinet.config import load_config
-    from cinet.engine.builders import build_loss
     from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)

@@ -16,7 +16,7 @@ nothing written.
 
 Layering: the package sits above ``config``, ``data``, ``engine`` and ``inference`` and below ``commands``; the
 per-sample checks of the data readers (sizes within a sample, EXIF orientation, label ids as each sample is
-read) stay in the readers. ``cinet train``'s checks run in the training driver (:func:`cinet.engine.training.train`,
+read) stay in the readers. ``cinet train``'s checks run in the training driver (:func:`cinet.build.training.train`,
 which ``train``, ``ablate`` and ``demo`` call) before the run directory exists. :mod:`.memory` imports only torch and :mod:`cinet.errors` and takes plain
 arguments, so that the :class:`cinet.Predictor`, which checks again before each batch, uses it without importing
 a layer above its own. Library code (models, losses, ops, metrics) raises plain ``ValueError`` / ``TypeError``;
