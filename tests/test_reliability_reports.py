@@ -306,12 +306,13 @@ def test_photo_too_large_for_memory_is_refused_naming_max_side(
 ) -> None:
     import re
 
+    import cinet.checks.memory as memory
     import cinet.inference.predictor as predictor_module
 
     photo = tmp_path / "in" / "photo.jpg"
     photo.parent.mkdir()
     Image.new("RGB", (4000, 3000), (120, 90, 60)).save(photo, quality=80)
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**31)  # a 2 GiB machine
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**31)  # a 2 GiB machine
     out = tmp_path / "out"
     rc = main(["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out), "--no-progress"])
     assert rc == 2
@@ -323,22 +324,23 @@ def test_photo_too_large_for_memory_is_refused_naming_max_side(
     # the side it names passes the check again once the run holds the decoded photo (the second check, per batch,
     # before the forward pass: the real 8000x6000 run was refused there with the first suggestion), one step
     # larger would not (2 GiB keeps both above MEMORY_CHECK_MIN_PIXELS, below which nothing is checked)
-    loaded = predictor_module.LOADED_BYTES_PER_PIXEL * 4000 * 3000
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**31 - loaded)
+    loaded = memory.LOADED_BYTES_PER_PIXEL * 4000 * 3000
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**31 - loaded)
     p = predictor_module.Predictor.from_checkpoint(ckpt, max_side=side)
     p.check_fits(3000, 4000, name="photo")
-    budget = predictor_module.SUGGEST_MARGIN * (2**31 - loaded)
-    assert p.forward_bytes(3000, 4000) <= predictor_module.MEMORY_FRACTION * budget
+    budget = memory.SUGGEST_MARGIN * (2**31 - loaded)
+    assert p.forward_bytes(3000, 4000) <= memory.MEMORY_FRACTION * budget
     p.max_side = side + 8
-    assert p.forward_bytes(3000, 4000) > predictor_module.MEMORY_FRACTION * budget
+    assert p.forward_bytes(3000, 4000) > memory.MEMORY_FRACTION * budget
 
 
 def test_memory_refusal_inside_a_batch_names_the_file(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check that runs again per batch (memory can shrink after the up-front check) names the file too."""
+    import cinet.checks.memory as memory
     import cinet.inference.predictor as predictor_module
 
     p = predictor_module.Predictor.from_checkpoint(ckpt, keep_size=True)
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**20)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**20)
     image = np.zeros((1100, 1000, 3), np.uint8)  # > MEMORY_CHECK_MIN_PIXELS, so it is checked
     with pytest.raises(predictor_module.InputError, match=r"^/data/room\.jpg: a 1000x1100 image needs"):
         p.predict_batch([image], names=["/data/room.jpg"])
@@ -596,11 +598,11 @@ def test_a_photo_whose_results_alone_do_not_fit_says_to_downscale(
     """Kind 3: scaled to the training size the network input is small, but the results come back at the image
     size: a photo whose full-size results exceed the memory is refused up front, and no --max-side is offered
     (none would help). Sizes: WxH."""
-    import cinet.inference.predictor as predictor_module
+    import cinet.checks.memory as memory
 
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (4000, 3000), (120, 90, 60)).save(photo, quality=80)
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**28)  # 256 MiB free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**28)  # 256 MiB free
     rc = main(
         ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(tmp_path / "out"), "--no-progress"]
     )
@@ -615,10 +617,10 @@ def test_a_photo_whose_results_alone_do_not_fit_says_to_downscale(
 
 def test_eval_refuses_an_eval_size_that_cannot_fit(tmp_path: Path, monkeypatch, capsys) -> None:
     """Kind 3 in ``eval``: the memory check of predict, naming data.eval_size / data.eval_batch_size."""
-    import cinet.inference.predictor as predictor_module
+    import cinet.checks.memory as memory
 
     ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**28)  # 256 MiB free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**28)  # 256 MiB free
     out = tmp_path / "ev"
     rc = main(["eval", "--checkpoint", str(ck), "data.eval_size=[2048,2048]", "--out", str(out)])
     assert rc == 2
@@ -680,7 +682,7 @@ def test_a_bad_override_is_blamed_on_the_command_line_not_the_file(tmp_path: Pat
 def test_eval_memory_check_sees_the_largest_sample_of_a_folder(tmp_path: Path, monkeypatch, capsys) -> None:
     """Kind 3: a large image that is not the first sample is found from the headers (the check looked at the
     first sample only)."""
-    import cinet.inference.predictor as predictor_module
+    import cinet.checks.memory as memory
     from cinet.data.synthetic import synthetic_info
 
     root = tmp_path / "ds"
@@ -691,7 +693,7 @@ def test_eval_memory_check_sees_the_largest_sample_of_a_folder(tmp_path: Path, m
         Image.fromarray(np.full((h, w), 1500, np.uint16)).save(root / "depth" / f"{stem}.png")
         Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "labels" / f"{stem}.png")
     ck = _synthetic_checkpoint(tmp_path / "synthetic.ckpt")
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**27)  # 128 MiB free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**27)  # 128 MiB free
     n = synthetic_info().num_classes
     rc = main(
         ["eval", "--checkpoint", str(ck), "data.name=folder", f"data.root={root}",
@@ -739,7 +741,7 @@ def test_export_int8_refuses_an_output_that_is_a_calibration_image(
 
 def test_data_preview_refuses_an_image_too_large_for_memory(tmp_path: Path, monkeypatch, capsys) -> None:
     """Kind 3 in ``data preview``: a 20000x15000 folder image peaked at 20.6 GB; now refused from its header."""
-    import cinet.inference.predictor as predictor_module
+    import cinet.checks.memory as memory
 
     root = tmp_path / "ds"
     for sub in ("rgb", "depth", "labels"):
@@ -748,7 +750,7 @@ def test_data_preview_refuses_an_image_too_large_for_memory(tmp_path: Path, monk
         _save(root / "rgb" / f"{stem}.png", h, w)
         Image.fromarray(np.full((h, w), 1500, np.uint16)).save(root / "depth" / f"{stem}.png")
         Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "labels" / f"{stem}.png")
-    monkeypatch.setattr(predictor_module, "available_bytes", lambda device: 2**22)  # 4 MiB free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**22)  # 4 MiB free
     out = tmp_path / "prev"
     rc = main(["data", "preview", "folder", "--root", str(root), "--out", str(out), "num_classes=2"])
     assert rc == 2

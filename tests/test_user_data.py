@@ -430,17 +430,18 @@ def test_panel_legend_is_as_wide_as_its_caption_at_480_rows() -> None:
 def test_mixed_sizes_that_no_eval_batch_mixes_pass_the_checks(tmp_path: Path) -> None:
     """Evaluation batches are consecutive samples: 48x64, 48x64 | 40x64, 40x64 at eval_batch_size 2 is fine."""
     from cinet.build.builders import build_datamodule
+    from cinet.checks.data import check_training_data
     from cinet.config import load_config
 
     root = write_mydata(tmp_path / "d", sizes={2: (40, 64), 3: (40, 64)})
     cfg = load_config(ROOT / "configs" / "folder.yaml", [f"data.root={root}", *FAST, "data.image_size=null"])
-    assert build_datamodule(cfg).check() == (48, 64)  # the first training image
+    assert check_training_data(build_datamodule(cfg)) == (48, 64)  # the first training image
     cfg = load_config(
         ROOT / "configs" / "folder.yaml",
         [f"data.root={root}", *FAST, "data.image_size=null", "data.eval_batch_size=3"],
     )
     with pytest.raises(Exception, match="images of the val split differ in size"):
-        build_datamodule(cfg).check()
+        check_training_data(build_datamodule(cfg))
 
 
 def test_depth_in_whole_metres_is_named_although_inside_the_range(tmp_path: Path, caplog) -> None:

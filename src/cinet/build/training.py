@@ -25,6 +25,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from cinet.build import builders
 from cinet.checkpoint import check_fits, load_weights, read_checkpoint
+from cinet.checks.data import check_training_data
+from cinet.checks.model import check_eval_memory, check_feature_maps
+from cinet.checks.outputs import check_run_dir, check_writable_dir
 from cinet.config import Config, StageConfig, git_revision, save_config
 from cinet.engine import rundir
 from cinet.engine.callbacks import LossLog, RollingCheckpoint
@@ -33,7 +36,7 @@ from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, CinetError, ConfigError
 from cinet.metrics.report import per_class_by_name
 from cinet.utils import signals
-from cinet.utils.io import atomic_write_json, check_writable_dir
+from cinet.utils.io import atomic_write_json
 from cinet.utils.precision import cpu_features, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -109,21 +112,22 @@ def train(
     """
     t0 = time.time()
     run_dir = Path(run_dir)
-    # check what can fail before anything is written: output folder, dataset (every split, batch size, first
-    # batches, depth unit), init_from
+    # check what can fail before anything is written (cinet.checks): output folder, dataset (every split, batch
+    # size, first batches, depth unit), feature maps, encoder weights, evaluation memory, init_from
     check_writable_dir(run_dir, "run directory")
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite, stage=cfg.stage)
     if cfg.data.root is not None:  # stored absolute: the run can be evaluated from another folder
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     preflight = builders.build_datamodule(cfg)
-    train_size = preflight.check(validate=cfg.train.val_every > 0)  # a missing root is named first
+    train_size = check_training_data(preflight, validate=cfg.train.val_every > 0)  # a missing root first
     info = dataset_info_from_config(cfg.data)
     train_set = preflight.dataset("train")
-    builders.check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
+    check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
     builders.check_encoder_weights(cfg)  # a local / packaged file: read and checked key by key
     no_download = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None))
     evaluated = ["test", *(["val"] if cfg.train.val_every > 0 and cfg.data.val_split is not None else [])]
     for which in evaluated:  # the validation / test forward at data.eval_size (cinet eval's check)
-        builders.check_eval_memory(
+        check_eval_memory(
             cfg,
             preflight.dataset(which),
             info.num_classes,

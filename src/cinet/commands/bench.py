@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON. Returns the exit code."""
     from cinet.bench.common import emit
-    from cinet.utils.io import check_not_an_input
+    from cinet.checks.outputs import check_not_an_input
 
     if args.out:  # the JSON never replaces a file the benchmark reads
         check_not_an_input(

@@ -3,7 +3,7 @@
 ``cinet data preview NAME [--root R] [--split S] [--num N] [--out DIR] [key=value ...]`` writes a grid PNG
 (titled columns RGB | depth | labels, one row per sample; depth coloured over the dataset's range with a colour
 bar and the observed range below; labels in the dataset palette, void black, with a legend of the classes
-present) and prints its path. It warns when the depth looks like the wrong unit (:mod:`cinet.data.sanity`).
+present) and prints its path. It warns when the depth looks like the wrong unit (:mod:`cinet.checks.labels`).
 ``key=value`` options are dataset options (values parsed as YAML: ``size=[120,160]``, ``depth_scale=5000``).
 
 The folder format for your own data is described in ``docs/data.md``.
@@ -12,13 +12,10 @@ The folder format for your own data is described in ``docs/data.md``.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
 from cinet.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
 
 DOCS_HINT = (
     "Your own data (folder layout, depth units and depth_scale, label ids, 255 = ignore, classes.yaml, "
@@ -81,38 +78,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Peak memory of ``data preview`` per pixel of a sample, measured: a 20000x15000 folder image peaked at 20.6 GB
-#: (69 bytes per pixel: the decoded image, float tensors, colourised depth and labels, the figure).
-PREVIEW_BYTES_PER_PIXEL = 72
-
-
-def check_preview_memory(ds: Any, num: int) -> None:
-    """Refuse, before any sample is decoded, a preview whose largest image cannot fit in the free memory.
-
-    Only datasets that read their sizes from the file headers (the folder dataset) are checked: the first ``num``
-    samples' sizes times :data:`PREVIEW_BYTES_PER_PIXEL` against 90% of the free memory.
-
-    Raises:
-        DataError: One line naming the file, its size, the memory needed and free.
-    """
-    import torch
-
-    from cinet.inference.predictor import MEMORY_FRACTION, available_bytes
-
-    header_sizes = getattr(getattr(ds, "dataset", ds), "header_sizes", None)
-    if header_sizes is None:
-        return
-    free = available_bytes(torch.device("cpu"))
-    for file, (h, w) in header_sizes()[:num]:
-        need = PREVIEW_BYTES_PER_PIXEL * h * w
-        if free is not None and need > MEMORY_FRACTION * free:
-            gib = 2.0**30
-            raise DataError(
-                f"{file}: a {w}x{h} image needs about {need / gib:.1f} GiB to preview, more than "
-                f"{MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free; downscale the file"
-            )
-
-
 def preview(
     name: str,
     *,
@@ -133,11 +98,14 @@ def preview(
     import numpy as np
     from PIL import Image
 
+    from cinet.checks.files import header_sizes_of
+    from cinet.checks.labels import warn_depth_unit
+    from cinet.checks.memory import check_preview_memory
+    from cinet.checks.outputs import check_writable_dir
     from cinet.data import load_dataset
     from cinet.data.base import to_uint8_image
-    from cinet.data.sanity import depth_summary, depth_warning
     from cinet.inference import visualize
-    from cinet.utils.io import atomic_write_bytes, check_writable_dir
+    from cinet.utils.io import atomic_write_bytes
 
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")
@@ -145,15 +113,14 @@ def preview(
     ds = load_dataset(name, root, split, **options)
     if len(ds) == 0:
         raise DataError(f"{name}/{split}: no samples to preview")
-    check_preview_memory(ds, max(num, 8))
+    sizes = header_sizes_of(ds)  # folder datasets: from the headers, before any sample is decoded
+    if sizes is not None:
+        check_preview_memory(sizes[: max(num, 8)])
     info = ds.info
     setting = (
         "depth_scale=N (depth PNG units per metre)" if name == "folder" else f"the depth files of {name!r}"
     )
-    summary = depth_summary(ds, num=max(num, 8))
-    line = depth_warning(summary, str(root) if root else f"{name}/{split}", setting)
-    if line is not None:
-        log.warning("%s", line)
+    summary = warn_depth_unit(ds, str(root) if root else f"{name}/{split}", setting, num=max(num, 8))
     rows, present = [], []
     for i in range(min(num, len(ds))):
         s = ds[i]

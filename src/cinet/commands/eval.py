@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +74,15 @@ def evaluate_checkpoint(
     """
     import dataclasses
 
-    from cinet.build.builders import build_module, build_protocol, check_eval_memory
+    from cinet.build.builders import build_module, build_protocol
     from cinet.build.training import evaluate_module
-    from cinet.checkpoint import class_name_differences, load_model
+    from cinet.checkpoint import load_model
+    from cinet.checks.labels import check_classes, warn_depth_unit
+    from cinet.checks.model import check_eval_memory
     from cinet.config import StageConfig, load_config, parse_overrides
-    from cinet.data.sanity import depth_setting, depth_summary, depth_warning
+    from cinet.data.sanity import depth_setting
     from cinet.engine.datamodule import dataset_info_from_config
-    from cinet.errors import CheckpointError, ConfigError
+    from cinet.errors import ConfigError
     from cinet.utils.io import file_sha256
 
     for key, _ in parse_overrides(list(overrides)):
@@ -99,21 +100,10 @@ def evaluate_checkpoint(
     dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first
     info = dataset_info_from_config(cfg.data)
     trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
-    if trained_classes != info.num_classes:
-        raise CheckpointError(
-            f"{checkpoint}: trained for {trained_classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
-        )
-    differ = class_name_differences((payload.get("dataset") or {}).get("class_names"), list(info.class_names))
-    # the same count, other classes: the scores would be computed (and named) for the wrong classes
-    if differ:
-        raise CheckpointError(
-            f"{checkpoint}: trained on other classes than dataset {cfg.data.name!r} ({differ}); evaluate on the "
-            "dataset it was trained on, or give the dataset the checkpoint's class names in id order"
-        )
-    line = depth_warning(depth_summary(dataset), f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
+    trained_names = (payload.get("dataset") or {}).get("class_names")
+    check_classes(checkpoint, trained_classes, trained_names, info, cfg.data.name)
     # the check of cinet train and data preview: a wrong depth unit makes every metric void
-    if line is not None:
-        logging.getLogger(__name__).warning("%s", line)
+    warn_depth_unit(dataset, f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
     from cinet.inference.preprocess import training_size_of
 
@@ -128,11 +118,11 @@ def evaluate_checkpoint(
 
 def run(args: argparse.Namespace) -> int:
     """Print the metrics table with its protocol line; write ``metrics.json`` atomically."""
+    from cinet.checks.outputs import check_not_an_input, check_writable_dir
     from cinet.commands.common import quiet_lightning
     from cinet.engine.distributed import global_rank
     from cinet.engine.rundir import write_metrics
     from cinet.metrics import format_table
-    from cinet.utils.io import check_not_an_input, check_writable_dir
 
     quiet_lightning(getattr(args, "verbose", 0))
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent

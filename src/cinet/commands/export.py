@@ -132,18 +132,12 @@ def run(args: argparse.Namespace) -> int:
         if args.onnx is None:
             return 0
 
+    from cinet.checks.outputs import check_not_an_input, ensure_output_dir
+
     out: Path = args.onnx
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"{out.parent}: output folder is not writable ({exc.strerror or type(exc).__name__})"
-        ) from exc
+    ensure_output_dir(out.parent)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give the .onnx file name")
-    from cinet.utils.io import check_not_an_input
 
     inputs: dict[str, Any] = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
     if args.quantize:

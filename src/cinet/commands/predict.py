@@ -14,14 +14,14 @@ import glob
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cinet.checks.files import check_before_writing, check_images
+from cinet.checks.outputs import check_writable_dir, ensure_output_dir
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
 from cinet.inference.visualize import DEPTH_CMAPS
-from cinet.utils.io import check_writable_dir
 
 if TYPE_CHECKING:
     from cinet.inference.files import FileOptions
@@ -107,27 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def _image_problem(path: Path, *, decode: bool = True) -> str | None:
-    """None when PIL can read ``path`` (its header; with ``decode``, every pixel), else the reason (not an
-    image, corrupt, truncated).
-
-    Every input's header is read first (the memory check needs only the size), then every input is decoded once
-    before anything is written, so a bad file stops the run with no output. No pixel limit
-    (:func:`cinet.data.base.no_pixel_limit`): the memory check decides what is too large.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    from cinet.data.base import no_pixel_limit
-
-    try:
-        with no_pixel_limit(), Image.open(path) as img:
-            if decode:
-                img.load()
-        return None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
 def expand_inputs(items: list[str]) -> list[Path]:
     """Files, folders (their images, sorted, not recursive) and glob patterns -> file paths, duplicates dropped.
 
@@ -167,21 +146,6 @@ def expand_inputs(items: list[str]) -> list[Path]:
             seen.add(key)
             unique.append(f)
     return unique
-
-
-def check_images(files: list[Path], skip_bad: bool, *, decode: bool = True) -> list[Path]:
-    """Keep the files PIL can read (``decode``: completely; else their header); a bad one raises InputError
-    naming it unless ``skip_bad``."""
-    good = []
-    for f in files:
-        reason = _image_problem(f, decode=decode)
-        if reason is None:
-            good.append(f)
-        elif skip_bad:
-            logger.warning("%s: skipped, not an image (%s)", f, reason)
-        else:
-            raise InputError(f"{f}: not an image, or corrupt ({reason}); use --skip-bad to skip such files")
-    return good
 
 
 OUTPUT_SUFFIXES = (
@@ -241,52 +205,6 @@ def unique_stems(
                 "%s: another input has the stem %r or its output name; writing it as %r", f, f.stem, stem
             )
     return stems
-
-
-def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
-    """``(height, width)`` of each file as the image reader returns it (EXIF-turned), from the headers only."""
-    from cinet.data.base import header_size
-
-    return [header_size(f, turned=True) for f in files]
-
-
-def check_before_writing(
-    predictor: Predictor,
-    files: list[Path],
-    points: list[tuple[float, float]],
-    *,
-    ply_needs_camera: bool = False,
-) -> None:
-    """Refuse, before anything is written, an image too large for the free memory (names ``--max-side``),
-    smaller than an ``--attention`` pixel, or (``ply_needs_camera``: ``--ply`` without ``--intrinsics``) of
-    another aspect ratio than the dataset's camera, whose intrinsics would stretch its point cloud (names the
-    file)."""
-    for f, (height, width) in zip(files, image_sizes(files)):
-        predictor.check_fits(height, width, name=str(f))
-        if ply_needs_camera and predictor.info.intrinsics_for(width, height) is None:
-            raise InputError(
-                f"{f}: {predictor.info.intrinsics_note(width, height)}; pass --intrinsics fx,fy,cx,cy"
-            )
-        for x, y in points:
-            if not (0 <= x < width and 0 <= y < height):
-                raise InputError(
-                    f"{f}: --attention pixel ({x:g}, {y:g}) is outside the {width}x{height} image"
-                )
-
-
-def ensure_output_dir(out: Path) -> None:
-    """Create ``out`` and check that a file can be written there (InputError naming it otherwise).
-
-    ``run`` has already called :func:`cinet.utils.io.check_writable_dir` on ``out`` (nothing created then).
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"{out}: output folder is not writable ({exc.strerror or type(exc).__name__})"
-        ) from exc
 
 
 def _pair(text: str, option: str, kind: type = float, names: str = "A,B") -> tuple[Any, Any]:

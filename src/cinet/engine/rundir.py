@@ -93,39 +93,24 @@ def is_run_dir(path: Path) -> bool:
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any]:
-    """Create / check the run directory (rank 0 writes) and return its state.
-
-    Raises:
-        ConfigError: Resuming a folder that is not a run directory; an existing run directory without
-            ``--resume`` / ``--overwrite``; a stage that already has a checkpoint; overwriting a folder that
-            ``cinet train`` did not make.
+    """Create the run directory (rank 0 writes), empty it or one stage of it for ``overwrite``, and return its
+    state. What is refused was refused before any work (:func:`cinet.checks.outputs.check_run_dir`); a folder
+    that ``cinet train`` did not make is never deleted here either.
     """
     rank0 = global_rank() == 0
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
-        if not is_run_dir(run_dir):
-            raise ConfigError(f"{run_dir}: not a cinet run directory (no {STATE_FILE}); nothing to resume")
         return read_state(run_dir)
     if cfg.stage is not None and is_run_dir(run_dir):
         # one stage into an existing run (e.g. stage=2 after stage 1)
         stage_dir = run_dir / f"stage{cfg.stage}"
-        if (stage_dir / "last.ckpt").exists() and not overwrite:
-            raise ConfigError(
-                f"{stage_dir}: stage {cfg.stage} already has a checkpoint (use --resume {run_dir} or --overwrite)"
-            )
         if rank0 and overwrite and stage_dir.exists():
             shutil.rmtree(stage_dir)
         state = read_state(run_dir)
         state["completed"] = [s for s in state.get("completed", []) if s != cfg.stage]
         state["evaluated"] = False
         return state
-    if exists and rank0:
-        if not overwrite:
-            raise ConfigError(
-                f"{run_dir}: run directory exists (use --resume {run_dir} to continue it, or --overwrite)"
-            )
-        if not is_run_dir(run_dir):
-            raise ConfigError(f"{run_dir}: exists and is not a cinet run directory; refusing to overwrite it")
+    if exists and rank0 and overwrite and is_run_dir(run_dir):
         shutil.rmtree(run_dir)
     state = {"stages": [s.stage for s in cfg.train.stages], "completed": [], "evaluated": False}
     if rank0:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import torch
 
+from cinet.checks.memory import check_image_fits, measure_bytes_per_pixel, output_bytes
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
 from cinet.inference.preprocess import (
@@ -135,87 +136,6 @@ class Prediction:
     geometry: Geometry
     probs: np.ndarray | None = None
     output: CINetOutput | None = None
-
-
-# --------------------------------------------------------------------------------------------- memory
-
-#: Images up to this many pixels (x batch), at the network input and at their own size (the results), are not
-#: checked against the free memory.
-MEMORY_CHECK_MIN_PIXELS = 2**20
-#: Share of the free memory a forward pass may plan to use (the rest: allocator slack, other processes).
-MEMORY_FRACTION = 0.9
-#: Bytes per pixel of the original image that a run holds when the check runs again before the forward pass (the
-#: decoded uint8 RGB, and one copy of it): the ``--max-side`` an error suggests is sized for the free memory minus
-#: these (Predictor.check_fits). The float tensors are made after that check.
-LOADED_BYTES_PER_PIXEL = 6
-#: The suggested ``--max-side`` plans for this share of what is left, for the free memory of the next run differing
-#: from this one's (measured: 0.3-0.5 GiB of 19-20 GiB between two runs of the same command).
-SUGGEST_MARGIN = 0.95
-#: Side of the square input of the one-time memory measurement (>= 1024 SUM positions: the tiled path).
-MEASURE_SIDE = 256
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory for a forward pass on ``device`` (bytes), or None when unknown.
-
-    CUDA: ``torch.cuda.mem_get_info`` plus what PyTorch's caching allocator holds unused. CPU: Linux
-    ``MemAvailable`` of ``/proc/meminfo``, else ``os.sysconf`` available pages.
-    """
-    import os
-
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def output_bytes(height: int, width: int, padded: tuple[int, int], batch: int, num_classes: int) -> int:
-    """Bytes of a forward's input and outputs beside its activations: float32 depth, logits and their softmax /
-    argmax at the image size (``height`` x ``width``), and the network input with its outputs at ``padded``
-    (H, W). Part of :meth:`Predictor.forward_bytes` and of the evaluation's memory check."""
-    ph, pw = padded
-    return batch * height * width * 4 * (2 * num_classes + 2) + batch * ph * pw * 4 * (3 + num_classes + 1)
-
-
-def measure_bytes_per_pixel(model: torch.nn.Module, device: torch.device) -> float:
-    """Activation peak of one inference forward per input pixel, measured with fake tensors (no compute).
-
-    Source: ``torch.distributed._tools.mem_tracker.MemTracker`` under ``FakeTensorMode`` (PyTorch's memory
-    estimator). Returns 0 where it cannot run (the memory check is then skipped).
-    """
-    try:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.distributed._tools.mem_tracker import MemTracker
-
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            x = torch.empty(1, 3, MEASURE_SIDE, MEASURE_SIDE, device=device)
-            tracker = MemTracker()
-            tracker.track_external(model)
-            with tracker, torch.inference_mode():
-                model(x)
-            peak = tracker.get_tracker_snapshot("peak")
-        act = sum(
-            v
-            for per_device in peak.values()
-            for k, v in per_device.items()
-            if str(k).endswith(("ACT", "TEMP"))
-        )
-        return act / float(MEASURE_SIDE * MEASURE_SIDE)
-    except Exception as exc:  # a private PyTorch API: never let the estimate break a prediction
-        logger.debug("forward memory not measured (%s: %s)", type(exc).__name__, exc)
-        return 0.0
 
 
 # --------------------------------------------------------------------------------------------- predictor
@@ -672,61 +592,35 @@ class Predictor:
         return self._bytes_per_pixel
 
     def check_fits(self, height: int, width: int, batch: int = 1, *, name: str = "<image>") -> None:
-        """Refuse, before any work, an image whose forward pass cannot fit in the device's free memory.
-
-        Only images larger than :data:`MEMORY_CHECK_MIN_PIXELS`, at the network input or at the image size, are
-        checked (smaller ones fit anywhere cinet runs, and the one-time measurement of :meth:`forward_bytes` is
-        then skipped).
-
-        The image fits when its estimate is at most :data:`MEMORY_FRACTION` of the free memory. The
-        ``--max-side`` the error suggests fits in that share of the free memory minus what the run itself holds
-        when the check runs again before the forward pass (the decoded image, :data:`LOADED_BYTES_PER_PIXEL`
-        bytes per pixel of the original) and :data:`SUGGEST_MARGIN` of that, so that running again with the
-        suggestion passes both checks. (Measured:
-        an 8000x6000 photo, whose float tensors were made before this second check in an earlier version, took
-        0.9 GiB between the two checks and was refused with the first suggestion.)
+        """Refuse, before any work, an image whose forward pass cannot fit in the device's free memory
+        (:func:`cinet.checks.memory.check_image_fits` with :meth:`forward_bytes` as the estimate; only images
+        above ``MEMORY_CHECK_MIN_PIXELS`` are checked).
 
         Raises:
             InputError: One line naming the file, the memory needed and free, and the ``--max-side`` (the
-                ``max_side`` option of :class:`Predictor`) that fits; or, when even the smallest input leaves
-                the full-size results too large, saying to downscale the file.
+                ``max_side`` option) that fits; or, when even the smallest input leaves the full-size results
+                too large, saying to downscale the file.
         """
+
+        def estimate(max_side: int | None) -> int:
+            saved = self.max_side
+            self.max_side = max_side
+            try:
+                return self.forward_bytes(height, width, batch)
+            finally:
+                self.max_side = saved
+
         (_, _), (ph, pw) = self.network_size(height, width)
-        # the results are at the image size
-        if max(ph * pw, height * width) * batch <= MEMORY_CHECK_MIN_PIXELS:
-            return
-        free = available_bytes(self.device)
-        need = self.forward_bytes(height, width, batch)
-        if free is None or need <= MEMORY_FRACTION * free:
-            return
-        side = max(height, width)
-        budget = SUGGEST_MARGIN * (free - LOADED_BYTES_PER_PIXEL * height * width * batch)
-        lo, hi = self.pad_multiple, side  # largest max_side whose estimate fits (monotone in max_side)
-        saved = self.max_side
-        try:
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                self.max_side = mid
-                if self.forward_bytes(height, width, batch) <= MEMORY_FRACTION * budget:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            self.max_side = lo
-            smallest = self.forward_bytes(height, width, batch)
-        finally:
-            self.max_side = saved
-        gib = 2.0**30
-        if smallest > MEMORY_FRACTION * budget:  # the full-size results alone do not fit: no --max-side helps
-            raise InputError(
-                f"{name}: a {width}x{height} image needs about {need / gib:.1f} GiB to predict on {self.device}, "
-                f"more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free, and still "
-                f"{smallest / gib:.1f} GiB at any --max-side (the results come back at the image size): "
-                "downscale the file first"
-            )
-        raise InputError(
-            f"{name}: a {width}x{height} image needs about {need / gib:.1f} GiB to predict on {self.device}, "
-            f"more than {MEMORY_FRACTION:.0%} of the {free / gib:.1f} GiB free; pass --max-side {lo} (or less) "
-            "to predict it at a lower resolution"
+        check_image_fits(
+            estimate,
+            height,
+            width,
+            batch,
+            network_pixels=ph * pw,
+            max_side=self.max_side,
+            min_side=self.pad_multiple,
+            device=self.device,
+            name=name,
         )
 
     # ------------------------------------------------------------------ helpers

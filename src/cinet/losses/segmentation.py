@@ -33,9 +33,12 @@ __all__ = [
 ]
 
 
-def _class_counts(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """[C] int64 number of pixels of each class (ignore excluded); validates the labels."""
-    check_labels(labels, num_classes, ignore_index)
+def _class_counts(
+    labels: torch.Tensor, num_classes: int, ignore_index: int, validate: bool = True
+) -> torch.Tensor:
+    """[C] int64 number of pixels of each class (ignore excluded); ``validate``: checks the labels first."""
+    if validate:
+        check_labels(labels, num_classes, ignore_index)
     flat = labels.reshape(-1)
     flat = flat[flat != ignore_index].long()
     return torch.bincount(flat, minlength=num_classes)[:num_classes]
@@ -93,6 +96,7 @@ def weighted_cross_entropy(
     num_classes: int,
     ignore_index: int = 255,
     weights: torch.Tensor | None = None,
+    validate_labels: bool = True,
 ) -> torch.Tensor:
     """Class-weighted cross entropy L_seg (Eq. 12).
 
@@ -105,6 +109,10 @@ def weighted_cross_entropy(
         num_classes: Number of classes C (must equal ``logits.shape[1]``).
         ignore_index: Ignored label.
         weights: Optional fixed [C] class weights; default: :func:`class_weights_from_labels` of this batch.
+        validate_labels: Check that every label is a class id or ``ignore_index`` (a device synchronisation).
+            Training turns it off: its labels were checked once, before any work and by the data readers
+            (:mod:`cinet.checks.labels`), and the loss assumes valid labels (an id >= C would otherwise fail
+            inside the indexing below, on the CPU with an ``IndexError``, on CUDA with a device-side assert).
 
     Returns:
         Scalar loss; 0 with a gradient path when no pixel is valid (or every valid pixel has weight 0).
@@ -117,9 +125,10 @@ def weighted_cross_entropy(
     if labels.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
     if weights is None:
-        weights = class_weights_from_labels(labels, num_classes, ignore_index)
+        weights = _weights_from_counts(_class_counts(labels, num_classes, ignore_index, validate_labels))
     else:
-        check_labels(labels, num_classes, ignore_index)
+        if validate_labels:
+            check_labels(labels, num_classes, ignore_index)
         if weights.shape != (num_classes,):
             raise ValueError(f"class weights must have shape ({num_classes},), got {tuple(weights.shape)}")
     with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -138,23 +147,31 @@ class WeightedCrossEntropy(nn.Module):
         num_classes: Number of classes C.
         ignore_index: Ignored label.
         class_weights: Optional fixed [C] weights (stored as a buffer); default: per-batch weights.
+        validate_labels: See :func:`weighted_cross_entropy` (off in training: the data checks ran).
     """
 
     class_weights: torch.Tensor | None
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, class_weights: torch.Tensor | None = None
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_weights: torch.Tensor | None = None,
+        validate_labels: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.validate_labels = validate_labels
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", class_weights)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of logits [B,C,H,W] against labels [B,H,W]."""
-        return weighted_cross_entropy(logits, labels, self.num_classes, self.ignore_index, self.class_weights)
+        return weighted_cross_entropy(
+            logits, labels, self.num_classes, self.ignore_index, self.class_weights, self.validate_labels
+        )
 
     def extra_repr(self) -> str:
         fixed = "fixed" if self.class_weights is not None else "per-batch"

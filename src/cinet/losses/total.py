@@ -42,6 +42,10 @@ class TotalLoss(nn.Module):
         num_feature_maps: Number of (depth, seg) feature-map pairs used by L_con.
         attention_impl: ``naive | tiled | triton | auto`` for L_att.
         class_weights: Optional fixed [C] class weights of L_seg; default: per-batch weights (Eq. 12).
+        validate_labels: Check the labels' range in L_seg (a device synchronisation per step). The engine
+            builds the loss with ``False``: the labels were checked once before training and by the data readers
+            as each sample is read (:mod:`cinet.checks.labels`), so the loss assumes valid labels (class ids in
+            [0, C) or ``ignore_index``).
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class TotalLoss(nn.Module):
         num_feature_maps: int = 3,
         attention_impl: str = "auto",
         class_weights: torch.Tensor | None = None,
+        validate_labels: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -64,7 +69,7 @@ class TotalLoss(nn.Module):
         self.weights = weights if weights is not None else LossWeights()
         self.num_pairs = num_pairs
         self.ignore_index = ignore_index
-        self.seg_loss = WeightedCrossEntropy(num_classes, ignore_index, class_weights)
+        self.seg_loss = WeightedCrossEntropy(num_classes, ignore_index, class_weights, validate_labels)
         self.att_loss = AttentionLoss(ignore_index, attention_impl) if use_attention else None
         self.con_loss = (
             ConsistencyLoss(num_feature_maps, ignore_index=ignore_index) if use_consistency else None

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,57 +96,6 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def check_writable_dir(path: str | Path, what: str = "output folder") -> None:
-    """Raise :class:`cinet.errors.InputError` naming ``path`` if it cannot be (or become) a writable folder.
-
-    Creates nothing: the nearest existing ancestor must be a folder the process may write into. Commands
-    call this before any long work, so that an unwritable output fails at once instead of at the end.
-    """
-    from cinet.errors import InputError
-
-    target = Path(path).absolute()
-    probe = target
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        detail = "is a file" if probe == target else f"{probe} is a file, not a folder"
-        raise InputError(f"{path}: {what} cannot be created ({detail})")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: {what} is not writable (no write permission on {probe})")
-
-
-def check_not_an_input(
-    outputs: Iterable[str | Path], inputs: Mapping[str, str | Path | Iterable[str | Path] | None]
-) -> None:
-    """Refuse, before anything is written, an output path that is one of the command's input files.
-
-    Compared with :func:`os.path.samefile` (links and case-insensitive file systems included); an output
-    that does not exist yet cannot be an input.
-
-    Args:
-        outputs: Every file the command will write.
-        inputs: Option name -> the file it gave (``{"--checkpoint": ckpt}``), or the files it gave (a folder's
-            images); ``None`` values are skipped.
-
-    Raises:
-        InputError: Naming the output and the option whose file it would replace.
-    """
-    from cinet.errors import InputError
-
-    for out in outputs:
-        out = Path(out)
-        if not out.is_file():
-            continue
-        for flag, given in inputs.items():
-            files = [given] if given is None or isinstance(given, (str, Path)) else list(given)
-            for src in files:
-                if src is None or not Path(src).is_file() or not os.path.samefile(out, src):
-                    continue
-                raise InputError(
-                    f"{out}: is the file given with {flag}; writing there would replace it (choose another path)"
-                )
 
 
 def allocate_stems(

@@ -1,0 +1,69 @@
+"""The data checks of ``cinet train`` before the run directory exists: every split, the batch size, headers and
+sizes, label ids, the depth unit and the first batch of each split.
+
+:func:`check_training_data` composes the checks of :mod:`cinet.checks.files` and :mod:`cinet.checks.labels` for
+one :class:`cinet.engine.datamodule.CINetDataModule`; a problem is one line naming the file or the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cinet.checks.files import check_split_sizes
+from cinet.checks.labels import check_split_labels, warn_depth_unit
+from cinet.data.base import collate
+from cinet.data.sanity import depth_setting
+from cinet.engine.datamodule import EVAL_SIZE_HINT, TRAIN_SIZE_HINT, _seeded, check_batch_size
+
+__all__ = ["check_training_data"]
+
+
+def check_training_data(dm: Any, *, validate: bool = True) -> tuple[int, int]:
+    """Every data check that can run before training; returns ``(H, W)`` of the training images.
+
+    Builds the training, test and (``validate``) validation splits of ``dm`` (a missing split names its
+    ``data.*_split`` setting), warns once when the depth of the training split looks like the wrong unit
+    (:func:`cinet.checks.labels.warn_depth_unit`), checks the batch size against the training set, every label
+    map and every header of the splits whose dataset can read them cheaply
+    (:func:`cinet.checks.labels.check_split_labels`, :func:`cinet.checks.files.check_split_sizes`), and loads
+    the first batch of each split through its transform and collate (colour label PNGs, labels out of range,
+    sizes that differ within a batch fail here). The global RNG states are restored afterwards.
+
+    Args:
+        dm: A :class:`cinet.engine.datamodule.CINetDataModule`.
+        validate: Check the validation split too.
+
+    Raises:
+        ConfigError / DataError: The first problem found, naming the file or setting.
+    """
+    cfg = dm.cfg
+    splits = ["train", *(["val"] if validate and cfg.val_split is not None else []), "test"]
+    for which in splits:
+        dm.dataset(which)
+    train = dm.dataset("train")
+    where = str(cfg.root) if cfg.root is not None else f"{cfg.name}/{cfg.train_split}"
+    warn_depth_unit(
+        train, where, depth_setting(cfg.name)
+    )  # first: a later error may come from the same mistake
+    check_batch_size(cfg.batch_size, len(train))
+    for which in splits:
+        check_split_labels(dm.dataset(which))  # every label map's ids, not only the first batch's
+        check_split_sizes(
+            dm.dataset(which),
+            which,
+            cfg.batch_size if which == "train" else cfg.eval_batch_size,
+            bool(cfg.image_size or (which == "train" and cfg.crop_size)),
+            TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT,
+        )
+    with _seeded(dm.seed):
+        for which in splits:
+            ds = dm.dataset(which)
+            n = min(len(ds), cfg.batch_size if which == "train" else cfg.eval_batch_size)
+            hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
+            collate([ds[i] for i in range(n)], size_hint=hint)
+    if cfg.image_size:
+        return int(cfg.image_size[0]), int(cfg.image_size[1])
+    base = getattr(train, "dataset", train)
+    with base.sample_context(0):
+        h, w = base._load(0)["image"].shape[:2]
+    return int(h), int(w)
