@@ -220,6 +220,9 @@ def test_auto_precision_reaches_the_trainer(monkeypatch, bf16_units, expected) -
     cfg = load_config(SMOKE, ["trainer.precision=auto"])
     assert builders.trainer_kwargs(cfg, StageConfig(stage=1))["precision"] == expected
     assert Config().trainer.precision == "auto"
+    assert builders.build_test_trainer(cfg).precision == "32-true"  # evaluation: float32 on every machine
+    explicit = load_config(SMOKE, ["trainer.precision=bf16-mixed"])
+    assert builders.build_test_trainer(explicit).precision == "bf16-mixed"
 
 
 def test_class_weight_modes() -> None:

@@ -356,8 +356,14 @@ def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
 
 
 def build_test_trainer(cfg: Config) -> Any:
-    """A ``lightning.Trainer`` for ``trainer.test`` only: ``trainer.*`` hardware, no logger, no checkpoints."""
+    """A ``lightning.Trainer`` for ``trainer.test`` only: ``trainer.*`` hardware, no logger, no checkpoints.
+
+    ``trainer.precision=auto`` evaluates in float32 (test metrics comparable across machines and equal to the
+    float32 ONNX export's); an explicit precision (``bf16-mixed``, ...) is used as given.
+    """
     kw = trainer_kwargs(cfg, StageConfig(stage=3))
+    if cfg.trainer.precision == "auto":
+        kw["precision"] = "32-true"
     keep = (
         "accelerator",
         "devices",

@@ -254,8 +254,9 @@ class TrainerConfig:
     """Hardware and precision: how Lightning's Trainer runs (``trainer.*`` keys).
 
     Attributes:
-        precision: ``auto`` (default: bf16 autocast where this machine's matrix units run it faster, float32
-            elsewhere; :func:`cinet.utils.precision.resolve_precision`), ``32``, ``bf16-mixed`` or ``16-mixed``.
+        precision: ``auto`` (default: training in bf16 autocast where this machine's matrix units run it
+            faster, float32 elsewhere, :func:`cinet.utils.precision.resolve_precision`; test evaluation in
+            float32), ``32``, ``bf16-mixed`` or ``16-mixed``.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         devices: Lightning devices (``auto``, a count, or a list like ``[0,1]`` as a string).
         num_nodes: Number of nodes (SLURM / torchrun set the rest).

@@ -15,7 +15,8 @@ Cooper Lake)                                                 96x128: 1.5-1.7x fa
 CPU without either                          ``32-true``      bf16 is emulated there: slower than float32
 ==========================================  ===============  =============================================
 
-Only the training precision is chosen here; inference picks its runtime separately (eager bf16 can be far slower
+Only the training precision is chosen here (test evaluation under ``auto`` stays float32, so metrics compare
+across machines); inference picks its runtime separately (eager bf16 can be far slower
 than float32 for some convolutions on CPUs without AMX; see docs/performance.md).
 """
 
