@@ -91,7 +91,7 @@ def evaluate_checkpoint(
                 "this override would be ignored"
             )
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
-    cfg = load_config(config, list(overrides), base=payload.get("config") or None)
+    cfg = load_config(config, list(overrides), base=payload.config or None)
     split = split or cfg.data.test_split
     from cinet.engine.datamodule import build_dataset
 
@@ -103,7 +103,7 @@ def evaluate_checkpoint(
         raise CheckpointError(
             f"{checkpoint}: trained for {trained_classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
         )
-    differ = class_name_differences((payload.get("dataset") or {}).get("class_names"), list(info.class_names))
+    differ = class_name_differences(payload.class_names, list(info.class_names))
     # the same count, other classes: the scores would be computed (and named) for the wrong classes
     if differ:
         raise CheckpointError(
@@ -115,10 +115,8 @@ def evaluate_checkpoint(
     if line is not None:
         logging.getLogger(__name__).warning("%s", line)
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
-    from cinet.inference.preprocess import training_size_of
-
-    check_eval_memory(cfg, dataset, info.num_classes, training_size_of(payload), lambda: model)
-    module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=training_size_of(payload))
+    check_eval_memory(cfg, dataset, info.num_classes, payload.train_size, lambda: model)
+    module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=payload.train_size)
     metrics = evaluate_module(module, cfg, split=split)
     protocol = dataclasses.replace(
         build_protocol(cfg, info, split=split), checkpoint_sha256=file_sha256(checkpoint)

@@ -21,7 +21,8 @@ from cinet.errors import InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.files import FileOptions, prediction_files
 from cinet.inference.predictor import Prediction, Predictor
-from cinet.inference.preprocess import Geometry, training_side
+from cinet.preprocess import Geometry, training_side
+from cinet.utils import colors
 
 VIEWER_COLOURINGS = ("image", "class")
 DEFAULT_VIEWER_POINTS = 150_000
@@ -75,7 +76,7 @@ def network_line(geometry: Geometry, train_size: tuple[int, int] | None, max_sid
     """One line saying at which size the network saw an image and why (sizes WxH, as the page shows them).
 
     Args:
-        geometry: The image's :class:`cinet.inference.preprocess.Geometry`.
+        geometry: The image's :class:`cinet.preprocess.Geometry`.
         train_size: ``(H, W)`` the checkpoint was trained at, or None.
         max_side: The predictor's cap on the longer side, or None.
     """
@@ -148,7 +149,7 @@ def viewer_cloud(
     stride = max(1, math.floor(math.sqrt(int(valid.sum()) / max_points)))
     while int(valid[::stride, ::stride].sum()) > max_points:
         stride += 1
-    rgb = pred.image if colouring == "image" else visualize.colorize_labels(pred.labels, palette)
+    rgb = pred.image if colouring == "image" else colors.colorize_labels(pred.labels, palette)
     cloud = pointcloud.point_cloud(pred.depth, rgb, pred.labels, intrinsics, stride=stride)
     cloud["y"] = -cloud["y"]
     cloud["z"] = -cloud["z"]
