@@ -111,6 +111,21 @@ class CheckpointPayload:
             format=int(fmt),
         )
 
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any]) -> CheckpointPayload:
+        """The payload of a loaded checkpoint dict (:meth:`from_dict` of its ``"cinet"`` entry).
+
+        Raises:
+            ValueError: No ``"cinet"`` entry, or one :meth:`from_dict` refuses.
+        """
+        if "cinet" not in checkpoint:
+            raise ValueError("not a cinet checkpoint (no 'cinet' entry)")
+        return cls.from_dict(checkpoint["cinet"])
+
+    def put(self, checkpoint: dict[str, Any]) -> None:
+        """Store this payload in a checkpoint dict being saved (its ``"cinet"`` entry, :meth:`to_dict`)."""
+        checkpoint["cinet"] = self.to_dict()
+
     def to_dict(self) -> dict[str, Any]:
         """The stored form (plain types: ``weights_only=True`` reads it)."""
         out: dict[str, Any] = {
@@ -363,8 +378,10 @@ def save_model_checkpoint(
         git=git,
         train_size=train_size,
     )
-    state = {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    ckpt = {"state_dict": state, "cinet": payload.to_dict()}
+    ckpt: dict[str, Any] = {
+        "state_dict": {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    }
+    payload.put(ckpt)
     p = Path(path)
     atomic_save(p, lambda fh: torch.save(ckpt, fh))
     return p
@@ -385,9 +402,7 @@ def load_weights(module: Any, path: str | Path) -> None:
     state = model_state_dict(ckpt)
     check_fits(module.model, ckpt, path)
     module.model.load_state_dict(state)
-    stored = ckpt["cinet"] if isinstance(ckpt["cinet"], dict) else {}
-    trained = (stored.get("dataset") or {}).get("class_names")  # read like a partial payload: weights only
-    differ = class_name_differences(trained, module.payload.class_names)
+    differ = class_name_differences(_stored(ckpt).class_names, module.payload.class_names)
     if differ:  # fine-tuning onto other classes is legitimate, but never silent
         logging.getLogger("cinet.engine").warning(
             "%s: its segmentation head was trained on other classes (%s); training continues from it",
@@ -398,6 +413,15 @@ def load_weights(module: Any, path: str | Path) -> None:
     if loss_state:
         module.loss.load_state_dict(loss_state, strict=False)
     logging.getLogger("cinet.engine").info("initialised weights from %s", path)
+
+
+def _stored(ckpt: dict[str, Any]) -> CheckpointPayload:
+    """The payload of ``ckpt`` for messages and warnings: an empty one when its entry is unreadable (the weights
+    alone are checked then)."""
+    try:
+        return CheckpointPayload.of(ckpt)
+    except ValueError:
+        return CheckpointPayload()
 
 
 def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
@@ -415,8 +439,7 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     own = model.state_dict()
     diff = describe_mismatch(state, own, kwargs)
     if diff is not None:
-        entry = ckpt.get("cinet")
-        stored = (entry.get("model") if isinstance(entry, dict) else None) or {}
+        stored = _stored(ckpt).model
         counts = {
             "unexpected": sum(k not in own for k in state),
             "missing": sum(k not in state for k in own),
@@ -497,7 +520,7 @@ def load_model(
     p = Path(path)
     ckpt = read_checkpoint(p, map_location="cpu")
     try:
-        payload = CheckpointPayload.from_dict(ckpt["cinet"])
+        payload = CheckpointPayload.of(ckpt)
     except ValueError as exc:
         raise CheckpointError(f"{p}: {exc}") from None
     kwargs = dict(payload.model)

@@ -293,7 +293,7 @@ def training_side(
     Args:
         height: Image height.
         width: Image width.
-        train_size: ``(H, W)`` of the training images (``checkpoint["cinet"]["train_size"]``), or None.
+        train_size: ``(H, W)`` of the training images (:attr:`cinet.checkpoint.CheckpointPayload.train_size`), or None.
         factor: An image is far from the training resolution when its longer side is more than ``factor``
             times larger or smaller than the training image's longer side.
 

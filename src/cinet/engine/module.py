@@ -479,7 +479,7 @@ class CINetModule(L.LightningModule):
             stage=self.stage,
             nonfinite_skipped=self.nonfinite_total,
         )
-        checkpoint["cinet"] = payload.to_dict()
+        payload.put(checkpoint)
         np_state = np.random.get_state()
         checkpoint["rng"] = {
             "torch": torch.random.get_rng_state(),
@@ -499,7 +499,7 @@ class CINetModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the count of skipped updates continues (a resumed run reports the whole stage's count)
-        self.nonfinite_total = CheckpointPayload.from_dict(checkpoint["cinet"]).nonfinite_skipped
+        self.nonfinite_total = CheckpointPayload.of(checkpoint).nonfinite_skipped
         rng = checkpoint.get("rng")
         if not rng:
             return

@@ -312,16 +312,17 @@ def folder_inputs(
     """The images of a folder (sorted, ``count`` spread over them) as network inputs.
 
     Args:
-        folder: A folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``, ``.webp``).
+        folder: A folder of images (:data:`cinet.inference.IMAGE_EXTENSIONS`, as ``cinet predict`` reads folders).
         count: How many to use.
         prepare: ``path -> normalised [3,H,W]`` tensor, e.g. :meth:`cinet.Predictor.prepare` (its ``[1]``).
 
     Raises:
         InputError: The folder has no image.
     """
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    from cinet.inference import IMAGE_EXTENSIONS
+
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise InputError(f"{folder}: no images (.png/.jpg/...) to calibrate with")
     chosen = [files[i] for i in spread_indices(len(files), count)]
