@@ -73,7 +73,7 @@ def test_keep_attention_only_draws_the_same_attention(predictor: Predictor) -> N
 def test_has_attention_only_with_a_sum() -> None:
     for variant, expected in [("cinet", True), ("sum", True), ("fsm", False), ("baseline", False)]:
         model, kwargs = tiny_model(variant)
-        assert page.has_attention(Predictor(model, tiny_info(), model_kwargs=kwargs)) is expected
+        assert Predictor(model, tiny_info(), model_kwargs=kwargs).has_attention is expected
 
 
 def test_predict_page_names_the_upload_not_its_temporary_path(predictor: Predictor, tmp_path: Path) -> None:

@@ -314,12 +314,12 @@ def _check_requests(predictor: Predictor, args: argparse.Namespace) -> None:
     if args.attention or args.features:
         predictor.require_output_features("attention" if args.attention else "features")
     variant = predictor.model_kwargs.get("variant", "?")
-    if args.attention and getattr(predictor.model, "sum", True) is None:
+    if args.attention and not predictor.has_attention:
         raise InputError(
             f"{predictor.source}: --attention needs a model with the SUM; variant {variant!r} has none "
             "(use sum, sum_fsm or cinet)"
         )
-    if args.features and getattr(predictor.model, "share", True) is None:
+    if args.features and not predictor.has_sharing:
         raise InputError(
             f"{predictor.source}: --features needs a feature-sharing module (FSM / LSU); variant {variant!r} has none"
         )

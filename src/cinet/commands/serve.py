@@ -111,12 +111,10 @@ class PageServer:
     """
 
     def __init__(self, predictor: Predictor, options: FileOptions, max_viewer_points: int) -> None:
-        from cinet.inference.page import has_attention
-
         self.predictor = predictor
         self.options = options
         self.max_viewer_points = max_viewer_points
-        self.has_attention = has_attention(predictor)
+        self.has_attention = predictor.has_attention
         self.root = Path(tempfile.mkdtemp(prefix="cinet-serve-"))
         self._folders: deque[Path] = deque()
         self._lock = threading.Lock()

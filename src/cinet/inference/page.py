@@ -93,11 +93,6 @@ def network_line(geometry: Geometry, train_size: tuple[int, int] | None, max_sid
     return f"{line} (scaled from {w}×{h}{reason}; results at {w}×{h})"
 
 
-def has_attention(predictor: Predictor) -> bool:
-    """Whether the predictor's model has a SUM whose attention (Fig. 7) can be shown (PyTorch models only)."""
-    return predictor.is_torch and getattr(predictor.model, "sum", None) is not None
-
-
 def keep_attention_only(pred: Prediction) -> Prediction:
     """A copy of ``pred`` whose raw output keeps only the SUM attention (query / key), nothing else.
 
@@ -188,7 +183,7 @@ def predict_page(
     name = name or path.name
     stem = Path(name).stem or "image"
     try:
-        pred = predictor.predict(path, return_output=has_attention(predictor))
+        pred = predictor.predict(path, return_output=predictor.has_attention)
     except InputError as exc:
         raise InputError(str(exc).replace(str(path), name)) from exc
     h, w = pred.depth.shape

@@ -726,6 +726,17 @@ class Predictor:
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether the model has a SUM whose attention (Fig. 7) can be read (PyTorch models only)."""
+        return self.is_torch and self.model.sum is not None
+
+    @property
+    def has_sharing(self) -> bool:
+        """Whether the model has feature-sharing modules (FSM / LSU) whose features (Eq. 14, Fig. 8) can be read
+        (PyTorch models only)."""
+        return self.is_torch and self.model.share is not None
+
     def require_output_features(self, what: str) -> None:
         """Raise InputError when the model cannot give ``what`` (``attention`` / ``features``)."""
         if not self.is_torch:
