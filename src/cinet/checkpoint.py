@@ -112,15 +112,25 @@ class CheckpointPayload:
         )
 
     @classmethod
-    def of(cls, checkpoint: dict[str, Any]) -> CheckpointPayload:
+    def of(cls, checkpoint: dict[str, Any], *, strict: bool = True) -> CheckpointPayload:
         """The payload of a loaded checkpoint dict (:meth:`from_dict` of its ``"cinet"`` entry).
 
+        Args:
+            checkpoint: A loaded (or being restored) checkpoint dict.
+            strict: Raise for a missing or unreadable entry; with False an empty payload stands in (where only
+                the weights or the RNG states of the dict matter).
+
         Raises:
-            ValueError: No ``"cinet"`` entry, or one :meth:`from_dict` refuses.
+            ValueError: ``strict`` and no ``"cinet"`` entry, or one :meth:`from_dict` refuses.
         """
-        if "cinet" not in checkpoint:
-            raise ValueError("not a cinet checkpoint (no 'cinet' entry)")
-        return cls.from_dict(checkpoint["cinet"])
+        try:
+            if "cinet" not in checkpoint:
+                raise ValueError("not a cinet checkpoint (no 'cinet' entry)")
+            return cls.from_dict(checkpoint["cinet"])
+        except ValueError:
+            if strict:
+                raise
+            return cls()
 
     def put(self, checkpoint: dict[str, Any]) -> None:
         """Store this payload in a checkpoint dict being saved (its ``"cinet"`` entry, :meth:`to_dict`)."""
@@ -402,7 +412,9 @@ def load_weights(module: Any, path: str | Path) -> None:
     state = model_state_dict(ckpt)
     check_fits(module.model, ckpt, path)
     module.model.load_state_dict(state)
-    differ = class_name_differences(_stored(ckpt).class_names, module.payload.class_names)
+    differ = class_name_differences(
+        CheckpointPayload.of(ckpt, strict=False).class_names, module.payload.class_names
+    )
     if differ:  # fine-tuning onto other classes is legitimate, but never silent
         logging.getLogger("cinet.engine").warning(
             "%s: its segmentation head was trained on other classes (%s); training continues from it",
@@ -413,15 +425,6 @@ def load_weights(module: Any, path: str | Path) -> None:
     if loss_state:
         module.loss.load_state_dict(loss_state, strict=False)
     logging.getLogger("cinet.engine").info("initialised weights from %s", path)
-
-
-def _stored(ckpt: dict[str, Any]) -> CheckpointPayload:
-    """The payload of ``ckpt`` for messages and warnings: an empty one when its entry is unreadable (the weights
-    alone are checked then)."""
-    try:
-        return CheckpointPayload.of(ckpt)
-    except ValueError:
-        return CheckpointPayload()
 
 
 def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
@@ -439,7 +442,7 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     own = model.state_dict()
     diff = describe_mismatch(state, own, kwargs)
     if diff is not None:
-        stored = _stored(ckpt).model
+        stored = CheckpointPayload.of(ckpt, strict=False).model
         counts = {
             "unexpected": sum(k not in own for k in state),
             "missing": sum(k not in state for k in own),

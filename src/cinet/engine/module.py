@@ -499,7 +499,7 @@ class CINetModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the count of skipped updates continues (a resumed run reports the whole stage's count)
-        self.nonfinite_total = CheckpointPayload.of(checkpoint).nonfinite_skipped
+        self.nonfinite_total = CheckpointPayload.of(checkpoint, strict=False).nonfinite_skipped
         rng = checkpoint.get("rng")
         if not rng:
             return
