@@ -40,24 +40,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from cinet.build.builders import build_protocol
     from cinet.checkpoint import load_model
-    from cinet.data.info import DatasetInfo
+    from cinet.commands.export import checkpoint_config
     from cinet.engine.datamodule import build_dataset
     from cinet.inference.export import OnnxRunner, export_onnx
     from cinet.inference.quantize import (
         accuracy_report,
-        checkpoint_config,
         compare_accuracy,
         dataset_inputs,
-        fit_input,
         parse_keep_float,
         quantize_int8,
         report_json,
         spread_indices,
     )
+    from cinet.preprocess import fit
 
     model, payload = load_model(args.checkpoint, "cpu", overrides={"attention_impl": "naive"})
     cfg = checkpoint_config(payload, args.checkpoint)
-    info = DatasetInfo.from_dict(payload["dataset"])
+    info = payload.dataset_info()
     width, height = info.reference_size
     norm = {"mean": model.input_mean, "std": model.input_std}  # the checkpoint's (load_model)
     calib_ds = build_dataset(cfg.data, cfg.data.train_split, train=False, **norm)
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             height=height,
             width=width,
             dataset_info=info,
-            model_kwargs=payload["model"],
+            model_kwargs=payload.model,
         )
         fp32 = OnnxRunner(fp32_path)
         for choice in args.choices.split(";"):
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             report = accuracy_report(metrics["fp32"], metrics["int8"])
             rel, flips = [], []
             for s in samples:
-                xi = fit_input(s["image"].unsqueeze(0), (height, width))[0].numpy()
+                xi = fit(s["image"].unsqueeze(0), input_size=(height, width))[0].numpy()
                 d0, l0 = fp32.run_numpy(xi)
                 d1, l1 = int8.run_numpy(xi)
                 rel.append(float((np.abs(d1 - d0) / d0).mean()))

@@ -14,6 +14,7 @@ from cinet.checkpoint import load_model, save_model_checkpoint
 from cinet.errors import CheckpointError, InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.predictor import Predictor, load_image
+from cinet.utils import colors
 from inference_fixtures import INTRINSICS, save_tiny_checkpoint, synthetic_image, tiny_info, tiny_model
 
 
@@ -129,14 +130,14 @@ def test_depth_png_roundtrip_within_1mm(tmp_path: Path) -> None:
 
 def test_colorize_labels_uses_palette_and_void() -> None:
     palette = [[10, 20, 30], [40, 50, 60]]
-    rgb = visualize.colorize_labels(np.array([[0, 1, 255]], np.uint8), palette, void_color=(1, 2, 3))
+    rgb = colors.colorize_labels(np.array([[0, 1, 255]], np.uint8), palette, void_color=(1, 2, 3))
     assert rgb.tolist() == [[[10, 20, 30], [40, 50, 60], [1, 2, 3]]]
 
 
 def test_colorize_depth_range() -> None:
-    rgb, (lo, hi) = visualize.colorize_depth(np.array([[1.0, 2.0], [3.0, 0.0]]), cmap="viridis")
+    rgb, (lo, hi) = colors.colorize_depth(np.array([[1.0, 2.0], [3.0, 0.0]]), cmap="viridis")
     assert (lo, hi) == (1.0, 3.0) and rgb.dtype == np.uint8
-    lut = visualize.colormap_lut("viridis")
+    lut = colors.colormap_lut("viridis")
     assert rgb[0, 0].tolist() == lut[0].tolist() and rgb[1, 0].tolist() == lut[255].tolist()
     assert rgb[1, 1].tolist() == [0, 0, 0]  # invalid
 
@@ -235,7 +236,7 @@ def test_load_model_roundtrip(ckpt: Path) -> None:
     x = torch.randn(1, 3, 40, 56)
     with torch.inference_mode():
         torch.testing.assert_close(model(x).depth, ref(x).depth)
-    assert payload["model"]["variant"] == "cinet" and payload["dataset"]["name"] == "toy"
+    assert payload.model["variant"] == "cinet" and payload.dataset["name"] == "toy"
     assert not model.training
 
 

@@ -11,6 +11,7 @@ from cinet.errors import InputError
 from cinet.inference import figures, page, pointcloud, visualize
 from cinet.inference.files import FileOptions
 from cinet.inference.predictor import Predictor
+from cinet.utils import colors
 from inference_fixtures import INTRINSICS, synthetic_image, tiny_info, tiny_model
 
 
@@ -29,7 +30,7 @@ def test_class_shares_counts_classes_present_most_frequent_first() -> None:
 
 def test_depth_colorbar_runs_from_vmin_to_vmax_colour() -> None:
     bar = visualize.depth_colorbar(1.0, 4.0, 200, "magma", height=30)
-    lut = visualize.colormap_lut("magma")
+    lut = colors.colormap_lut("magma")
     assert bar.shape == (30, 200, 3) and bar.dtype == np.uint8
     np.testing.assert_array_equal(bar[0, 0], lut[0])
     np.testing.assert_array_equal(bar[0, -1], lut[255])
@@ -50,7 +51,7 @@ def test_viewer_cloud_is_the_predict_cloud_subsampled_and_turned_y_up(predictor:
     np.testing.assert_array_equal(view["red"], sub["red"])
     by_class = page.viewer_cloud(pred, predictor.info.palette, INTRINSICS, "class", max_points=10_000)
     assert len(by_class) == 40 * 56  # stride 1 when everything fits
-    seg = visualize.colorize_labels(pred.labels, predictor.info.palette)
+    seg = colors.colorize_labels(pred.labels, predictor.info.palette)
     np.testing.assert_array_equal(by_class["green"], seg[..., 1].ravel())
     with pytest.raises(ValueError, match="colouring"):
         page.viewer_cloud(pred, predictor.info.palette, INTRINSICS, "depth")
@@ -72,7 +73,7 @@ def test_keep_attention_only_draws_the_same_attention(predictor: Predictor) -> N
 def test_has_attention_only_with_a_sum() -> None:
     for variant, expected in [("cinet", True), ("sum", True), ("fsm", False), ("baseline", False)]:
         model, kwargs = tiny_model(variant)
-        assert page.has_attention(Predictor(model, tiny_info(), model_kwargs=kwargs)) is expected
+        assert Predictor(model, tiny_info(), model_kwargs=kwargs).has_attention is expected
 
 
 def test_predict_page_names_the_upload_not_its_temporary_path(predictor: Predictor, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cinet.checkpoint import input_normalization, load_model, save_model_checkpoint
+from cinet.checkpoint import CheckpointPayload, load_model, save_model_checkpoint
 from cinet.data import load_dataset
 from cinet.data.base import denormalize
 from cinet.engine import datamodule
@@ -48,13 +48,15 @@ def by_hand(raw: torch.Tensor) -> torch.Tensor:
 def test_the_stored_normalisation_is_read_once_and_wins_over_the_encoder(tmp_path: Path) -> None:
     ckpt = synthetic_checkpoint(tmp_path / "m.ckpt")
     model, payload = load_model(ckpt)
-    assert input_normalization(payload) == (STORED_MEAN, STORED_STD)
+    assert payload.normalization == (STORED_MEAN, STORED_STD)
     assert (model.input_mean, model.input_std) == (STORED_MEAN, STORED_STD)
-    assert input_normalization({"dataset": {"mean": [102.0, 127.5, 153.0], "std": [51.0, 63.75, 76.5]}}) == (
+    assert CheckpointPayload(
+        dataset={"mean": [102.0, 127.5, 153.0], "std": [51.0, 63.75, 76.5]}
+    ).normalization == (
         pytest.approx(STORED_MEAN),
         pytest.approx(STORED_STD),
     )  # the 0..255 scale
-    assert input_normalization({"dataset": {}}) is None
+    assert CheckpointPayload(dataset={}).normalization is None
 
 
 def test_int8_calibration_and_accuracy_check_use_the_checkpoint_normalisation(

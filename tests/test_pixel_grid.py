@@ -13,7 +13,7 @@ import torch
 
 from cinet.data.info import scale_intrinsics
 from cinet.data.transforms import RandomScale, Resize, applied_scale, resize_map
-from cinet.inference.preprocess import Geometry
+from cinet.preprocess import Geometry
 
 # (input width, edge column, output width): x0.5, x1.3, x2, a 4032-wide photo to 320, odd ratios
 EDGE_CASES = [

@@ -1,4 +1,4 @@
-"""One preprocessing for evaluation and prediction (``cinet/inference/preprocess.py``, issue 15 item 4).
+"""One preprocessing for evaluation and prediction (``cinet/preprocess.py``, issue 15 item 4).
 
 ``cinet eval`` and ``cinet predict`` run the same checkpoint on the same real NYUv2 image and must give the
 same depth and labels: the metrics ``cinet eval`` writes equal the metrics of the files ``cinet predict`` writes.
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from cinet.cli import main
-from cinet.inference.preprocess import Geometry, plan_geometry, to_network, training_side
+from cinet.preprocess import Geometry, plan_geometry, to_network, training_side
 from inference_fixtures import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from PIL import Image
 from cinet.cli import main
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.predictor import Predictor, load_image
+from cinet.utils import colors
 
 NYU_SAMPLES = Path(__file__).parents[2] / "shared" / "data" / "nyu_samples"
 PHOTO = NYU_SAMPLES / "000464.png"
@@ -100,10 +101,10 @@ def test_outputs_and_downloads_match_predictor_and_predict(
 
     np.testing.assert_array_equal(_rgb(image), rgb)
     view = _rgb(depth_view)
-    depth_rgb, (lo, hi) = visualize.colorize_depth(pred.depth, cmap="magma")
+    depth_rgb, (lo, hi) = colors.colorize_depth(pred.depth, cmap="magma")
     np.testing.assert_array_equal(view[:480], depth_rgb)  # the colour bar sits below the depth image
     np.testing.assert_array_equal(view[480:], visualize.depth_colorbar(lo, hi, 640, "magma"))
-    seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
+    seg_rgb = colors.colorize_labels(pred.labels, info.palette, info.void_color)
     from cinet.inference.files import LEGEND_CAPTION
 
     key = visualize.legend(  # the overlay file of cinet predict carries the legend of the classes present

@@ -127,7 +127,7 @@ def test_training_data_module_and_checkpoint_use_the_encoder_normalisation(tmp_p
     cfg = cfgs[VIT]
     info = builders.build_datamodule(cfgs["resnet18"]).info  # ImageNet mean/std
     module = builders.build_module(cfg, info, StageConfig(stage=3))
-    assert tuple(module.payload["dataset"]["mean"]) == (0.5, 0.5, 0.5)
+    assert tuple(module.payload.dataset["mean"]) == (0.5, 0.5, 0.5)
     assert module.loss.con_loss.num_maps == 4  # L_con over the 4 sharing stages of a stride-16 encoder
 
 
@@ -153,9 +153,9 @@ def test_checkpoint_round_trip_and_predictor_normalisation(tmp_path: Path) -> No
         a, b = model(x), loaded(x)
     torch.testing.assert_close(a.depth, b.depth, rtol=0, atol=0)
     torch.testing.assert_close(a.seg_logits, b.seg_logits, rtol=0, atol=0)
-    assert payload["model"]["encoder"] == "timm:test_convnext"
+    assert payload.model["encoder"] == "timm:test_convnext"
     pred = Predictor.from_checkpoint(path)
-    assert pred._mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    assert list(pred.input_spec.mean) == [0.5, 0.5, 0.5]
     assert pred.predict((torch.rand(29, 41, 3) * 255).byte().numpy()).depth.shape == (29, 41)
 
 

@@ -214,7 +214,7 @@ def test_wrong_depth_scale_warned_by_train_before_the_run(tmp_path: Path, caplog
 
 
 def test_preview_titles_colour_bar_and_legend(tmp_path: Path) -> None:
-    from cinet.inference.visualize import colormap_lut
+    from cinet.utils.colors import colormap_lut
 
     root = write_mydata(tmp_path / "d", n=2)
     assert main(["data", "preview", "folder", "--root", str(root), "--out", str(tmp_path), "--num", "2"]) == 0

@@ -1,4 +1,4 @@
-"""Checkpoint contract shared by the engine (writer) and inference (reader).
+"""The checkpoint contract: the typed payload (:class:`CheckpointPayload`), read and written only here.
 
 A cinet checkpoint is a Lightning checkpoint (a ``torch.save`` dict) that, next to Lightning's own keys,
 holds ``checkpoint["cinet"]`` — plain Python types only, so that ``torch.load(weights_only=True)`` reads it:
@@ -6,42 +6,203 @@ holds ``checkpoint["cinet"]`` — plain Python types only, so that ``torch.load(
     {
       "format": 1,
       "model": {...},     # keyword arguments of cinet.models.build_model (variant, encoder, num_classes, ...)
-      "dataset": {...},   # dataclasses.asdict(cinet.data.DatasetInfo): classes, palette, intrinsics, mean/std
+      "dataset": {...},   # cinet.data.DatasetInfo.to_dict(): classes, palette, intrinsics, the input mean/std
       "config": {...},    # the merged run config (optional)
       "git": "<rev>",     # revision of the code that wrote it (optional)
-      "train_size": [H, W],  # image size the model was trained at (optional; cinet.inference.preprocess)
+      "train_size": [H, W],  # image size the model was trained at (optional)
+      "stage": 1 | 2 | 3,    # the training stage that wrote it (training checkpoints)
+      "nonfinite_skipped": N,  # updates skipped for non-finite gradients in that stage (training checkpoints)
     }
 
 Model weights are ``checkpoint["state_dict"]`` with keys prefixed ``model.`` (the LightningModule attribute).
+
+:meth:`CheckpointPayload.from_dict` is the one reader of this entry; it also migrates older checkpoints, once:
+no ``train_size`` (before it was written) -> ``data.image_size`` of the stored config, else the synthetic
+dataset's ``data.options.size`` (default 240x320, the size that dataset rendered then); a mean/std on the
+0..255 scale -> the 0..1 scale. :meth:`CheckpointPayload.input_spec` gives the model's
+:class:`cinet.preprocess.InputSpec` (mean/std, training size, evaluation size), the one input description
+that eval, predict, serve, export and INT8 calibration use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cinet.data.info import DatasetInfo
+    from cinet.preprocess import InputSpec
 
 CHECKPOINT_FORMAT = 1
 STATE_PREFIX = "model."
+#: The synthetic dataset's render size before ``train_size`` was stored (legacy checkpoints only).
+LEGACY_SYNTHETIC_SIZE = (240, 320)
 
 
-def cinet_payload(
-    model_kwargs: dict[str, Any],
-    dataset_info: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    git: str | None = None,
-    train_size: tuple[int, int] | list[int] | None = None,
-) -> dict[str, Any]:
-    """The ``checkpoint["cinet"]`` entry (see module docstring)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": dict(model_kwargs),
-        "dataset": dict(dataset_info or {}),
-        "config": dict(config or {}),
-        "git": git,
-        "train_size": [int(v) for v in train_size] if train_size is not None else None,
-    }
+def _size(value: Any) -> tuple[int, int] | None:
+    """``[H, W]`` / ``(H, W)`` / ``S`` -> ``(H, W)``; None for None or anything else."""
+    if isinstance(value, int):
+        value = (value, value)
+    if not value or not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    return int(value[0]), int(value[1])
+
+
+@dataclass(frozen=True)
+class CheckpointPayload:
+    """The ``checkpoint["cinet"]`` entry, typed (see the module docstring for its stored form).
+
+    Attributes:
+        model: Keyword arguments of :func:`cinet.models.build_model` that rebuild the network.
+        dataset: The dataset description (:meth:`cinet.data.DatasetInfo.to_dict`): class names, palette,
+            intrinsics, and the input mean / std the model was trained with; empty when unknown.
+        config: The merged run config (plain types); empty when not stored.
+        git: Revision of the code that wrote it, or None.
+        train_size: ``(H, W)`` of the training images, or None when unknown.
+        stage: Training stage that wrote it (training checkpoints), or None.
+        nonfinite_skipped: Updates skipped for non-finite gradients in that stage.
+        format: Layout version (:data:`CHECKPOINT_FORMAT`).
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    git: str | None = None
+    train_size: tuple[int, int] | None = None
+    stage: int | None = None
+    nonfinite_skipped: int = 0
+    format: int = CHECKPOINT_FORMAT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "train_size", _size(self.train_size))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CheckpointPayload:
+        """Read (and migrate, see the module docstring) a stored ``checkpoint["cinet"]`` entry.
+
+        Raises:
+            ValueError: Not a mapping, no ``model`` entry, or a format other than :data:`CHECKPOINT_FORMAT`.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            raise ValueError("checkpoint['cinet'] has no 'model' entry (build_model arguments)")
+        fmt = data.get("format")
+        if fmt != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {fmt!r} is not supported (expected {CHECKPOINT_FORMAT})")
+        config = dict(data.get("config") or {})
+        train_size = _size(data.get("train_size"))
+        if train_size is None:  # legacy: written before train_size existed
+            stored = config.get("data") or {}
+            train_size = _size(stored.get("image_size"))
+            if train_size is None and stored.get("name") == "synthetic":
+                train_size = _size((stored.get("options") or {}).get("size", LEGACY_SYNTHETIC_SIZE))
+        stage = data.get("stage")
+        return cls(
+            model=dict(data["model"]),
+            dataset=dict(data.get("dataset") or {}),
+            config=config,
+            git=data.get("git"),
+            train_size=train_size,
+            stage=int(stage) if stage is not None else None,
+            nonfinite_skipped=int(data.get("nonfinite_skipped", 0) or 0),
+            format=int(fmt),
+        )
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any], *, strict: bool = True) -> CheckpointPayload:
+        """The payload of a loaded checkpoint dict (:meth:`from_dict` of its ``"cinet"`` entry).
+
+        Args:
+            checkpoint: A loaded (or being restored) checkpoint dict.
+            strict: Raise for a missing or unreadable entry; with False an empty payload stands in (where only
+                the weights or the RNG states of the dict matter).
+
+        Raises:
+            ValueError: ``strict`` and no ``"cinet"`` entry, or one :meth:`from_dict` refuses.
+        """
+        try:
+            if "cinet" not in checkpoint:
+                raise ValueError("not a cinet checkpoint (no 'cinet' entry)")
+            return cls.from_dict(checkpoint["cinet"])
+        except ValueError:
+            if strict:
+                raise
+            return cls()
+
+    def put(self, checkpoint: dict[str, Any]) -> None:
+        """Store this payload in a checkpoint dict being saved (its ``"cinet"`` entry, :meth:`to_dict`)."""
+        checkpoint["cinet"] = self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (plain types: ``weights_only=True`` reads it)."""
+        out: dict[str, Any] = {
+            "format": self.format,
+            "model": dict(self.model),
+            "dataset": dict(self.dataset),
+            "config": dict(self.config),
+            "git": self.git,
+            "train_size": list(self.train_size) if self.train_size is not None else None,
+        }
+        if self.stage is not None:
+            out["stage"] = int(self.stage)
+            out["nonfinite_skipped"] = int(self.nonfinite_skipped)
+        return out
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The input ``(mean, std)`` (RGB, 0..1 scale) the model was trained with, or None if unrecorded.
+
+        Read from the dataset entry, which training fills with the encoder's normalisation; values written on
+        the 0..255 scale (any mean above 1) are divided by 255 (:func:`cinet.preprocess.unit_scale`). Every path
+        that feeds a checkpoint's model (eval, export and its INT8 calibration, predict, serve) normalises with
+        this, never with a default.
+        """
+        from cinet.preprocess import unit_scale
+
+        mean, std = self.dataset.get("mean"), self.dataset.get("std")
+        if mean is None or std is None:
+            return None
+        return unit_scale(mean, std)
+
+    @property
+    def eval_size(self) -> tuple[int, int] | None:
+        """``data.eval_size`` of the stored config: evaluation's fixed network input ``(H, W)``, or None."""
+        return _size((self.config.get("data") or {}).get("eval_size"))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names in id order the segmentation head was trained on, or None when unknown."""
+        names = self.dataset.get("class_names")
+        return list(names) if names else None
+
+    def input_spec(self, fallback: tuple[Sequence[float], Sequence[float]] | None = None) -> InputSpec:
+        """The model's :class:`cinet.preprocess.InputSpec`: stored mean/std (else ``fallback``, e.g. the rebuilt
+        encoder's), training size and evaluation size.
+
+        Raises:
+            ValueError: No mean/std stored and no ``fallback``.
+        """
+        from cinet.preprocess import InputSpec
+
+        norm = self.normalization or fallback
+        if norm is None:
+            raise ValueError("checkpoint records no input mean/std")
+        return InputSpec(norm[0], norm[1], train_size=self.train_size, eval_size=self.eval_size)
+
+    def dataset_info(self) -> DatasetInfo:
+        """The dataset description as a :class:`cinet.data.DatasetInfo`.
+
+        Raises:
+            ValueError: No dataset entry. TypeError / ValueError: an entry DatasetInfo refuses.
+        """
+        from cinet.data.info import DatasetInfo
+
+        if not self.dataset:
+            raise ValueError("checkpoint has no dataset info (classes, palette, mean/std)")
+        return DatasetInfo.from_dict(self.dataset)
 
 
 def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -208,8 +369,6 @@ def save_model_checkpoint(
     Returns:
         The path written.
     """
-    import dataclasses
-
     import torch
 
     from cinet.utils.io import atomic_save
@@ -222,8 +381,17 @@ def save_model_checkpoint(
             )
     if dataset_info is not None and dataclasses.is_dataclass(dataset_info):
         dataset_info = dataclasses.asdict(dataset_info)
-    state = {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    ckpt = {"state_dict": state, "cinet": cinet_payload(model_kwargs, dataset_info, config, git, train_size)}
+    payload = CheckpointPayload(
+        model=dict(model_kwargs),
+        dataset=dict(dataset_info or {}),
+        config=dict(config or {}),
+        git=git,
+        train_size=train_size,
+    )
+    ckpt: dict[str, Any] = {
+        "state_dict": {STATE_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    }
+    payload.put(ckpt)
     p = Path(path)
     atomic_save(p, lambda fh: torch.save(ckpt, fh))
     return p
@@ -233,7 +401,8 @@ def load_weights(module: Any, path: str | Path) -> None:
     """Initialise ``module.model`` (and the loss's learned parameters, if stored) from a checkpoint.
 
     Args:
-        module: A :class:`cinet.engine.module.CINetModule` (anything with ``.model`` and ``.loss``).
+        module: A :class:`cinet.engine.module.CINetModule` (``.model``, ``.loss`` and its
+            :class:`CheckpointPayload` ``.payload``).
         path: A cinet checkpoint.
 
     Raises:
@@ -244,8 +413,7 @@ def load_weights(module: Any, path: str | Path) -> None:
     check_fits(module.model, ckpt, path)
     module.model.load_state_dict(state)
     differ = class_name_differences(
-        ((ckpt.get("cinet") or {}).get("dataset") or {}).get("class_names"),
-        ((getattr(module, "payload", None) or {}).get("dataset") or {}).get("class_names"),
+        CheckpointPayload.of(ckpt, strict=False).class_names, module.payload.class_names
     )
     if differ:  # fine-tuning onto other classes is legitimate, but never silent
         logging.getLogger("cinet.engine").warning(
@@ -274,7 +442,7 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     own = model.state_dict()
     diff = describe_mismatch(state, own, kwargs)
     if diff is not None:
-        stored = (ckpt.get("cinet") or {}).get("model") or {}
+        stored = CheckpointPayload.of(ckpt, strict=False).model
         counts = {
             "unexpected": sum(k not in own for k in state),
             "missing": sum(k not in state for k in own),
@@ -291,36 +459,13 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
         )
 
 
-def input_normalization(payload: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The input ``(mean, std)`` (RGB, 0..1 scale) a checkpoint's model was trained with, or None if unrecorded.
-
-    Read from the payload's dataset entry, which training fills with the encoder's normalisation; values
-    written on the 0..255 scale (any mean above 1) are divided by 255. Every path that feeds a checkpoint's
-    model (eval, export and its INT8 calibration, predict, serve) normalises with this, never with a default.
-    """
-    dataset = payload.get("dataset") or {}
-    mean, std = dataset.get("mean"), dataset.get("std")
-    if mean is None or std is None:
-        return None
-    return unit_scale(mean, std)
-
-
-def unit_scale(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` as float tuples on the 0..1 scale: values given on the 0..255 scale (any mean above 1)
-    are divided by 255."""
-    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    if max(mean) > 1.0:
-        mean, std = tuple(v / 255.0 for v in mean), tuple(v / 255.0 for v in std)
-    return mean, std
-
-
 def class_name_differences(
     trained: list[str] | None, dataset: list[str] | None, limit: int = 3
 ) -> str | None:
     """Say which class ids mean different classes in a checkpoint and a dataset of the same class count.
 
     Args:
-        trained: The checkpoint's class names in id order (``checkpoint["cinet"]["dataset"]["class_names"]``).
+        trained: The checkpoint's class names in id order (:attr:`CheckpointPayload.class_names`).
         dataset: The dataset's class names in id order (:class:`cinet.data.DatasetInfo`).
         limit: Differing ids named at most.
 
@@ -351,7 +496,7 @@ def class_name_differences(
 
 def load_model(
     path: str | Path, device: Any = "cpu", *, overrides: dict[str, Any] | None = None
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, CheckpointPayload]:
     """Rebuild the model a checkpoint describes and load its weights (``weights_only=True``), in eval mode.
 
     Args:
@@ -361,7 +506,9 @@ def load_model(
             layout (e.g. ``{"attention_impl": "naive"}`` for export).
 
     Returns:
-        ``(model, payload)`` where ``payload`` is ``checkpoint["cinet"]``.
+        ``(model, payload)``: the model's ``input_mean`` / ``input_std`` are the stored ones
+        (:attr:`CheckpointPayload.normalization`) when recorded; ``payload`` is the typed
+        ``checkpoint["cinet"]`` (old checkpoints migrated).
 
     Raises:
         CheckpointError: One line naming the file when it is missing, truncated, not a cinet checkpoint, of
@@ -375,15 +522,11 @@ def load_model(
 
     p = Path(path)
     ckpt = read_checkpoint(p, map_location="cpu")
-    payload = ckpt["cinet"]
-    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
-        raise CheckpointError(f"{p}: checkpoint['cinet'] has no 'model' entry (build_model arguments)")
-    fmt = payload.get("format")
-    if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{p}: checkpoint format {fmt!r} is not supported (expected {CHECKPOINT_FORMAT})"
-        )
-    kwargs = dict(payload["model"])
+    try:
+        payload = CheckpointPayload.of(ckpt)
+    except ValueError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
+    kwargs = dict(payload.model)
     kwargs["encoder_weights"] = None  # the checkpoint holds the trained weights: never fetch pretrained ones
     kwargs.update(overrides or {})
     try:
@@ -392,7 +535,7 @@ def load_model(
         raise CheckpointError(f"{p}: cannot build the model it describes ({exc})") from exc
     check_fits(model, ckpt, p)
     model.load_state_dict(model_state_dict(ckpt), strict=True)
-    stored = input_normalization(payload)
+    stored = payload.normalization
     # what it was trained with (a rebuilt encoder reports its library's current default)
     if stored is not None:
         model.input_mean, model.input_std = stored

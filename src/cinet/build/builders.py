@@ -214,7 +214,7 @@ def build_datamodule(
     """The data module (data order seeded by ``train.seed`` and the stage).
 
     Images are normalised with ``normalization`` ``(mean, std)`` when given (a trained model's: evaluation
-    passes the module's, :func:`cinet.checkpoint.input_normalization`), else with the mean / std of
+    passes the module's, :attr:`cinet.checkpoint.CheckpointPayload.normalization`), else with the mean / std of
     ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`, training a new model).
     """
     mean, std = normalization if normalization is not None else encoder_normalization(cfg)
@@ -236,7 +236,7 @@ def build_module(
     """The :class:`cinet.engine.module.CINetModule` for one stage (a fresh model unless ``model`` is given).
 
     ``train_size`` (the ``(H, W)`` of the training images) is stored in its checkpoints (``cinet predict``
-    scales images far from it, :mod:`cinet.inference.preprocess`).
+    scales images far from it, :mod:`cinet.preprocess`).
 
     The checkpoint's dataset entry records the model's input normalisation (its encoder's mean / std), which
     ``Predictor``, ``cinet predict`` and ``cinet export`` read.

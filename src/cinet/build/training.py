@@ -73,12 +73,14 @@ def evaluate_module(
         id order) and ``num_images``; plain Python numbers.
     """
     # the module's own input normalisation (a checkpoint's stored one), not the config encoder's default
-    dm = builders.build_datamodule(cfg, test_split=split, normalization=(module.mean, module.std))
+    dm = builders.build_datamodule(
+        cfg, test_split=split, normalization=(module.input_spec.mean, module.input_spec.std)
+    )
     if trainer is None:
         trainer = builders.build_test_trainer(cfg)
     trainer.test(module, datamodule=dm, verbose=False)
     results = dict(module.test_results)
-    names = (getattr(module, "payload", {}).get("dataset") or {}).get("class_names")
+    names = module.payload.class_names
     if (
         names
         and isinstance(results.get("per_class_iou"), list)

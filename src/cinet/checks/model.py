@@ -23,8 +23,8 @@ from cinet.checks import memory
 from cinet.checks.files import largest_image_size
 from cinet.config import Config
 from cinet.errors import ConfigError
-from cinet.inference.preprocess import plan_geometry
 from cinet.models.shapes import degenerate_norm, has_instance_norm, smallest_training_side
+from cinet.preprocess import plan_geometry
 
 __all__ = ["check_eval_memory", "check_feature_maps"]
 

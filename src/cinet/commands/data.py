@@ -105,6 +105,7 @@ def preview(
     from cinet.data import load_dataset
     from cinet.data.base import to_uint8_image
     from cinet.inference import visualize
+    from cinet.utils import colors
     from cinet.utils.io import atomic_write_bytes
 
     if num < 1:
@@ -125,10 +126,10 @@ def preview(
     for i in range(min(num, len(ds))):
         s = ds[i]
         rgb = to_uint8_image(s["image"], info)
-        dep, _ = visualize.colorize_depth(s["depth"][0].numpy(), 0.0, info.depth_cap, "turbo")
+        dep, _ = colors.colorize_depth(s["depth"][0].numpy(), 0.0, info.depth_cap, "turbo")
         labels = s["labels"].numpy()
         present += [c for c in visualize.present_classes(labels, info.num_classes) if c not in present]
-        lab = visualize.colorize_labels(labels, info.palette, info.void_color)
+        lab = colors.colorize_labels(labels, info.palette, info.void_color)
         rows.append((rgb, dep, lab))
     widths = [max(r[k].shape[1] for r in rows) for k in range(3)]
     sep = 4

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -52,6 +51,29 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
     return paths
 
 
+def predict_files(checkpoint: Path, images: list[Path], out_dir: Path) -> list[Path]:
+    """The files ``cinet predict --checkpoint CHECKPOINT IMAGES --out OUT_DIR`` writes, through the library
+    (:class:`cinet.Predictor`, :func:`cinet.inference.files.prediction_files`, default options)."""
+    from cinet.inference.files import FileOptions, prediction_files
+    from cinet.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for path, pred in zip(images, predictor.predict_batch(images, batch_size=1)):
+        files = prediction_files(
+            pred,
+            path.stem,
+            predictor.info,
+            FileOptions(),
+            source=str(path),
+            model_source=str(predictor.source),
+        )
+        written += files.write(out_dir)
+        print(f"{path} -> {out_dir / path.stem}_*.png ({len(files.pngs)} files)", flush=True)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see module docstring). SIGINT / SIGTERM stop it with one line and exit 130 / 143."""
     from cinet.utils import signals
@@ -78,7 +100,6 @@ def _demo(argv: list[str] | None) -> int:
     from cinet.build.baseline import trivial_baseline_metrics
     from cinet.build.builders import build_protocol
     from cinet.build.training import train
-    from cinet.cli import main as cinet_main
     from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
     from cinet.engine.datamodule import dataset_info_from_config
@@ -101,14 +122,11 @@ def _demo(argv: list[str] | None) -> int:
         base = trivial_baseline_metrics(cfg)
         inputs = write_inputs(cfg, run_dir / "inputs", args.images)
         pred_dir = run_dir / "predictions"
-        print(f"[demo] cinet predict on {len(inputs)} test images -> {pred_dir}", flush=True)
-        rc = cinet_main(
-            ["predict", "--checkpoint", str(run_dir / "last.ckpt"), *map(str, inputs), "--out", str(pred_dir)]
-        )
-        if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # stopped (it printed its line): stop here too
-            return rc
-        if rc != 0:
-            print(f"[demo] cinet predict failed (exit {rc})", file=sys.stderr)
+        print(f"[demo] predicting {len(inputs)} test images (as cinet predict) -> {pred_dir}", flush=True)
+        try:
+            predict_files(run_dir / "last.ckpt", inputs, pred_dir)
+        except CinetError as exc:  # the run's metrics stand without the pictures
+            print(f"[demo] predict failed: {exc}", file=sys.stderr)
     except CinetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -92,7 +92,7 @@ def evaluate_checkpoint(
                 "this override would be ignored"
             )
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
-    cfg = load_config(config, list(overrides), base=payload.get("config") or None)
+    cfg = load_config(config, list(overrides), base=payload.config or None)
     split = split or cfg.data.test_split
     from cinet.engine.datamodule import build_dataset
 
@@ -100,15 +100,12 @@ def evaluate_checkpoint(
     dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first
     info = dataset_info_from_config(cfg.data)
     trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
-    trained_names = (payload.get("dataset") or {}).get("class_names")
-    check_classes(checkpoint, trained_classes, trained_names, info, cfg.data.name)
+    check_classes(checkpoint, trained_classes, payload.class_names, info, cfg.data.name)
     # the check of cinet train and data preview: a wrong depth unit makes every metric void
     warn_depth_unit(dataset, f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
     cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
-    from cinet.inference.preprocess import training_size_of
-
-    check_eval_memory(cfg, dataset, info.num_classes, training_size_of(payload), lambda: model)
-    module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=training_size_of(payload))
+    check_eval_memory(cfg, dataset, info.num_classes, payload.train_size, lambda: model)
+    module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=payload.train_size)
     metrics = evaluate_module(module, cfg, split=split)
     protocol = dataclasses.replace(
         build_protocol(cfg, info, split=split), checkpoint_sha256=file_sha256(checkpoint)

@@ -16,9 +16,13 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cinet.errors import InputError
+
+if TYPE_CHECKING:
+    from cinet.checkpoint import CheckpointPayload
+    from cinet.preprocess import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +117,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export, check with ``onnx.checker`` and onnxruntime, print the largest difference. Returns the exit code."""
     from cinet.checkpoint import load_model
-    from cinet.data.info import DatasetInfo
-    from cinet.inference.preprocess import training_size_of
 
     pretrained = getattr(args, "pretrained", None)
     repo_id = getattr(args, "push_to_hub", None)
@@ -165,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{p}: is a folder")
 
     model, payload = load_model(args.checkpoint, "cpu", overrides={"attention_impl": "naive"})
-    info = DatasetInfo.from_dict(payload["dataset"]) if payload.get("dataset") else None
-    train_size = training_size_of(payload)
+    info = payload.dataset_info() if payload.dataset else None
+    train_size = payload.train_size
     ref_h, ref_w = DEFAULT_SIZE
     if train_size is not None:
         ref_h, ref_w = train_size
@@ -180,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
     height = args.height if args.height is not None else ref_h
     width = args.width if args.width is not None else ref_w
     args.dynamic = args.dynamic or (args.height is None and args.width is None)
-    args.train_size = train_size
     if height < 8 or width < 8:
         raise InputError(
             f"--height/--width: need at least 8 pixels each, got --height {height} --width {width}"
@@ -190,22 +191,67 @@ def run(args: argparse.Namespace) -> int:
     if not args.quantize:
         return _export_checked(args, model, payload, info, out, height, width)
 
-    from cinet.inference.quantize import calibration_plan, checkpoint_config
-
     cfg = checkpoint_config(payload, args.checkpoint, args.config)  # names the dataset; fails early
     calibration_plan(cfg, args.calibration_images, args.eval_split)
+    spec = payload.input_spec(fallback=(model.input_mean, model.input_std))  # the checkpoint's (load_model)
     with tempfile.TemporaryDirectory(prefix="cinet-export-") as tmp:  # nothing is written before the end
         fp32 = Path(tmp) / out.name
         rc = _export_checked(args, model, payload, info, fp32, height, width)
         if rc != 0:
             print(f"error: {out}: nothing written", file=sys.stderr)
             return rc
-        normalization = (model.input_mean, model.input_std)  # stored in the checkpoint (load_model)
-        return _quantize_checked(args, cfg, payload, normalization, fp32, out)
+        return _quantize_checked(args, cfg, payload, spec, fp32, out)
+
+
+def checkpoint_config(
+    payload: CheckpointPayload, checkpoint: str | Path, config: str | Path | None = None
+) -> Any:
+    """The run config stored in a checkpoint (``config`` YAML applied over it): names the dataset.
+
+    Raises:
+        InputError: The checkpoint stores no config and none is given.
+        ConfigError: A bad config file or key.
+    """
+    from cinet.config import load_config
+
+    stored = payload.config or None
+    if stored is None and config is None:
+        raise InputError(
+            f"{checkpoint}: no stored run config naming its dataset; give --config with a 'data:' section "
+            "(calibration and held-out images come from it)"
+        )
+    return load_config(config, [], base=stored)
+
+
+def calibration_plan(cfg: Any, calibration: str | None, eval_split: str | None) -> tuple[str, bool, str]:
+    """``(calibration source, is a folder, held-out split)`` with the defaults of ``cfg`` filled in.
+
+    Raises:
+        InputError: The calibration source is neither a folder nor a split, or is the held-out split.
+    """
+    eval_split = eval_split or cfg.data.test_split
+    calib = calibration or cfg.data.train_split
+    is_folder = Path(calib).is_dir()
+    if not is_folder and calib not in ("train", "val", "test"):
+        raise InputError(
+            f"--calibration-images: {calib!r} is neither a folder nor a split (train, val, test)"
+        )
+    if not is_folder and calib == eval_split:
+        raise InputError(
+            f"--calibration-images: split {calib!r} is also the held-out evaluation split; "
+            "calibrate on another split or a folder"
+        )
+    return calib, is_folder, eval_split
 
 
 def _export_checked(
-    args: argparse.Namespace, model: Any, payload: dict, info: Any, out: Path, height: int, width: int
+    args: argparse.Namespace,
+    model: Any,
+    payload: CheckpointPayload,
+    info: Any,
+    out: Path,
+    height: int,
+    width: int,
 ) -> int:
     """Export to ``out`` and run the parity check; returns the exit code (1 when the check fails)."""
     from cinet.inference.export import export_onnx, onnx_parity
@@ -219,9 +265,9 @@ def _export_checked(
             dynamic=args.dynamic,
             opset=args.opset,
             dataset_info=info,
-            model_kwargs=payload.get("model"),
+            model_kwargs=payload.model,
             exporter=args.exporter,
-            train_size=getattr(args, "train_size", None),
+            train_size=payload.train_size,
         )
     except RuntimeError as exc:
         raise InputError(f"{args.checkpoint}: {exc}") from exc
@@ -261,9 +307,12 @@ def _export_checked(
 
 
 def _quantize_checked(
-    args: argparse.Namespace, cfg: Any, payload: dict, normalization: Any, fp32: Path, out: Path
+    args: argparse.Namespace, cfg: Any, payload: CheckpointPayload, spec: InputSpec, fp32: Path, out: Path
 ) -> int:
-    """INT8-quantize ``fp32``, print the accuracy report; write the three files only if it is accepted."""
+    """INT8-quantize ``fp32`` on data built from ``cfg`` (normalised with ``spec``), print the accuracy report;
+    write the three files only if it is accepted."""
+    from cinet.build.builders import build_protocol
+    from cinet.engine.datamodule import build_dataset
     from cinet.inference.quantize import (
         check_accuracy,
         export_int8,
@@ -275,16 +324,22 @@ def _quantize_checked(
 
     int8_out, report_out = int8_paths(out)
     int8_tmp = fp32.with_name(int8_out.name)
-    report, protocol = export_int8(
+    calib, is_folder, eval_split = calibration_plan(cfg, args.calibration_images, args.eval_split)
+    norm = {"mean": spec.mean, "std": spec.std}
+    held_out = build_dataset(cfg.data, eval_split, train=False, **norm)
+    calibration = Path(calib) if is_folder else build_dataset(cfg.data, calib, train=False, **norm)
+    protocol = build_protocol(cfg, held_out.info)
+    report = export_int8(
         fp32,
         int8_tmp,
-        cfg=cfg,
-        model_kwargs=payload.get("model") or {},
-        normalization=normalization,
-        train_size=args.train_size,
-        calibration=args.calibration_images,
+        num_classes=int(payload.model.get("num_classes", held_out.info.num_classes)),
+        spec=spec,
+        calibration=calibration,
+        held_out=held_out,
+        protocol=protocol,
+        calibration_name=f"{cfg.data.name}/{calib}",
+        held_out_name=f"{cfg.data.name}/{eval_split}",
         num_calib=args.num_calib,
-        eval_split=args.eval_split,
         num_eval=args.num_eval,
         keep_float=parse_keep_float(args.keep_float),
         max_delta1_drop=args.max_delta1_drop,

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from cinet.checks.files import check_before_writing, check_images
 from cinet.checks.outputs import check_writable_dir, ensure_output_dir
+from cinet.commands.common import add_model_options, check_model_options, load_predictor
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
-from cinet.inference.visualize import DEPTH_CMAPS
 
 if TYPE_CHECKING:
     from cinet.inference.files import FileOptions
@@ -31,27 +31,11 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the options of ``cinet predict``."""
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
-    src.add_argument("--onnx", type=Path, help="ONNX file written by 'cinet export' (runs with onnxruntime)")
-    src.add_argument(
-        "--pretrained",
-        metavar="DIR_OR_REPO",
-        help="model folder of 'cinet export --pretrained' / save_pretrained, or a Hugging Face Hub repository "
-        "id (user/name; read through the hub cache, HF_HUB_OFFLINE=1 for the cache only)",
-    )
+    """Register the options of ``cinet predict`` (those shared with ``cinet serve``: :func:`add_model_options`)."""
+    add_model_options(parser, onnx_note="runs with onnxruntime")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
-    parser.add_argument(
-        "--max-side",
-        type=int,
-        default=None,
-        help="cap on the longer side the network sees: after the training-size rule, a larger input is scaled "
-        "down to this (results stay at the image size; 0 = none, the default, as in 'cinet serve')",
-    )
     parser.add_argument(
         "--keep-size",
         action="store_true",
@@ -59,36 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at (default: such images are scaled to the training size, and a warning says so)",
     )
     parser.add_argument(
-        "--fit",
-        choices=("pad", "resize"),
-        default="pad",
-        help="make the network input a multiple of 8 by reflect padding (default) or by resizing",
-    )
-    parser.add_argument(
         "--skip-bad", action="store_true", help="skip unreadable / non-image files with a warning"
-    )
-    parser.add_argument(
-        "--cmap", choices=DEPTH_CMAPS, default="turbo", help="depth colour map (default: turbo)"
     )
     parser.add_argument(
         "--depth-range", metavar="MIN,MAX", default=None, help="fixed depth range of the colour map in metres"
     )
     parser.add_argument(
-        "--alpha", type=float, default=0.5, help="opacity of the segmentation overlay (0..1, default 0.5)"
-    )
-    parser.add_argument(
         "--ply", action="store_true", help="also write <stem>.ply (coloured, labelled points)"
     )
     parser.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
-    parser.add_argument(
-        "--ply-stride", type=int, default=1, help="keep every N-th row and column in the PLY (default 1)"
-    )
-    parser.add_argument(
-        "--intrinsics",
-        metavar="FX,FY,CX,CY",
-        default=None,
-        help="pinhole intrinsics at the image size (0-based pixel centres); default: the dataset's, scaled",
-    )
     parser.add_argument(
         "--attention",
         metavar="X,Y",
@@ -269,12 +232,12 @@ def _check_requests(predictor: Predictor, args: argparse.Namespace) -> None:
     if args.attention or args.features:
         predictor.require_output_features("attention" if args.attention else "features")
     variant = predictor.model_kwargs.get("variant", "?")
-    if args.attention and getattr(predictor.model, "sum", True) is None:
+    if args.attention and not predictor.has_attention:
         raise InputError(
             f"{predictor.source}: --attention needs a model with the SUM; variant {variant!r} has none "
             "(use sum, sum_fsm or cinet)"
         )
-    if args.features and getattr(predictor.model, "share", True) is None:
+    if args.features and not predictor.has_sharing:
         raise InputError(
             f"{predictor.source}: --features needs a feature-sharing module (FSM / LSU); variant {variant!r} has none"
         )
@@ -289,25 +252,16 @@ def run(args: argparse.Namespace) -> int:
     """Run ``cinet predict``; prints one line per image and a summary. Returns the exit code."""
     from tqdm import tqdm
 
-    from cinet.inference.pointcloud import parse_intrinsics
-    from cinet.inference.predictor import Predictor, load_image
+    from cinet.inference.predictor import load_image
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size: must be >= 1, got {args.batch_size}")
-    if args.ply_stride < 1:
-        raise InputError(f"--ply-stride: must be >= 1, got {args.ply_stride}")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
-    if args.max_side == 0:  # none (the training-size rule), as in `cinet serve --max-side 0`
-        args.max_side = None
-    if args.max_side is not None and args.max_side < 8:
-        raise InputError(f"--max-side: must be >= 8 (or 0), got {args.max_side}")
+    args.intrinsics_tuple = check_model_options(args)
     args.depth_range_pair = (
         _pair(args.depth_range, "--depth-range", names="MIN,MAX") if args.depth_range else None
     )
     if args.depth_range_pair and not 0 <= args.depth_range_pair[0] < args.depth_range_pair[1]:
         raise InputError(f"--depth-range: need 0 <= MIN < MAX, got {args.depth_range}")
-    args.intrinsics_tuple = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     points = [_pair(a, "--attention", names="X,Y") for a in args.attention]
 
     given = expand_inputs(args.inputs)
@@ -315,13 +269,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")
     check_writable_dir(args.out)  # creates nothing: every check below runs before the folder exists
-    opts = {"mode": args.fit, "max_side": args.max_side, "keep_size": args.keep_size}
-    if args.onnx is not None:
-        predictor = Predictor.from_onnx(args.onnx, device=args.device, **opts)
-    elif getattr(args, "pretrained", None) is not None:
-        predictor = Predictor.from_pretrained(args.pretrained, device=args.device, **opts)
-    else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
+    predictor = load_predictor(args)
     _check_requests(predictor, args)
     ply_needs_camera = bool(args.ply) and args.intrinsics_tuple is None
     check_before_writing(predictor, files, points, ply_needs_camera=ply_needs_camera)  # from the headers

@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cinet.commands.common import add_model_options, check_model_options, load_predictor
 from cinet.errors import CinetError, InputError
 
 if TYPE_CHECKING:
@@ -43,47 +44,13 @@ NUM_SYNTHETIC_EXAMPLES = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the options of ``cinet serve``."""
-    from cinet.inference.visualize import DEPTH_CMAPS
-
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
-    src.add_argument("--onnx", type=Path, help="ONNX file written by 'cinet export' (no attention maps)")
-    src.add_argument(
-        "--pretrained",
-        metavar="DIR_OR_REPO",
-        help="model folder of 'cinet export --pretrained' / save_pretrained, or a Hugging Face Hub repository "
-        "id (user/name; read through the hub cache, HF_HUB_OFFLINE=1 for the cache only)",
-    )
+    """Register the options of ``cinet serve`` (those shared with ``cinet predict``: :func:`add_model_options`;
+    ``--cmap`` and ``--alpha`` are the page's initial values)."""
+    add_model_options(parser, onnx_note="no attention maps")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 = any free port)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    parser.add_argument(
-        "--max-side",
-        type=int,
-        default=0,
-        help="cap on the longer side the network sees: after the training-size rule, a larger input is scaled "
-        "down to this (results stay at the image size; 0 = none, the default, as in 'cinet predict': the page "
-        "and predict give the same result for the same photo)",
-    )
-    parser.add_argument(
-        "--fit", choices=("pad", "resize"), default="pad", help="network input: reflect padding or resizing"
-    )
-    parser.add_argument(
-        "--cmap", choices=DEPTH_CMAPS, default="turbo", help="initial depth colour map (default: turbo)"
-    )
-    parser.add_argument(
-        "--alpha", type=float, default=0.5, help="initial overlay opacity (0..1, default 0.5)"
-    )
-    parser.add_argument("--ply-stride", type=int, default=1, help="keep every N-th row and column in the PLY")
-    parser.add_argument(
-        "--intrinsics",
-        metavar="FX,FY,CX,CY",
-        default=None,
-        help="pinhole intrinsics for the point cloud; default: the dataset's, scaled to each image",
-    )
     parser.add_argument(
         "--viewer-points",
         type=int,
@@ -144,12 +111,10 @@ class PageServer:
     """
 
     def __init__(self, predictor: Predictor, options: FileOptions, max_viewer_points: int) -> None:
-        from cinet.inference.page import has_attention
-
         self.predictor = predictor
         self.options = options
         self.max_viewer_points = max_viewer_points
-        self.has_attention = has_attention(predictor)
+        self.has_attention = predictor.has_attention
         self.root = Path(tempfile.mkdtemp(prefix="cinet-serve-"))
         self._folders: deque[Path] = deque()
         self._lock = threading.Lock()
@@ -279,7 +244,7 @@ def build_page(server: PageServer, examples: list[Path], title: str) -> Any:
     gr = import_gradio()
     from cinet.inference import IMAGE_EXTENSIONS
     from cinet.inference.page import VIEWER_COLOURINGS
-    from cinet.inference.visualize import DEPTH_CMAPS
+    from cinet.utils.colors import DEPTH_CMAPS
 
     opts = server.options
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -421,18 +386,6 @@ def synthetic_examples(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def load_predictor(args: argparse.Namespace) -> Predictor:
-    """The predictor of ``--checkpoint`` / ``--onnx`` with ``--device``, ``--fit`` and ``--max-side``."""
-    from cinet.inference.predictor import Predictor
-
-    opts = {"mode": args.fit, "max_side": args.max_side or None}
-    if args.onnx is not None:
-        return Predictor.from_onnx(args.onnx, device=args.device, **opts)
-    if getattr(args, "pretrained", None) is not None:
-        return Predictor.from_pretrained(args.pretrained, device=args.device, **opts)
-    return Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
-
-
 def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
     """Check the options, load the model, build and launch the page without blocking.
 
@@ -444,21 +397,14 @@ def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
     """
     import_gradio()
     from cinet.inference.files import FileOptions
-    from cinet.inference.pointcloud import parse_intrinsics
 
-    if not 0.0 <= args.alpha <= 1.0:
-        raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
-    if args.max_side and args.max_side < 8:
-        raise InputError(f"--max-side: must be >= 8 (or 0), got {args.max_side}")
-    if args.ply_stride < 1:
-        raise InputError(f"--ply-stride: must be >= 1, got {args.ply_stride}")
+    intrinsics = check_model_options(args)
     if args.viewer_points < 1:
         raise InputError(f"--viewer-points: must be >= 1, got {args.viewer_points}")
     if args.concurrency < 1:
         raise InputError(f"--concurrency: must be >= 1, got {args.concurrency}")
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port: must be in 0..65535, got {args.port}")
-    intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     predictor = load_predictor(args)
     if intrinsics is None and predictor.info.intrinsics is None:  # the page works, without the 3D points
         print(

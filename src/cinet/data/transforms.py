@@ -336,7 +336,7 @@ def build_transforms(
 
     Train: rotation -> scale (depth / s) -> crop (when ``crop_size``) -> flip -> colour jitter -> normalise.
     Eval: resize (when ``resize``) -> normalise (the network's padding is the model side's:
-    :mod:`cinet.inference.preprocess`, shared by eval and predict).
+    :mod:`cinet.preprocess`, shared by eval and predict).
 
     Args:
         train: Training (random) or evaluation (deterministic) pipeline.

@@ -15,9 +15,10 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from cinet.data.base import denormalize
 from cinet.losses.total import LOSS_KEYS
 from cinet.models.cinet import DIAGNOSTIC_GROUPS
+from cinet.preprocess import InputSpec
+from cinet.utils.colors import colorize_depth, colorize_labels
 from cinet.utils.io import atomic_save, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -256,22 +257,20 @@ def visual_grid(
     pred_labels: torch.Tensor,
     *,
     palette: Sequence[Sequence[int]] | None = None,
-    mean: Sequence[float],
-    std: Sequence[float],
+    spec: InputSpec,
 ) -> np.ndarray:
     """One row per image: input | GT depth | predicted depth | GT labels | predicted labels (HxWx3 uint8).
 
-    Depth uses one colour range per row (from the ground truth, so GT and prediction are comparable);
-    invalid ground truth and ignored labels are black.
+    The inputs (normalised) are undone with ``spec`` (:meth:`cinet.preprocess.InputSpec.denormalize`). Depth
+    uses one colour range per row (from the ground truth, so GT and prediction are comparable); invalid ground
+    truth and ignored labels are black.
     """
-    from cinet.inference.visualize import colorize_depth, colorize_labels
-
     if palette is None:
         rng = np.random.default_rng(0)
         palette = rng.integers(0, 256, size=(256, 3)).tolist()
     rows = []
     for i in range(images.shape[0]):
-        rgb = _to_uint8(denormalize(images[i].float(), mean, std).permute(1, 2, 0).numpy())
+        rgb = _to_uint8(spec.denormalize(images[i].float()).permute(1, 2, 0).numpy())
         gt = gt_depth[i, 0].float().numpy()
         valid = gt[gt > 0]
         vmin = float(valid.min()) if valid.size else None

@@ -260,7 +260,7 @@ def build_dataset(
 
     Images are normalised with ``mean`` / ``std`` (RGB, 0..1 scale): the encoder's for training
     (:func:`cinet.models.encoder.encoder_normalization`), a checkpoint's stored ones
-    (:func:`cinet.checkpoint.input_normalization`) for everything that runs a trained model. There is no
+    (:attr:`cinet.checkpoint.CheckpointPayload.normalization`) for everything that runs a trained model. There is no
     default: a forgotten argument would silently feed another encoder's statistics (issue #23). The
     dataset's ``info`` records them.
 

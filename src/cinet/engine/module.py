@@ -21,6 +21,7 @@ checkpoint written before (good weights) is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -34,12 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cinet.checkpoint import cinet_payload
+from cinet.checkpoint import CheckpointPayload
+from cinet.engine.callbacks import visual_grid
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, EvalProtocol, SegMetrics
 from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL
 from cinet.ops import use_attention_impl
+from cinet.preprocess import Geometry, InputSpec, fit
 from cinet.recipe import TERMS, StageRecipe
 
 log = logging.getLogger(__name__)
@@ -98,11 +101,13 @@ class CINetModule(L.LightningModule):
             ignored label, depth range and crop, reduction, mIoU averaging, flip, network input size).
         optim: The optimiser settings (:class:`Optimisation`).
         channels_last: Channels-last model and inputs.
-        payload: ``checkpoint["cinet"]`` content except the model kwargs (dataset info, config, git,
-            train_size).
+        payload: What its checkpoints carry besides the weights and the model's build arguments (dataset
+            info, config, git, train_size): a :class:`cinet.checkpoint.CheckpointPayload` or its fields.
         palette: Class colours for the TensorBoard images.
-        mean: Image normalisation mean (to show inputs).
-        std: Image normalisation std.
+        mean: The model's input normalisation mean (RGB, 0..1): with ``std``, ``eval_size`` and the payload's
+            ``train_size`` it makes the module's :class:`cinet.preprocess.InputSpec` (evaluation's fit, the
+            pictures of the inputs).
+        std: The input normalisation std.
         num_vis: Images in the validation grid (0: none).
     """
 
@@ -115,7 +120,7 @@ class CINetModule(L.LightningModule):
         protocol: EvalProtocol,
         optim: Optimisation = Optimisation(),
         channels_last: bool = False,
-        payload: dict[str, Any] | None = None,
+        payload: CheckpointPayload | dict[str, Any] | None = None,
         palette: list[list[int]] | None = None,
         mean: tuple[float, ...],
         std: tuple[float, ...],
@@ -135,9 +140,11 @@ class CINetModule(L.LightningModule):
         self.eval_size = tuple(protocol.input_size) if protocol.input_size else None
         self.eval_flip = bool(protocol.flip)
         self.channels_last = channels_last
-        self.payload = dict(payload or {})
+        if not isinstance(payload, CheckpointPayload):
+            payload = CheckpointPayload(**(payload or {}))
+        self.payload = payload
         self.palette = palette
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.input_spec = InputSpec(mean, std, train_size=payload.train_size, eval_size=self.eval_size)
         self.num_vis = num_vis
         dkw = {**protocol.depth_kwargs(), "reduction": protocol.reduction}
         miou_over, ignore_index, num_classes = protocol.miou_over, self.ignore_index, self.num_classes
@@ -321,8 +328,8 @@ class CINetModule(L.LightningModule):
         """Depth [B,1,H,W] (metres) and seg logits [B,C,H,W] at the input resolution of ``images`` [B,3,H,W]
         (None for the task a single-task model does not have).
 
-        The one preprocessing of :mod:`cinet.inference.preprocess` (the same as ``cinet predict``): resized to
-        ``eval_size`` when set (else scaled to the training size ``payload["train_size"]`` when far from it),
+        The one preprocessing of :mod:`cinet.preprocess` (the same as ``cinet predict``): resized to
+        ``eval_size`` when set (else scaled to the training size ``payload.train_size`` when far from it),
         padded to a multiple of the output stride, outputs cropped and resized back. The SUM runs the
         inference attention path (:data:`cinet.models.sum.INFERENCE_ATTENTION_IMPL`). With ``eval_flip`` the
         mirrored image is predicted too and mirrored back: depth is the mean of the two maps, the returned
@@ -347,14 +354,8 @@ class CINetModule(L.LightningModule):
 
     @torch.no_grad()
     def _predict_once(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, tuple]:
-        from cinet.inference.preprocess import plan_geometry, to_network
-
-        h, w = images.shape[-2:]
-        train_size = self.payload.get("train_size")
-        geometry = plan_geometry(
-            int(h), int(w), input_size=self.eval_size, train_size=tuple(train_size) if train_size else None
-        )
-        x = to_network(images, geometry)
+        spec = self.input_spec
+        x, geometry = fit(images, input_size=spec.eval_size, train_size=spec.train_size)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with use_attention_impl(
@@ -367,11 +368,13 @@ class CINetModule(L.LightningModule):
 
         return at_input_size(out.depth), at_input_size(out.seg_logits), (out.attention, geometry)
 
-    def _labels_on_grid(self, labels: torch.Tensor, geometry: Any, size: tuple[int, int]) -> torch.Tensor:
+    def _labels_on_grid(
+        self, labels: torch.Tensor, geometry: Geometry, size: tuple[int, int]
+    ) -> torch.Tensor:
         """Labels ``[B,H,W]`` on the SUM's feature grid ``size``: resized by the nearest pixel centre
         (:func:`cinet.ops.resize_map`, the grid of the image's resize) and padded (ignore) as the image was
-        for the network (:func:`cinet.inference.preprocess.to_network`), then downsampled as in training (the
-        same rule)."""
+        for the network (:func:`cinet.preprocess.to_network`), then downsampled as in training (the same
+        rule)."""
         from cinet.ops import resize_map
 
         lab = resize_map(labels, tuple(geometry.scaled))
@@ -456,8 +459,6 @@ class CINetModule(L.LightningModule):
         experiment = getattr(logger, "experiment", None) if logger is not None else None
         if experiment is None or not hasattr(experiment, "add_image") or self.global_rank != 0:
             return
-        from cinet.engine.callbacks import visual_grid
-
         grid = visual_grid(
             batch["image"][: self.num_vis].detach().cpu(),
             batch["depth"][: self.num_vis].detach().cpu(),
@@ -465,24 +466,20 @@ class CINetModule(L.LightningModule):
             batch["labels"][: self.num_vis].detach().cpu(),
             pred_labels[: self.num_vis].detach().cpu(),
             palette=self.palette,
-            mean=self.mean,
-            std=self.std,
+            spec=self.input_spec,
         )
         experiment.add_image(f"val/stage{self.stage}", grid, self.global_step, dataformats="HWC")
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        payload = cinet_payload(
-            dict(getattr(self.model, "build_kwargs", {})),
-            self.payload.get("dataset"),
-            self.payload.get("config"),
-            self.payload.get("git"),
-            self.payload.get("train_size"),
+        payload = dataclasses.replace(
+            self.payload,
+            model=dict(getattr(self.model, "build_kwargs", {})),
+            stage=self.stage,
+            nonfinite_skipped=self.nonfinite_total,
         )
-        payload["stage"] = self.stage
-        payload["nonfinite_skipped"] = self.nonfinite_total
-        checkpoint["cinet"] = payload
+        payload.put(checkpoint)
         np_state = np.random.get_state()
         checkpoint["rng"] = {
             "torch": torch.random.get_rng_state(),
@@ -502,7 +499,7 @@ class CINetModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the count of skipped updates continues (a resumed run reports the whole stage's count)
-        self.nonfinite_total = int((checkpoint.get("cinet") or {}).get("nonfinite_skipped", 0) or 0)
+        self.nonfinite_total = CheckpointPayload.of(checkpoint, strict=False).nonfinite_skipped
         rng = checkpoint.get("rng")
         if not rng:
             return

@@ -64,7 +64,7 @@ def attention_map(predictor: Predictor, image: ImageLike, x: float, y: float) ->
         InputError: The model has no SUM (variants ``baseline``, ``fsm``, ``lsu``) or is an ONNX file.
     """
     predictor.require_output_features("attention")
-    if predictor.is_torch and getattr(predictor.model, "sum", True) is None:
+    if not predictor.has_attention:
         raise InputError(
             f"{predictor.source}: variant {_variant(predictor)!r} has no SUM, so no attention map "
             "(use sum, sum_fsm or cinet)"

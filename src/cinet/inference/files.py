@@ -21,6 +21,7 @@ from cinet.errors import InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.pointcloud import Intrinsics
 from cinet.inference.predictor import Prediction
+from cinet.utils import colors
 
 DEPTH_PNG_NOTE = "millimetre (uint16); 0 = invalid; 65535 = 65.535 m or more"
 ATTENTION_NOTE = "Fig. 7: SUM attention row, min-max scaled"
@@ -43,7 +44,7 @@ class FileOptions:
         intrinsics: ``(fx, fy, cx, cy)`` at the image size; None = the dataset's, scaled to the image.
     """
 
-    cmap: str = visualize.DEFAULT_DEPTH_CMAP
+    cmap: str = colors.DEFAULT_DEPTH_CMAP
     depth_range: tuple[float, float] | None = None
     alpha: float = 0.5
     attention_points: Sequence[tuple[float, float]] = ()
@@ -132,8 +133,8 @@ def prediction_files(
             raise InputError(f"{source}: --attention pixel ({x:g}, {y:g}) is outside the {w}x{h} image")
 
     vmin, vmax = options.depth_range if options.depth_range else (None, None)
-    depth_rgb, (lo, hi) = visualize.colorize_depth(pred.depth, vmin, vmax, options.cmap)
-    seg_rgb = visualize.colorize_labels(pred.labels, info.palette, info.void_color)
+    depth_rgb, (lo, hi) = colors.colorize_depth(pred.depth, vmin, vmax, options.cmap)
+    seg_rgb = colors.colorize_labels(pred.labels, info.palette, info.void_color)
     key = visualize.legend(
         visualize.present_classes(pred.labels, info.num_classes),
         info.class_names,

@@ -29,6 +29,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import nn
 
+from cinet.checkpoint import CheckpointPayload
 from cinet.errors import CheckpointError, CinetError, InputError
 
 __all__ = ["CINetPretrained", "load_pretrained", "model_card_text", "push_to_hub", "save_pretrained"]
@@ -78,23 +79,21 @@ class CINetPretrained(
             self.net = build_model(**kwargs)
         except Exception as exc:
             raise CheckpointError(f"config.json: cannot build the model it describes ({exc})") from exc
-        from cinet.checkpoint import input_normalization
-
-        stored = input_normalization({"dataset": dataset})
+        #: The checkpoint payload these weights came with (typed; ``config.json`` holds its fields).
+        self.payload = CheckpointPayload(
+            model=dict(model),
+            dataset=dict(dataset),
+            config=dict(training or {}),
+            git=git,
+            train_size=train_size,
+        )
+        self.metrics = metrics
+        self.source_sha256 = source_sha256
+        stored = self.payload.normalization
         if stored is not None:  # what it was trained with, as load_model does for a checkpoint
             self.net.input_mean, self.net.input_std = stored
             self.net.normalization_from_checkpoint = True
         self.net.eval()
-        self.payload: dict[str, Any] = {
-            "format": 1,
-            "model": dict(model),
-            "dataset": dict(dataset),
-            "train_size": list(train_size) if train_size is not None else None,
-            "config": dict(training or {}),
-            "git": git,
-            "metrics": metrics,
-            "source_sha256": source_sha256,
-        }
 
     def forward(self, images: torch.Tensor) -> Any:
         """The network's output (:class:`cinet.models.outputs.CINetOutput`) for ``images`` ``[B,3,H,W]``."""
@@ -139,7 +138,10 @@ class CINetPretrained(
             raise CheckpointError(
                 f"{weights}: cannot read safetensors ({type(exc).__name__}: {exc})"
             ) from None
-        ckpt = {"state_dict": {STATE_PREFIX + k: v for k, v in state.items()}, "cinet": instance.payload}
+        ckpt = {
+            "state_dict": {STATE_PREFIX + k: v for k, v in state.items()},
+            "cinet": instance.payload.to_dict(),
+        }
         check_fits(instance.net, ckpt, weights)  # one line: what differs (variant, classes, encoder)
         instance.net.load_state_dict(state, strict=True)
         instance.net.eval()
@@ -149,7 +151,8 @@ class CINetPretrained(
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The ``README.md`` of the folder: :func:`model_card_text` under the hub's metadata header."""
         data = ModelCardData(library_name="cinet", tags=list(CARD_TAGS), pipeline_tag="depth-estimation")
-        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + model_card_text(self.payload, **kwargs))
+        text = model_card_text(self.payload, metrics=self.metrics, source_sha256=self.source_sha256)
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + text)
 
 
 def _hub_download(
@@ -256,10 +259,12 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_card_text(payload: dict[str, Any], **_: Any) -> str:
-    """The model card's Markdown (after the metadata header) for a :class:`CINetPretrained` payload."""
-    model, dataset = payload.get("model") or {}, payload.get("dataset") or {}
-    metrics = payload.get("metrics")
+def model_card_text(
+    payload: CheckpointPayload, *, metrics: dict[str, Any] | None = None, source_sha256: str | None = None
+) -> str:
+    """The model card's Markdown (after the metadata header) for a :class:`CINetPretrained`'s payload, with
+    the ``metrics.json`` of its weights and the SHA-256 of the checkpoint they come from."""
+    model, dataset = payload.model, payload.dataset
     title = f"CI-Net ({model.get('variant', '?')}, {model.get('encoder', '?')}) — {dataset.get('name', '?')}"
     lines = [
         f"# {title}",
@@ -300,11 +305,11 @@ def model_card_text(payload: dict[str, Any], **_: Any) -> str:
         "",
         "## Training",
         "",
-        f"- code revision: `{payload.get('git') or 'unknown'}`",
-        f"- training image size (H, W): {payload.get('train_size') or 'unknown'}",
-        f"- checkpoint SHA-256: `{payload.get('source_sha256') or 'unknown'}`",
+        f"- code revision: `{payload.git or 'unknown'}`",
+        f"- training image size (H, W): {list(payload.train_size) if payload.train_size else 'unknown'}",
+        f"- checkpoint SHA-256: `{source_sha256 or 'unknown'}`",
     ]
-    training = payload.get("config") or {}
+    training = payload.config
     if training:
         import yaml
 
@@ -324,14 +329,14 @@ def _from_checkpoint(checkpoint: str | Path, metrics: dict[str, Any] | None) -> 
     from cinet.utils.io import file_sha256
 
     net, payload = load_model(checkpoint)
-    if not payload.get("dataset"):
+    if not payload.dataset:
         raise CheckpointError(f"{checkpoint}: checkpoint has no dataset info (classes, palette, mean/std)")
     hub = CINetPretrained(
-        model=json.loads(json.dumps(payload["model"])),  # tuples -> lists, as config.json holds them
-        dataset=json.loads(json.dumps(payload["dataset"])),
-        train_size=payload.get("train_size"),
-        training=payload.get("config") or None,
-        git=payload.get("git"),
+        model=json.loads(json.dumps(payload.model)),  # tuples -> lists, as config.json holds them
+        dataset=json.loads(json.dumps(payload.dataset)),
+        train_size=list(payload.train_size) if payload.train_size else None,
+        training=payload.config or None,
+        git=payload.git,
         metrics=metrics,
         source_sha256=file_sha256(checkpoint),
     )

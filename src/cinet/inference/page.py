@@ -21,7 +21,8 @@ from cinet.errors import InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.files import FileOptions, prediction_files
 from cinet.inference.predictor import Prediction, Predictor
-from cinet.inference.preprocess import Geometry, training_side
+from cinet.preprocess import Geometry, training_side
+from cinet.utils import colors
 
 VIEWER_COLOURINGS = ("image", "class")
 DEFAULT_VIEWER_POINTS = 150_000
@@ -75,7 +76,7 @@ def network_line(geometry: Geometry, train_size: tuple[int, int] | None, max_sid
     """One line saying at which size the network saw an image and why (sizes WxH, as the page shows them).
 
     Args:
-        geometry: The image's :class:`cinet.inference.preprocess.Geometry`.
+        geometry: The image's :class:`cinet.preprocess.Geometry`.
         train_size: ``(H, W)`` the checkpoint was trained at, or None.
         max_side: The predictor's cap on the longer side, or None.
     """
@@ -90,11 +91,6 @@ def network_line(geometry: Geometry, train_size: tuple[int, int] | None, max_sid
         why.append(f"--max-side {max_side}")
     reason = f" to {' and '.join(why)}" if why else ""
     return f"{line} (scaled from {w}×{h}{reason}; results at {w}×{h})"
-
-
-def has_attention(predictor: Predictor) -> bool:
-    """Whether the predictor's model has a SUM whose attention (Fig. 7) can be shown (PyTorch models only)."""
-    return predictor.is_torch and getattr(predictor.model, "sum", None) is not None
 
 
 def keep_attention_only(pred: Prediction) -> Prediction:
@@ -148,7 +144,7 @@ def viewer_cloud(
     stride = max(1, math.floor(math.sqrt(int(valid.sum()) / max_points)))
     while int(valid[::stride, ::stride].sum()) > max_points:
         stride += 1
-    rgb = pred.image if colouring == "image" else visualize.colorize_labels(pred.labels, palette)
+    rgb = pred.image if colouring == "image" else colors.colorize_labels(pred.labels, palette)
     cloud = pointcloud.point_cloud(pred.depth, rgb, pred.labels, intrinsics, stride=stride)
     cloud["y"] = -cloud["y"]
     cloud["z"] = -cloud["z"]
@@ -187,7 +183,7 @@ def predict_page(
     name = name or path.name
     stem = Path(name).stem or "image"
     try:
-        pred = predictor.predict(path, return_output=has_attention(predictor))
+        pred = predictor.predict(path, return_output=predictor.has_attention)
     except InputError as exc:
         raise InputError(str(exc).replace(str(path), name)) from exc
     h, w = pred.depth.shape

@@ -1,13 +1,13 @@
 """Run CI-Net on arbitrary images: :class:`Predictor` and its result, :class:`Prediction`.
 
-An image of any size and mode is turned into an RGB array, normalised with the checkpoint's
-:class:`~cinet.data.DatasetInfo` mean/std, fitted to the network by the one preprocessing shared with
-``cinet eval`` (:mod:`cinet.inference.preprocess`: optional resize, padding to a multiple of 8) and run under
+An image of any size and mode is turned into an RGB array, normalised and fitted to the network by the one
+input policy shared with ``cinet eval`` (:mod:`cinet.preprocess`: the model's :class:`~cinet.preprocess.InputSpec`
+mean/std, optional resize, padding to a multiple of 8) and run under
 ``torch.inference_mode``. The depth map and the class logits are cropped back to the content and resized to
 the original image size, so a :class:`Prediction` is always at the input's resolution.
 
 Training resolution: when the checkpoint records the image size it was trained at and an image's longer side
-is far from it (more than :data:`~cinet.inference.preprocess.FAR_FACTOR` times larger or smaller), the image
+is far from it (more than :data:`~cinet.preprocess.FAR_FACTOR` times larger or smaller), the image
 is scaled to the training image's longer side by default and one warning line says so; ``keep_size=True``
 keeps the image's own size (and warns instead). An explicit ``input_size`` replaces this rule; ``max_side`` only
 caps the size it chose (a memory / speed limit).
@@ -30,19 +30,13 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import torch
 
+from cinet.checkpoint import CheckpointPayload
 from cinet.checks.memory import check_image_fits, measure_bytes_per_pixel, output_bytes
 from cinet.data.info import DatasetInfo
-from cinet.errors import InputError
-from cinet.inference.preprocess import (
-    FIT_MODES,
-    Geometry,
-    plan_geometry,
-    to_network,
-    training_side,
-    training_size_of,
-)
+from cinet.errors import CheckpointError, InputError
 from cinet.models.cinet import require_joint
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
+from cinet.preprocess import FIT_MODES, Geometry, InputSpec, to_network, training_side
 from cinet.utils.device import resolve_device
 
 if TYPE_CHECKING:
@@ -158,15 +152,24 @@ def _slice_output(out: CINetOutput, i: int) -> CINetOutput:
     )
 
 
-def _payload_options(payload: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _payload_options(payload: CheckpointPayload, kwargs: dict[str, Any]) -> dict[str, Any]:
     """:class:`Predictor` options from a checkpoint's (or model folder's) payload, under the caller's ``kwargs``:
     its build arguments, the training size, and its evaluation size (``data.eval_size``, as ``cinet eval``
     uses it) unless a ``max_side`` is given."""
-    options = {"model_kwargs": payload.get("model"), "train_size": training_size_of(payload), **kwargs}
-    eval_size = ((payload.get("config") or {}).get("data") or {}).get("eval_size")
-    if eval_size and options.get("max_side") is None:
-        options.setdefault("input_size", tuple(eval_size))
+    options = {"model_kwargs": payload.model, "train_size": payload.train_size, **kwargs}
+    if payload.eval_size and options.get("max_side") is None:
+        options.setdefault("input_size", payload.eval_size)
     return options
+
+
+def _dataset_info(payload: CheckpointPayload, source: str, where: str) -> DatasetInfo:
+    """The payload's :class:`DatasetInfo`; CheckpointError naming ``source`` when missing or bad."""
+    if not payload.dataset:
+        raise CheckpointError(f"{source}: {where} has no dataset info (classes, palette, mean/std)")
+    try:
+        return payload.dataset_info()
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: bad dataset info in {where} ({exc})") from exc
 
 
 class Predictor:
@@ -227,8 +230,6 @@ class Predictor:
         self.mode = mode
         self.pad_multiple = pad_multiple
         self.max_side = max_side
-        self.input_size = tuple(input_size) if input_size is not None else None
-        self.train_size = tuple(int(v) for v in train_size) if train_size is not None else None
         self.keep_size = keep_size
         self._said: set[tuple[Any, ...]] = set()  # resolution notes already logged (once per image size)
         self.source = source or "<model>"
@@ -241,19 +242,27 @@ class Predictor:
                 set_attention_impl(model, attention_impl)
         self.model = model
         self._bytes_per_pixel: float | None = None  # forward memory per network-input pixel, measured once
-        from cinet.checkpoint import unit_scale  # the one rule (0..255-scale values divided by 255)
-
-        mean, std = unit_scale(self.info.mean, self.info.std)
+        spec = InputSpec(self.info.mean, self.info.std, train_size=train_size, eval_size=input_size)
         # a model loaded from a checkpoint (load_model, from_pretrained) knows what it was trained with: that
         # wins over ``info`` (e.g. ``dataset_info(...)``'s ImageNet default); a fresh model follows ``info``
         if getattr(model, "normalization_from_checkpoint", False):
             stored = (tuple(model.input_mean), tuple(model.input_std))
-            if stored != (mean, std):
+            if stored != (spec.mean, spec.std):
                 logger.info("%s: normalising with the checkpoint's mean/std %s / %s", self.source, *stored)
-            mean, std = stored
-        self.info = dataclasses.replace(self.info, mean=mean, std=std)
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
+            spec = dataclasses.replace(spec, mean=stored[0], std=stored[1])
+        #: The input policy of this model (:mod:`cinet.preprocess`): mean/std, training size, fixed input size.
+        self.input_spec = spec
+        self.info = dataclasses.replace(self.info, mean=spec.mean, std=spec.std)
+
+    @property
+    def train_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` the model was trained at (:attr:`input_spec`), or None."""
+        return self.input_spec.train_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The fixed network input ``(H, W)`` (:attr:`input_spec`'s ``eval_size``), or None."""
+        return self.input_spec.eval_size
 
     # ------------------------------------------------------------------ constructors
 
@@ -272,17 +281,10 @@ class Predictor:
             CheckpointError: One line naming the file (missing, truncated, weights that do not fit).
         """
         from cinet.checkpoint import load_model
-        from cinet.errors import CheckpointError
 
         dev = resolve_device(device)
         model, payload = load_model(path, dev)
-        dataset = payload.get("dataset") or {}
-        if not dataset:
-            raise CheckpointError(f"{path}: checkpoint has no dataset info (classes, palette, mean/std)")
-        try:
-            info = DatasetInfo.from_dict(dataset)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: bad dataset info in checkpoint ({exc})") from exc
+        info = _dataset_info(payload, str(path), "checkpoint")
         return cls(model, info, device=dev, source=str(path), **_payload_options(payload, kwargs))
 
     @classmethod
@@ -316,7 +318,6 @@ class Predictor:
             CheckpointError: One line naming the folder or id (missing files, not cached offline, weights that
                 do not fit the model described).
         """
-        from cinet.errors import CheckpointError
         from cinet.inference.hub import load_pretrained
 
         dev = resolve_device(device)
@@ -327,10 +328,7 @@ class Predictor:
             local_files_only=local_files_only,
             token=token,
         )
-        try:
-            info = DatasetInfo.from_dict(hub.payload["dataset"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{name_or_path}: bad dataset info in config.json ({exc})") from exc
+        info = _dataset_info(hub.payload, str(name_or_path), "config.json")
         model = hub.net.to(dev).eval()
         return cls(model, info, device=dev, source=str(name_or_path), **_payload_options(hub.payload, kwargs))
 
@@ -368,17 +366,15 @@ class Predictor:
     # ------------------------------------------------------------------ preprocessing
 
     def geometry(self, height: int, width: int) -> Geometry:
-        """How an image of ``height`` x ``width`` is fitted to the network (:mod:`cinet.inference.preprocess`).
+        """How an image of ``height`` x ``width`` is fitted to the network (:meth:`InputSpec.plan`).
 
         Logs one warning per image size when the training-resolution rule scales the image (or would have,
         with ``keep_size``).
         """
-        geometry = plan_geometry(
+        geometry = self.input_spec.plan(
             height,
             width,
-            input_size=self.input_size,
             max_side=self.max_side,
-            train_size=self.train_size,
             keep_size=self.keep_size,
             multiple=self.pad_multiple,
             mode=self.mode,
@@ -436,8 +432,7 @@ class Predictor:
 
     def _network_input(self, rgb: np.ndarray, geometry: Geometry) -> torch.Tensor:
         """``rgb`` HxWx3 uint8 -> the normalised network input [3,Hp,Wp] float32 on the device."""
-        x = torch.tensor(rgb, device=self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0  # [1,3,H,W]
-        x = (x - self._mean) / self._std
+        x = self.input_spec.normalize_uint8(torch.tensor(rgb, device=self.device))  # [1,3,H,W]
         return to_network(x, geometry)[0]
 
     # ------------------------------------------------------------------ inference
@@ -624,6 +619,17 @@ class Predictor:
         )
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the model has a SUM whose attention (Fig. 7) can be read (PyTorch models only)."""
+        return self.is_torch and self.model.sum is not None
+
+    @property
+    def has_sharing(self) -> bool:
+        """Whether the model has feature-sharing modules (FSM / LSU) whose features (Eq. 14, Fig. 8) can be read
+        (PyTorch models only)."""
+        return self.is_torch and self.model.share is not None
 
     def require_output_features(self, what: str) -> None:
         """Raise InputError when the model cannot give ``what`` (``attention`` / ``features``)."""

@@ -30,11 +30,14 @@ import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cinet.errors import CinetError, InputError
+
+if TYPE_CHECKING:
+    from cinet.preprocess import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -284,25 +287,6 @@ def _minmax() -> Any:
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def fit_input(
-    image: Any, size: tuple[int, int] | None, train_size: tuple[int, int] | None = None
-) -> tuple[Any, Any]:
-    """A normalised batch ``[B,3,H,W]`` (torch) fitted to the network as ``cinet eval`` and ``predict`` fit it.
-
-    The one preprocessing policy of :mod:`cinet.inference.preprocess`: resized to ``size`` when given (a
-    fixed-size ONNX file, ``data.eval_size``), else scaled to ``train_size`` when far from it, then padded to a
-    multiple of the output stride.
-
-    Returns:
-        ``(network input [B,3,Hp,Wp], geometry)``; ``geometry.restore`` maps outputs back to ``H x W``.
-    """
-    from cinet.inference.preprocess import plan_geometry, to_network
-
-    h, w = (int(v) for v in image.shape[-2:])
-    geometry = plan_geometry(h, w, input_size=size, train_size=train_size)
-    return to_network(image, geometry), geometry
-
-
 def spread_indices(length: int, count: int) -> list[int]:
     """``count`` indices spread evenly over ``range(length)`` (all of them when ``count >= length``)."""
     if count >= length:
@@ -314,10 +298,12 @@ def dataset_inputs(
     dataset: Any, count: int, size: tuple[int, int] | None, train_size: tuple[int, int] | None = None
 ) -> Iterator[np.ndarray]:
     """Network inputs ``[1,3,Hp,Wp]`` float32 of ``count`` samples spread over ``dataset`` (eval transform),
-    fitted by :func:`fit_input`."""
+    fitted as ``cinet eval`` fits them (:func:`cinet.preprocess.fit`)."""
+    from cinet.preprocess import fit
+
     for i in spread_indices(len(dataset), count):
         image = dataset[i]["image"].unsqueeze(0).float()
-        yield fit_input(image, size, train_size)[0].numpy()
+        yield fit(image, input_size=size, train_size=train_size)[0].numpy()
 
 
 def folder_inputs(
@@ -326,16 +312,17 @@ def folder_inputs(
     """The images of a folder (sorted, ``count`` spread over them) as network inputs.
 
     Args:
-        folder: A folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``, ``.webp``).
+        folder: A folder of images (:data:`cinet.inference.IMAGE_EXTENSIONS`, as ``cinet predict`` reads folders).
         count: How many to use.
         prepare: ``path -> normalised [3,H,W]`` tensor, e.g. :meth:`cinet.Predictor.prepare` (its ``[1]``).
 
     Raises:
         InputError: The folder has no image.
     """
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    from cinet.inference import IMAGE_EXTENSIONS
+
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise InputError(f"{folder}: no images (.png/.jpg/...) to calibrate with")
     chosen = [files[i] for i in spread_indices(len(files), count)]
@@ -370,8 +357,8 @@ def compare_accuracy(
         protocol: The :class:`~cinet.metrics.EvalProtocol` (crop, depth range, reduction, ignore label).
         input_size: Fixed network input size (a fixed-size ONNX file, or ``data.eval_size``).
         train_size: ``(H, W)`` the model was trained at (the checkpoint's). Inputs are fitted and outputs
-            restored to the ground truth by :func:`fit_input`, exactly as ``cinet eval`` does, so the float32
-            row equals ``cinet eval`` of the same checkpoint.
+            restored to the ground truth by :func:`cinet.preprocess.fit`, exactly as ``cinet eval`` does, so
+            the float32 row equals ``cinet eval`` of the same checkpoint.
 
     Returns:
         ``name -> metrics`` (δ1-3, rms, rms log, abs rel, sq rel, pixel_acc, miou as fractions, num_images).
@@ -379,6 +366,7 @@ def compare_accuracy(
     import torch
 
     from cinet.metrics import DepthMetrics, SegMetrics
+    from cinet.preprocess import fit
 
     depth_m = {n: DepthMetrics(reduction=protocol.reduction, **protocol.depth_kwargs()) for n in runners}
     seg_m = {n: SegMetrics(num_classes, ignore_index=protocol.ignore_index) for n in runners}
@@ -387,7 +375,7 @@ def compare_accuracy(
         image = sample["image"].unsqueeze(0).float()
         gt_depth = sample["depth"].reshape(1, 1, *sample["depth"].shape[-2:]).float()
         labels = sample["labels"].reshape(1, *sample["labels"].shape[-2:]).long()
-        x, geometry = fit_input(image, input_size, train_size)
+        x, geometry = fit(image, input_size=input_size, train_size=train_size)
         for name, run in runners.items():
             with torch.inference_mode():
                 depth, logits = run(x)
@@ -484,47 +472,6 @@ def int8_paths(onnx_path: str | Path) -> tuple[Path, Path]:
     return p.with_name(stem + ".int8.onnx"), p.with_name(stem + ".int8.accuracy.json")
 
 
-def checkpoint_config(
-    payload: dict[str, Any], checkpoint: str | Path, config: str | Path | None = None
-) -> Any:
-    """The run config stored in a checkpoint (``config`` YAML applied over it): names the dataset.
-
-    Raises:
-        InputError: The checkpoint stores no config and none is given.
-        ConfigError: A bad config file or key.
-    """
-    from cinet.config import load_config
-
-    stored = payload.get("config") or None
-    if stored is None and config is None:
-        raise InputError(
-            f"{checkpoint}: no stored run config naming its dataset; give --config with a 'data:' section "
-            "(calibration and held-out images come from it)"
-        )
-    return load_config(config, [], base=stored)
-
-
-def calibration_plan(cfg: Any, calibration: str | None, eval_split: str | None) -> tuple[str, bool, str]:
-    """``(calibration source, is a folder, held-out split)`` with the defaults of ``cfg`` filled in.
-
-    Raises:
-        InputError: The calibration source is neither a folder nor a split, or is the held-out split.
-    """
-    eval_split = eval_split or cfg.data.test_split
-    calib = calibration or cfg.data.train_split
-    is_folder = Path(calib).is_dir()
-    if not is_folder and calib not in ("train", "val", "test"):
-        raise InputError(
-            f"--calibration-images: {calib!r} is neither a folder nor a split (train, val, test)"
-        )
-    if not is_folder and calib == eval_split:
-        raise InputError(
-            f"--calibration-images: split {calib!r} is also the held-out evaluation split; "
-            "calibrate on another split or a folder"
-        )
-    return calib, is_folder, eval_split
-
-
 def shared_images(a: Any, b: Any) -> int:
     """How many image files two datasets share (0 when a dataset does not list its files).
 
@@ -543,49 +490,51 @@ def export_int8(
     fp32_path: str | Path,
     int8_path: str | Path,
     *,
-    cfg: Any,
-    model_kwargs: dict[str, Any],
-    normalization: tuple[Sequence[float], Sequence[float]],
-    train_size: tuple[int, int] | None = None,
-    calibration: str | None = None,
+    num_classes: int,
+    spec: InputSpec,
+    calibration: Any,
+    held_out: Any,
+    protocol: Any,
+    calibration_name: str,
+    held_out_name: str,
     num_calib: int = 16,
-    eval_split: str | None = None,
     num_eval: int = 50,
     keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT,
     max_delta1_drop: float = DEFAULT_MAX_DELTA1_DROP,
     max_miou_drop: float = DEFAULT_MAX_MIOU_DROP,
-) -> tuple[dict[str, Any], Any]:
-    """Quantize ``fp32_path`` to ``int8_path`` and measure both on held-out images of the dataset of ``cfg``.
+) -> dict[str, Any]:
+    """Quantize ``fp32_path`` to ``int8_path`` and measure both on held-out images.
+
+    The data come from the caller (``cinet export`` builds them through the build layer, normalised with
+    ``spec``'s mean/std, the checkpoint's): inputs are fitted to the network by the policy of ``cinet eval``
+    (:func:`cinet.preprocess.fit`: a fixed-size file's size, else ``spec.eval_size``, else the training-size
+    rule of ``spec.train_size``).
 
     Args:
         fp32_path: The float32 export.
         int8_path: Where the INT8 file is written (the caller moves it into place once accepted).
-        cfg: The run config (:func:`checkpoint_config`): dataset, splits and evaluation protocol.
-        model_kwargs: build_model arguments of the exported model (its class count is checked).
-        normalization: ``(mean, std)`` the model was trained with (:func:`cinet.checkpoint.input_normalization`):
-            calibration and held-out images are normalised with it, as ``cinet eval`` and ``predict`` do.
-        train_size: ``(H, W)`` the model was trained at (:func:`cinet.inference.preprocess.training_size_of`):
-            images are fitted to the network by the policy of ``cinet eval`` (:func:`fit_input`).
-        calibration: A folder of images, or a split of the dataset (default: ``data.train_split``).
-        num_calib: Calibration images (spread evenly over the folder / split).
-        eval_split: Held-out split with ground truth (default: ``data.test_split``); must differ from a
-            calibration split.
-        num_eval: Held-out images (spread evenly over the split).
+        num_classes: Segmentation classes of the exported model (checked against ``held_out``'s).
+        spec: The model's :class:`cinet.preprocess.InputSpec` (from its checkpoint).
+        calibration: A folder of images (:class:`~pathlib.Path`; read as ``cinet predict --onnx`` reads them),
+            or a dataset (eval transform, normalised with ``spec``).
+        held_out: A dataset with ground truth, never the calibration images (normalised with ``spec``).
+        protocol: The :class:`~cinet.metrics.EvalProtocol` of ``held_out``.
+        calibration_name: What the report calls the calibration data (``synthetic/train``, a folder).
+        held_out_name: What the report calls the held-out split (``synthetic/test``).
+        num_calib: Calibration images (spread evenly over the folder / dataset).
+        num_eval: Held-out images (spread evenly over the dataset).
         keep_float: :data:`FLOAT_GROUPS` kept in float32.
         max_delta1_drop: See :func:`accuracy_report`.
         max_miou_drop: See :func:`accuracy_report` (points).
 
     Returns:
-        ``(report, protocol)``: the :func:`accuracy_report` dict plus ``quantization``, ``calibration`` and
-        ``evaluation`` entries, and the :class:`~cinet.metrics.EvalProtocol` used.
+        The :func:`accuracy_report` dict plus ``quantization``, ``calibration``, ``evaluation`` and ``protocol``
+        entries.
 
     Raises:
-        InputError: Bad calibration source or counts, the same split for calibration and evaluation.
+        InputError: Bad counts, a folder without images.
         CheckpointError: The model's class count differs from the dataset's.
-        ConfigError / DataError: The dataset cannot be built.
     """
-    from cinet.build.builders import build_protocol
-    from cinet.engine.datamodule import build_dataset
     from cinet.errors import CheckpointError
     from cinet.inference.export import OnnxRunner
 
@@ -593,60 +542,53 @@ def export_int8(
         raise InputError(f"--num-calib: need at least 1 calibration image, got {num_calib}")
     if num_eval < 1:
         raise InputError(f"--num-eval: need at least 1 held-out image, got {num_eval}")
-    calib, is_folder, eval_split = calibration_plan(cfg, calibration, eval_split)
     fp32 = OnnxRunner(fp32_path)
-    mean, std = (tuple(float(v) for v in x) for x in normalization)
-    eval_size = tuple(cfg.data.eval_size) if cfg.data.eval_size else None
-    input_size = fp32.fixed_size or eval_size  # as cinet eval: data.eval_size, else the training-size rule
-    eval_ds = build_dataset(cfg.data, eval_split, train=False, mean=mean, std=std)
-    info = eval_ds.info
-    classes = int(model_kwargs.get("num_classes", info.num_classes))
-    if classes != info.num_classes:
+    input_size = (
+        fp32.fixed_size or spec.eval_size
+    )  # as cinet eval: data.eval_size, else the training-size rule
+    info = held_out.info
+    if num_classes != info.num_classes:
         raise CheckpointError(
-            f"{fp32_path}: model has {classes} classes, dataset {cfg.data.name!r} has {info.num_classes}"
+            f"{fp32_path}: model has {num_classes} classes, dataset {info.name!r} has {info.num_classes}"
         )
-    if is_folder:
+    if isinstance(calibration, str | Path):
         from cinet.inference.predictor import Predictor
 
         predictor = Predictor.from_onnx(fp32_path)
-        files, inputs = folder_inputs(calib, num_calib, lambda p: predictor.prepare(p)[1])
-        source = f"folder {calib} ({len(files)} images)"
+        files, inputs = folder_inputs(calibration, num_calib, lambda p: predictor.prepare(p)[1])
+        source = f"folder {calibration} ({len(files)} images)"
     else:
-        calib_ds = build_dataset(cfg.data, calib, train=False, mean=mean, std=std)
-        inputs = dataset_inputs(calib_ds, num_calib, input_size, train_size)
-        source = f"{cfg.data.name}/{calib} ({min(num_calib, len(calib_ds))} of {len(calib_ds)} images)"
-        shared = shared_images(calib_ds, eval_ds)
+        inputs = dataset_inputs(calibration, num_calib, input_size, spec.train_size)
+        source = f"{calibration_name} ({min(num_calib, len(calibration))} of {len(calibration)} images)"
+        shared = shared_images(calibration, held_out)
         if shared:  # e.g. a folder dataset without split lists: every split is every image
-            source += f"; {shared} of them also in the held-out split {eval_split!r}"
-            logging.getLogger(__name__).warning(
-                "%s/%s and %s/%s share %d images (no split lists?): the INT8 accuracy is checked on images it "
+            source += f"; {shared} of them also in the held-out split {held_out_name.rsplit('/', 1)[-1]!r}"
+            logger.warning(
+                "%s and %s share %d images (no split lists?): the INT8 accuracy is checked on images it "
                 "was calibrated on; give --calibration-images DIR (other photos) or write train.txt / test.txt",
-                cfg.data.name,
-                calib,
-                cfg.data.name,
-                eval_split,
+                calibration_name,
+                held_out_name,
                 shared,
             )
     quant = quantize_int8(fp32_path, int8_path, inputs, keep_float=keep_float, calibration_source=source)
     int8 = OnnxRunner(int8_path)
-    protocol = build_protocol(cfg, info)
-    indices = spread_indices(len(eval_ds), num_eval)
+    indices = spread_indices(len(held_out), num_eval)
     metrics = compare_accuracy(
         {"fp32": fp32, "int8": int8},
-        (eval_ds[i] for i in indices),
+        (held_out[i] for i in indices),
         num_classes=info.num_classes,
         protocol=protocol,
         input_size=input_size,
-        train_size=train_size,
+        train_size=spec.train_size,
     )
     report = accuracy_report(
         metrics["fp32"], metrics["int8"], max_delta1_drop=max_delta1_drop, max_miou_drop=max_miou_drop
     )
     report["quantization"] = quant
     report["calibration"] = source
-    report["evaluation"] = {"split": f"{cfg.data.name}/{eval_split}", "images": len(indices)}
+    report["evaluation"] = {"split": held_out_name, "images": len(indices)}
     report["protocol"] = protocol.to_dict()
-    return report, protocol
+    return report
 
 
 def report_json(report: dict[str, Any]) -> dict[str, Any]:

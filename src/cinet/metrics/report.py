@@ -98,7 +98,7 @@ class EvalProtocol:
         num_classes: Number of classes evaluated (e.g. 13 or 40 on NYUv2).
         split: The split evaluated (e.g. ``test``, 654 images on NYUv2).
         input_size: ``(H, W)`` of the network input (``data.eval_size``), or ``None``: the image's own size
-            (scaled to the training size when far from it, :mod:`cinet.inference.preprocess`).
+            (scaled to the training size when far from it, :mod:`cinet.preprocess`).
         seeds: The training seeds behind the number (one per run averaged).
         checkpoint_sha256: SHA-256 of the checkpoint file evaluated (``None``: several, or not from a file).
     """

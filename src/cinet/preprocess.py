@@ -1,11 +1,16 @@
-"""One preprocessing for evaluation and prediction: how an image is fitted to the network, and back.
+"""The one input policy: how an image is normalised, fitted to the network, and how outputs come back.
 
-``cinet eval`` (:meth:`cinet.engine.module.CINetModule.predict_batch`), ``cinet predict`` and the Python
-:class:`~cinet.inference.predictor.Predictor` (PyTorch and ONNX) all call :func:`plan_geometry`,
-:func:`to_network` and :meth:`Geometry.restore`, so the same checkpoint on the same image gives the same depth
-and labels through every path (``tests/test_preprocess.py``).
+A trained model's input is described by one :class:`InputSpec` (mean / std on the 0..1 scale, the size it was
+trained at, the evaluation's fixed input size), read from its checkpoint
+(:meth:`cinet.checkpoint.CheckpointPayload.input_spec`). Training visualisation (``engine/module.py``),
+``cinet eval`` (:meth:`cinet.engine.module.CINetModule.predict_batch`), ``cinet predict`` / ``serve`` and the
+Python :class:`~cinet.inference.predictor.Predictor` (PyTorch and ONNX), ``cinet export``'s INT8 calibration
+and accuracy check (:mod:`cinet.inference.quantize`) all normalise with :meth:`InputSpec.normalize` and fit with
+:func:`plan_geometry`, :func:`to_network` and :meth:`Geometry.restore`, so the same checkpoint on the same image
+gives the same depth and labels through every path (``tests/test_preprocess.py``). The arithmetic of the
+normalisation is the data layer's (:func:`cinet.data.base.normalize_image`, :func:`~cinet.data.base.denormalize`).
 
-The policy, in order:
+The fitting policy, in order:
 
 1. **Size the network sees** (``scaled``):
 
@@ -32,8 +37,8 @@ normalised before or after (``Predictor`` and the datasets normalise first).
 
 Why the training-resolution rule: a network sees objects at the scale it was trained on; the demo checkpoint
 (trained at 96x128) gives noise on a 480x640 photo at its own size and a sensible result at 96x128. A checkpoint
-records the size it was trained at (``checkpoint["cinet"]["train_size"]``); ``cinet predict`` says when the rule
-scaled an image (``--keep-size`` turns it off, with a warning). ``cinet eval`` applies the same rule, which
+records the size it was trained at (:attr:`cinet.checkpoint.CheckpointPayload.train_size`); ``cinet predict``
+says when the rule scaled an image (``--keep-size`` turns it off, with a warning). ``cinet eval`` applies the same rule, which
 changes nothing when the evaluated images have the training size (the usual case: ``data.image_size`` applies
 to every split).
 """
@@ -41,13 +46,14 @@ to every split).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from cinet.data.transforms import resize_map
+from cinet.data.base import denormalize, normalize_image
+from cinet.ops import resize_map
 
 #: Output stride of the encoder: network input sides are multiples of this.
 OUTPUT_STRIDE = 8
@@ -60,11 +66,97 @@ __all__ = [
     "FIT_MODES",
     "OUTPUT_STRIDE",
     "Geometry",
+    "InputSpec",
+    "fit",
     "plan_geometry",
     "to_network",
     "training_side",
-    "training_size_of",
+    "unit_scale",
 ]
+
+
+def unit_scale(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` as float tuples on the 0..1 scale: values given on the 0..255 scale (any mean above 1)
+    are divided by 255."""
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if max(mean) > 1.0:
+        mean, std = tuple(v / 255.0 for v in mean), tuple(v / 255.0 for v in std)
+    return mean, std
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a trained model expects of its input: one value per concept, read from its checkpoint.
+
+    Attributes:
+        mean: Per-channel mean (RGB, 0..1 scale) the model was trained with (its encoder's).
+        std: Per-channel standard deviation (RGB, 0..1 scale).
+        train_size: ``(H, W)`` of the training images, or None when unknown: images far from it are scaled to
+            its longer side (:func:`training_side`).
+        eval_size: ``(H, W)`` of evaluation's fixed network input (``data.eval_size``), or None.
+
+    Camera intrinsics travel with the dataset description (:class:`cinet.data.DatasetInfo`, scaled to each
+    image by :meth:`~cinet.data.DatasetInfo.intrinsics_for`), not here: they change no network input.
+
+    Raises:
+        ValueError: ``mean`` / ``std`` not of 3 values, a non-positive ``std`` or size.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: tuple[int, int] | None = None
+    eval_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        mean, std = unit_scale(self.mean, self.std)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
+        if min(std) <= 0:
+            raise ValueError(f"std must be positive, got {std}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        for name in ("train_size", "eval_size"):
+            size = getattr(self, name)
+            if size is not None:
+                size = (int(size[0]), int(size[1]))
+                if min(size) < 1:
+                    raise ValueError(f"{name} must be positive, got {size}")
+                object.__setattr__(self, name, size)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``[3,H,W]`` or ``[B,3,H,W]`` on the 0..1 scale -> the network's normalised input."""
+        return normalize_image(images, self.mean, self.std)
+
+    def normalize_uint8(self, rgb: torch.Tensor) -> torch.Tensor:
+        """``[..., H, W, 3]`` uint8 RGB (a decoded image) -> the normalised float32 input ``[1,3,H,W]``."""
+        return self.normalize(rgb.permute(2, 0, 1).unsqueeze(0).float() / 255.0)
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`normalize` (clamped to 0..1), for pictures of the input."""
+        return denormalize(images, self.mean, self.std)
+
+    def plan(
+        self,
+        height: int,
+        width: int,
+        *,
+        input_size: tuple[int, int] | None = None,
+        max_side: int | None = None,
+        keep_size: bool = False,
+        multiple: int = OUTPUT_STRIDE,
+        mode: str = "pad",
+    ) -> Geometry:
+        """:func:`plan_geometry` with this spec's training size (``input_size`` default: :attr:`eval_size`)."""
+        return plan_geometry(
+            height,
+            width,
+            input_size=input_size if input_size is not None else self.eval_size,
+            max_side=max_side,
+            train_size=self.train_size,
+            keep_size=keep_size,
+            multiple=multiple,
+            mode=mode,
+        )
 
 
 @dataclass(frozen=True)
@@ -201,7 +293,7 @@ def training_side(
     Args:
         height: Image height.
         width: Image width.
-        train_size: ``(H, W)`` of the training images (``checkpoint["cinet"]["train_size"]``), or None.
+        train_size: ``(H, W)`` of the training images (:attr:`cinet.checkpoint.CheckpointPayload.train_size`), or None.
         factor: An image is far from the training resolution when its longer side is more than ``factor``
             times larger or smaller than the training image's longer side.
 
@@ -216,21 +308,22 @@ def training_side(
     return None
 
 
-def training_size_of(payload: dict[str, Any]) -> tuple[int, int] | None:
-    """``(H, W)`` a checkpoint's model was trained at, from ``checkpoint["cinet"]``.
+def fit(
+    images: torch.Tensor,
+    *,
+    input_size: tuple[int, int] | None = None,
+    train_size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, Geometry]:
+    """A normalised batch ``[B,3,H,W]`` fitted to the network as ``cinet eval`` fits it (no ``max_side``).
 
-    ``train_size`` is written by ``cinet train`` since this field exists; for older checkpoints it is read from
-    the stored config (``data.image_size``, else the synthetic dataset's ``data.options.size``). None when
-    unknown.
+    Args:
+        images: Normalised images (the datasets' eval transform).
+        input_size: Fixed network input ``(H, W)`` (``data.eval_size``, a fixed-size ONNX file), or None.
+        train_size: ``(H, W)`` the model was trained at: images far from it are scaled to its longer side.
+
+    Returns:
+        ``(network input [B,3,Hp,Wp], geometry)``; ``geometry.restore`` maps outputs back to ``H x W``.
     """
-    size = payload.get("train_size")
-    if size is None:
-        data = (payload.get("config") or {}).get("data") or {}
-        size = data.get("image_size")
-        if size is None and data.get("name") == "synthetic":
-            size = (data.get("options") or {}).get("size", (240, 320))
-    if isinstance(size, int):
-        size = (size, size)
-    if not size or len(size) != 2:
-        return None
-    return int(size[0]), int(size[1])
+    h, w = (int(v) for v in images.shape[-2:])
+    geometry = plan_geometry(h, w, input_size=input_size, train_size=train_size)
+    return to_network(images, geometry), geometry
