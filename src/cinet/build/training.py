@@ -124,7 +124,9 @@ def train(
     train_size = check_training_data(preflight, validate=cfg.train.val_every > 0)  # a missing root first
     info = dataset_info_from_config(cfg.data)
     train_set = preflight.dataset("train")
-    check_feature_maps(cfg, info.num_classes, lambda: tuple(train_set[0]["image"].shape[-2:]))
+    check_feature_maps(
+        cfg, info.num_classes, builders.build_model, lambda: tuple(train_set[0]["image"].shape[-2:])
+    )
     builders.check_encoder_weights(cfg)  # a local / packaged file: read and checked key by key
     no_download = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None))
     evaluated = ["test", *(["val"] if cfg.train.val_every > 0 and cfg.data.val_split is not None else [])]

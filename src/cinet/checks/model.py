@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from cinet.build.builders import build_model
 from cinet.checks import memory
 from cinet.checks.files import largest_image_size
 from cinet.config import Config
@@ -29,8 +28,13 @@ from cinet.preprocess import plan_geometry
 __all__ = ["check_eval_memory", "check_feature_maps"]
 
 
-def check_feature_maps(cfg: Config, num_classes: int, native_size: Any = None) -> None:
+def check_feature_maps(
+    cfg: Config, num_classes: int, build_model: Callable[[Config, int], Any], native_size: Any = None
+) -> None:
     """Refuse a training input so small that a normalisation layer would see one value per channel.
+
+    ``build_model(cfg, num_classes)`` is the build layer's model builder, passed in (``checks`` sits below
+    ``build``: the build layer's driver calls the checks).
 
     The model of ``cfg`` is built on the ``meta`` device (no memory, no compute) and its layers' map sizes
     found for the training input (``data.crop_size``, else ``data.image_size``, else ``native_size()``, the
