@@ -133,6 +133,7 @@ def preview(
     import numpy as np
     from PIL import Image
 
+    from cinet.build.data import dataset_keys
     from cinet.data import load_dataset
     from cinet.data.base import to_uint8_image
     from cinet.data.sanity import depth_summary, depth_warning
@@ -142,7 +143,8 @@ def preview(
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")
     check_writable_dir(out)
-    ds = load_dataset(name, root, split, **options)
+    with dataset_keys(name, options):  # a bad option: one line naming it
+        ds = load_dataset(name, root, split, **options)
     if len(ds) == 0:
         raise DataError(f"{name}/{split}: no samples to preview")
     check_preview_memory(ds, max(num, 8))

@@ -76,11 +76,11 @@ def evaluate_checkpoint(
     import dataclasses
 
     from cinet.build.builders import build_module, build_protocol, check_eval_memory
+    from cinet.build.data import dataset_info_from_config
     from cinet.build.training import evaluate_module
     from cinet.checkpoint import class_name_differences, load_model
     from cinet.config import StageConfig, load_config, parse_overrides
     from cinet.data.sanity import depth_setting, depth_summary, depth_warning
-    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.errors import CheckpointError, ConfigError
     from cinet.utils.io import file_sha256
 
@@ -93,7 +93,7 @@ def evaluate_checkpoint(
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.get("config") or None)
     split = split or cfg.data.test_split
-    from cinet.engine.datamodule import build_dataset
+    from cinet.build.data import build_dataset
 
     mean, std = model.input_mean, model.input_std  # the checkpoint's stored normalisation (load_model)
     dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first

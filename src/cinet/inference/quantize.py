@@ -585,7 +585,7 @@ def export_int8(
         ConfigError / DataError: The dataset cannot be built.
     """
     from cinet.build.builders import build_protocol
-    from cinet.engine.datamodule import build_dataset
+    from cinet.build.data import build_dataset
     from cinet.errors import CheckpointError
     from cinet.inference.export import OnnxRunner
 
