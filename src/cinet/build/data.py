@@ -19,7 +19,6 @@ from typing import Any
 
 from cinet.config import DataConfig
 from cinet.data import DATASETS, DatasetInfo, dataset_class, dataset_info, load_dataset
-from cinet.data.sanity import depth_setting
 from cinet.data.transforms import Compose, Resize, build_transforms
 from cinet.engine.datamodule import CachedDataset, CINetDataModule, DataSettings
 from cinet.errors import CinetError, ConfigError, DataError, SplitNotFoundError
@@ -29,6 +28,7 @@ __all__ = [
     "dataset_info_from_config",
     "dataset_keys",
     "dataset_options",
+    "depth_setting",
     "make_datamodule",
     "split_dataset",
 ]
@@ -75,6 +75,13 @@ def dataset_keys(
         if match["value"] and "YAML needs a space" in what:
             what += f" (or data.options.{match['name']}={match['value'][1:]})"
         raise ConfigError(f"{key}: {what}") from exc
+
+
+def depth_setting(name: str) -> str:
+    """The setting that converts the stored depth of dataset ``name`` to metres, for the depth-unit warning."""
+    if name == "folder":
+        return "data.options.depth_scale (depth PNG units per metre: 1000 = millimetres, 5000 = NYU exports)"
+    return f"the depth files of dataset {name!r}"
 
 
 def dataset_options(cfg: DataConfig, *, train: bool) -> dict[str, Any]:

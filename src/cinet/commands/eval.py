@@ -76,11 +76,11 @@ def evaluate_checkpoint(
     import dataclasses
 
     from cinet.build.builders import build_module, build_protocol, check_eval_memory
-    from cinet.build.data import dataset_info_from_config
+    from cinet.build.data import dataset_info_from_config, depth_setting
     from cinet.build.training import evaluate_module
     from cinet.checkpoint import class_name_differences, load_model
     from cinet.config import StageConfig, load_config, parse_overrides
-    from cinet.data.sanity import depth_setting, depth_summary, depth_warning
+    from cinet.data.sanity import depth_summary, depth_warning
     from cinet.errors import CheckpointError, ConfigError
     from cinet.utils.io import file_sha256
 
