@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cinet.build.builders import build_protocol
+    from cinet.build.data import build_dataset
     from cinet.checkpoint import load_model
     from cinet.commands.export import checkpoint_config
-    from cinet.engine.datamodule import build_dataset
     from cinet.inference.export import OnnxRunner, export_onnx
     from cinet.inference.quantize import (
         accuracy_report,

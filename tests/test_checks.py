@@ -82,8 +82,8 @@ def test_the_training_loss_checks_no_label_range(monkeypatch: pytest.MonkeyPatch
     (a device synchronisation per step) and gives the same L_seg as the checking one on valid labels."""
     import cinet.losses.segmentation as segmentation
     from cinet.build.builders import build_loss
+    from cinet.build.data import dataset_info_from_config
     from cinet.config import load_config
-    from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)
     info = dataset_info_from_config(cfg.data)

@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cinet.build.data import dataset_info_from_config
+from cinet.config import DataConfig
 from cinet.data import dataset_info, load_dataset
 from cinet.data.base import denormalize
 from cinet.errors import ConfigError, DataError
@@ -64,8 +66,12 @@ def test_folder_values_and_splits(tmp_path: Path) -> None:
         load_dataset("folder", tmp_path, split="val")
     info = dataset_info("folder", num_classes=3)
     assert info.class_names == ["class_0", "class_1", "class_2"] and len(info.palette) == 3
-    with pytest.raises(ConfigError, match="needs num_classes or class_names"):
+    with pytest.raises(ValueError, match=r"^num_classes: folder dataset needs num_classes or class_names"):
         dataset_info("folder")
+    with pytest.raises(
+        ConfigError, match=r"^data\.num_classes: folder dataset needs num_classes or class_names"
+    ):
+        dataset_info_from_config(DataConfig(name="folder"))
 
 
 def test_folder_errors(tmp_path: Path) -> None:
@@ -103,8 +109,10 @@ def test_folder_errors(tmp_path: Path) -> None:
     Image.fromarray(lab, mode="L").save(tmp_path / "labels" / "a.png")
     with pytest.raises(DataError, match=r"labels/a.png: label value 9 outside 0..3 \(255 = ignore\)"):
         ds[0]
-    with pytest.raises(ConfigError, match=r"data\.depth_scal: unknown option"):
+    with pytest.raises(ValueError, match=r"^depth_scal: unknown option"):
         load_dataset("folder", tmp_path, depth_scal=5000)
+    with pytest.raises(ConfigError, match=r"^data\.depth_scal: unknown option"):
+        dataset_info_from_config(DataConfig(name="folder", root=str(tmp_path), options={"depth_scal": 5000}))
 
 
 def test_folder_nonfinite_depth_is_invalid(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

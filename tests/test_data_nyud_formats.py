@@ -16,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cinet.build.data import build_dataset
+from cinet.config import DataConfig
 from cinet.data import dataset_info, load_dataset
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.errors import ConfigError, DataError
@@ -95,8 +97,11 @@ def test_nyud_mt_intrinsics_on_full_frames(tmp_path: Path) -> None:
 
 def test_nyud_mt_errors_name_the_file(tmp_path: Path) -> None:
     root = make_mt(tmp_path / "NYUDv2")
-    with pytest.raises(ConfigError, match="unknown split"):
+    with pytest.raises(ValueError, match=r"^split: unknown split"):
         load_dataset("nyud_mt", root, "extra")
+    norm = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    with pytest.raises(ConfigError, match=r"^nyud_mt: unknown split 'extra'"):
+        build_dataset(DataConfig(name="nyud_mt", root=str(root)), "extra", train=False, **norm)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"val\.txt"):
         load_dataset("nyud_mt", tmp_path / "empty", "val")
@@ -110,8 +115,12 @@ def test_nyud_mt_errors_name_the_file(tmp_path: Path) -> None:
     (root2 / "depth" / "0003.npy").write_bytes(b"not an npy")
     with pytest.raises(DataError, match=r"0003\.npy: cannot read \.npy"):
         load_dataset("nyud_mt", root2, "train")[0]
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ValueError, match=r"^classes: unknown option"):
         load_dataset("nyud_mt", root2, "train", classes=13)
+    with pytest.raises(ConfigError, match=r"^data\.classes: unknown option"):
+        build_dataset(
+            DataConfig(name="nyud_mt", root=str(root2), options={"classes": 13}), "train", train=False, **norm
+        )
 
 
 # ------------------------------------------------------------------------------------------- nyuv2_mtan

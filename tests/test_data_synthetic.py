@@ -116,12 +116,25 @@ def test_holes_option() -> None:
 
 
 def test_bad_options() -> None:
-    with pytest.raises(ConfigError, match=r"data\.colour: unknown option"):
+    # the reader names its argument (ValueError); the build layer names the setting (ConfigError)
+    with pytest.raises(ValueError, match=r"^colour: unknown option"):
         load_dataset("synthetic", colour=True)
-    with pytest.raises(ConfigError, match="unknown dataset 'nyu'"):
+    with pytest.raises(ValueError, match=r"^name: unknown dataset 'nyu'"):
         load_dataset("nyu")
-    with pytest.raises(ConfigError, match="unknown split 'dev'"):
+    with pytest.raises(ValueError, match=r"^split: unknown split 'dev'"):
         load_dataset("synthetic", split="dev")
+    from cinet.build.data import build_dataset
+    from cinet.config import DataConfig
+
+    norm = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    with pytest.raises(ConfigError, match=r"^data\.colour: unknown option"):
+        build_dataset(DataConfig(options={"colour": True}), "train", train=False, **norm)
+    with pytest.raises(ConfigError, match=r"^data\.name: unknown dataset 'nyu'"):
+        build_dataset(DataConfig(name="nyu"), "train", train=False, **norm)
+    with pytest.raises(ConfigError, match=r"^synthetic: unknown split 'dev'"):
+        build_dataset(DataConfig(), "dev", train=False, **norm)
+    with pytest.raises(ConfigError, match=r"^data\.size: must be at least \[8, 8\]"):
+        build_dataset(DataConfig(options={"size": [4, 4]}), "train", train=False, **norm)
 
 
 def test_info_roundtrip_and_all_names() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from cinet.build.builders import build_protocol
+from cinet.build.data import build_dataset, dataset_info_from_config, make_datamodule
 from cinet.config import load_config
 from cinet.data import DATASETS, dataset_class
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
-from cinet.engine.datamodule import CINetDataModule, build_dataset, dataset_info_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -48,7 +48,7 @@ def test_reading_the_info_builds_no_dataset(no_dataset_built: None, tmp_path: Pa
         "eigen",
         (480, 640),
     )
-    assert CINetDataModule(cfg.data, mean=IMAGENET_MEAN, std=IMAGENET_STD).info == info
+    assert make_datamodule(cfg.data, mean=IMAGENET_MEAN, std=IMAGENET_STD).info == info
 
 
 @pytest.mark.parametrize(
@@ -79,8 +79,8 @@ def test_protocol_comes_from_the_dataset_info(
 def test_a_split_has_its_own_length_whatever_its_transform() -> None:
     """Issue 25: the synthetic training split built without augmentation (INT8 calibration, eval --split train)
     had data.eval_length samples instead of data.length."""
+    from cinet.build.data import build_dataset
     from cinet.config import load_config
-    from cinet.engine.datamodule import build_dataset
 
     cfg = load_config(ROOT / "configs" / "smoke.yaml", ["data.length=6", "data.eval_length=2"])
     norm = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}

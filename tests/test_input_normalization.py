@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from cinet.build import data as build_data
 from cinet.checkpoint import CheckpointPayload, load_model, save_model_checkpoint
 from cinet.data import load_dataset
 from cinet.data.base import denormalize
-from cinet.engine import datamodule
 from cinet.inference import quantize
 from inference_fixtures import tiny_info, tiny_model
 
@@ -92,13 +92,13 @@ def test_eval_normalises_with_the_checkpoint(tmp_path: Path, monkeypatch: pytest
     from cinet.commands.eval import evaluate_checkpoint
 
     built: list[tuple] = []
-    real = datamodule.build_dataset
+    real = build_data.build_dataset
 
     def spy(cfg, split, *, train, mean, std):
         built.append((split, tuple(mean), tuple(std)))
         return real(cfg, split, train=train, mean=mean, std=std)
 
-    monkeypatch.setattr(datamodule, "build_dataset", spy)
+    monkeypatch.setattr(build_data, "build_dataset", spy)
     ckpt = synthetic_checkpoint(tmp_path / "m.ckpt")
     metrics, _, _ = evaluate_checkpoint(ckpt, overrides=["trainer.accelerator=cpu"])
     assert metrics["num_images"] == 2

@@ -460,13 +460,18 @@ def _dataset_option_cases() -> list[tuple[str, str]]:
 def test_wrong_type_of_any_dataset_option_is_one_line(name: str, key: str) -> None:
     import typing
 
+    from cinet.build.data import dataset_info_from_config
+    from cinet.config import DataConfig
     from cinet.data import dataset_class, dataset_info
     from cinet.errors import ConfigError
 
     hint = typing.get_type_hints(dataset_class(name).__init__)[key]
     bad = "abc" if hint is not str else 3  # a string where no option takes one; a number for a string option
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(TypeError) as library:  # the reader names the option
         dataset_info(name, root="/nonexistent", **{key: bad})
+    assert str(library.value).startswith(f"{key}: ")
+    with pytest.raises(ConfigError) as err:  # the build layer names the setting
+        dataset_info_from_config(DataConfig(name=name, root="/nonexistent", options={key: bad}))
     msg = str(err.value)
     assert msg.startswith(f"data.{key}: ") and "\n" not in msg and "expected" in msg
 

@@ -437,8 +437,8 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
     import random
 
     from cinet.build.builders import build_module
+    from cinet.build.data import dataset_info_from_config
     from cinet.config import StageConfig, load_config
-    from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)
     module = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=3))
@@ -466,8 +466,8 @@ def test_checkpoint_restores_every_rng(tmp_path: Path) -> None:
 def test_resume_keeps_the_count_of_skipped_updates() -> None:
     """``nonfinite_skipped`` of a resumed stage counts the updates skipped before the interruption too."""
     from cinet.build.builders import build_module
+    from cinet.build.data import dataset_info_from_config
     from cinet.config import StageConfig, load_config
-    from cinet.engine.datamodule import dataset_info_from_config
 
     cfg = load_config(SMOKE)
     module = build_module(cfg, dataset_info_from_config(cfg.data), StageConfig(stage=1))

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from cinet.build.builders import build_protocol, encoder_normalization
+from cinet.build.data import build_dataset
 from cinet.config import Config
-from cinet.engine.datamodule import build_dataset
 from cinet.metrics import DepthMetrics, SegMetrics
 
 __all__ = ["fit_trivial_baseline", "trivial_baseline_metrics"]

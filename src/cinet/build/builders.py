@@ -20,9 +20,9 @@ from typing import Any
 import lightning as L
 import torch
 
+from cinet.build.data import build_dataset, make_datamodule
 from cinet.config import Config, ModelConfig, StageConfig, config_to_dict
 from cinet.engine.callbacks import AtomicCheckpointIO, ProgressLines, StageProgressBar
-from cinet.engine.datamodule import CINetDataModule, build_dataset
 from cinet.engine.distributed import dist_info
 from cinet.engine.module import CINetModule, Optimisation
 from cinet.errors import ConfigError
@@ -211,14 +211,15 @@ def build_datamodule(
     *,
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Any:
-    """The data module (data order seeded by ``train.seed`` and the stage).
+    """The data module of ``data.*`` (:func:`cinet.build.data.make_datamodule`; data order seeded by
+    ``train.seed`` and the stage).
 
     Images are normalised with ``normalization`` ``(mean, std)`` when given (a trained model's: evaluation
     passes the module's, :attr:`cinet.checkpoint.CheckpointPayload.normalization`), else with the mean / std of
     ``model.encoder`` (:func:`cinet.models.encoder.encoder_normalization`, training a new model).
     """
     mean, std = normalization if normalization is not None else encoder_normalization(cfg)
-    return CINetDataModule(
+    return make_datamodule(
         cfg.data, seed=cfg.train.seed + 1000 * stage, test_split=test_split, mean=mean, std=std
     )
 

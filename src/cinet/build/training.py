@@ -24,6 +24,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from cinet.build import builders
+from cinet.build.data import dataset_info_from_config
 from cinet.checkpoint import check_fits, load_weights, read_checkpoint
 from cinet.checks.data import check_training_data
 from cinet.checks.model import check_eval_memory, check_feature_maps
@@ -31,7 +32,6 @@ from cinet.checks.outputs import check_run_dir, check_writable_dir
 from cinet.config import Config, StageConfig, git_revision, save_config
 from cinet.engine import rundir
 from cinet.engine.callbacks import LossLog, RollingCheckpoint
-from cinet.engine.datamodule import dataset_info_from_config
 from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, CinetError, ConfigError
 from cinet.metrics.report import per_class_by_name

@@ -12,7 +12,6 @@ from typing import Any
 from cinet.checks.files import check_split_sizes
 from cinet.checks.labels import check_split_labels, warn_depth_unit
 from cinet.data.base import collate
-from cinet.data.sanity import depth_setting
 from cinet.engine.datamodule import EVAL_SIZE_HINT, TRAIN_SIZE_HINT, _seeded, check_batch_size
 
 __all__ = ["check_training_data"]
@@ -36,14 +35,13 @@ def check_training_data(dm: Any, *, validate: bool = True) -> tuple[int, int]:
     Raises:
         ConfigError / DataError: The first problem found, naming the file or setting.
     """
-    cfg = dm.cfg
-    splits = ["train", *(["val"] if validate and cfg.val_split is not None else []), "test"]
+    cfg = dm.settings  # DataSettings: batch sizes, sizes, where the data is (filled by the build layer)
+    splits = ["train", *(["val"] if validate and cfg.validate else []), "test"]
     for which in splits:
         dm.dataset(which)
     train = dm.dataset("train")
-    where = str(cfg.root) if cfg.root is not None else f"{cfg.name}/{cfg.train_split}"
     warn_depth_unit(
-        train, where, depth_setting(cfg.name)
+        train, cfg.source, cfg.depth_setting
     )  # first: a later error may come from the same mistake
     check_batch_size(cfg.batch_size, len(train))
     for which in splits:

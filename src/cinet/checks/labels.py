@@ -47,7 +47,7 @@ def warn_depth_unit(dataset: Any, where: str, setting: str, num: int = 8) -> Dep
     Args:
         dataset: The dataset (or a wrapper with ``.dataset``).
         where: What was read (dataset root or name), first in the line.
-        setting: The setting to check (:func:`cinet.data.sanity.depth_setting`).
+        setting: The setting to check (:func:`cinet.build.data.depth_setting`).
         num: Samples read, spread evenly over the dataset.
 
     Returns:

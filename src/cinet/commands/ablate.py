@@ -397,9 +397,9 @@ def run(args: argparse.Namespace) -> int:
 
     from cinet.bench.common import hardware
     from cinet.build.builders import build_protocol, check_encoder_weights
+    from cinet.build.data import dataset_info_from_config
     from cinet.commands.common import quiet_lightning
     from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.engine.distributed import global_rank
 
     quiet_lightning(getattr(args, "verbose", 0))

@@ -98,6 +98,7 @@ def preview(
     import numpy as np
     from PIL import Image
 
+    from cinet.build.data import dataset_keys
     from cinet.checks.files import header_sizes_of
     from cinet.checks.labels import warn_depth_unit
     from cinet.checks.memory import check_preview_memory
@@ -111,7 +112,8 @@ def preview(
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")
     check_writable_dir(out)
-    ds = load_dataset(name, root, split, **options)
+    with dataset_keys(name, options):  # a bad option: one line naming it
+        ds = load_dataset(name, root, split, **options)
     if len(ds) == 0:
         raise DataError(f"{name}/{split}: no samples to preview")
     sizes = header_sizes_of(ds)  # folder datasets: from the headers, before any sample is decoded

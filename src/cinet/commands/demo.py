@@ -34,8 +34,8 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
     """The first ``count`` test images as PNG files (inputs for ``cinet predict``)."""
     from PIL import Image
 
+    from cinet.build.data import build_dataset
     from cinet.data.base import to_uint8_image
-    from cinet.engine.datamodule import build_dataset
     from cinet.models.encoder import encoder_normalization
     from cinet.utils.io import atomic_save
 
@@ -99,10 +99,10 @@ def _demo(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from cinet.build.baseline import trivial_baseline_metrics
     from cinet.build.builders import build_protocol
+    from cinet.build.data import dataset_info_from_config
     from cinet.build.training import train
     from cinet.commands.common import quiet_lightning
     from cinet.config import load_config
-    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.errors import CinetError
     from cinet.metrics import format_table
     from cinet.utils.io import atomic_write_json

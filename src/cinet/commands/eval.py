@@ -75,13 +75,12 @@ def evaluate_checkpoint(
     import dataclasses
 
     from cinet.build.builders import build_module, build_protocol
+    from cinet.build.data import dataset_info_from_config, depth_setting
     from cinet.build.training import evaluate_module
     from cinet.checkpoint import load_model
     from cinet.checks.labels import check_classes, warn_depth_unit
     from cinet.checks.model import check_eval_memory
     from cinet.config import StageConfig, load_config, parse_overrides
-    from cinet.data.sanity import depth_setting
-    from cinet.engine.datamodule import dataset_info_from_config
     from cinet.errors import ConfigError
     from cinet.utils.io import file_sha256
 
@@ -94,7 +93,7 @@ def evaluate_checkpoint(
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.config or None)
     split = split or cfg.data.test_split
-    from cinet.engine.datamodule import build_dataset
+    from cinet.build.data import build_dataset
 
     mean, std = model.input_mean, model.input_std  # the checkpoint's stored normalisation (load_model)
     dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first

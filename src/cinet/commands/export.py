@@ -312,7 +312,7 @@ def _quantize_checked(
     """INT8-quantize ``fp32`` on data built from ``cfg`` (normalised with ``spec``), print the accuracy report;
     write the three files only if it is accepted."""
     from cinet.build.builders import build_protocol
-    from cinet.engine.datamodule import build_dataset
+    from cinet.build.data import build_dataset
     from cinet.inference.quantize import (
         check_accuracy,
         export_int8,

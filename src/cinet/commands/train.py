@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         from cinet.metrics import format_table
 
         if result["metrics"] is not None:
-            from cinet.engine.datamodule import dataset_info_from_config
+            from cinet.build.data import dataset_info_from_config
 
             protocol = build_protocol(cfg, dataset_info_from_config(cfg.data))
             print(format_table({cfg.model.variant: result["metrics"]}, protocol))

@@ -8,6 +8,11 @@ Every dataset returns the same sample dict (see :mod:`cinet.data.base`)::
 
 and has ``.info`` (:class:`DatasetInfo`). Use :func:`load_dataset` to build one, :func:`dataset_info` to get
 its description without reading files, :func:`collate` as the DataLoader ``collate_fn``.
+
+Bad arguments raise :class:`ValueError` (:class:`TypeError` for an option of the wrong type) whose message
+starts with the argument's name (``name: unknown dataset ...``, ``size: ...``, ``split: unknown split ...``);
+the build layer names the config key (:mod:`cinet.build.data`). Missing or broken files raise
+:class:`cinet.errors.DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from cinet.data.info import DatasetInfo, load_meta, scale_intrinsics
-from cinet.errors import ConfigError
 
 if TYPE_CHECKING:
     from cinet.data.base import BaseDataset
@@ -62,9 +66,13 @@ def __getattr__(name: str) -> Any:
 
 
 def dataset_class(name: str) -> type:
-    """The dataset class registered under ``name``; :class:`ConfigError` for an unknown name."""
+    """The dataset class registered under ``name``.
+
+    Raises:
+        ValueError: ``name: unknown dataset ...``.
+    """
     if name not in DATASETS:
-        raise ConfigError(f"data.name: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+        raise ValueError(f"name: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     module, cls = DATASETS[name]
     return getattr(importlib.import_module(module), cls)
 
@@ -109,7 +117,8 @@ def _describe(hint: Any) -> str:
 
 
 def _check_option_types(name: str, cls: type, options: dict[str, Any]) -> None:
-    """One ConfigError line for an option value of the wrong type (checked against ``cls.__init__``'s hints)."""
+    """A :class:`TypeError` ``<option>: ...`` for an option value of the wrong type (checked against
+    ``cls.__init__``'s hints)."""
     import typing
 
     try:
@@ -118,8 +127,8 @@ def _check_option_types(name: str, cls: type, options: dict[str, Any]) -> None:
         return
     for key, value in options.items():
         if key in hints and _type_fits(value, hints[key]) is False:
-            raise ConfigError(
-                f"data.{key}: {value!r} is not a valid value for dataset {name!r} (expected {_describe(hints[key])})"
+            raise TypeError(
+                f"{key}: {value!r} is not a valid value for dataset {name!r} (expected {_describe(hints[key])})"
             )
 
 
@@ -132,8 +141,8 @@ def _check_options(name: str, cls: type, options: dict[str, Any]) -> None:
         hint = ""
         if ":" in key:  # YAML reads "{num_classes:40}" as the one key "num_classes:40"
             k, _, v = key.partition(":")
-            hint = f"; YAML needs a space after the colon: write {{{k}: {v}}} (or data.options.{k}={v})"
-        raise ConfigError(f"data.{key}: unknown option for dataset {name!r} (options: {allowed}){hint}")
+            hint = f"; YAML needs a space after the colon: write {{{k}: {v}}}"
+        raise ValueError(f"{key}: unknown option for dataset {name!r} (options: {allowed}){hint}")
 
 
 def load_dataset(
@@ -150,7 +159,9 @@ def load_dataset(
         **options: Dataset-specific options (each class lists them in ``OPTIONS``).
 
     Raises:
-        ConfigError: Unknown dataset name or option.
+        ValueError: Unknown dataset name, split or option, a bad option value (the message starts with the
+            argument's name: ``name``, ``split``, the option's).
+        TypeError: An option value of the wrong type (``<option>: ...``).
         DataError: Missing or broken files.
     """
     cls = dataset_class(name)
@@ -161,7 +172,11 @@ def load_dataset(
 
 
 def dataset_info(name: str, **options: Any) -> DatasetInfo:
-    """The :class:`DatasetInfo` of dataset ``name`` with ``options``, without reading dataset files."""
+    """The :class:`DatasetInfo` of dataset ``name`` with ``options``, without reading dataset files.
+
+    Raises:
+        ValueError / TypeError: As :func:`load_dataset`.
+    """
     cls = dataset_class(name)
     root = options.pop("root", None)
     options = {k: v for k, v in options.items() if k not in ("split", "transform")}

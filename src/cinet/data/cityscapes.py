@@ -33,7 +33,7 @@ from cinet.data.base import (
     require_file,
 )
 from cinet.data.info import DatasetInfo, load_meta
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import DataError, where
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class CityscapesDataset(BaseDataset):
     def __init__(self, root: str | Path, split: str = "train", *, transform: Any = None):
         super().__init__(cityscapes_info(), split, transform)
         if split not in SPLITS:
-            raise ConfigError(f"cityscapes: unknown split {split!r} (choose from {', '.join(SPLITS)})")
+            raise ValueError(f"split: unknown split {split!r} (choose from {', '.join(SPLITS)})")
         self.root = require_dir(root, "Cityscapes root")
         img_dir = require_dir(self.root / "leftImg8bit" / split, "Cityscapes image folder")
         self.images = sorted(img_dir.glob("*/*_leftImg8bit.png"))

@@ -37,7 +37,7 @@ from cinet.data.base import (
     require_dir,
 )
 from cinet.data.info import DatasetInfo, distinct_palette
-from cinet.errors import ConfigError, DataError, SplitNotFoundError, where
+from cinet.errors import DataError, SplitNotFoundError, where
 
 log = logging.getLogger(__name__)
 
@@ -116,25 +116,25 @@ def folder_info(
     if class_names is None and num_classes is None and root is not None:
         class_names, file_palette = _read_classes_file(Path(root))
     if class_names is None and num_classes is None:
-        where_ = f"{root}/classes.yaml" if root is not None else "data.options.num_classes"
-        raise ConfigError(f"{where_}: folder dataset needs num_classes or class_names (or root/classes.yaml)")
+        what = "folder dataset needs num_classes or class_names (or root/classes.yaml)"
+        if root is not None:  # a file-level error: the folder has no classes file
+            raise DataError(f"{root}/classes.yaml: {what}")
+        raise ValueError(f"num_classes: {what}")
     if class_names is not None:
         class_names = [str(n) for n in class_names]
         if num_classes is not None and int(num_classes) != len(class_names):
-            raise ConfigError(
-                f"data.options.num_classes: {num_classes} but {len(class_names)} class_names given"
-            )
+            raise ValueError(f"num_classes: {num_classes} but {len(class_names)} class_names given")
         num_classes = len(class_names)
     else:
         num_classes = int(num_classes)  # type: ignore[arg-type]
         class_names = [f"class_{i}" for i in range(num_classes)]
     if not 1 <= num_classes <= 255:
-        raise ConfigError(f"data.options.num_classes: must be in 1..255, got {num_classes}")
+        raise ValueError(f"num_classes: must be in 1..255, got {num_classes}")
     palette = palette or file_palette or distinct_palette(num_classes)
     if len(palette) != num_classes:
-        raise ConfigError(f"data.palette: {len(palette)} colours for {num_classes} classes")
+        raise ValueError(f"palette: {len(palette)} colours for {num_classes} classes")
     if intrinsics is not None and len(intrinsics) != 4:
-        raise ConfigError(f"data.intrinsics: expected (fx, fy, cx, cy), got {intrinsics!r}")
+        raise ValueError(f"intrinsics: expected (fx, fy, cx, cy), got {intrinsics!r}")
     return DatasetInfo(
         name="folder",
         num_classes=num_classes,
@@ -203,7 +203,7 @@ class FolderDataset(BaseDataset):
         )
         super().__init__(info, split, transform)
         if not depth_scale or float(depth_scale) <= 0:
-            raise ConfigError(f"data.depth_scale: must be > 0, got {depth_scale!r}")
+            raise ValueError(f"depth_scale: must be > 0, got {depth_scale!r}")
         self.root = root
         self.depth_scale = float(depth_scale)
         self.fixed_intrinsics = info.intrinsics if info.reference_size is None else None
@@ -276,7 +276,7 @@ class FolderDataset(BaseDataset):
     def check_labels(self) -> None:
         """Decode every label map of the split and check its ids (``0..C-1``, 255 = ignore; mode L or P).
 
-        Run before training (:meth:`cinet.engine.datamodule.CINetDataModule.check`), so that a bad label
+        Run before training (:func:`cinet.checks.data.check_training_data`), so that a bad label
         anywhere in the split is found before the run directory exists, not at its batch. Costs one PNG decode
         per sample (about 2 ms for 640x480).
 

@@ -27,7 +27,7 @@ import numpy as np
 from cinet.data.base import BaseDataset, Sample, read_label_png, read_rgb, require_dir, require_file
 from cinet.data.info import DatasetInfo
 from cinet.data.nyuv2 import nyuv2_info
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import DataError, where
 
 IMAGE_EXTENSIONS = (".jpg", ".png")
 
@@ -83,7 +83,7 @@ class NYUDMTDataset(BaseDataset):
         transform: Joint transform on the sample dict.
 
     Raises:
-        ConfigError: Unknown split.
+        ValueError: Unknown split (``split: ...``).
         DataError: Missing folder, list or file (named).
     """
 
@@ -93,7 +93,7 @@ class NYUDMTDataset(BaseDataset):
         super().__init__(nyud_mt_info(), split, transform)
         name = "val" if split == "test" else split
         if name not in ("train", "val"):
-            raise ConfigError(f"nyud_mt: unknown split {split!r} (train, val or test = val)")
+            raise ValueError(f"split: unknown split {split!r} (train, val or test = val)")
         self.root = require_dir(root, "NYUD multi-task root")
         self.ids = read_split(self.root, name)
         self.items: list[tuple[Path, Path, Path]] = []

@@ -26,7 +26,7 @@ import numpy as np
 
 from cinet.data.base import BaseDataset, Sample, require_dir, require_file
 from cinet.data.info import DatasetInfo, load_meta, nyu_intrinsics
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import DataError, where
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def label_lut(classes: int) -> np.ndarray:
     elif classes == 13:
         ids = np.asarray(meta["map40to13"], dtype=np.int64)[map40 - 1]
     else:
-        raise ConfigError(f"data.classes: NYUv2 has 40 or 13 classes, got {classes!r}")
+        raise ValueError(f"classes: NYUv2 has 40 or 13 classes, got {classes!r}")
     return np.concatenate([[255], ids - 1]).astype(np.uint8)
 
 
@@ -52,7 +52,7 @@ def nyuv2_info(classes: int = 40) -> DatasetInfo:
     """The :class:`DatasetInfo` of NYUv2 with 40 or 13 classes (Eigen crop, 10 m cap, toolbox intrinsics)."""
     meta = load_meta("nyuv2")
     if classes not in (40, 13):
-        raise ConfigError(f"data.classes: NYUv2 has 40 or 13 classes, got {classes!r}")
+        raise ValueError(f"classes: NYUv2 has 40 or 13 classes, got {classes!r}")
     k, ref = nyu_intrinsics()
     crop = meta["depth_range_m"]["eigen_crop"]
     (r0, r1), (c0, c1) = crop["rows_0based_inclusive"], crop["cols_0based_inclusive"]
@@ -121,7 +121,7 @@ class NYUv2Dataset(BaseDataset):
         if split == "val":
             split = "test"
         if split not in ("train", "test"):
-            raise ConfigError(f"nyuv2: unknown split {split!r} (train or test)")
+            raise ValueError(f"split: unknown split {split!r} (train or test)")
         self.root = require_dir(root, "NYUv2 root")
         self.mat_path = require_file(self.root / MAT_FILE, "NYUv2 labelled .mat file")
         self.depth_key = "rawDepths" if raw_depth else "depths"

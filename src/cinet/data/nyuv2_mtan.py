@@ -29,7 +29,7 @@ from cinet.data.base import BaseDataset, Sample, require_dir
 from cinet.data.info import DatasetInfo
 from cinet.data.nyud_mt import depth_map, read_npy
 from cinet.data.nyuv2 import nyuv2_info
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import DataError, where
 
 #: The frame size of the pre-processed set, ``(H, W)``.
 MTAN_SIZE: tuple[int, int] = (288, 384)
@@ -52,7 +52,7 @@ class NYUv2MTANDataset(BaseDataset):
         transform: Joint transform on the sample dict.
 
     Raises:
-        ConfigError: Unknown split.
+        ValueError: Unknown split (``split: ...``).
         DataError: Missing folder, a gap in the numbering, a file of the wrong shape or values (named).
     """
 
@@ -62,7 +62,7 @@ class NYUv2MTANDataset(BaseDataset):
         super().__init__(nyuv2_mtan_info(), split, transform)
         name = "val" if split == "test" else split
         if name not in ("train", "val"):
-            raise ConfigError(f"nyuv2_mtan: unknown split {split!r} (train, val or test = val)")
+            raise ValueError(f"split: unknown split {split!r} (train, val or test = val)")
         self.root = require_dir(root, "NYUv2 (MTAN format) root")
         self.dir = require_dir(self.root / name, f"NYUv2 (MTAN format) {name} folder")
         image_dir = require_dir(self.dir / "image", f"{name} image folder")

@@ -140,7 +140,7 @@ def depth_warning(summary: DepthSummary | None, where: str, setting: str = "dept
     Args:
         summary: From :func:`depth_summary`.
         where: What was read (dataset root or name), first in the line.
-        setting: The setting to check (``data.options.depth_scale`` for folder datasets).
+        setting: The setting to check (a folder dataset's depth scale; :func:`cinet.build.data.depth_setting`).
     """
     if summary is None:
         return None
@@ -171,10 +171,3 @@ def depth_warning(summary: DepthSummary | None, where: str, setting: str = "dept
             f"of a fine unit (millimetres); check {setting} and how the depth files were written"
         )
     return None
-
-
-def depth_setting(name: str) -> str:
-    """The setting that converts a dataset's stored depth to metres, for messages."""
-    if name == "folder":
-        return "data.options.depth_scale (depth PNG units per metre: 1000 = millimetres, 5000 = NYU exports)"
-    return f"the depth files of dataset {name!r}"

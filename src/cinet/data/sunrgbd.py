@@ -34,7 +34,7 @@ import numpy as np
 
 from cinet.data.base import BaseDataset, Sample, read_label_png, read_png16, read_rgb, require_dir
 from cinet.data.info import DatasetInfo, load_meta
-from cinet.errors import ConfigError, DataError, where
+from cinet.errors import DataError, where
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,9 @@ class SUNRGBDDataset(BaseDataset):
         if split == "val":
             split = "test"
         if split not in ("train", "test"):
-            raise ConfigError(f"sunrgbd: unknown split {split!r} (train or test)")
+            raise ValueError(f"split: unknown split {split!r} (train or test)")
         if depth not in ("bfx", "raw"):
-            raise ConfigError(f"data.depth: 'bfx' or 'raw', got {depth!r}")
+            raise ValueError(f"depth: 'bfx' or 'raw', got {depth!r}")
         self.depth_sub = "depth_bfx" if depth == "bfx" else "depth"
         root = require_dir(root, "SUN RGB-D root")
         self.root = root

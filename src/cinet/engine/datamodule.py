@@ -1,4 +1,7 @@
-"""Data side of training: datasets from the config, seeded per-sample augmentation, resumable loaders.
+"""Data side of training: seeded per-sample augmentation, resumable loaders, the LightningDataModule.
+
+The datasets come from a factory (``train`` / ``val`` / ``test`` -> dataset): the build layer makes it from the
+config (:func:`cinet.build.data.build_datamodule`); nothing here reads the config.
 
 Reproducibility design:
 
@@ -23,7 +26,6 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,11 +33,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cinet.config import DataConfig
-from cinet.data import DatasetInfo, dataset_info
+from cinet.data import DatasetInfo
 from cinet.data.base import collate, normalize_image, to_tensor_sample
 from cinet.engine.distributed import dist_info
-from cinet.errors import CinetError, ConfigError, DataError, SplitNotFoundError
+from cinet.errors import ConfigError
 from cinet.utils.signals import ignore_in_worker
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CINetDataModule",
     "CachedDataset",
+    "DataSettings",
     "ResumableDataLoader",
     "SeededDataset",
     "ShardedSampler",
-    "build_dataset",
-    "dataset_info_from_config",
-    "dataset_options",
 ]
 
 #: What to change when the samples of one batch differ in size, per loader.
@@ -229,94 +228,7 @@ class ResumableDataLoader(DataLoader):
         log.info("resuming data order at epoch %d, batch %d", epoch, batches)
 
 
-# ------------------------------------------------------------------------------------------------ building
-
-
-def dataset_options(cfg: DataConfig, *, train: bool) -> dict[str, Any]:
-    """The dataset's keyword options of ``cfg``: ``data.options`` plus the synthetic ``length`` of the split.
-
-    Args:
-        cfg: Data settings.
-        train: The split is the training split (``data.length``; else ``data.eval_length``), whatever
-            transform it is built with.
-    """
-    options = dict(cfg.options)
-    if cfg.name == "synthetic":
-        length = cfg.length if train else cfg.eval_length
-        if length is not None:
-            options["length"] = length
-    return options
-
-
-def build_dataset(
-    cfg: DataConfig,
-    split: str,
-    *,
-    train: bool,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-) -> Any:
-    """The dataset of ``split`` with the training or evaluation transform of ``cfg``.
-
-    Images are normalised with ``mean`` / ``std`` (RGB, 0..1 scale): the encoder's for training
-    (:func:`cinet.models.encoder.encoder_normalization`), a checkpoint's stored ones
-    (:attr:`cinet.checkpoint.CheckpointPayload.normalization`) for everything that runs a trained model. There is no
-    default: a forgotten argument would silently feed another encoder's statistics (issue #23). The
-    dataset's ``info`` records them.
-
-    Raises:
-        ConfigError / DataError: Unknown dataset, bad options, missing files.
-    """
-    from cinet.data import load_dataset
-    from cinet.data.transforms import Compose, Resize, build_transforms
-
-    aug = cfg.augment
-    if train:
-        transform: Any = build_transforms(
-            True,
-            crop_size=list(cfg.crop_size) if cfg.crop_size else None,
-            scale_range=list(aug.scale) if aug.enabled else None,
-            rotation=aug.rotation if aug.enabled else 0.0,
-            flip=aug.flip if aug.enabled else False,
-            color_jitter=aug.color_jitter if aug.enabled else None,
-            mean=mean,
-            std=std,
-        )
-        if cfg.image_size:
-            transform = Compose([Resize(list(cfg.image_size)), transform])
-    else:
-        transform = build_transforms(
-            False, resize=list(cfg.image_size) if cfg.image_size else None, mean=mean, std=std
-        )
-    try:
-        # the split's own options (the synthetic training split has data.length samples, the others
-        # data.eval_length), whichever transform: the INT8 calibration builds the training split without
-        # augmentation, and counted data.eval_length images of it (issue 25)
-        options = dataset_options(cfg, train=split == cfg.train_split)
-        ds = load_dataset(cfg.name, cfg.root, split, transform=transform, **options)
-    except DataError as exc:
-        if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
-            raise DataError(
-                f"{exc} (data.root=PATH points to the dataset: it overrides the stored path)"
-            ) from None
-        raise
-    if tuple(ds.info.mean) != tuple(mean) or tuple(ds.info.std) != tuple(std):
-        ds.info = dataclasses.replace(ds.info, mean=tuple(mean), std=tuple(std))
-    if cfg.cache:
-        ds = CachedDataset(ds)
-    return ds
-
-
-def dataset_info_from_config(cfg: DataConfig) -> DatasetInfo:
-    """The :class:`cinet.data.DatasetInfo` of the configured dataset, from its class: no dataset is built.
-
-    Equal to ``build_dataset(cfg, split, train=False).info`` for every split, without listing or reading the
-    dataset's files (only a folder dataset's small ``classes.yaml``).
-
-    Raises:
-        ConfigError: Unknown dataset name or option.
-    """
-    return dataset_info(cfg.name, root=cfg.root, **dataset_options(cfg, train=False))
+# ------------------------------------------------------------------------------------------------ the module
 
 
 def check_batch_size(batch_size: int, train_size: int) -> None:
@@ -328,58 +240,65 @@ def check_batch_size(batch_size: int, train_size: int) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """What the data module needs besides its datasets (the build layer fills it from ``data.*``).
+
+    Attributes:
+        batch_size: Training batch size per device.
+        eval_batch_size: Evaluation batch size per device.
+        num_workers: DataLoader worker processes.
+        validate: There is a validation split.
+        image_size: ``(H, W)`` every sample is resized to (None: native sizes).
+        crop_size: ``(H, W)`` of the random training crop (None: no crop).
+        source: Where the training data is (a folder, or ``name/split``), for the depth-unit warning.
+        depth_setting: The setting that converts the stored depth to metres, for that warning.
+    """
+
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+    validate: bool = True
+    image_size: tuple[int, int] | None = None
+    crop_size: tuple[int, int] | None = None
+    source: str = ""
+    depth_setting: str = ""
+
+
 class CINetDataModule(L.LightningDataModule):
-    """Train / val / test loaders of one config.
+    """Train / val / test loaders over the datasets of a factory.
 
     Args:
-        cfg: Data settings.
+        datasets: ``train`` / ``val`` / ``test`` -> that dataset (called once per split, on first use).
+        settings: Batch sizes, workers, image sizes (:class:`DataSettings`).
+        info: The dataset's description, computed on first use without building a split.
         seed: Seed of the data order and augmentation.
-        test_split: Split used by ``trainer.test`` (default ``cfg.test_split``).
-        mean: Image normalisation mean (RGB, 0..1 scale; the encoder's).
-        std: Image normalisation standard deviation.
     """
 
     def __init__(
         self,
-        cfg: DataConfig,
+        datasets: Callable[[str], Any],
+        settings: DataSettings,
+        info: Callable[[], DatasetInfo],
         seed: int = 0,
-        test_split: str | None = None,
-        *,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
     ):
         super().__init__()
-        self.cfg = cfg
+        self.settings = settings
         self.seed = int(seed)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.test_split = test_split or cfg.test_split
+        self._make = datasets
+        self._info = info
         self._datasets: dict[str, Any] = {}
 
     def dataset(self, which: str) -> Any:
         """``train`` / ``val`` / ``test`` dataset (built on first use)."""
         if which not in self._datasets:
-            split = {"train": self.cfg.train_split, "val": self.cfg.val_split, "test": self.test_split}[which]
-            if split is None:
-                raise ConfigError(f"data.{which}_split: no split configured")
-            try:
-                self._datasets[which] = build_dataset(
-                    self.cfg, split, train=which == "train", mean=self.mean, std=self.std
-                )
-            except CinetError as exc:
-                if not (isinstance(exc, SplitNotFoundError) or "unknown split" in str(exc)):
-                    raise
-                key = "test" if which == "test" else which
-                hint = f"set data.{key}_split to an existing split"
-                if which == "val":
-                    hint += " (or data.val_split=null: no validation)"
-                raise type(exc)(f"{exc}; data.{key}_split={split!r}: {hint}") from None
+            self._datasets[which] = self._make(which)
         return self._datasets[which]
 
     @property
     def info(self) -> DatasetInfo:
-        """The dataset's description (from its class; no split is built), with this module's normalisation."""
-        info = dataset_info_from_config(self.cfg)
-        return dataclasses.replace(info, mean=self.mean, std=self.std)
+        """The dataset's description (from its class; no split is built), with the images' normalisation."""
+        return self._info()
 
     def _progress(self) -> int:
         trainer = self.trainer
@@ -395,17 +314,17 @@ class CINetDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        check_batch_size(self.cfg.batch_size, len(ds))
+        check_batch_size(self.settings.batch_size, len(ds))
         sampler = ShardedSampler(len(ds), shuffle=True, seed=self.seed, pad=True, with_seed=True)
         return ResumableDataLoader(
             SeededDataset(ds),
-            batch_size=self.cfg.batch_size,
+            batch_size=self.settings.batch_size,
             sampler=sampler,
             drop_last=True,
-            num_workers=self.cfg.num_workers,
+            num_workers=self.settings.num_workers,
             collate_fn=functools.partial(collate, size_hint=TRAIN_SIZE_HINT),
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.cfg.num_workers > 0,
+            persistent_workers=self.settings.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
             progress=self._progress,
             epoch=self._epoch,
@@ -417,9 +336,9 @@ class CINetDataModule(L.LightningDataModule):
         sampler = ShardedSampler(len(ds), shuffle=False, seed=self.seed, pad=False, with_seed=False)
         return DataLoader(
             ds,
-            batch_size=self.cfg.eval_batch_size,
+            batch_size=self.settings.eval_batch_size,
             sampler=sampler,
-            num_workers=self.cfg.num_workers,
+            num_workers=self.settings.num_workers,
             collate_fn=functools.partial(collate, size_hint=EVAL_SIZE_HINT),
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
@@ -427,7 +346,7 @@ class CINetDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.cfg.val_split is None:
+        if not self.settings.validate:
             return []
         return self._eval_loader("val")
 

@@ -10,7 +10,6 @@ from cinet.data.base import BaseDataset, Sample
 from cinet.data.info import DatasetInfo, load_meta, nyu_intrinsics, scale_intrinsics
 from cinet.data.synthetic.render import render
 from cinet.data.synthetic.scene import Camera, Scene, random_scene
-from cinet.errors import ConfigError
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 DEFAULT_LENGTH = {"train": 1000, "val": 200, "test": 200}
@@ -61,13 +60,13 @@ class SyntheticDataset(BaseDataset):
         holes: bool = False,
     ):
         if split not in SPLIT_CODES:
-            raise ConfigError(f"synthetic: unknown split {split!r} (choose from {', '.join(SPLIT_CODES)})")
+            raise ValueError(f"split: unknown split {split!r} (choose from {', '.join(SPLIT_CODES)})")
         size = _parse_size(size)
         super().__init__(synthetic_info(size), split, transform)
         self.size = size
         self.length = int(DEFAULT_LENGTH[split] if length is None else length)
         if self.length < 0:
-            raise ConfigError(f"synthetic: length must be >= 0, got {self.length}")
+            raise ValueError(f"length: must be >= 0, got {self.length}")
         self.seed = int(seed)
         self.holes = bool(holes)
 
@@ -114,7 +113,7 @@ def _parse_size(size: Any) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ConfigError(f"synthetic: size must be (H, W), got {size!r}") from None
+        raise ValueError(f"size: must be (H, W), got {size!r}") from None
     if h < 8 or w < 8:
-        raise ConfigError(f"synthetic: size must be at least [8, 8] ([H, W]), got [{h}, {w}]")
+        raise ValueError(f"size: must be at least [8, 8] ([H, W]), got [{h}, {w}]")
     return h, w
