@@ -67,13 +67,14 @@ def test_run_dir_refusals_name_the_folder_and_the_option(tmp_path: Path) -> None
 
 def test_prepare_run_dir_never_deletes_a_folder_cinet_did_not_make(tmp_path: Path) -> None:
     """The refusal is check_run_dir's; prepare_run_dir, called without it, still keeps a foreign folder."""
-    from cinet.config import load_config
     from cinet.engine.rundir import prepare_run_dir
 
     other = tmp_path / "photos"
     other.mkdir()
     (other / "a.png").write_bytes(b"x")
-    prepare_run_dir(load_config(SMOKE), other, resume=False, overwrite=True)
+    prepare_run_dir(
+        other, stages=[1, 2, 3], stage=None, resume=False, overwrite=True, write_config=lambda path: None
+    )
     assert (other / "a.png").read_bytes() == b"x"
 
 

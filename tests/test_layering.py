@@ -100,6 +100,8 @@ def test_library_code_does_not_read_the_config(unit):
     assert "ConfigError" not in text
 
 
-def test_engine_and_inference_are_peers():
+def test_engine_and_inference_are_peers_that_do_not_read_the_config():
     graph = import_graph()
     assert "inference" not in graph.get("engine", {}) and "engine" not in graph.get("inference", {})
+    for unit in ("engine", "inference"):
+        assert not {"config", "build", "commands"} & set(graph.get(unit, {})), (unit, dict(graph[unit]))

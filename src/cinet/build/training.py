@@ -144,7 +144,14 @@ def train(
         load_weights(builders.build_module(cfg, info, stage_plan(cfg)[0]), cfg.init_from)
     os.environ[rundir.RUN_DIR_ENV] = str(run_dir)  # DDP children re-run the command: same run dir
     created = not run_dir.exists()
-    state = rundir.prepare_run_dir(cfg, run_dir, resume=resume, overwrite=overwrite)
+    state = rundir.prepare_run_dir(
+        run_dir,
+        stages=[s.stage for s in cfg.train.stages],
+        stage=cfg.stage,
+        resume=resume,
+        overwrite=overwrite,
+        write_config=lambda path: save_config(path, cfg, git_revision()),
+    )
     try:
         return _train_stages(
             cfg, run_dir, state, info, train_size, train_batches, resume, callbacks, evaluate, t0

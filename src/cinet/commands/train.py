@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         from cinet.engine.rundir import default_run_dir
 
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, args.config)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name, args.config)
 
     from cinet.build.builders import build_protocol
     from cinet.build.training import train

@@ -24,10 +24,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cinet.config import Config, git_revision, save_config
 from cinet.engine.distributed import global_rank
 from cinet.errors import ConfigError
 
@@ -76,11 +76,11 @@ def write_state(run_dir: Path, state: dict[str, Any]) -> None:
         atomic_write_json(run_dir / STATE_FILE, state)
 
 
-def default_run_dir(cfg: Config, config_path: str | Path | None) -> Path:
-    """``runs/<name>-<job id or time>`` (stable across the processes of one distributed job)."""
+def default_run_dir(name: str, config_path: str | Path | None) -> Path:
+    """``runs/<config file stem, else name>-<job id or time>`` (stable across the processes of one distributed job)."""
     if os.environ.get(RUN_DIR_ENV) and "LOCAL_RANK" in os.environ:  # a process of a launched DDP job
         return Path(os.environ[RUN_DIR_ENV])
-    stem = Path(config_path).stem if config_path else cfg.name
+    stem = Path(config_path).stem if config_path else name
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
     if not job or job == "none":
         job = time.strftime("%Y%m%d-%H%M%S")
@@ -92,30 +92,46 @@ def is_run_dir(path: Path) -> bool:
     return (path / STATE_FILE).is_file() or (path / "config.yaml").is_file()
 
 
-def prepare_run_dir(cfg: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any]:
+def prepare_run_dir(
+    run_dir: Path,
+    *,
+    stages: list[int],
+    stage: int | None,
+    resume: bool,
+    overwrite: bool,
+    write_config: Callable[[Path], None],
+) -> dict[str, Any]:
     """Create the run directory (rank 0 writes), empty it or one stage of it for ``overwrite``, and return its
     state. What is refused was refused before any work (:func:`cinet.checks.outputs.check_run_dir`); a folder
     that ``cinet train`` did not make is never deleted here either.
+
+    Args:
+        run_dir: The run directory.
+        stages: The run's stages in order (``train.stages``).
+        stage: The one stage this invocation trains into an existing run (``stage=N``), else None.
+        resume: Continue the run: only read its state.
+        overwrite: Replace the run (or that one stage).
+        write_config: Writes the run's ``config.yaml`` to the given path (the build layer's ``save_config``).
     """
     rank0 = global_rank() == 0
     exists = run_dir.exists() and any(run_dir.iterdir())
     if resume:
         return read_state(run_dir)
-    if cfg.stage is not None and is_run_dir(run_dir):
+    if stage is not None and is_run_dir(run_dir):
         # one stage into an existing run (e.g. stage=2 after stage 1)
-        stage_dir = run_dir / f"stage{cfg.stage}"
+        stage_dir = run_dir / f"stage{stage}"
         if rank0 and overwrite and stage_dir.exists():
             shutil.rmtree(stage_dir)
         state = read_state(run_dir)
-        state["completed"] = [s for s in state.get("completed", []) if s != cfg.stage]
+        state["completed"] = [s for s in state.get("completed", []) if s != stage]
         state["evaluated"] = False
         return state
     if exists and rank0 and overwrite and is_run_dir(run_dir):
         shutil.rmtree(run_dir)
-    state = {"stages": [s.stage for s in cfg.train.stages], "completed": [], "evaluated": False}
+    state = {"stages": list(stages), "completed": [], "evaluated": False}
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_dir / "config.yaml", cfg, git_revision())
+        write_config(run_dir / "config.yaml")
     return state
 
 
