@@ -34,7 +34,7 @@ def test_preview_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["data", "preview", "nyuv2", "--root", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert f"{tmp_path / 'none'}: NYUv2 root not found" in capsys.readouterr().err
     assert main(["data", "preview", "synthetic", "colour=red", "--out", str(tmp_path)]) == 2
-    assert "data.colour: unknown option" in capsys.readouterr().err
+    assert "data.options.colour: unknown option" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
 
 

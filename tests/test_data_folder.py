@@ -69,7 +69,7 @@ def test_folder_values_and_splits(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^num_classes: folder dataset needs num_classes or class_names"):
         dataset_info("folder")
     with pytest.raises(
-        ConfigError, match=r"^data\.num_classes: folder dataset needs num_classes or class_names"
+        ConfigError, match=r"^data\.options\.num_classes: folder dataset needs num_classes or class_names"
     ):
         dataset_info_from_config(DataConfig(name="folder"))
 
@@ -111,7 +111,7 @@ def test_folder_errors(tmp_path: Path) -> None:
         ds[0]
     with pytest.raises(ValueError, match=r"^depth_scal: unknown option"):
         load_dataset("folder", tmp_path, depth_scal=5000)
-    with pytest.raises(ConfigError, match=r"^data\.depth_scal: unknown option"):
+    with pytest.raises(ConfigError, match=r"^data\.options\.depth_scal: unknown option"):
         dataset_info_from_config(DataConfig(name="folder", root=str(tmp_path), options={"depth_scal": 5000}))
 
 

@@ -117,7 +117,7 @@ def test_nyud_mt_errors_name_the_file(tmp_path: Path) -> None:
         load_dataset("nyud_mt", root2, "train")[0]
     with pytest.raises(ValueError, match=r"^classes: unknown option"):
         load_dataset("nyud_mt", root2, "train", classes=13)
-    with pytest.raises(ConfigError, match=r"^data\.classes: unknown option"):
+    with pytest.raises(ConfigError, match=r"^data\.options\.classes: unknown option"):
         build_dataset(
             DataConfig(name="nyud_mt", root=str(root2), options={"classes": 13}), "train", train=False, **norm
         )

@@ -127,13 +127,13 @@ def test_bad_options() -> None:
     from cinet.config import DataConfig
 
     norm = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
-    with pytest.raises(ConfigError, match=r"^data\.colour: unknown option"):
+    with pytest.raises(ConfigError, match=r"^data\.options\.colour: unknown option"):
         build_dataset(DataConfig(options={"colour": True}), "train", train=False, **norm)
     with pytest.raises(ConfigError, match=r"^data\.name: unknown dataset 'nyu'"):
         build_dataset(DataConfig(name="nyu"), "train", train=False, **norm)
     with pytest.raises(ConfigError, match=r"^synthetic: unknown split 'dev'"):
         build_dataset(DataConfig(), "dev", train=False, **norm)
-    with pytest.raises(ConfigError, match=r"^data\.size: must be at least \[8, 8\]"):
+    with pytest.raises(ConfigError, match=r"^data\.options\.size: must be at least \[8, 8\]"):
         build_dataset(DataConfig(options={"size": [4, 4]}), "train", train=False, **norm)
 
 

@@ -289,7 +289,7 @@ def test_yaml_option_without_space_gets_a_hint(tmp_path: Path, capsys) -> None:
     rc, run = _train(tmp_path, write_mydata(tmp_path / "d"), "data.options={num_classes:40}")
     assert rc == 2 and not run.exists()
     line = one_error_line(capsys)
-    assert "data.num_classes:40: unknown option" in line
+    assert "data.options.num_classes:40: unknown option" in line
     assert "YAML needs a space after the colon: write {num_classes: 40}" in line
 
 

@@ -44,7 +44,7 @@ def dataset_keys(
     """Turn a data reader's ``ValueError`` / ``TypeError`` ``"<argument>: <what>"`` into a :class:`ConfigError`.
 
     ``name`` -> ``data.name``, ``root`` -> ``data.root``, ``length`` -> ``length_key`` (the synthetic split's
-    ``data.length`` / ``data.eval_length``), a dataset option -> ``data.<option>``; an unknown split keeps the
+    ``data.length`` / ``data.eval_length``), a dataset option -> ``data.options.<option>`` (its real key); an unknown split keeps the
     dataset's name (``synthetic: unknown split 'dev' ...``: the caller names its ``data.*_split``).
 
     Args:
@@ -70,7 +70,7 @@ def dataset_keys(
         if argument == "split":
             raise ConfigError(f"{name}: {what}") from exc
         key = {"name": "data.name", "root": "data.root", "length": length_key}.get(
-            argument, f"data.{argument}"
+            argument, f"data.options.{argument}"
         )
         if match["value"] and "YAML needs a space" in what:
             what += f" (or data.options.{match['name']}={match['value'][1:]})"
