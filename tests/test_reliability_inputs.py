@@ -473,7 +473,11 @@ def test_wrong_type_of_any_dataset_option_is_one_line(name: str, key: str) -> No
     with pytest.raises(ConfigError) as err:  # the build layer names the setting
         dataset_info_from_config(DataConfig(name=name, root="/nonexistent", options={key: bad}))
     msg = str(err.value)
-    assert msg.startswith("data.length: " if key == "length" else f"data.options.{key}: ") and "\n" not in msg and "expected" in msg
+    assert (
+        msg.startswith("data.length: " if key == "length" else f"data.options.{key}: ")
+        and "\n" not in msg
+        and "expected" in msg
+    )
 
 
 def test_right_types_of_dataset_options_pass() -> None:
