@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cinet.errors import CheckpointError, ConfigError
+from cinet.utils.io import atomic_save
+
 if TYPE_CHECKING:
     from cinet.data.info import DatasetInfo
     from cinet.preprocess import InputSpec
@@ -215,8 +218,6 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     """Load a checkpoint file safely (``weights_only=True``); raises CheckpointError with the path on failure."""
     import torch
 
-    from cinet.errors import CheckpointError
-
     p = Path(path)
     if p.is_dir():
         guess = p / "last.ckpt"
@@ -371,8 +372,6 @@ def save_model_checkpoint(
     """
     import torch
 
-    from cinet.utils.io import atomic_save
-
     if model_kwargs is None:
         model_kwargs = getattr(model, "build_kwargs", None)
         if model_kwargs is None:
@@ -433,7 +432,6 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     The message says what differs (variant, class count, encoder / channel widths), read from the weights,
     and how many parameters are unexpected, missing or of another shape.
     """
-    from cinet.errors import CheckpointError
 
     state = model_state_dict(ckpt)
     kwargs = dict(getattr(model, "build_kwargs", {}))
@@ -517,7 +515,6 @@ def load_model(
     """
     import torch
 
-    from cinet.errors import CheckpointError, ConfigError
     from cinet.models import build_model
 
     p = Path(path)

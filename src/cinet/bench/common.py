@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from cinet.utils.io import atomic_write_text
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -108,6 +110,4 @@ def emit(result: dict[str, Any], out: str | None = None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if out:
-        from cinet.utils.io import atomic_write_text
-
         atomic_write_text(out, text + "\n")

@@ -27,6 +27,7 @@ import yaml
 from cinet.config.legacy import migrate_legacy
 from cinet.config.schema import Config, DataConfig, validate
 from cinet.errors import ConfigError
+from cinet.utils.io import atomic_write_text
 
 __all__ = [
     "bundled_configs",
@@ -426,7 +427,6 @@ def save_config(path: str | Path, cfg: Config, git_rev: str | None = None) -> No
 
     The file loads back with :func:`load_config` (the ``git`` line is a comment).
     """
-    from cinet.utils.io import atomic_write_text
 
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
     header = f"# cinet run config (merged)\n# git: {git_rev or 'unknown'}\n"

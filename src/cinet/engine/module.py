@@ -41,7 +41,7 @@ from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, EvalProtocol, SegMetrics
 from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL
-from cinet.ops import use_attention_impl
+from cinet.ops import resize_map, use_attention_impl
 from cinet.preprocess import Geometry, InputSpec, fit
 from cinet.recipe import TERMS, StageRecipe
 
@@ -375,7 +375,6 @@ class CINetModule(L.LightningModule):
         (:func:`cinet.ops.resize_map`, the grid of the image's resize) and padded (ignore) as the image was
         for the network (:func:`cinet.preprocess.to_network`), then downsampled as in training (the same
         rule)."""
-        from cinet.ops import resize_map
 
         lab = resize_map(labels, tuple(geometry.scaled))
         pad_h, pad_w = geometry.padded[0] - geometry.scaled[0], geometry.padded[1] - geometry.scaled[1]

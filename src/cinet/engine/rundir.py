@@ -30,6 +30,7 @@ from typing import Any
 
 from cinet.engine.distributed import global_rank
 from cinet.errors import ConfigError
+from cinet.utils.io import atomic_save, atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ def read_state(run_dir: str | Path) -> dict[str, Any]:
 
 def write_state(run_dir: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (with an ``updated`` time stamp) to ``RUN_DIR/state.json`` atomically, on rank 0 only."""
-    from cinet.utils.io import atomic_write_json
 
     if global_rank() == 0:
         state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -137,7 +137,6 @@ def prepare_run_dir(
 
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary file (``dst`` is the old file or the whole new one)."""
-    from cinet.utils.io import atomic_save
 
     with open(src, "rb") as fh_in:
         atomic_save(dst, lambda fh: shutil.copyfileobj(fh_in, fh, length=16 << 20))
@@ -164,7 +163,6 @@ def write_metrics(
     import dataclasses
 
     from cinet.metrics import metrics_json
-    from cinet.utils.io import atomic_write_json, file_sha256
 
     ckpt = (extra or {}).get("checkpoint")
     if (

@@ -29,8 +29,9 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import nn
 
-from cinet.checkpoint import CheckpointPayload
+from cinet.checkpoint import STATE_PREFIX, CheckpointPayload, check_fits, load_model
 from cinet.errors import CheckpointError, CinetError, InputError
+from cinet.utils.io import file_sha256
 
 __all__ = ["CINetPretrained", "load_pretrained", "model_card_text", "push_to_hub", "save_pretrained"]
 
@@ -118,8 +119,6 @@ class CINetPretrained(
         **model_kwargs: Any,
     ) -> CINetPretrained:
         from safetensors.torch import load_file
-
-        from cinet.checkpoint import STATE_PREFIX, check_fits
 
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_NAME
@@ -325,8 +324,6 @@ def model_card_text(
 
 
 def _from_checkpoint(checkpoint: str | Path, metrics: dict[str, Any] | None) -> CINetPretrained:
-    from cinet.checkpoint import load_model
-    from cinet.utils.io import file_sha256
 
     net, payload = load_model(checkpoint)
     if not payload.dataset:

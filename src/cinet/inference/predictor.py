@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import torch
 
-from cinet.checkpoint import CheckpointPayload
+from cinet.checkpoint import CheckpointPayload, load_model
 from cinet.checks.memory import check_image_fits, measure_bytes_per_pixel, output_bytes
 from cinet.data.info import DatasetInfo
-from cinet.errors import CheckpointError, InputError
+from cinet.errors import CheckpointError, DataError, InputError
 from cinet.models.cinet import require_joint
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
 from cinet.preprocess import FIT_MODES, Geometry, InputSpec, to_network, training_side
@@ -73,7 +73,6 @@ def load_image(image: ImageLike) -> np.ndarray:
     from PIL import Image
 
     from cinet.data.base import pil_to_rgb, read_rgb
-    from cinet.errors import DataError
 
     if isinstance(image, str | Path):
         path = Path(image)
@@ -280,7 +279,6 @@ class Predictor:
         Raises:
             CheckpointError: One line naming the file (missing, truncated, weights that do not fit).
         """
-        from cinet.checkpoint import load_model
 
         dev = resolve_device(device)
         model, payload = load_model(path, dev)

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cinet.errors import CinetError, InputError
+from cinet.errors import CheckpointError, CinetError, InputError
+from cinet.utils.io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from cinet.preprocess import InputSpec
@@ -535,7 +536,6 @@ def export_int8(
         InputError: Bad counts, a folder without images.
         CheckpointError: The model's class count differs from the dataset's.
     """
-    from cinet.errors import CheckpointError
     from cinet.inference.export import OnnxRunner
 
     if num_calib < 1:
@@ -612,7 +612,6 @@ def install_int8_outputs(fp32_tmp: Path, int8_tmp: Path, report: dict[str, Any],
     Each file is written atomically (temporary file + rename), so an existing file is either kept whole or
     replaced whole.
     """
-    from cinet.utils.io import atomic_write_bytes, atomic_write_json
 
     int8_out, report_out = int8_paths(out)
     for src, dst in ((fp32_tmp, Path(out)), (int8_tmp, int8_out)):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cinet.errors import CinetError
 from cinet.models.decoder import DepthHead, SegHead, UpsampleBlock, conv_bn_relu
 from cinet.models.encoder import build_encoder
 from cinet.models.fsm import FeatureSharingModule, LateralSharingUnit
@@ -43,7 +44,6 @@ def require_joint(model: nn.Module, source: str) -> None:
         CinetError: One line naming ``source`` and the variant (``depth_only`` / ``seg_only`` are the Δm
             references of the ablation; ``cinet eval`` evaluates them).
     """
-    from cinet.errors import CinetError
 
     tasks = tuple(getattr(model, "tasks", TASKS))
     if len(tasks) < len(TASKS):
