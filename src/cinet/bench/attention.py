@@ -154,14 +154,15 @@ def measure(
         base = max_rss_bytes()
     timing = time_calls(step, device, repeat, warmup)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else max_rss_bytes()) - base
+    achieved = step_flops(b, n, c, d) / max(timing["median_s"], 1e-12)
     result = {
         "impl": impl,
         "resolved_impl": resolve_impl(impl, device, n, dtype=q.dtype, head_dim=d),
         "peak_bytes": int(peak),
         "peak_mib": round(peak / 2**20, 1),
         **{key: val for key, val in timing.items()},
-        "tflops": float(f"{step_flops(b, n, c, d) / max(timing['median_s'], 1e-12) / 1e12:.4g}"),
-        "achieved_flops_per_s": step_flops(b, n, c, d) / max(timing["median_s"], 1e-12),
+        "achieved_flops_per_s": achieved,
+        "tflops": float(f"{achieved / 1e12:.4g}"),
         "dtype": dtype,
     }
     if device.type == "cpu":  # allocator-independent second figure (after the RSS measurement)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from cinet.utils.io import atomic_write_text
+from cinet.utils.precision import cpu_model
 
 
 def synchronize(device: torch.device) -> None:
@@ -52,18 +53,6 @@ def available_ram_bytes() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def hardware(device: torch.device | None = None) -> dict[str, Any]:

@@ -21,6 +21,11 @@ PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.floa
 DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
+def _default_side(device: torch.device) -> int:
+    """Side of the probe's square matrices: large enough to reach the device's matmul rate."""
+    return 8192 if device.type == "cuda" else 2048
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -49,7 +54,7 @@ def matmul_peak(
         ValueError: An unknown dtype name.
     """
     device = torch.device(device)
-    n = n or (8192 if device.type == "cuda" else 2048)
+    n = n or _default_side(device)
     out: dict[str, float | None] = {}
     for name in dtypes:
         if name not in PEAK_DTYPES:
@@ -117,7 +122,7 @@ def add_peak_fractions(entries: list[dict[str, Any]], device: torch.device | str
         e["fraction_of_peak"] = peak_fraction(
             e["achieved_flops_per_s"], peak, DTYPE_ALIASES.get(e["dtype"], e["dtype"])
         )
-    n = 8192 if torch.device(device).type == "cuda" else 2048
+    n = _default_side(torch.device(device))
     return {
         "peak_flops_per_s": peak,
         "peak_method": f"best of 3 square {n}x{n} matmuls per dtype (int8: torch._int_mm), in this run",

@@ -22,12 +22,13 @@ than float32 for some convolutions on CPUs without AMX; see docs/performance.md)
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PrecisionChoice", "cpu_features", "resolve_precision"]
+__all__ = ["PrecisionChoice", "cpu_features", "cpu_model", "resolve_precision"]
 
 #: CPU feature names (PyTorch's cpuinfo probe; the same names as Linux's ``/proc/cpuinfo`` flags).
 BF16_MATRIX_FEATURES = ("amx_bf16", "avx512_bf16")
@@ -62,20 +63,29 @@ def cpu_features() -> dict[str, bool]:
         except (RuntimeError, TypeError):  # pragma: no cover - depends on the PyTorch build
             caps = {}
     if not caps:
-        flags: set[str] = set()
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("flags"):
-                        flags = set(line.split(":", 1)[1].split())
-                        break
-        except OSError:
-            pass
+        flags = set(_proc_cpuinfo("flags").split())
         linux_name = {"avx512_f": "avx512f"}  # the other four are spelled alike in both probes
         caps = {name: linux_name.get(name, name) in flags for name in names}
     features: dict[str, bool] = {name: bool(caps.get(name, False)) for name in names}
-    features["cpu_name"] = str(caps.get("cpu_name", "")) or "unknown"  # type: ignore[assignment]
+    features["cpu_name"] = str(caps.get("cpu_name", "")) or cpu_model()  # type: ignore[assignment]
     return features
+
+
+def _proc_cpuinfo(field: str) -> str:
+    """The value of the first ``field`` line of Linux's ``/proc/cpuinfo`` ("" elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    return _proc_cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def resolve_precision(
