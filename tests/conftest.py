@@ -15,6 +15,15 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _float32_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--runtime auto`` resolves as on a CPU without bf16 units, on every machine: the inference tests compare
+    with float32 references (tests/test_runtime.py passes each CPU kind explicitly)."""
+    from cinet.inference import runtime
+
+    monkeypatch.setattr(runtime, "machine_cpu_features", lambda: {})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``gpu`` tests when no CUDA device is present (they are also deselected by default)."""
     if torch.cuda.is_available():

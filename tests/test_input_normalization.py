@@ -89,7 +89,7 @@ def test_int8_calibration_and_accuracy_check_use_the_checkpoint_normalisation(
 
 
 def test_eval_normalises_with_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cinet.commands.eval import evaluate_checkpoint
+    from cinet.build.training import evaluate_checkpoint
 
     built: list[tuple] = []
     real = build_data.build_dataset
@@ -121,8 +121,8 @@ def test_int8_float32_row_equals_cinet_eval_of_the_same_checkpoint(tmp_path: Pat
     import json
     from dataclasses import replace
 
+    from cinet.build.training import evaluate_checkpoint
     from cinet.cli import main
-    from cinet.commands.eval import evaluate_checkpoint
     from cinet.data.synthetic.dataset import synthetic_info
 
     model, kwargs = tiny_model(num_classes=13)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import collections
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,45 @@ def test_engine_and_inference_are_peers_that_do_not_read_the_config():
     assert "inference" not in graph.get("engine", {}) and "engine" not in graph.get("inference", {})
     for unit in ("engine", "inference"):
         assert not {"config", "build", "commands"} & set(graph.get(unit, {})), (unit, dict(graph[unit]))
+
+
+def help_modules() -> set[str]:
+    """The cinet modules ``cinet --help`` loads (a fresh interpreter), after checking it loads no torch."""
+    code = (
+        "import sys\nfrom cinet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'cinet --help loaded torch'\n"
+        "print(' '.join(m for m in sys.modules if m == 'cinet' or m.startswith('cinet.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_function_local_imports_only_where_they_keep_help_fast():
+    """A function-local import of a cinet module is kept only in a module ``cinet --help`` loads, of a module
+    it does not load (so ``--help`` stays torch-free), or on a line that says why (``# local: <reason>``)."""
+    loaded = help_modules()
+    assert "cinet.cli" in loaded and "cinet.commands.train" in loaded
+    modules = {
+        ".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in SRC.rglob("*.py")
+    }
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+        source = path.read_text()
+        tree = ast.parse(source)
+        skip = _type_checking_nodes(tree) | {id(n) for n in tree.body}
+        lines = source.splitlines()
+        for node in ast.walk(tree):
+            if id(node) in skip or not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            if not (node.module or "").startswith("cinet") or "# local:" in lines[node.lineno - 1]:
+                continue
+            targets = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+            target = targets[0] if targets else node.module
+            where = f"{path.relative_to(SRC)}:{node.lineno} ({ast.unparse(node)})"
+            if module not in loaded:
+                bad.append(f"{where}: cinet --help does not load {module}; import at the top")
+            elif target in loaded:
+                bad.append(f"{where}: cinet --help loads {target} anyway; import at the top")
+    assert not bad, "\n".join(bad)

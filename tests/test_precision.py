@@ -5,21 +5,12 @@ from __future__ import annotations
 import pytest
 
 from cinet.utils.precision import cpu_features, resolve_precision
-
-EPYC_ZEN4 = {"amx_bf16": False, "amx_int8": False, "avx512_bf16": True, "avx512_vnni": True, "avx512_f": True}
-XEON_SPR = {"amx_bf16": True, "amx_int8": True, "avx512_bf16": True, "avx512_vnni": True, "avx512_f": True}
-OLD_AVX2 = {
-    "amx_bf16": False,
-    "amx_int8": False,
-    "avx512_bf16": False,
-    "avx512_vnni": False,
-    "avx512_f": False,
-}
+from cpu_kinds import EPYC_ZEN4, NO_BF16, XEON_AMX
 
 
 @pytest.mark.parametrize(
     ("features", "expected"),
-    [(XEON_SPR, "bf16-mixed"), (EPYC_ZEN4, "bf16-mixed"), (OLD_AVX2, "32-true")],
+    [(XEON_AMX, "bf16-mixed"), (EPYC_ZEN4, "bf16-mixed"), (NO_BF16, "32-true")],
     ids=["xeon-amx", "epyc-avx512bf16", "avx2-only"],
 )
 def test_auto_on_cpu_follows_the_bf16_units(features, expected):
@@ -37,7 +28,7 @@ def test_auto_on_cuda_follows_the_device(bf16, expected):
 
 
 def test_auto_on_other_accelerators_is_float32():
-    assert resolve_precision("auto", "mps", features=XEON_SPR).precision == "32-true"
+    assert resolve_precision("auto", "mps", features=XEON_AMX).precision == "32-true"
 
 
 @pytest.mark.parametrize(
@@ -45,7 +36,7 @@ def test_auto_on_other_accelerators_is_float32():
     [("32", "32-true"), ("64", "64-true"), ("bf16-mixed", "bf16-mixed"), ("16-mixed", "16-mixed")],
 )
 def test_explicit_values_are_kept(value, expected):
-    choice = resolve_precision(value, "cpu", features=OLD_AVX2)
+    choice = resolve_precision(value, "cpu", features=NO_BF16)
     assert choice.precision == expected
     assert "set in the config" in choice.reason
 

@@ -211,7 +211,9 @@ def test_empty_image_folder(tmp_path: Path, out: Path, capsys: pytest.CaptureFix
 
 
 def test_batch_of_different_image_sizes(tmp_path: Path) -> None:
-    """Images of different sizes without data.image_size / crop_size: one line naming the samples."""
+    """Images of different sizes without data.image_size / crop_size: one line naming the samples and, from the
+    data module's settings, the keys to set (the library's own hint names no config key)."""
+    from cinet.checks.data import TRAIN_SIZE_HINT
     from cinet.data import load_dataset
     from cinet.data.base import collate
 
@@ -221,6 +223,8 @@ def test_batch_of_different_image_sizes(tmp_path: Path) -> None:
     with pytest.raises(
         DataError, match=r"folder/a: samples of one batch differ in 'image' size .*set data.image_size"
     ):
+        collate([ds[0], ds[1]], size_hint=TRAIN_SIZE_HINT)
+    with pytest.raises(DataError, match=r"differ in 'image' size .*; resize them to one size$"):
         collate([ds[0], ds[1]])
 
 

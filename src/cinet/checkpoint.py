@@ -31,14 +31,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from cinet.data.info import DatasetInfo
 from cinet.errors import CheckpointError, ConfigError
+from cinet.models import build_model
+from cinet.models.cinet import build_kwargs_of
+from cinet.preprocess import InputSpec, unit_scale
 from cinet.utils.io import atomic_save
-
-if TYPE_CHECKING:
-    from cinet.data.info import DatasetInfo
-    from cinet.preprocess import InputSpec
 
 CHECKPOINT_FORMAT = 1
 STATE_PREFIX = "model."
@@ -163,8 +165,6 @@ class CheckpointPayload:
         that feeds a checkpoint's model (eval, export and its INT8 calibration, predict, serve) normalises with
         this, never with a default.
         """
-        from cinet.preprocess import unit_scale
-
         mean, std = self.dataset.get("mean"), self.dataset.get("std")
         if mean is None or std is None:
             return None
@@ -188,8 +188,6 @@ class CheckpointPayload:
         Raises:
             ValueError: No mean/std stored and no ``fallback``.
         """
-        from cinet.preprocess import InputSpec
-
         norm = self.normalization or fallback
         if norm is None:
             raise ValueError("checkpoint records no input mean/std")
@@ -201,8 +199,6 @@ class CheckpointPayload:
         Raises:
             ValueError: No dataset entry. TypeError / ValueError: an entry DatasetInfo refuses.
         """
-        from cinet.data.info import DatasetInfo
-
         if not self.dataset:
             raise ValueError("checkpoint has no dataset info (classes, palette, mean/std)")
         return DatasetInfo.from_dict(self.dataset)
@@ -216,8 +212,6 @@ def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint file safely (``weights_only=True``); raises CheckpointError with the path on failure."""
-    import torch
-
     p = Path(path)
     if p.is_dir():
         guess = p / "last.ckpt"
@@ -370,11 +364,9 @@ def save_model_checkpoint(
     Returns:
         The path written.
     """
-    import torch
-
     if model_kwargs is None:
-        model_kwargs = getattr(model, "build_kwargs", None)
-        if model_kwargs is None:
+        model_kwargs = build_kwargs_of(model)
+        if not model_kwargs:
             raise ValueError(
                 "save_model_checkpoint: model_kwargs is required for a model not made by build_model"
             )
@@ -434,7 +426,7 @@ def check_fits(model: Any, ckpt: dict[str, Any], path: str | Path) -> None:
     """
 
     state = model_state_dict(ckpt)
-    kwargs = dict(getattr(model, "build_kwargs", {}))
+    kwargs = build_kwargs_of(model)
     if not state:
         raise CheckpointError(f"{path}: state_dict holds no '{STATE_PREFIX}*' weights")
     own = model.state_dict()
@@ -513,10 +505,6 @@ def load_model(
             an unknown format, or when its weights do not fit the model its own entry describes (what
             differs: variant, class count, encoder / channel shapes).
     """
-    import torch
-
-    from cinet.models import build_model
-
     p = Path(path)
     ckpt = read_checkpoint(p, map_location="cpu")
     try:

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cinet import __version__
+from cinet.errors import CinetError
 from cinet.utils import signals
 
 # name -> (module, help). Modules are imported lazily, only for the subcommand that runs (and for --help).
@@ -97,8 +99,6 @@ def _main(argv: Sequence[str] | None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
-        from cinet import __version__
-
         print(__version__)
         return 0
     if not args.command:
@@ -110,8 +110,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(module: Any, args: argparse.Namespace) -> int:
     """Run the subcommand; user errors become one line and exit code 2, a stop signal :class:`Interrupted`."""
-    from cinet.errors import CinetError
-
     try:
         return int(module.run(args) or 0)
     except signals.Interrupted:

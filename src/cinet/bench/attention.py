@@ -46,6 +46,7 @@ from cinet.bench.common import (
     time_calls,
 )
 from cinet.bench.peak import add_peak_fractions
+from cinet.ops import attention_bce, resolve_impl, sigmoid_attention
 from cinet.utils.device import resolve_device
 
 DEFAULT_SIZES = "8x4800x512x64,2x8192x512x64,1x32768x512x64"
@@ -112,7 +113,6 @@ def _inputs(
 
 
 def _step(impl: str, x: dict[str, torch.Tensor], tile: int | None) -> None:
-    from cinet.ops import attention_bce, sigmoid_attention
 
     q, k, v = x["q"], x["k"], x["v"]
     for t in (q, k, v):
@@ -135,7 +135,6 @@ def measure(
     dtype: str = "float32",
 ) -> dict[str, Any]:
     """Time and peak memory of one forward + backward for ``impl`` (in this process)."""
-    from cinet.ops import resolve_impl
 
     torch_dtype = DTYPES[dtype]
     _step(impl, _inputs(1, 64, 16, 16, device, torch_dtype), tile)  # initialise libraries before the baseline

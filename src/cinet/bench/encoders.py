@@ -23,6 +23,10 @@ import torch
 
 from cinet.bench.common import hardware, time_calls
 from cinet.bench.peak import add_peak_fractions
+from cinet.bench.train_step import build_step_module, synthetic_batch, training_step_fn
+from cinet.models.encoder import is_timm_encoder
+from cinet.models.timm_encoder import timm_model_name
+from cinet.ops import use_attention_impl
 
 DEFAULT_ENCODERS = (
     "resnet101",
@@ -39,13 +43,10 @@ TINY_ENCODERS = ("resnet18", "timm:test_resnet", "timm:test_convnext", "timm:tes
 
 def family(encoder: str) -> str:
     """The model family: ``torchvision resnet`` or the timm module that defines the architecture."""
-    from cinet.models.encoder import is_timm_encoder
 
     if not is_timm_encoder(encoder):
         return "torchvision resnet (dilated)"
     from timm.models import model_entrypoint
-
-    from cinet.models.timm_encoder import timm_model_name
 
     return "timm " + model_entrypoint(timm_model_name(encoder).split(".")[0]).__module__.rsplit(".", 1)[-1]
 
@@ -53,8 +54,6 @@ def family(encoder: str) -> str:
 def forward_flops(model: torch.nn.Module, height: int, width: int) -> int:
     """Forward FLOPs of one ``1x3xHxW`` image, counted on a meta-device copy of ``model``."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from cinet.ops import use_attention_impl
 
     meta = copy.deepcopy(model).to("meta").eval()
     counter = FlopCounterMode(display=False)
@@ -86,7 +85,6 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure(encoder: str, s: dict[str, Any]) -> dict[str, Any]:
     """One row of the table (see the module docstring)."""
-    from cinet.bench.train_step import build_step_module, synthetic_batch, training_step_fn
 
     torch.manual_seed(0)
     module = build_step_module({**s, "encoder": encoder, "attention_impl": "auto"})  # the engine's stage 3

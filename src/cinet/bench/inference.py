@@ -26,11 +26,13 @@ from cinet.bench.common import hardware, time_calls
 from cinet.bench.encoders import forward_flops
 from cinet.bench.peak import add_peak_fractions
 from cinet.bench.train_step import build, model_settings
+from cinet.inference.export import export_onnx
+from cinet.inference.quantize import parse_keep_float, quantize_int8
+from cinet.inference.runtime import agreement
 
 
 def _export(model: torch.nn.Module, path: Path, height: int, width: int, dynamic: bool) -> str:
     """Export with the project's exporter; returns how."""
-    from cinet.inference.export import export_onnx
 
     export_onnx(model, path, height=height, width=width, dynamic=dynamic)
     return "cinet.inference.export.export_onnx"
@@ -40,10 +42,10 @@ MODES = ("eager", "onnxruntime", "int8", "bf16")
 
 
 def _output_gap(ref: tuple[np.ndarray, np.ndarray], out: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-    """How far ``out`` (depth, logits) is from ``ref``: mean relative depth error, label agreement."""
-    rel = np.abs(out[0] - ref[0]) / np.maximum(np.abs(ref[0]), 1e-6)
-    agree = (out[1].argmax(1) == ref[1].argmax(1)).mean()
-    return {"depth_mean_rel_diff": float(rel.mean()), "label_agreement": float(agree)}
+    """How far ``out`` (depth, logits) is from ``ref``: the runtime parity check's numbers
+    (:func:`cinet.inference.runtime.agreement`: mean relative depth difference, label agreement)."""
+    agr = agreement(*(torch.from_numpy(np.asarray(a)) for a in (*out, *ref)))
+    return {"depth_mean_rel_diff": agr.depth_rel_diff, "label_agreement": 1.0 - agr.label_disagreement}
 
 
 #: Compute dtype of each runtime row (the matmul peak it is compared with; int8 rows: integer OP/s).
@@ -104,8 +106,6 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
         onnx_bytes = {"onnxruntime": path.stat().st_size}
         paths = {"onnxruntime": path}
         if "int8" in modes:
-            from cinet.inference.quantize import parse_keep_float, quantize_int8
-
             paths["int8"] = Path(tmp) / "model.int8.onnx"
             gen = torch.Generator().manual_seed(1)
             calib = [torch.randn(bsz, 3, h, w, generator=gen).numpy() for _ in range(args.num_calib)]

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from typing import Any
 
 import torch
 
 from cinet.bench.common import hardware, synchronize, time_calls
 from cinet.bench.peak import add_peak_fractions
+from cinet.build.builders import build_model, build_module
+from cinet.config import Config, ModelConfig, StageConfig, load_config
+from cinet.data.info import DatasetInfo, voc_palette
 from cinet.ops import use_attention_impl
 from cinet.utils.device import resolve_device
 
@@ -67,29 +71,21 @@ def model_settings(args: argparse.Namespace, device: torch.device) -> dict[str, 
     }
 
 
-def settings_config(settings: dict[str, Any]) -> Any:
-    """The :class:`cinet.config.Config` of the benchmarked model (defaults plus ``model.*`` overrides)."""
-    from cinet.config import load_config
-
-    overrides = [
-        f"model.variant={settings['variant']}",
-        f"model.encoder={settings['encoder']}",
-        "model.encoder_weights=null",
-        f"model.channels={settings['channels']}",
-        f"model.qk_channels={settings['qk_channels']}",
-        f"model.decoder_channels=[{','.join(str(c) for c in settings['decoder_channels'])}]",
-        f"model.attention_impl={settings['attention_impl']}",
-    ]
-    return load_config(None, overrides)
+def settings_config(settings: dict[str, Any]) -> Config:
+    """The :class:`cinet.config.Config` of the benchmarked model: the defaults with every ``model.*`` field that
+    ``settings`` names (random init: ``encoder_weights`` null)."""
+    cfg = load_config(None)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = dataclasses.replace(
+        cfg.model, encoder_weights=None, **{k: v for k, v in settings.items() if k in fields}
+    )
+    return dataclasses.replace(cfg, model=model)
 
 
 def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
     """The engine's :class:`~cinet.engine.module.CINetModule` of one stage (default 3: every term of the
     variant), built by :func:`cinet.build.builders.build_module` as ``cinet train`` builds it: the same model,
     loss terms (the variant table x the stage table) and optimizer groups."""
-    from cinet.build.builders import build_module
-    from cinet.config import StageConfig
-    from cinet.data.info import DatasetInfo, voc_palette
 
     cfg = settings_config(settings)
     n = settings["num_classes"]
@@ -101,7 +97,6 @@ def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
 
 def build(settings: dict[str, Any]) -> torch.nn.Module:
     """The benchmarked network alone (inference rows), built as ``cinet train`` builds it (no loss)."""
-    from cinet.build.builders import build_model
 
     return build_model(settings_config(settings), settings["num_classes"])
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cinet.checks.data import EVAL_SIZE_HINT, TRAIN_SIZE_HINT
 from cinet.config import DataConfig
 from cinet.data import DATASETS, DatasetInfo, dataset_class, dataset_info, load_dataset
 from cinet.data.transforms import Compose, Resize, build_transforms
@@ -232,6 +233,8 @@ def make_datamodule(
         crop_size=(int(cfg.crop_size[0]), int(cfg.crop_size[1])) if cfg.crop_size else None,
         source=str(cfg.root) if cfg.root is not None else f"{cfg.name}/{cfg.train_split}",
         depth_setting=depth_setting(cfg.name),
+        train_size_hint=TRAIN_SIZE_HINT,
+        eval_size_hint=EVAL_SIZE_HINT,
     )
     return CINetDataModule(
         lambda which: split_dataset(cfg, which, test_split=test_split, mean=mean, std=std),

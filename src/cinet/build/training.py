@@ -24,19 +24,20 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from cinet.build import builders
-from cinet.build.data import dataset_info_from_config
-from cinet.checkpoint import check_fits, load_weights, read_checkpoint
+from cinet.build.data import build_dataset, dataset_info_from_config, depth_setting
+from cinet.checkpoint import check_fits, load_model, load_weights, read_checkpoint
 from cinet.checks.data import check_training_data
+from cinet.checks.labels import check_classes, warn_depth_unit
 from cinet.checks.model import check_eval_memory, check_feature_maps
 from cinet.checks.outputs import check_run_dir, check_writable_dir
-from cinet.config import Config, StageConfig, git_revision, save_config
+from cinet.config import Config, StageConfig, git_revision, load_config, parse_overrides, save_config
 from cinet.engine import rundir
 from cinet.engine.callbacks import LossLog, RollingCheckpoint
 from cinet.engine.distributed import barrier, global_rank
 from cinet.errors import CheckpointError, CinetError, ConfigError
 from cinet.metrics.report import per_class_by_name
 from cinet.utils import signals
-from cinet.utils.io import atomic_write_json
+from cinet.utils.io import atomic_write_json, file_sha256
 from cinet.utils.precision import cpu_features, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,53 @@ def evaluate_module(
     ):
         results["per_class_iou"] = per_class_by_name(results["per_class_iou"], names)  # keyed by class name
     return results
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    config: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    split: str | None = None,
+) -> tuple[dict[str, Any], Any, Any]:
+    """Evaluate a checkpoint: ``(metrics, protocol, config)``.
+
+    The model is rebuilt from the checkpoint's stored build arguments; data and protocol come from its stored
+    config, updated by ``config`` and ``overrides``. The protocol records every field that decides the numbers
+    (:class:`cinet.metrics.EvalProtocol`), the checkpoint's SHA-256 included. ``cinet eval``'s driver, beside
+    :func:`train`.
+
+    Raises:
+        ConfigError: A ``model.*`` override (the model is the checkpoint's), a bad key or value.
+        CheckpointError: The checkpoint is unreadable, of another class count or other classes.
+        DataError / InputError: The dataset is missing or does not fit in memory at its evaluation size.
+    """
+    for key, _ in parse_overrides(list(overrides)):
+        if key.split(".")[0] == "model":  # evaluation's attention path is always the inference one
+            raise ConfigError(
+                f"{key}: the model is rebuilt from the arguments stored in {checkpoint}; "
+                "this override would be ignored"
+            )
+    model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
+    cfg = load_config(config, list(overrides), base=payload.config or None)
+    split = split or cfg.data.test_split
+    mean, std = model.input_mean, model.input_std  # the checkpoint's stored normalisation (load_model)
+    dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first
+    info = dataset_info_from_config(cfg.data)
+    trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
+    check_classes(checkpoint, trained_classes, payload.class_names, info, cfg.data.name)
+    # the check of cinet train and data preview: a wrong depth unit makes every metric void
+    warn_depth_unit(dataset, f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
+    cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
+    check_eval_memory(cfg, dataset, info.num_classes, payload.train_size, lambda: model)
+    module = builders.build_module(
+        cfg, info, StageConfig(stage=3), model=model, train_size=payload.train_size
+    )
+    metrics = evaluate_module(module, cfg, split=split)
+    protocol = dataclasses.replace(
+        builders.build_protocol(cfg, info, split=split), checkpoint_sha256=file_sha256(checkpoint)
+    )
+    return metrics, protocol, cfg
 
 
 def train(

@@ -12,9 +12,23 @@ from typing import Any
 from cinet.checks.files import check_split_sizes
 from cinet.checks.labels import check_split_labels, warn_depth_unit
 from cinet.data.base import collate
-from cinet.engine.datamodule import EVAL_SIZE_HINT, TRAIN_SIZE_HINT, _seeded, check_batch_size
+from cinet.engine.datamodule import _seeded
+from cinet.errors import ConfigError
 
-__all__ = ["check_training_data"]
+__all__ = ["EVAL_SIZE_HINT", "TRAIN_SIZE_HINT", "check_batch_size", "check_training_data"]
+
+#: The end of the error for a training / evaluation batch of samples that differ in size (the settings to change).
+TRAIN_SIZE_HINT = "set data.image_size or data.crop_size"
+EVAL_SIZE_HINT = "set data.image_size (every split) or data.eval_batch_size=1"
+
+
+def check_batch_size(batch_size: int, train_size: int) -> None:
+    """Raise :class:`ConfigError` naming ``data.batch_size`` when it exceeds the training set."""
+    if train_size < batch_size:
+        raise ConfigError(
+            f"data.batch_size: {batch_size} is larger than the training set ({train_size} samples); "
+            f"set data.batch_size={max(1, train_size)} or smaller"
+        )
 
 
 def check_training_data(dm: Any, *, validate: bool = True) -> tuple[int, int]:
@@ -51,13 +65,13 @@ def check_training_data(dm: Any, *, validate: bool = True) -> tuple[int, int]:
             which,
             cfg.batch_size if which == "train" else cfg.eval_batch_size,
             bool(cfg.image_size or (which == "train" and cfg.crop_size)),
-            TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT,
+            cfg.train_size_hint if which == "train" else cfg.eval_size_hint,
         )
     with _seeded(dm.seed):
         for which in splits:
             ds = dm.dataset(which)
             n = min(len(ds), cfg.batch_size if which == "train" else cfg.eval_batch_size)
-            hint = TRAIN_SIZE_HINT if which == "train" else EVAL_SIZE_HINT
+            hint = cfg.train_size_hint if which == "train" else cfg.eval_size_hint
             collate([ds[i] for i in range(n)], size_hint=hint)
     if cfg.image_size:
         return int(cfg.image_size[0]), int(cfg.image_size[1])

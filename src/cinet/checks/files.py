@@ -48,7 +48,7 @@ def image_problem(path: Path, *, decode: bool = True) -> str | None:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from cinet.data.base import no_pixel_limit
+    from cinet.data.base import no_pixel_limit  # local: cinet --help loads this module, data.base loads torch
 
     try:
         with no_pixel_limit(), Image.open(path) as img:
@@ -76,7 +76,7 @@ def check_images(files: list[Path], skip_bad: bool, *, decode: bool = True) -> l
 
 def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
     """``(height, width)`` of each file as the image reader returns it (EXIF-turned), from the headers only."""
-    from cinet.data.base import header_size
+    from cinet.data.base import header_size  # local: cinet --help loads this module, data.base loads torch
 
     return [header_size(f, turned=True) for f in files]
 

@@ -4,7 +4,7 @@
   :meth:`~cinet.data.folder.FolderDataset.check_labels`) is checked before training (:func:`check_split_labels`);
   every other sample is checked by its reader as it is loaded (:func:`cinet.data.base.check_label_file`, on the
   CPU, in the loader's workers). The losses then assume valid labels: nothing of this kind runs in the training
-  step (no device synchronisation; :class:`cinet.losses.TotalLoss` is built with ``check_labels=False``).
+  step (no device synchronisation; :class:`cinet.losses.TotalLoss` is built with ``validate_labels=False``).
 * Class count: a checkpoint evaluated on a dataset of another class count, or of other classes in the same count
   (:func:`check_classes`, ``cinet eval``).
 * Depth unit: one warning line when the depth looks like the wrong unit (:func:`warn_depth_unit`, from the
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cinet.checkpoint import class_name_differences
+from cinet.data import DatasetInfo
+from cinet.data.sanity import DepthSummary, depth_summary, depth_warning
 from cinet.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from cinet.data import DatasetInfo
-    from cinet.data.sanity import DepthSummary
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +52,6 @@ def warn_depth_unit(dataset: Any, where: str, setting: str, num: int = 8) -> Dep
     Returns:
         The :class:`cinet.data.sanity.DepthSummary` (None for a dataset without raw depth or samples).
     """
-    from cinet.data.sanity import depth_summary, depth_warning
-
     summary = depth_summary(dataset, num=num)
     line = depth_warning(summary, where, setting)
     if line is not None:  # a warning: a later error may come from the same mistake
@@ -82,8 +79,6 @@ def check_classes(
     Raises:
         CheckpointError: One line naming the checkpoint and what differs.
     """
-    from cinet.checkpoint import class_name_differences
-
     if trained_classes != info.num_classes:
         raise CheckpointError(
             f"{checkpoint}: trained for {trained_classes} classes, dataset {dataset!r} has {info.num_classes}"

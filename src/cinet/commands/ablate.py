@@ -27,7 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cinet.commands.common import quiet_lightning
+from cinet.commands.eval import protocol_overrides
+from cinet.config import config_to_dict, git_revision, load_config, read_saved_git
+from cinet.engine.distributed import global_rank
+from cinet.errors import ConfigError
 from cinet.recipe import TERMS, VARIANTS
+from cinet.utils.io import atomic_write_json, atomic_write_text
 
 #: Variants run by default: every row of the recipe table (paper Tables 1–2 and the single-task references).
 DEFAULT_VARIANTS = tuple(VARIANTS)
@@ -85,7 +91,6 @@ def parse_rows(variants: str, extra: list[str]) -> dict[str, list[str]]:
     Raises:
         ConfigError: Unknown variant, a malformed or duplicate row name (names ``--variants`` / ``--row``).
     """
-    from cinet.errors import ConfigError
 
     rows: dict[str, list[str]] = {}
     for v in (x.strip() for x in variants.split(",")):
@@ -308,7 +313,6 @@ def write_ablation(
     run_dir: Path, results: dict[str, dict[str, Any]], protocol: Any, meta: dict[str, Any]
 ) -> None:
     """``ablation.md`` and ``ablation.json`` (atomic writes)."""
-    from cinet.utils.io import atomic_write_json, atomic_write_text
 
     comparison = compare_rows(results)
     hw = meta["hardware"]
@@ -363,7 +367,6 @@ def _run_row(
 ) -> dict[str, Any]:
     """Train + evaluate one row / seed into ``vdir`` (reusing a finished run)."""
     from cinet.build.training import train
-    from cinet.config import load_config, read_saved_git
 
     metrics_file = vdir / "metrics.json"
     if metrics_file.is_file():
@@ -398,12 +401,8 @@ def run(args: argparse.Namespace) -> int:
     from cinet.bench.common import hardware
     from cinet.build.builders import build_protocol, check_encoder_weights
     from cinet.build.data import dataset_info_from_config
-    from cinet.commands.common import quiet_lightning
-    from cinet.config import config_to_dict, git_revision, load_config
-    from cinet.engine.distributed import global_rank
 
     quiet_lightning(getattr(args, "verbose", 0))
-    from cinet.commands.eval import protocol_overrides
 
     args.overrides = protocol_overrides(
         list(args.overrides), getattr(args, "protocol", None), bool(getattr(args, "flip", False))

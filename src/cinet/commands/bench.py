@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from cinet.checks.outputs import check_not_an_input
+from cinet.errors import InputError
+
 BENCHMARKS = ("attention", "train-step", "inference", "encoders")
 
 
@@ -99,7 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON. Returns the exit code."""
     from cinet.bench.common import emit
-    from cinet.checks.outputs import check_not_an_input
 
     if args.out:  # the JSON never replaces a file the benchmark reads
         check_not_an_input(
@@ -109,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.benchmark == "attention":
         from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, parse_dtypes, parse_sizes, run_attention
-        from cinet.errors import InputError
 
         sizes = args.sizes or (TINY_SIZES if args.tiny else DEFAULT_SIZES)
         try:  # bad sizes / dtypes: one line, exit 2, before any measurement

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinet.errors import InputError
+from cinet.inference.pointcloud import parse_intrinsics
+from cinet.inference.runtime import RUNTIMES, RuntimeChoiceError
 from cinet.utils.colors import DEFAULT_DEPTH_CMAP, DEPTH_CMAPS
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "alpha": 0.5,
     "ply_stride": 1,
     "intrinsics": None,
+    "runtime": "auto",
 }
 
 
@@ -51,7 +54,7 @@ def quiet_lightning(verbose: int) -> None:
 def add_model_options(parser: argparse.ArgumentParser, *, onnx_note: str) -> None:
     """Register the options ``cinet predict`` and ``cinet serve`` share, with :data:`MODEL_DEFAULTS`.
 
-    The model (``--checkpoint`` / ``--onnx`` / ``--pretrained``, one of them), ``--device``, ``--max-side``,
+    The model (``--checkpoint`` / ``--onnx`` / ``--pretrained``, one of them), ``--device``, ``--runtime``, ``--max-side``,
     ``--fit``, ``--cmap``, ``--alpha``, ``--ply-stride`` and ``--intrinsics``.
 
     Args:
@@ -70,6 +73,14 @@ def add_model_options(parser: argparse.ArgumentParser, *, onnx_note: str) -> Non
     )
     parser.add_argument(
         "--device", default=d["device"], help=f"cpu, cuda, cuda:N or auto (default: {d['device']})"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=d["runtime"],
+        help="inference runtime: auto (default: the fastest for this machine, docs/inference.md), eager-fp32, "
+        "eager-bf16, onnx-fp32 (exports the checkpoint once per run), onnx-int8 (an INT8 --onnx file); any "
+        "but eager-fp32 is checked against it on the first batch and falls back to it when they differ",
     )
     parser.add_argument(
         "--max-side",
@@ -116,7 +127,6 @@ def check_model_options(args: argparse.Namespace) -> tuple[float, float, float, 
         InputError: ``--alpha`` outside 0..1, ``--max-side`` below 8 (other than 0), ``--ply-stride`` below 1,
             unparsable ``--intrinsics``.
     """
-    from cinet.inference.pointcloud import parse_intrinsics
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
@@ -136,9 +146,13 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         "mode": args.fit,
         "max_side": args.max_side or None,
         "keep_size": getattr(args, "keep_size", False),
+        "runtime": args.runtime,
     }
-    if args.onnx is not None:
-        return Predictor.from_onnx(args.onnx, device=args.device, **opts)
-    if getattr(args, "pretrained", None) is not None:
-        return Predictor.from_pretrained(args.pretrained, device=args.device, **opts)
-    return Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
+    try:
+        if args.onnx is not None:
+            return Predictor.from_onnx(args.onnx, device=args.device, **opts)
+        if getattr(args, "pretrained", None) is not None:
+            return Predictor.from_pretrained(args.pretrained, device=args.device, **opts)
+        return Predictor.from_checkpoint(args.checkpoint, device=args.device, **opts)
+    except RuntimeChoiceError as exc:  # name the option
+        raise InputError(f"--runtime: {exc.detail}") from None

@@ -15,7 +15,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cinet.checks.files import header_sizes_of
+from cinet.checks.outputs import check_writable_dir
 from cinet.errors import ConfigError, DataError
+from cinet.inference import visualize
+from cinet.utils import colors
+from cinet.utils.io import atomic_write_bytes
 
 DOCS_HINT = (
     "Your own data (folder layout, depth units and depth_scale, label ids, 255 = ignore, classes.yaml, "
@@ -99,15 +104,10 @@ def preview(
     from PIL import Image
 
     from cinet.build.data import dataset_keys
-    from cinet.checks.files import header_sizes_of
     from cinet.checks.labels import warn_depth_unit
     from cinet.checks.memory import check_preview_memory
-    from cinet.checks.outputs import check_writable_dir
     from cinet.data import load_dataset
     from cinet.data.base import to_uint8_image
-    from cinet.inference import visualize
-    from cinet.utils import colors
-    from cinet.utils.io import atomic_write_bytes
 
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")

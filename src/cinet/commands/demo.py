@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from cinet.build.baseline import trivial_baseline_metrics
+from cinet.build.builders import build_protocol
+from cinet.build.data import build_dataset, dataset_info_from_config
+from cinet.build.training import train
+from cinet.commands.common import quiet_lightning
+from cinet.config import load_config
+from cinet.data.base import to_uint8_image
+from cinet.errors import CinetError
+from cinet.inference.files import FileOptions, prediction_files
+from cinet.inference.predictor import Predictor
+from cinet.metrics import format_table
 from cinet.metrics.report import HIGHER_IS_BETTER, METRIC_KEYS
+from cinet.models.encoder import encoder_normalization
+from cinet.utils import signals
+from cinet.utils.io import atomic_save, atomic_write_json
 
 
 def metrics_not_better(model: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
@@ -32,12 +49,6 @@ def metrics_not_better(model: dict[str, Any], baseline: dict[str, Any]) -> list[
 
 def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
     """The first ``count`` test images as PNG files (inputs for ``cinet predict``)."""
-    from PIL import Image
-
-    from cinet.build.data import build_dataset
-    from cinet.data.base import to_uint8_image
-    from cinet.models.encoder import encoder_normalization
-    from cinet.utils.io import atomic_save
 
     mean, std = encoder_normalization(cfg.model.encoder)  # normalised and undone again: any pair round-trips
     ds = build_dataset(cfg.data, cfg.data.test_split, train=False, mean=mean, std=std)
@@ -54,8 +65,6 @@ def write_inputs(cfg: Any, out_dir: Path, count: int) -> list[Path]:
 def predict_files(checkpoint: Path, images: list[Path], out_dir: Path) -> list[Path]:
     """The files ``cinet predict --checkpoint CHECKPOINT IMAGES --out OUT_DIR`` writes, through the library
     (:class:`cinet.Predictor`, :func:`cinet.inference.files.prediction_files`, default options)."""
-    from cinet.inference.files import FileOptions, prediction_files
-    from cinet.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +85,6 @@ def predict_files(checkpoint: Path, images: list[Path], out_dir: Path) -> list[P
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see module docstring). SIGINT / SIGTERM stop it with one line and exit 130 / 143."""
-    from cinet.utils import signals
 
     with signals.handle_signals():
         try:
@@ -94,18 +102,7 @@ def _demo(argv: list[str] | None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
 
-    import logging
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from cinet.build.baseline import trivial_baseline_metrics
-    from cinet.build.builders import build_protocol
-    from cinet.build.data import dataset_info_from_config
-    from cinet.build.training import train
-    from cinet.commands.common import quiet_lightning
-    from cinet.config import load_config
-    from cinet.errors import CinetError
-    from cinet.metrics import format_table
-    from cinet.utils.io import atomic_write_json
 
     quiet_lightning(0)
     t0 = time.time()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from cinet.checks.outputs import check_not_an_input, check_writable_dir
+from cinet.commands.common import quiet_lightning
+from cinet.config import parse_overrides
+from cinet.engine.distributed import global_rank
+from cinet.engine.rundir import write_metrics
+from cinet.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +47,6 @@ def protocol_overrides(overrides: list[str] | tuple[str, ...], protocol: str | N
     Raises:
         ConfigError: A named protocol next to an override of a field it fixes (one of them would be ignored).
     """
-    from cinet.config import parse_overrides
-    from cinet.errors import ConfigError
 
     out = list(overrides)
     if protocol is not None:
@@ -59,65 +63,9 @@ def protocol_overrides(overrides: list[str] | tuple[str, ...], protocol: str | N
     return out
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    *,
-    config: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    split: str | None = None,
-) -> tuple[dict[str, Any], Any, Any]:
-    """Evaluate a checkpoint: ``(metrics, protocol, config)``.
-
-    The model is rebuilt from the checkpoint's stored build arguments; data and protocol come from its stored
-    config, updated by ``config`` and ``overrides``. The protocol records every field that decides the numbers
-    (:class:`cinet.metrics.EvalProtocol`), the checkpoint's SHA-256 included.
-    """
-    import dataclasses
-
-    from cinet.build.builders import build_module, build_protocol
-    from cinet.build.data import dataset_info_from_config, depth_setting
-    from cinet.build.training import evaluate_module
-    from cinet.checkpoint import load_model
-    from cinet.checks.labels import check_classes, warn_depth_unit
-    from cinet.checks.model import check_eval_memory
-    from cinet.config import StageConfig, load_config, parse_overrides
-    from cinet.errors import ConfigError
-    from cinet.utils.io import file_sha256
-
-    for key, _ in parse_overrides(list(overrides)):
-        if key.split(".")[0] == "model":  # evaluation's attention path is always the inference one
-            raise ConfigError(
-                f"{key}: the model is rebuilt from the arguments stored in {checkpoint}; "
-                "this override would be ignored"
-            )
-    model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
-    cfg = load_config(config, list(overrides), base=payload.config or None)
-    split = split or cfg.data.test_split
-    from cinet.build.data import build_dataset
-
-    mean, std = model.input_mean, model.input_std  # the checkpoint's stored normalisation (load_model)
-    dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first
-    info = dataset_info_from_config(cfg.data)
-    trained_classes = int(model.build_kwargs.get("num_classes", info.num_classes))
-    check_classes(checkpoint, trained_classes, payload.class_names, info, cfg.data.name)
-    # the check of cinet train and data preview: a wrong depth unit makes every metric void
-    warn_depth_unit(dataset, f"{cfg.data.name}/{split}", depth_setting(cfg.data.name))
-    cfg.model.variant = model.build_kwargs.get("variant", cfg.model.variant)
-    check_eval_memory(cfg, dataset, info.num_classes, payload.train_size, lambda: model)
-    module = build_module(cfg, info, StageConfig(stage=3), model=model, train_size=payload.train_size)
-    metrics = evaluate_module(module, cfg, split=split)
-    protocol = dataclasses.replace(
-        build_protocol(cfg, info, split=split), checkpoint_sha256=file_sha256(checkpoint)
-    )
-    return metrics, protocol, cfg
-
-
 def run(args: argparse.Namespace) -> int:
     """Print the metrics table with its protocol line; write ``metrics.json`` atomically."""
-    from cinet.checks.outputs import check_not_an_input, check_writable_dir
-    from cinet.commands.common import quiet_lightning
-    from cinet.engine.distributed import global_rank
-    from cinet.engine.rundir import write_metrics
+    from cinet.build.training import evaluate_checkpoint
     from cinet.metrics import format_table
 
     quiet_lightning(getattr(args, "verbose", 0))

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cinet.checks.outputs import check_not_an_input, ensure_output_dir
+from cinet.config import load_config
 from cinet.errors import InputError
 
 if TYPE_CHECKING:
@@ -134,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
         if args.onnx is None:
             return 0
 
-    from cinet.checks.outputs import check_not_an_input, ensure_output_dir
-
     out: Path = args.onnx
     ensure_output_dir(out.parent)
     if out.is_dir():
@@ -212,7 +212,6 @@ def checkpoint_config(
         InputError: The checkpoint stores no config and none is given.
         ConfigError: A bad config file or key.
     """
-    from cinet.config import load_config
 
     stored = payload.config or None
     if stored is None and config is None:

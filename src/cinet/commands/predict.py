@@ -22,6 +22,7 @@ from cinet.checks.outputs import check_writable_dir, ensure_output_dir
 from cinet.commands.common import add_model_options, check_model_options, load_predictor
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
+from cinet.utils.io import allocate_stems
 
 if TYPE_CHECKING:
     from cinet.inference.files import FileOptions
@@ -159,7 +160,6 @@ def unique_stems(
     predicted into its own folder; ``inputs``: every input given, also those skipped as unreadable, default
     ``files``), so no input is overwritten.
     """
-    from cinet.utils.io import allocate_stems
 
     stems = allocate_stems([f.stem for f in files], suffixes, reserved=inputs_in(out, inputs or files))
     for f, stem in zip(files, stems):
@@ -318,5 +318,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     n_written = sum(p.is_file() for p in written_paths)  # count what is on disk
-    print(f"wrote {n_written} files for {n_images} image(s) to {os.fspath(args.out)}")
+    print(
+        f"wrote {n_written} files for {n_images} image(s) to {os.fspath(args.out)} (runtime {predictor.runtime})"
+    )
     return 0

@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from cinet.commands.common import add_model_options, check_model_options, load_predictor
 from cinet.errors import CinetError, InputError
+from cinet.inference import IMAGE_EXTENSIONS
+from cinet.utils.colors import DEPTH_CMAPS
+from cinet.utils.io import atomic_save
 
 if TYPE_CHECKING:
     from cinet.inference.files import FileOptions
@@ -242,9 +245,7 @@ class PageServer:
 def build_page(server: PageServer, examples: list[Path], title: str) -> Any:
     """The Gradio ``Blocks`` of the page (not launched)."""
     gr = import_gradio()
-    from cinet.inference import IMAGE_EXTENSIONS
     from cinet.inference.page import VIEWER_COLOURINGS
-    from cinet.utils.colors import DEPTH_CMAPS
 
     opts = server.options
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -349,7 +350,6 @@ def build_page(server: PageServer, examples: list[Path], title: str) -> Any:
 
 def example_images(args: argparse.Namespace, folder: Path) -> list[Path]:
     """The example pictures of the page (see ``--examples``); synthetic rooms are rendered into ``folder``."""
-    from cinet.inference import IMAGE_EXTENSIONS
 
     def images_in(d: Path) -> list[Path]:
         return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -374,7 +374,6 @@ def synthetic_examples(folder: Path, count: int) -> list[Path]:
 
     from cinet.data.base import to_uint8_image
     from cinet.data.synthetic import SyntheticDataset
-    from cinet.utils.io import atomic_save
 
     ds = SyntheticDataset(split="test", size=(240, 320), length=count)
     paths = []

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cinet.commands.common import quiet_lightning
+from cinet.config import load_config
+from cinet.config.loader import bundled_configs
+from cinet.engine.distributed import global_rank
+from cinet.engine.rundir import default_run_dir, read_state
+from cinet.errors import ConfigError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet train`` (cheap: no torch import)."""
-    from cinet.config.loader import bundled_configs
 
     parser.add_argument(
         "--config",
@@ -29,9 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, print the metrics table and where the outputs are."""
-    from cinet.commands.common import quiet_lightning
-    from cinet.config import load_config
-    from cinet.errors import ConfigError
 
     quiet_lightning(getattr(args, "verbose", 0))
 
@@ -45,13 +48,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(saved, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        from cinet.engine.rundir import default_run_dir
 
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name, args.config)
 
     from cinet.build.builders import build_protocol
     from cinet.build.training import train
-    from cinet.engine.distributed import global_rank
 
     if args.resume and global_rank() == 0:
         print(resume_point(cfg, run_dir), flush=True)
@@ -76,7 +77,6 @@ def resume_point(cfg: object, run_dir: Path) -> str:
     """One line saying where ``cinet train --resume RUN_DIR`` continues: stage, step and checkpoint."""
     from cinet.build.training import stage_plan
     from cinet.checkpoint import read_checkpoint
-    from cinet.engine.rundir import read_state
 
     state = read_state(run_dir)
     done = [int(s) for s in state.get("completed", [])]

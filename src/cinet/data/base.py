@@ -197,7 +197,7 @@ def to_uint8_image(image: torch.Tensor, info: DatasetInfo) -> np.ndarray:
     return (x.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
-def collate(batch: Sequence[Sample], size_hint: str = "set data.image_size or data.crop_size") -> Sample:
+def collate(batch: Sequence[Sample], size_hint: str = "resize them to one size") -> Sample:
     """Stack ``image``, ``depth``, ``labels`` (and any other tensor) into batches; ``meta`` stays a list.
 
     Args:

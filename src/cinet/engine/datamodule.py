@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cinet.data import DatasetInfo
 from cinet.data.base import collate, normalize_image, to_tensor_sample
 from cinet.engine.distributed import dist_info
-from cinet.errors import ConfigError
 from cinet.utils.signals import ignore_in_worker
 
 log = logging.getLogger(__name__)
@@ -51,8 +50,6 @@ __all__ = [
 ]
 
 #: What to change when the samples of one batch differ in size, per loader.
-TRAIN_SIZE_HINT = "set data.image_size or data.crop_size"
-EVAL_SIZE_HINT = "set data.image_size (every split) or data.eval_batch_size=1"
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -231,15 +228,6 @@ class ResumableDataLoader(DataLoader):
 # ------------------------------------------------------------------------------------------------ the module
 
 
-def check_batch_size(batch_size: int, train_size: int) -> None:
-    """Raise :class:`ConfigError` naming ``data.batch_size`` when it exceeds the training set."""
-    if train_size < batch_size:
-        raise ConfigError(
-            f"data.batch_size: {batch_size} is larger than the training set ({train_size} samples); "
-            f"set data.batch_size={max(1, train_size)} or smaller"
-        )
-
-
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
     """What the data module needs besides its datasets (the build layer fills it from ``data.*``).
@@ -253,6 +241,8 @@ class DataSettings:
         crop_size: ``(H, W)`` of the random training crop (None: no crop).
         source: Where the training data is (a folder, or ``name/split``), for the depth-unit warning.
         depth_setting: The setting that converts the stored depth to metres, for that warning.
+        train_size_hint, eval_size_hint: How to fix a training / evaluation batch of samples that differ in size
+            (the end of that error, :func:`cinet.data.base.collate`; the build layer names its settings).
     """
 
     batch_size: int
@@ -263,6 +253,8 @@ class DataSettings:
     crop_size: tuple[int, int] | None = None
     source: str = ""
     depth_setting: str = ""
+    train_size_hint: str = "resize the samples to one size"
+    eval_size_hint: str = "resize the samples to one size or evaluate one image per batch"
 
 
 class CINetDataModule(L.LightningDataModule):
@@ -314,7 +306,10 @@ class CINetDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
-        check_batch_size(self.settings.batch_size, len(ds))
+        if len(ds) < self.settings.batch_size:
+            raise ValueError(
+                f"batch_size: {self.settings.batch_size} is larger than the training set ({len(ds)} samples)"
+            )
         sampler = ShardedSampler(len(ds), shuffle=True, seed=self.seed, pad=True, with_seed=True)
         return ResumableDataLoader(
             SeededDataset(ds),
@@ -322,7 +317,7 @@ class CINetDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=True,
             num_workers=self.settings.num_workers,
-            collate_fn=functools.partial(collate, size_hint=TRAIN_SIZE_HINT),
+            collate_fn=functools.partial(collate, size_hint=self.settings.train_size_hint),
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.settings.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draws from the global RNG
@@ -339,7 +334,7 @@ class CINetDataModule(L.LightningDataModule):
             batch_size=self.settings.eval_batch_size,
             sampler=sampler,
             num_workers=self.settings.num_workers,
-            collate_fn=functools.partial(collate, size_hint=EVAL_SIZE_HINT),
+            collate_fn=functools.partial(collate, size_hint=self.settings.eval_size_hint),
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
             worker_init_fn=ignore_in_worker,

@@ -40,6 +40,7 @@ from cinet.engine.callbacks import visual_grid
 from cinet.errors import CinetError
 from cinet.metrics import DepthMetrics, EvalProtocol, SegMetrics
 from cinet.metrics.attention import ATTENTION_KEYS, AttentionAgreement
+from cinet.models.cinet import build_kwargs_of
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL
 from cinet.ops import resize_map, use_attention_impl
 from cinet.preprocess import Geometry, InputSpec, fit
@@ -474,7 +475,7 @@ class CINetModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         payload = dataclasses.replace(
             self.payload,
-            model=dict(getattr(self.model, "build_kwargs", {})),
+            model=build_kwargs_of(self.model),
             stage=self.stage,
             nonfinite_skipped=self.nonfinite_total,
         )

@@ -19,6 +19,7 @@ Only global rank 0 writes here (see :mod:`cinet.engine.distributed`); every writ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -160,9 +161,8 @@ def write_metrics(
     When ``extra["checkpoint"]`` names a file and the protocol records no checkpoint hash, its SHA-256 is
     recorded (``protocol.checkpoint_sha256``), so the numbers never travel without the weights they measure.
     """
-    import dataclasses
 
-    from cinet.metrics import metrics_json
+    from cinet.metrics import metrics_json  # local: cinet --help loads this module, metrics loads torch
 
     ckpt = (extra or {}).get("checkpoint")
     if (

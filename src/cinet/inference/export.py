@@ -30,6 +30,8 @@ from torch import nn
 
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
+from cinet.models.cinet import build_kwargs_of, require_joint
+from cinet.models.sum import set_attention_impl
 from cinet.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ META_DATASET = "cinet.dataset"
 META_MODEL = "cinet.model"
 META_INPUT = "cinet.input"
 META_EXPORTER = "cinet.exporter"
+META_QUANTIZATION = "cinet.quantization"  # written by cinet.inference.quantize (INT8 files)
 
 
 class ExportWrapper(nn.Module):
@@ -56,7 +59,6 @@ class ExportWrapper(nn.Module):
 
 def exportable_copy(model: nn.Module) -> nn.Module:
     """A CPU eval-mode copy of ``model`` with every ``attention_impl`` forced to ``naive`` (traceable)."""
-    from cinet.models.sum import set_attention_impl
 
     return set_attention_impl(copy.deepcopy(model).cpu().eval(), "naive")
 
@@ -188,8 +190,6 @@ def export_onnx(
     """
     import onnx
 
-    from cinet.models.cinet import require_joint
-
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     if height < 1 or width < 1:
@@ -223,9 +223,7 @@ def export_onnx(
         proto = onnx.load(str(tmp_path))
     meta = {
         META_DATASET: json.dumps(_info_dict(dataset_info)),
-        META_MODEL: json.dumps(
-            model_kwargs if model_kwargs is not None else getattr(model, "build_kwargs", {})
-        ),
+        META_MODEL: json.dumps(model_kwargs if model_kwargs is not None else build_kwargs_of(model)),
         META_INPUT: json.dumps(
             {
                 "height": height,
@@ -258,6 +256,8 @@ class OnnxRunner:
         fixed_batch: Batch size of a fixed-batch export, None when dynamic.
         train_size: ``(H, W)`` the model was trained at (``cinet.input`` metadata), None when not stored.
         exporter: ``dynamo`` or ``torchscript``.
+        kind: ``onnx-int8`` for a file quantized by ``cinet export --quantize int8`` (its ``cinet.quantization``
+            metadata), else ``onnx-fp32`` (:mod:`cinet.inference.runtime`).
     """
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
@@ -282,6 +282,7 @@ class OnnxRunner:
         self.dataset_info = DatasetInfo.from_dict(json.loads(meta[META_DATASET]))
         self.model_kwargs = json.loads(meta.get(META_MODEL, "{}") or "{}")
         self.exporter = meta.get(META_EXPORTER, "?")
+        self.kind = "onnx-int8" if META_QUANTIZATION in meta else "onnx-fp32"
         train_size = (json.loads(meta.get(META_INPUT, "{}") or "{}") or {}).get("train_size")
         self.train_size = (int(train_size[0]), int(train_size[1])) if train_size else None
         inp = self.session.get_inputs()[0]

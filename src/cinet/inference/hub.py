@@ -31,6 +31,8 @@ from torch import nn
 
 from cinet.checkpoint import STATE_PREFIX, CheckpointPayload, check_fits, load_model
 from cinet.errors import CheckpointError, CinetError, InputError
+from cinet.metrics.report import EvalProtocol, format_table
+from cinet.models import build_model
 from cinet.utils.io import file_sha256
 
 __all__ = ["CINetPretrained", "load_pretrained", "model_card_text", "push_to_hub", "save_pretrained"]
@@ -73,7 +75,6 @@ class CINetPretrained(
         source_sha256: str | None = None,
     ) -> None:
         super().__init__()
-        from cinet.models import build_model
 
         kwargs = {**model, "encoder_weights": None}  # the folder holds the trained weights: fetch nothing
         try:
@@ -235,7 +236,6 @@ def load_pretrained(
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
-    from cinet.metrics.report import EvalProtocol, format_table
 
     protocol = metrics.get("protocol") or {}
     lines = []

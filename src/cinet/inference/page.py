@@ -21,6 +21,7 @@ from cinet.errors import InputError
 from cinet.inference import figures, pointcloud, visualize
 from cinet.inference.files import FileOptions, prediction_files
 from cinet.inference.predictor import Prediction, Predictor
+from cinet.models.outputs import CINetOutput
 from cinet.preprocess import Geometry, training_side
 from cinet.utils import colors
 
@@ -99,7 +100,6 @@ def keep_attention_only(pred: Prediction) -> Prediction:
     A page session holds its last prediction for clicks on pixels; the decoder features and the full-size
     logits of the raw output are not needed for that.
     """
-    from cinet.models.outputs import CINetOutput
 
     out = pred.output
     if out is None or out.attention is None:

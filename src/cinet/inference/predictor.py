@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +33,20 @@ import torch
 
 from cinet.checkpoint import CheckpointPayload, load_model
 from cinet.checks.memory import check_image_fits, measure_bytes_per_pixel, output_bytes
+from cinet.data.base import pil_to_rgb, read_rgb
 from cinet.data.info import DatasetInfo
 from cinet.errors import CheckpointError, DataError, InputError
-from cinet.models.cinet import require_joint
+from cinet.inference.export import OnnxRunner, export_onnx
+from cinet.inference.runtime import MAX_DEPTH_REL_DIFF, MAX_LABEL_DISAGREEMENT, agreement, resolve_runtime
+from cinet.models.cinet import CINet, build_kwargs_of, require_joint
+from cinet.models.outputs import AttentionState, CINetOutput
 from cinet.models.sum import INFERENCE_ATTENTION_IMPL, set_attention_impl
 from cinet.preprocess import FIT_MODES, Geometry, InputSpec, to_network, training_side
+from cinet.recipe import VARIANTS
 from cinet.utils.device import resolve_device
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
-
-    from cinet.models.outputs import CINetOutput
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +75,6 @@ def load_image(image: ImageLike) -> np.ndarray:
         InputError: The file is missing or not a readable image, or the array has another shape / dtype.
     """
     from PIL import Image
-
-    from cinet.data.base import pil_to_rgb, read_rgb
 
     if isinstance(image, str | Path):
         path = Path(image)
@@ -136,7 +138,6 @@ class Prediction:
 
 def _slice_output(out: CINetOutput, i: int) -> CINetOutput:
     """Image ``i`` of a batched CINetOutput, as a batch of one."""
-    from cinet.models.outputs import AttentionState, CINetOutput
 
     att = out.attention
     if att is not None:
@@ -195,6 +196,9 @@ class Predictor:
         attention_impl: The SUM's attention path at inference (set on ``model`` in place); the default
             ``auto`` is memory-bounded for large maps whatever the checkpoint was trained with
             (:func:`cinet.models.sum.set_attention_impl`). None keeps the model's own.
+        runtime: ``auto`` (default), ``eager-fp32``, ``eager-bf16``, ``onnx-fp32`` or ``onnx-int8``
+            (:mod:`cinet.inference.runtime`: the per-machine choice and the first-batch parity check against
+            ``eager-fp32``, with fall-back to it).
 
     Example:
         >>> from cinet import Predictor
@@ -217,6 +221,7 @@ class Predictor:
         source: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
         attention_impl: str | None = INFERENCE_ATTENTION_IMPL,
+        runtime: str = "auto",
     ) -> None:
         if mode not in RESIZE_MODES:
             raise ValueError(f"mode must be one of {RESIZE_MODES}, got {mode!r}")
@@ -232,7 +237,7 @@ class Predictor:
         self.keep_size = keep_size
         self._said: set[tuple[Any, ...]] = set()  # resolution notes already logged (once per image size)
         self.source = source or "<model>"
-        self.model_kwargs = dict(model_kwargs or getattr(model, "build_kwargs", {}) or {})
+        self.model_kwargs = dict(model_kwargs or build_kwargs_of(model))
         self.is_torch = isinstance(model, torch.nn.Module)
         if self.is_torch:
             require_joint(model, self.source)
@@ -244,7 +249,7 @@ class Predictor:
         spec = InputSpec(self.info.mean, self.info.std, train_size=train_size, eval_size=input_size)
         # a model loaded from a checkpoint (load_model, from_pretrained) knows what it was trained with: that
         # wins over ``info`` (e.g. ``dataset_info(...)``'s ImageNet default); a fresh model follows ``info``
-        if getattr(model, "normalization_from_checkpoint", False):
+        if isinstance(model, CINet) and model.normalization_from_checkpoint:
             stored = (tuple(model.input_mean), tuple(model.input_std))
             if stored != (spec.mean, spec.std):
                 logger.info("%s: normalising with the checkpoint's mean/std %s / %s", self.source, *stored)
@@ -252,6 +257,24 @@ class Predictor:
         #: The input policy of this model (:mod:`cinet.preprocess`): mean/std, training size, fixed input size.
         self.input_spec = spec
         self.info = dataclasses.replace(self.info, mean=spec.mean, std=spec.std)
+        choice = resolve_runtime(
+            runtime,
+            self.device,
+            onnx_kind=None
+            if self.is_torch
+            else (model.kind if isinstance(model, OnnxRunner) else "onnx-fp32"),
+        )
+        #: The runtime that runs (:data:`cinet.inference.runtime.RUNTIMES`); ``eager-fp32`` after a failed check.
+        self.runtime = choice.runtime
+        self._runtime_asked = (
+            runtime != "auto"
+        )  # a failed check of an asked-for runtime warns; auto's says info
+        self._runtime_checked = not self.is_torch or self.runtime == "eager-fp32"
+        self._onnx: OnnxRunner | None = None
+        self._onnx_dir: tempfile.TemporaryDirectory[str] | None = None
+        if self.is_torch and self.runtime == "onnx-fp32":
+            self._onnx = self._export_for_runtime()
+        logger.info("%s: inference runtime %s", self.source, choice.reason)
 
     @property
     def train_size(self) -> tuple[int, int] | None:
@@ -316,7 +339,7 @@ class Predictor:
             CheckpointError: One line naming the folder or id (missing files, not cached offline, weights that
                 do not fit the model described).
         """
-        from cinet.inference.hub import load_pretrained
+        from cinet.inference.hub import load_pretrained  # local: hub needs the optional huggingface_hub
 
         dev = resolve_device(device)
         hub = load_pretrained(
@@ -339,7 +362,6 @@ class Predictor:
         Raises:
             InputError: The file is missing, not ONNX, or lacks the cinet metadata.
         """
-        from cinet.inference.export import OnnxRunner
 
         runner = OnnxRunner(path, device=device)
         if runner.fixed_size is not None:
@@ -435,10 +457,57 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
 
+    def _export_for_runtime(self) -> OnnxRunner:
+        """The model exported once (dynamic sizes, float32) into a temporary folder kept while this predictor
+        lives, for the ``onnx-fp32`` runtime of a PyTorch model."""
+        self._onnx_dir = tempfile.TemporaryDirectory(prefix="cinet-onnx-")
+        h, w = self.train_size or (64, 64)
+        m = self.pad_multiple
+        path = export_onnx(
+            self.model,
+            Path(self._onnx_dir.name) / "model.onnx",
+            height=max(m, h // m * m),
+            width=max(m, w // m * m),
+            dynamic=True,
+            dataset_info=self.info,
+            model_kwargs=self.model_kwargs,
+            train_size=self.train_size,
+        )
+        return OnnxRunner(path)
+
+    def _run(self, batch: torch.Tensor, runtime: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(depth [B,1,H,W], logits [B,C,H,W])`` float32 of the PyTorch model under ``runtime``."""
+        if runtime == "onnx-fp32" and self._onnx is not None:
+            return self._onnx(batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=runtime == "eager-bf16"):
+            out = self.model(batch)
+        return out.depth.float(), out.seg_logits.float()
+
     def _forward(self, batch: torch.Tensor, keep_output: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
         if self.is_torch:
-            out = self.model(batch)
-            return out.depth, out.seg_logits, (out if keep_output else None)
+            if keep_output:  # the attention / shared features are read as float32 tensors: the reference path
+                out = self.model(batch)
+                return out.depth, out.seg_logits, out
+            depth, logits = self._run(batch, self.runtime)
+            if not self._runtime_checked:  # the first batch: parity against eager float32
+                self._runtime_checked = True
+                ref = self._run(batch, "eager-fp32")
+                agr = agreement(depth, logits, *ref)
+                if not agr.accepted:
+                    logger.log(
+                        logging.WARNING if self._runtime_asked else logging.INFO,
+                        "%s: runtime %s differs from eager-fp32 on the first batch (depth %.2f %% mean relative, "
+                        "labels %.2f %% of pixels; bounds %.0f %% and %.0f %%): using eager-fp32",
+                        self.source,
+                        self.runtime,
+                        100 * agr.depth_rel_diff,
+                        100 * agr.label_disagreement,
+                        100 * MAX_DEPTH_REL_DIFF,
+                        100 * MAX_LABEL_DISAGREEMENT,
+                    )
+                    self.runtime = "eager-fp32"
+                    return *ref, None
+            return depth, logits, None
         if keep_output:
             raise InputError(
                 f"{self.source}: the raw model output (attention, shared features) needs a PyTorch checkpoint, "
@@ -571,7 +640,6 @@ class Predictor:
         outputs = output_bytes(height, width, (ph, pw), batch, classes)
         if self.is_torch:
             return int(self._forward_bytes_per_pixel() * batch * ph * pw) + outputs
-        from cinet.recipe import VARIANTS
 
         spec = VARIANTS.get(str(self.model_kwargs.get("variant", "cinet")))
         if spec is None or spec.use_sum:

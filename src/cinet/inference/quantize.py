@@ -30,19 +30,21 @@ import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from cinet.errors import CheckpointError, CinetError, InputError
+from cinet.inference import IMAGE_EXTENSIONS
+from cinet.inference.export import META_QUANTIZATION, OnnxRunner, save_checked_onnx
+from cinet.inference.predictor import Predictor
+from cinet.metrics import METRIC_KEYS, DepthMetrics, SegMetrics, format_table
+from cinet.preprocess import InputSpec, fit
 from cinet.utils.io import atomic_write_bytes, atomic_write_json
-
-if TYPE_CHECKING:
-    from cinet.preprocess import InputSpec
 
 logger = logging.getLogger(__name__)
 
-META_QUANTIZATION = "cinet.quantization"
 
 #: Parts of the exported graph that can be kept in float32, found by structure (names differ per exporter).
 FLOAT_GROUPS: dict[str, str] = {
@@ -229,8 +231,6 @@ def quantize_int8(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from cinet.inference.export import save_checked_onnx
-
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     source = onnx.load(str(fp32_path))
     input_name = source.graph.input[0].name
@@ -300,7 +300,6 @@ def dataset_inputs(
 ) -> Iterator[np.ndarray]:
     """Network inputs ``[1,3,Hp,Wp]`` float32 of ``count`` samples spread over ``dataset`` (eval transform),
     fitted as ``cinet eval`` fits them (:func:`cinet.preprocess.fit`)."""
-    from cinet.preprocess import fit
 
     for i in spread_indices(len(dataset), count):
         image = dataset[i]["image"].unsqueeze(0).float()
@@ -320,7 +319,6 @@ def folder_inputs(
     Raises:
         InputError: The folder has no image.
     """
-    from cinet.inference import IMAGE_EXTENSIONS
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -364,10 +362,6 @@ def compare_accuracy(
     Returns:
         ``name -> metrics`` (δ1-3, rms, rms log, abs rel, sq rel, pixel_acc, miou as fractions, num_images).
     """
-    import torch
-
-    from cinet.metrics import DepthMetrics, SegMetrics
-    from cinet.preprocess import fit
 
     depth_m = {n: DepthMetrics(reduction=protocol.reduction, **protocol.depth_kwargs()) for n in runners}
     seg_m = {n: SegMetrics(num_classes, ignore_index=protocol.ignore_index) for n in runners}
@@ -419,7 +413,6 @@ def accuracy_report(
         "max_delta1_drop", "max_miou_drop_points", "accepted", "reasons"}``. A NaN metric (no valid pixel)
         counts as a failed check.
     """
-    from cinet.metrics import METRIC_KEYS
 
     diff = {
         k: float(int8[k]) - float(fp32[k])
@@ -454,7 +447,6 @@ def check_accuracy(report: dict[str, Any], what: str) -> None:
 
 def format_report(report: dict[str, Any], protocol: Any = None) -> str:
     """The float32 and INT8 metrics as a markdown table (with the protocol line) plus the two drops."""
-    from cinet.metrics import format_table
 
     table = format_table({"float32": report["fp32"], "int8": report["int8"]}, protocol)
     return (
@@ -536,7 +528,6 @@ def export_int8(
         InputError: Bad counts, a folder without images.
         CheckpointError: The model's class count differs from the dataset's.
     """
-    from cinet.inference.export import OnnxRunner
 
     if num_calib < 1:
         raise InputError(f"--num-calib: need at least 1 calibration image, got {num_calib}")
@@ -552,8 +543,6 @@ def export_int8(
             f"{fp32_path}: model has {num_classes} classes, dataset {info.name!r} has {info.num_classes}"
         )
     if isinstance(calibration, str | Path):
-        from cinet.inference.predictor import Predictor
-
         predictor = Predictor.from_onnx(fp32_path)
         files, inputs = folder_inputs(calibration, num_calib, lambda p: predictor.prepare(p)[1])
         source = f"folder {calibration} ({len(files)} images)"

@@ -37,6 +37,12 @@ TASKS = ("depth", "seg")
 DIAGNOSTIC_GROUPS = ("encoder", "sum", "sharing", "depth", "seg")
 
 
+def build_kwargs_of(model: nn.Module) -> dict[str, Any]:
+    """The :func:`cinet.models.build_model` arguments that rebuild ``model`` (a copy; plain types, the checkpoint
+    payload's ``model`` entry); ``{}`` for a module not made by ``build_model``."""
+    return dict(model.build_kwargs) if isinstance(model, CINet) else {}
+
+
 def require_joint(model: nn.Module, source: str) -> None:
     """Refuse a single-task baseline where both outputs are needed (predict, export, serve).
 
@@ -84,6 +90,9 @@ class CINet(nn.Module):
         input_mean, input_std: Input normalisation of the encoder (RGB, 0..1 scale) the images need.
         build_kwargs: Keyword arguments of :func:`cinet.models.build_model` that rebuild this model (empty when
             constructed directly).
+        normalization_from_checkpoint: ``input_mean`` / ``input_std`` are the ones a checkpoint recorded
+            (set by :func:`cinet.checkpoint.load_model`): :class:`cinet.Predictor` then uses them over its
+            dataset description's.
     """
 
     def __init__(
@@ -127,6 +136,7 @@ class CINet(nn.Module):
         self.tasks = tasks
         self.ignore_index = ignore_index
         self.build_kwargs: dict[str, Any] = {}  # set by cinet.models.build_model (checkpoint payload)
+        self.normalization_from_checkpoint = False  # set by cinet.checkpoint.load_model
 
         self.encoder = build_encoder(encoder, weights=encoder_weights)
         self.input_mean: tuple[float, float, float] = tuple(self.encoder.mean)  # type: ignore[assignment]

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 from cinet.errors import CheckpointError, where
 from cinet.models.weight_maps import (
     PACKAGED_WEIGHTS,
@@ -98,8 +99,6 @@ def timm_normalization(name: str) -> tuple[tuple[float, float, float], tuple[flo
         ValueError: Unknown timm model.
     """
     from timm.models import get_pretrained_cfg
-
-    from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
 
     check_timm_name(name)
     cfg = get_pretrained_cfg(name)

@@ -82,7 +82,7 @@ def triton_usable(
 ) -> bool:
     """Whether the Triton kernels can run here: CUDA (or ``TRITON_INTERPRET=1``), Triton importable,
     fp16/bf16/fp32 inputs and query/key channels ``D <= 256``."""
-    from cinet.ops import triton_kernels
+    from cinet.ops import triton_kernels  # local: imports Triton (optional), for the CUDA path only
 
     if not triton_kernels.available(torch.device(device)):
         return False
@@ -168,7 +168,7 @@ def sigmoid_attention(
     q, k, v = _autocast_cast(q, k, v)
     with torch.autocast(device_type=q.device.type, enabled=False):
         if impl == "triton":
-            from cinet.ops import triton_kernels
+            from cinet.ops import triton_kernels  # local: imports Triton (optional), for the CUDA path only
 
             return triton_kernels.sigmoid_attention_triton(q, k, v, scale, tile_size)
         return _tiled.sigmoid_attention_tiled(q, k, v, scale, tile_size)
@@ -247,7 +247,7 @@ def attention_bce(
     if impl == "naive":
         return attention_bce_naive(q, k, labels, ignore_index)
     if impl == "triton":
-        from cinet.ops import triton_kernels
+        from cinet.ops import triton_kernels  # local: imports Triton (optional), for the CUDA path only
 
         return _tiled.attention_bce_tiled(
             q, k, labels, ignore_index, tile_size, softplus_sum=triton_kernels.softplus_pair_sum_triton

@@ -16,8 +16,8 @@ CPU without either                          ``32-true``      bf16 is emulated th
 ==========================================  ===============  =============================================
 
 Only the training precision is chosen here (test evaluation under ``auto`` stays float32, so metrics compare
-across machines); inference picks its runtime separately (eager bf16 can be far slower
-than float32 for some convolutions on CPUs without AMX; see docs/performance.md).
+across machines); inference picks its runtime by the same bf16 rule, with a first-batch parity check
+(:mod:`cinet.inference.runtime`).
 """
 
 from __future__ import annotations
