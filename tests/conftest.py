@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,13 +16,17 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _float32_inference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--runtime auto`` resolves as on a CPU without bf16 units, on every machine: the inference tests compare
-    with float32 references (tests/test_runtime.py passes each CPU kind explicitly)."""
+@pytest.fixture(autouse=True, scope="session")
+def _float32_inference() -> Iterator[None]:
+    """``--runtime auto`` resolves as on a CPU / GPU without bf16 units, on every machine: the inference tests
+    compare with float32 references (tests/test_runtime.py passes each kind explicitly). Session scope: before
+    any module-scoped predictor is built."""
     from cinet.inference import runtime
 
-    monkeypatch.setattr(runtime, "machine_cpu_features", lambda: {})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime, "machine_cpu_features", lambda: {})
+        mp.setattr(runtime, "machine_cuda_bf16", lambda device: False)
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -94,12 +94,20 @@ def test_param_groups_encoder_at_tenth_lr() -> None:
     enc = {id(p) for p in module.model.encoder.parameters()}
     assert {id(p) for p in groups["encoder"]["params"]} == enc
     assert not enc & {id(p) for p in groups["new"]["params"]}
+    assert groups["sharing"]["lr"] == pytest.approx(1e-3)  # train.sharing_lr_mult 1: the paper's new layers
+    assert {id(p) for p in groups["sharing"]["params"]} == {id(p) for p in module.model.share.parameters()}
     n_all = sum(1 for _ in module.model.parameters()) + sum(1 for _ in module.loss.parameters())
     assert sum(len(g["params"]) for g in opt.param_groups) == n_all
     # in stages 1-2 the learned sigmas of L_con do not train
     module, _ = _module("cinet", 2)
     names = [g["name"] for g in module.configure_optimizers()["optimizer"].param_groups]
-    assert names == ["encoder", "new"]
+    assert names == ["encoder", "new", "sharing"]
+    # the sharing modules' own factor; a variant without them has no such group
+    module, _ = _module("fsm", 1, **{"train.sharing_lr_mult": 0.1})
+    groups = {g["name"]: g for g in module.configure_optimizers()["optimizer"].param_groups}
+    assert groups["sharing"]["lr"] == pytest.approx(0.1 * groups["new"]["lr"])
+    module, _ = _module("sum", 1)
+    assert "sharing" not in [g["name"] for g in module.configure_optimizers()["optimizer"].param_groups]
 
 
 def test_poly_schedule() -> None:

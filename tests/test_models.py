@@ -195,7 +195,9 @@ def test_parameter_groups_partition() -> None:
     ids = [id(p) for g in groups.values() for p in g]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert {id(p) for p in groups["encoder"]} == {id(p) for p in model.encoder.parameters()}
+    assert {id(p) for p in groups["sharing"]} == {id(p) for p in model.share.parameters()}
     assert len(groups["new"]) > 0
+    assert tiny("sum").parameter_groups()["sharing"] == []
 
 
 def test_channels_last_matches_contiguous() -> None:

@@ -68,6 +68,46 @@ def test_impossible_runtime_is_one_line(runtime: str, onnx_kind: str | None, mes
         resolve_runtime(runtime, CPU, onnx_kind=onnx_kind, where="--runtime")
 
 
+@pytest.mark.parametrize(
+    ("runtime", "source", "message"),
+    [
+        ("onnx-int8", ["--checkpoint", "missing.ckpt"], "--runtime: onnx-int8 runs an INT8 file"),
+        ("eager-bf16", ["--onnx", "missing.onnx"], "--runtime: eager-bf16 needs a PyTorch model"),
+    ],
+)
+def test_cli_refuses_the_runtime_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], runtime: str, source: list[str], message: str
+) -> None:
+    """The model files do not exist: the runtime is refused first, by the option's name, nothing written."""
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(40, 56)).save(image)
+    out = tmp_path / "out"
+    rc = main(["predict", *source, str(image), "--out", str(out), "--runtime", runtime])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_the_other_precision_of_an_onnx_file_is_named() -> None:
+    from cinet.inference.runtime import RuntimeChoiceError
+
+    with pytest.raises(
+        RuntimeChoiceError, match=r"^runtime: onnx-fp32 asked for, but the ONNX file is onnx-int8"
+    ):
+        resolve_runtime("onnx-fp32", CPU, onnx_kind="onnx-int8")
+
+
+def test_auto_on_cuda_asks_the_device_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cinet.inference import runtime
+
+    asked = []
+    monkeypatch.setattr(runtime, "machine_cuda_bf16", lambda device: asked.append(device) or False)
+    assert resolve_runtime("auto", torch.device("cuda:1")).runtime == "eager-fp32"
+    assert asked == [torch.device("cuda:1")]
+
+
 def test_runtime_names() -> None:
     assert RUNTIMES == ("auto", "eager-fp32", "eager-bf16", "onnx-fp32", "onnx-int8")
 
@@ -168,3 +208,32 @@ def test_auto_falls_back_quietly(monkeypatch: pytest.MonkeyPatch, caplog: pytest
     assert pred.runtime == "eager-fp32"
     records = [r for r in caplog.records if "differs from eager-fp32" in r.getMessage()]
     assert len(records) == 1 and records[0].levelno == logging.INFO
+
+
+def test_bf16_keeps_the_raw_output_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--attention`` / ``--features`` under eager-bf16: the whole output, checked, in float32 tensors."""
+    model, _ = tiny_model()
+    pred = Predictor(model, tiny_info(), runtime="eager-bf16")
+    monkeypatch.setattr(predictor_module, "agreement", lambda *a: Agreement(0.0, 0.0))
+    out = pred.predict_batch([synthetic_image(40, 56)], return_output=True)[0].output
+    assert pred.runtime == "eager-bf16"
+    assert out.attention.query.dtype == torch.float32 and out.shared_features[0][0].dtype == torch.float32
+
+
+def test_onnx_runtime_switches_to_eager_for_the_raw_output(caplog: pytest.LogCaptureFixture) -> None:
+    model, _ = tiny_model()
+    pred = Predictor(model, tiny_info(), runtime="onnx-fp32")
+    onnx_dir = Path(pred._onnx_dir.name)
+    with caplog.at_level(logging.WARNING, logger="cinet.inference.predictor"):
+        out = pred.predict_batch([synthetic_image(40, 56)], return_output=True)[0].output
+    assert out is not None and pred.runtime == "eager-fp32"
+    assert "need the PyTorch model: runtime eager-fp32, not onnx-fp32" in caplog.text
+    assert not onnx_dir.exists()  # the exported file is released
+
+
+def test_onnx_runtime_memory_estimate_counts_the_naive_attention() -> None:
+    model, _ = tiny_model()
+    eager = Predictor(model, tiny_info(), runtime="eager-fp32")
+    onnx = Predictor(model, tiny_info(), runtime="onnx-fp32")
+    n = (480 // 8) * (640 // 8)
+    assert onnx.forward_bytes(480, 640) >= 2 * 4 * n * n > eager.forward_bytes(480, 640)

@@ -30,7 +30,7 @@ import torch
 from cinet.bench.common import hardware, synchronize, time_calls
 from cinet.bench.peak import add_peak_fractions
 from cinet.build.builders import build_model, build_module
-from cinet.config import Config, ModelConfig, StageConfig, load_config
+from cinet.config import Config, ModelConfig, StageConfig, load_config, validate
 from cinet.data.info import DatasetInfo, voc_palette
 from cinet.ops import use_attention_impl
 from cinet.utils.device import resolve_device
@@ -76,10 +76,10 @@ def settings_config(settings: dict[str, Any]) -> Config:
     ``settings`` names (random init: ``encoder_weights`` null)."""
     cfg = load_config(None)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model = dataclasses.replace(
-        cfg.model, encoder_weights=None, **{k: v for k, v in settings.items() if k in fields}
-    )
-    return dataclasses.replace(cfg, model=model)
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k in fields}
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None, **given))
+    validate(cfg, "cinet bench")  # the checks load_config runs on an override
+    return cfg
 
 
 def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:

@@ -258,6 +258,7 @@ def build_module(
             momentum=t.momentum,
             weight_decay=t.weight_decay,
             encoder_lr_mult=t.encoder_lr_mult,
+            sharing_lr_mult=t.sharing_lr_mult,
             max_nonfinite=t.max_nonfinite,
         ),
         channels_last=cfg.trainer.channels_last,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cinet.errors import InputError
 from cinet.inference.pointcloud import parse_intrinsics
-from cinet.inference.runtime import RUNTIMES, RuntimeChoiceError
+from cinet.inference.runtime import RUNTIMES, RuntimeChoiceError, check_runtime_source
 from cinet.utils.colors import DEFAULT_DEPTH_CMAP, DEPTH_CMAPS
 
 if TYPE_CHECKING:
@@ -78,9 +78,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, onnx_note: str) -> Non
         "--runtime",
         choices=RUNTIMES,
         default=d["runtime"],
-        help="inference runtime: auto (default: the fastest for this machine, docs/inference.md), eager-fp32, "
-        "eager-bf16, onnx-fp32 (exports the checkpoint once per run), onnx-int8 (an INT8 --onnx file); any "
-        "but eager-fp32 is checked against it on the first batch and falls back to it when they differ",
+        help="inference runtime: auto (default: eager bf16 where the CPU / GPU has bf16 units, else eager fp32; "
+        "an --onnx file as it is; docs/inference.md), eager-fp32, eager-bf16, onnx-fp32 (exports the checkpoint "
+        "once per run), onnx-int8 (an INT8 --onnx file); on a PyTorch model, any but eager-fp32 is checked "
+        "against it on the first batch and falls back to it when they differ",
     )
     parser.add_argument(
         "--max-side",
@@ -125,9 +126,9 @@ def check_model_options(args: argparse.Namespace) -> tuple[float, float, float, 
 
     Raises:
         InputError: ``--alpha`` outside 0..1, ``--max-side`` below 8 (other than 0), ``--ply-stride`` below 1,
-            unparsable ``--intrinsics``.
+            unparsable ``--intrinsics``, a ``--runtime`` that cannot run this kind of model (before it is loaded).
     """
-
+    check_runtime_source(args.runtime, onnx=args.onnx is not None, where="--runtime")
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha: must be in 0..1, got {args.alpha}")
     if args.max_side and args.max_side < 8:

@@ -218,6 +218,8 @@ class TrainConfig:
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         encoder_lr_mult: Learning-rate factor of the pretrained encoder.
+        sharing_lr_mult: Learning-rate factor of the sharing modules (FSM / LSU; the paper's value is 1: they
+            are new layers).
         grad_clip: Clip the gradient norm to this value (0 = off).
         log_every: Log training scalars every N steps (and, when stderr is not a terminal, write a progress line).
         val_every: Validate every N epochs (0 = never during training).
@@ -237,6 +239,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     encoder_lr_mult: float = 0.1
+    sharing_lr_mult: float = 1.0
     grad_clip: float = 0.0
     log_every: int = 10
     val_every: int = 1
@@ -387,3 +390,8 @@ def validate(cfg: Config, source: str | None = None, sources: Mapping[str, str |
         raise ConfigError(f"{at('data.batch_size')}config key 'data.batch_size': must be >= 1")
     if cfg.train.max_nonfinite < 0:
         raise ConfigError(f"{at('train.max_nonfinite')}config key 'train.max_nonfinite': must be >= 0")
+    for key in ("encoder_lr_mult", "sharing_lr_mult"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(
+                f"{at(f'train.{key}')}config key 'train.{key}': must be >= 0, got {getattr(cfg.train, key)}"
+            )

@@ -49,8 +49,6 @@ __all__ = [
     "ShardedSampler",
 ]
 
-#: What to change when the samples of one batch differ in size, per loader.
-
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 31-bit seed from ``(seed, epoch, index)`` (stable across processes and Python versions)."""

@@ -78,6 +78,7 @@ class Optimisation:
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         encoder_lr_mult: Learning-rate factor of the encoder.
+        sharing_lr_mult: Learning-rate factor of the sharing modules (FSM / LSU).
         max_nonfinite: Consecutive non-finite steps tolerated.
     """
 
@@ -86,6 +87,7 @@ class Optimisation:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     encoder_lr_mult: float = 0.1
+    sharing_lr_mult: float = 1.0
     max_nonfinite: int = 10
 
 
@@ -246,6 +248,10 @@ class CINetModule(L.LightningModule):
             {"params": groups["encoder"], "lr": o.lr * o.encoder_lr_mult, "name": "encoder"},
             {"params": groups["new"], "lr": o.lr, "name": "new"},
         ]
+        if groups["sharing"]:
+            param_groups.append(
+                {"params": groups["sharing"], "lr": o.lr * o.sharing_lr_mult, "name": "sharing"}
+            )
         if loss_params:
             param_groups.append({"params": loss_params, "lr": o.lr, "weight_decay": 0.0, "name": "loss"})
         optimizer = torch.optim.SGD(param_groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)

@@ -152,6 +152,22 @@ def _slice_output(out: CINetOutput, i: int) -> CINetOutput:
     )
 
 
+def _float_output(out: CINetOutput) -> CINetOutput:
+    """``out`` with every tensor in float32 (the output of a bf16 autocast forward)."""
+    att = out.attention
+    return dataclasses.replace(
+        out,
+        depth=None if out.depth is None else out.depth.float(),
+        seg_logits=None if out.seg_logits is None else out.seg_logits.float(),
+        attention=None
+        if att is None
+        else dataclasses.replace(att, query=att.query.float(), key=att.key.float()),
+        depth_features=[f.float() for f in out.depth_features],
+        seg_features=[f.float() for f in out.seg_features],
+        shared_features=[(a.float(), b.float()) for a, b in out.shared_features],
+    )
+
+
 def _payload_options(payload: CheckpointPayload, kwargs: dict[str, Any]) -> dict[str, Any]:
     """:class:`Predictor` options from a checkpoint's (or model folder's) payload, under the caller's ``kwargs``:
     its build arguments, the training size, and its evaluation size (``data.eval_size``, as ``cinet eval``
@@ -459,40 +475,68 @@ class Predictor:
 
     def _export_for_runtime(self) -> OnnxRunner:
         """The model exported once (dynamic sizes, float32) into a temporary folder kept while this predictor
-        lives, for the ``onnx-fp32`` runtime of a PyTorch model."""
-        self._onnx_dir = tempfile.TemporaryDirectory(prefix="cinet-onnx-")
-        h, w = self.train_size or (64, 64)
-        m = self.pad_multiple
-        path = export_onnx(
-            self.model,
-            Path(self._onnx_dir.name) / "model.onnx",
-            height=max(m, h // m * m),
-            width=max(m, w // m * m),
-            dynamic=True,
-            dataset_info=self.info,
-            model_kwargs=self.model_kwargs,
-            train_size=self.train_size,
-        )
-        return OnnxRunner(path)
+        uses it, for the ``onnx-fp32`` runtime of a PyTorch model.
 
-    def _run(self, batch: torch.Tensor, runtime: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(depth [B,1,H,W], logits [B,C,H,W])`` float32 of the PyTorch model under ``runtime``."""
-        if runtime == "onnx-fp32" and self._onnx is not None:
-            return self._onnx(batch)
+        Raises:
+            InputError: Both ONNX exporters failed (their first lines).
+        """
+        self._onnx_dir = tempfile.TemporaryDirectory(prefix="cinet-onnx-")
+        side = (
+            8 * self.pad_multiple
+        )  # a small traced sample: the export is dynamic in batch, height and width
+        try:
+            path = export_onnx(
+                self.model,
+                Path(self._onnx_dir.name) / "model.onnx",
+                height=side,
+                width=side,
+                dynamic=True,
+                dataset_info=self.info,
+                model_kwargs=self.model_kwargs,
+                train_size=self.train_size,
+            )
+        except RuntimeError as exc:
+            self._release_onnx()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InputError(f"{self.source}: runtime onnx-fp32: the ONNX export failed ({first})") from exc
+        return OnnxRunner(path, device=str(self.device))
+
+    def _release_onnx(self) -> None:
+        """Drop the ``onnx-fp32`` session and its temporary file (after a fall-back to eager)."""
+        self._onnx = None
+        if self._onnx_dir is not None:
+            self._onnx_dir.cleanup()
+            self._onnx_dir = None
+
+    def _run(
+        self, batch: torch.Tensor, runtime: str, keep_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(depth [B,1,H,W], logits [B,C,H,W], output or None)`` in float32 of the PyTorch model under
+        ``runtime`` (``output``: the whole :class:`CINetOutput` when ``keep_output``)."""
+        if runtime == "onnx-fp32" and self._onnx is not None and not keep_output:
+            depth, logits = self._onnx(batch)
+            return depth, logits, None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=runtime == "eager-bf16"):
             out = self.model(batch)
-        return out.depth.float(), out.seg_logits.float()
+        if runtime == "eager-bf16":
+            out = _float_output(out)
+        return out.depth, out.seg_logits, (out if keep_output else None)
 
     def _forward(self, batch: torch.Tensor, keep_output: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
         if self.is_torch:
-            if keep_output:  # the attention / shared features are read as float32 tensors: the reference path
-                out = self.model(batch)
-                return out.depth, out.seg_logits, out
-            depth, logits = self._run(batch, self.runtime)
+            if keep_output and self.runtime == "onnx-fp32":  # attention / shared features: only in PyTorch
+                logger.log(
+                    logging.WARNING if self._runtime_asked else logging.INFO,
+                    "%s: the attention / shared features need the PyTorch model: runtime eager-fp32, not onnx-fp32",
+                    self.source,
+                )
+                self.runtime, self._runtime_checked = "eager-fp32", True
+                self._release_onnx()
+            depth, logits, out = self._run(batch, self.runtime, keep_output)
             if not self._runtime_checked:  # the first batch: parity against eager float32
                 self._runtime_checked = True
-                ref = self._run(batch, "eager-fp32")
-                agr = agreement(depth, logits, *ref)
+                ref = self._run(batch, "eager-fp32", keep_output)
+                agr = agreement(depth, logits, ref[0], ref[1])
                 if not agr.accepted:
                     logger.log(
                         logging.WARNING if self._runtime_asked else logging.INFO,
@@ -506,8 +550,9 @@ class Predictor:
                         100 * MAX_LABEL_DISAGREEMENT,
                     )
                     self.runtime = "eager-fp32"
-                    return *ref, None
-            return depth, logits, None
+                    self._release_onnx()
+                    return ref
+            return depth, logits, out
         if keep_output:
             raise InputError(
                 f"{self.source}: the raw model output (attention, shared features) needs a PyTorch checkpoint, "
@@ -623,9 +668,9 @@ class Predictor:
         PyTorch models: the activation peak of one forward, measured once per predictor on a 256 x 256 input
         with fake tensors (``FakeTensorMode`` + ``torch.distributed._tools.mem_tracker.MemTracker``: no memory
         is allocated, nothing is computed) and scaled by the number of network-input pixels (exact for the
-        memory-bounded attention paths, whose peak grows linearly with N). ONNX files: the naive attention's
-        B x N x N map (their SUM is exported naive). Both add the input and the full-size outputs
-        (depth, logits and their softmax / argmax at the image size).
+        memory-bounded attention paths, whose peak grows linearly with N). ONNX files, and a PyTorch model under
+        the ``onnx-fp32`` runtime: the naive attention's B x N x N map (the SUM is exported naive). Both add the
+        input and the full-size outputs (depth, logits and their softmax / argmax at the image size).
 
         Args:
             height: Image rows (before ``max_side`` / padding).
@@ -638,7 +683,7 @@ class Predictor:
         _, (ph, pw) = self.network_size(height, width)
         classes = self.info.num_classes
         outputs = output_bytes(height, width, (ph, pw), batch, classes)
-        if self.is_torch:
+        if self.is_torch and self.runtime != "onnx-fp32":
             return int(self._forward_bytes_per_pixel() * batch * ph * pw) + outputs
 
         spec = VARIANTS.get(str(self.model_kwargs.get("variant", "cinet")))

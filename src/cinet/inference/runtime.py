@@ -6,7 +6,9 @@ INT8), chosen per machine by ``auto``.
 * ``eager-fp32``: the PyTorch model in float32 (the reference every other runtime is checked against).
 * ``eager-bf16``: the same model under ``torch.autocast(dtype=torch.bfloat16)`` (outputs back in float32).
 * ``onnx-fp32``: onnxruntime on the float32 ONNX graph: a ``--onnx`` file, or the checkpoint exported once per
-  process into a temporary file (:func:`cinet.inference.export.export_onnx`, dynamic sizes).
+  :class:`~cinet.Predictor` into a temporary file (:func:`cinet.inference.export.export_onnx`, dynamic sizes);
+  the attention / shared features (``--attention``, ``--features``, the web page's attention view) need the
+  PyTorch model, so such a run switches to ``eager-fp32`` (one line).
 * ``onnx-int8``: onnxruntime on an INT8 file made (and accuracy-checked on real images) by
   ``cinet export --quantize int8``, given as ``--onnx``. Calibration needs real images of the model's domain,
   so a checkpoint is never quantized on the fly.
@@ -27,11 +29,12 @@ CPU without either                          ``eager-fp32``   bf16 is emulated th
 ==========================================  ===============  ====================================================
 
 ``auto`` never exports a checkpoint or quantizes it: the export costs seconds to minutes and INT8 needs
-calibration images of the model's domain. Where many images are predicted, an ONNX file is faster on some CPUs
-(AMD EPYC Zen 4: onnxruntime fp32 2.6-3.1x, INT8 7-9x eager fp32; Xeon with AMX: onnxruntime fp32 0.8x, INT8
-1.8x; docs/performance.md): make it once with ``cinet export`` and pass ``--onnx``, which ``auto`` then runs.
+calibration images of the model's domain. Where many images are predicted, an ONNX file can be faster (AMD EPYC
+Zen 4, idle: onnxruntime fp32 1.2x and INT8 2.2-2.7x eager fp32; Xeon with AMX: onnxruntime fp32 0.8x, INT8 1.8x;
+docs/performance.md): make it once with ``cinet export`` and pass ``--onnx``, which ``auto`` then runs as it is
+(an ONNX file is not checked against PyTorch at run time: ``cinet export`` checked it).
 
-Every runtime other than ``eager-fp32`` on a PyTorch model is checked on the first batch it runs against
+Every runtime other than ``eager-fp32`` of a PyTorch model is checked on the first batch it runs against
 ``eager-fp32`` (:func:`agreement`): depth within 1 % (mean relative difference) and labels within 1 % (fraction of
 pixels whose class differs), the parity bounds of ``cinet export``. A batch outside them logs one line with
 the numbers (a warning for a runtime asked for by name, an info line for ``auto``'s choice) and the predictor
@@ -58,6 +61,8 @@ __all__ = [
     "RuntimeChoice",
     "RuntimeChoiceError",
     "agreement",
+    "check_runtime",
+    "check_runtime_source",
     "resolve_runtime",
 ]
 
@@ -104,6 +109,32 @@ def check_runtime(name: str, where: str = "runtime") -> str:
     return name
 
 
+def check_runtime_source(runtime: str, *, onnx: bool, where: str = "runtime") -> str:
+    """Refuse, before any model is loaded, a runtime that cannot run this kind of model.
+
+    Args:
+        runtime: One of :data:`RUNTIMES`.
+        onnx: The model is an ONNX file (else a PyTorch checkpoint / model folder / module).
+        where: The option or argument named in errors.
+
+    Raises:
+        RuntimeChoiceError: An unknown name; an eager runtime for an ONNX file; ``onnx-int8`` for a PyTorch
+            model (make the INT8 file with ``cinet export --quantize int8``).
+    """
+    check_runtime(runtime, where)
+    if onnx and runtime in EAGER_RUNTIMES:
+        raise RuntimeChoiceError(
+            where, f"{runtime} needs a PyTorch model (--checkpoint / --pretrained), not ONNX"
+        )
+    if not onnx and runtime == "onnx-int8":
+        raise RuntimeChoiceError(
+            where,
+            "onnx-int8 runs an INT8 file: make it with 'cinet export --quantize int8' (calibrated and "
+            "checked on real images) and pass it as --onnx",
+        )
+    return runtime
+
+
 def resolve_runtime(
     runtime: str,
     device: torch.device,
@@ -117,49 +148,32 @@ def resolve_runtime(
 
     Args:
         runtime: One of :data:`RUNTIMES`.
-        device: Where the model runs (``cpu`` / ``cuda``).
+        device: Where the model runs (``cpu``, ``cuda``, ``cuda:1``, ...).
         onnx_kind: ``onnx-fp32`` / ``onnx-int8`` when the model is an ONNX file (its graph decides), None for a
             PyTorch model.
         features: The CPU's features (:func:`cinet.utils.precision.cpu_features`); given in tests to stand for
             another CPU.
-        cuda_bf16: Whether the CUDA device runs bf16; given in tests.
+        cuda_bf16: Whether the CUDA device runs bf16 natively; given in tests.
         where: The option or argument named in errors (``--runtime``).
 
     Raises:
-        RuntimeChoiceError: (an :class:`~cinet.errors.InputError`) An unknown name; an eager runtime for an ONNX file; ``onnx-int8`` for a PyTorch model (make
-            the INT8 file with ``cinet export --quantize int8``); the other precision of an ONNX file.
+        RuntimeChoiceError: (an :class:`~cinet.errors.InputError`) The refusals of :func:`check_runtime_source`;
+            the other precision of an ONNX file.
     """
-    check_runtime(runtime, where)
+    check_runtime_source(runtime, onnx=onnx_kind is not None, where=where)
     if onnx_kind is not None:
-        if runtime == "auto" or runtime == onnx_kind:
-            return RuntimeChoice(onnx_kind, f"{onnx_kind} (the ONNX file's graph)")
-        if runtime in EAGER_RUNTIMES:
-            raise InputError(
-                f"{where}: {runtime} needs a PyTorch model (--checkpoint / --pretrained), not ONNX"
-            )
-        raise InputError(f"{where}: {runtime} asked for, but the ONNX file is {onnx_kind}")
-    if runtime == "onnx-int8":
-        raise RuntimeChoiceError(
-            where,
-            "onnx-int8 runs an INT8 file: make it with 'cinet export --quantize int8' (calibrated and "
-            "checked on real images) and pass it as --onnx",
-        )
+        if runtime not in ("auto", onnx_kind):
+            raise RuntimeChoiceError(where, f"{runtime} asked for, but the ONNX file is {onnx_kind}")
+        return RuntimeChoice(onnx_kind, f"{onnx_kind} (the ONNX file's graph)")
     if runtime != "auto":
         return RuntimeChoice(runtime, f"{runtime} (asked for)")
     if device.type == "cuda":
-        if cuda_bf16 is None:
-            import torch  # local: cinet --help loads this module (the runtime names) without torch
-
-            cuda_bf16 = torch.cuda.is_bf16_supported()
-        bf16 = cuda_bf16
-        if bf16:
+        if cuda_bf16 if cuda_bf16 is not None else machine_cuda_bf16(device):
             return RuntimeChoice("eager-bf16", "auto: eager-bf16 (this CUDA device runs bf16)")
-        return RuntimeChoice("eager-fp32", "auto: eager-fp32 (this CUDA device has no bf16)")
+        return RuntimeChoice("eager-fp32", "auto: eager-fp32 (this CUDA device has no native bf16)")
     if device.type != "cpu":
         return RuntimeChoice("eager-fp32", f"auto: eager-fp32 (no rule for device {device.type!r})")
-    from cinet.utils.precision import (
-        BF16_MATRIX_FEATURES,  # local: cinet --help loads this; precision loads torch
-    )
+    from cinet.utils.precision import BF16_MATRIX_FEATURES  # local: cinet --help loads this, not torch
 
     feats = features if features is not None else machine_cpu_features()
     units = [name for name in BF16_MATRIX_FEATURES if feats.get(name)]  # training's precision: auto rule
@@ -171,11 +185,17 @@ def resolve_runtime(
 def machine_cpu_features() -> Mapping[str, bool]:
     """This CPU's features (:func:`cinet.utils.precision.cpu_features`), the probe ``auto`` reads (the test suite
     replaces it with a CPU without bf16 units so that every machine runs the same float32 reference)."""
-    from cinet.utils.precision import (
-        cpu_features,
-    )  # local: cinet --help loads this module, precision loads torch
+    from cinet.utils.precision import cpu_features  # local: cinet --help loads this, not torch
 
     return cpu_features()
+
+
+def machine_cuda_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` runs bf16 natively (:func:`cinet.utils.precision.cuda_runs_bf16`; the test
+    suite replaces it, as :func:`machine_cpu_features`)."""
+    from cinet.utils.precision import cuda_runs_bf16  # local: cinet --help loads this, not torch
+
+    return cuda_runs_bf16(device)
 
 
 @dataclass(frozen=True)

@@ -172,10 +172,13 @@ class CINet(nn.Module):
         self.seg_head = SegHead(decoder_channels[-1], num_classes) if "seg" in tasks else None
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """``{"encoder": backbone params (pretrained, 0.1x lr), "new": all others}`` — a partition."""
+        """The optimiser's groups, a partition of ``parameters()``: ``{"encoder": backbone (pretrained,
+        ``train.encoder_lr_mult``), "sharing": FSM / LSU (``train.sharing_lr_mult``; empty without), "new": all
+        others}``."""
         enc = list(self.encoder.parameters())
-        enc_ids = {id(p) for p in enc}
-        return {"encoder": enc, "new": [p for p in self.parameters() if id(p) not in enc_ids]}
+        share = list(self.share.parameters()) if self.share is not None else []
+        taken = {id(p) for p in (*enc, *share)}
+        return {"encoder": enc, "sharing": share, "new": [p for p in self.parameters() if id(p) not in taken]}
 
     def diagnostic_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by part of the network, for gradient-norm diagnostics (a partition of ``parameters()``).

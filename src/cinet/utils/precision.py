@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PrecisionChoice", "cpu_features", "cpu_model", "resolve_precision"]
+__all__ = ["PrecisionChoice", "cpu_features", "cpu_model", "cuda_runs_bf16", "resolve_precision"]
 
 #: CPU feature names (PyTorch's cpuinfo probe; the same names as Linux's ``/proc/cpuinfo`` flags).
 BF16_MATRIX_FEATURES = ("amx_bf16", "avx512_bf16")
@@ -88,6 +88,16 @@ def cpu_model() -> str:
     return _proc_cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
+def cuda_runs_bf16(device: torch.device | int | None = None) -> bool:
+    """Whether a CUDA device runs bf16 natively: compute capability 8.0 or newer (Ampere+).
+    ``torch.cuda.is_bf16_supported()`` also counts emulation (True on a V100 or T4), hence not used.
+
+    Args:
+        device: The device (None: the current one).
+    """
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_precision(
     precision: str,
     accelerator: str,
@@ -101,7 +111,7 @@ def resolve_precision(
         precision: ``auto`` or a Lightning precision (``32``, ``32-true``, ``bf16-mixed``, ``16-mixed``, ...).
         accelerator: ``cpu``, ``gpu``/``cuda``, ``mps`` or ``auto`` (CUDA when available, else CPU).
         features: The CPU's features (:func:`cpu_features`); given in tests to stand for another CPU.
-        cuda_bf16: Whether the CUDA device runs bf16 (``torch.cuda.is_bf16_supported()``); given in tests.
+        cuda_bf16: Whether the CUDA device runs bf16 natively (:func:`cuda_runs_bf16`); given in tests.
 
     Returns:
         The precision and one line saying why (``32`` and ``64`` become ``32-true`` / ``64-true``).
@@ -113,11 +123,7 @@ def resolve_precision(
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind in ("gpu", "cuda"):
-        bf16 = (
-            cuda_bf16
-            if cuda_bf16 is not None
-            else torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        )
+        bf16 = cuda_bf16 if cuda_bf16 is not None else cuda_runs_bf16()
         if bf16:
             return PrecisionChoice("bf16-mixed", "auto: bf16-mixed (this CUDA device runs bf16)")
         return PrecisionChoice("32-true", "auto: 32-true (this CUDA device has no bf16)")
