@@ -147,13 +147,12 @@ def test_the_demo_stops_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``make demo`` (``python -m cinet.commands.demo``) has its own entry point: the same stop."""
-    import cinet.build.training as training
     from cinet.commands import demo
 
     def train(*args: object, **kwargs: object) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(training, "train", train)
+    monkeypatch.setattr(demo, "train", train)  # the demo's own name for cinet.build.training.train
     assert demo.main(["--run-dir", "unused"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted (SIGINT)"], err
