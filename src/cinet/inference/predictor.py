@@ -273,18 +273,12 @@ class Predictor:
         #: The input policy of this model (:mod:`cinet.preprocess`): mean/std, training size, fixed input size.
         self.input_spec = spec
         self.info = dataclasses.replace(self.info, mean=spec.mean, std=spec.std)
-        choice = resolve_runtime(
-            runtime,
-            self.device,
-            onnx_kind=None
-            if self.is_torch
-            else (model.kind if isinstance(model, OnnxRunner) else "onnx-fp32"),
-        )
+        onnx_kind = model.kind if isinstance(model, OnnxRunner) else None if self.is_torch else "onnx-fp32"
+        choice = resolve_runtime(runtime, self.device, onnx_kind=onnx_kind)
         #: The runtime that runs (:data:`cinet.inference.runtime.RUNTIMES`); ``eager-fp32`` after a failed check.
         self.runtime = choice.runtime
-        self._runtime_asked = (
-            runtime != "auto"
-        )  # a failed check of an asked-for runtime warns; auto's says info
+        # a fall-back from a runtime asked for by name warns; one from auto's choice is an info line
+        self._runtime_asked = runtime != "auto"
         self._runtime_checked = not self.is_torch or self.runtime == "eager-fp32"
         self._onnx: OnnxRunner | None = None
         self._onnx_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -481,9 +475,8 @@ class Predictor:
             InputError: Both ONNX exporters failed (their first lines).
         """
         self._onnx_dir = tempfile.TemporaryDirectory(prefix="cinet-onnx-")
-        side = (
-            8 * self.pad_multiple
-        )  # a small traced sample: the export is dynamic in batch, height and width
+        # a small traced sample: the export is dynamic in batch, height and width
+        side = 8 * self.pad_multiple
         try:
             path = export_onnx(
                 self.model,
@@ -495,11 +488,19 @@ class Predictor:
                 model_kwargs=self.model_kwargs,
                 train_size=self.train_size,
             )
-        except RuntimeError as exc:
+        except (
+            RuntimeError
+        ) as exc:  # export_onnx's one line naming each exporter's failure, as cinet export says
             self._release_onnx()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise InputError(f"{self.source}: runtime onnx-fp32: the ONNX export failed ({first})") from exc
+            raise InputError(f"{self.source}: runtime onnx-fp32: {exc}") from exc
         return OnnxRunner(path, device=str(self.device))
+
+    def _fall_back_to_fp32(self, why: str, *args: Any) -> None:
+        """Switch to ``eager-fp32`` for the rest of the run, saying ``why`` (a logging format with ``args``) in one
+        line: a warning for a runtime asked for by name, an info line for ``auto``'s choice."""
+        logger.log(logging.WARNING if self._runtime_asked else logging.INFO, "%s: " + why, self.source, *args)
+        self.runtime, self._runtime_checked = "eager-fp32", True
+        self._release_onnx()
 
     def _release_onnx(self) -> None:
         """Drop the ``onnx-fp32`` session and its temporary file (after a fall-back to eager)."""
@@ -525,32 +526,24 @@ class Predictor:
     def _forward(self, batch: torch.Tensor, keep_output: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
         if self.is_torch:
             if keep_output and self.runtime == "onnx-fp32":  # attention / shared features: only in PyTorch
-                logger.log(
-                    logging.WARNING if self._runtime_asked else logging.INFO,
-                    "%s: the attention / shared features need the PyTorch model: runtime eager-fp32, not onnx-fp32",
-                    self.source,
+                self._fall_back_to_fp32(
+                    "the attention / shared features need the PyTorch model: runtime eager-fp32, not onnx-fp32"
                 )
-                self.runtime, self._runtime_checked = "eager-fp32", True
-                self._release_onnx()
             depth, logits, out = self._run(batch, self.runtime, keep_output)
             if not self._runtime_checked:  # the first batch: parity against eager float32
                 self._runtime_checked = True
                 ref = self._run(batch, "eager-fp32", keep_output)
                 agr = agreement(depth, logits, ref[0], ref[1])
                 if not agr.accepted:
-                    logger.log(
-                        logging.WARNING if self._runtime_asked else logging.INFO,
-                        "%s: runtime %s differs from eager-fp32 on the first batch (depth %.2f %% mean relative, "
+                    self._fall_back_to_fp32(
+                        "runtime %s differs from eager-fp32 on the first batch (depth %.2f %% mean relative, "
                         "labels %.2f %% of pixels; bounds %.0f %% and %.0f %%): using eager-fp32",
-                        self.source,
                         self.runtime,
                         100 * agr.depth_rel_diff,
                         100 * agr.label_disagreement,
                         100 * MAX_DEPTH_REL_DIFF,
                         100 * MAX_LABEL_DISAGREEMENT,
                     )
-                    self.runtime = "eager-fp32"
-                    self._release_onnx()
                     return ref
             return depth, logits, out
         if keep_output:

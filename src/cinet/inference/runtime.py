@@ -68,9 +68,8 @@ __all__ = [
 
 #: Runtime names (``auto`` first).
 RUNTIMES = ("auto", "eager-fp32", "eager-bf16", "onnx-fp32", "onnx-int8")
-#: Runtimes of a PyTorch model / of an ONNX file.
+#: Runtimes of a PyTorch model only.
 EAGER_RUNTIMES = ("eager-fp32", "eager-bf16")
-ONNX_RUNTIMES = ("onnx-fp32", "onnx-int8")
 #: Parity bounds of a runtime against eager float32 on the same batch (as ``cinet export``'s ONNX check).
 MAX_DEPTH_REL_DIFF = 0.01
 MAX_LABEL_DISAGREEMENT = 0.01
@@ -167,19 +166,16 @@ def resolve_runtime(
         return RuntimeChoice(onnx_kind, f"{onnx_kind} (the ONNX file's graph)")
     if runtime != "auto":
         return RuntimeChoice(runtime, f"{runtime} (asked for)")
-    if device.type == "cuda":
-        if cuda_bf16 if cuda_bf16 is not None else machine_cuda_bf16(device):
-            return RuntimeChoice("eager-bf16", "auto: eager-bf16 (this CUDA device runs bf16)")
-        return RuntimeChoice("eager-fp32", "auto: eager-fp32 (this CUDA device has no native bf16)")
-    if device.type != "cpu":
-        return RuntimeChoice("eager-fp32", f"auto: eager-fp32 (no rule for device {device.type!r})")
-    from cinet.utils.precision import BF16_MATRIX_FEATURES  # local: cinet --help loads this, not torch
+    # the bf16 rule of training's precision: auto, in its one home
+    from cinet.utils.precision import resolve_precision  # local: cinet --help loads this, not torch
 
-    feats = features if features is not None else machine_cpu_features()
-    units = [name for name in BF16_MATRIX_FEATURES if feats.get(name)]  # training's precision: auto rule
-    if units:
-        return RuntimeChoice("eager-bf16", f"auto: eager-bf16 (the CPU has {', '.join(units)})")
-    return RuntimeChoice("eager-fp32", "auto: eager-fp32 (the CPU has neither AMX-BF16 nor AVX-512 BF16)")
+    if device.type == "cpu" and features is None:
+        features = machine_cpu_features()
+    if device.type == "cuda" and cuda_bf16 is None:
+        cuda_bf16 = machine_cuda_bf16(device)
+    precision = resolve_precision("auto", device.type, features=features, cuda_bf16=cuda_bf16)
+    name = "eager-bf16" if precision.precision == "bf16-mixed" else "eager-fp32"
+    return RuntimeChoice(name, precision.reason.replace(precision.precision, name, 1))
 
 
 def machine_cpu_features() -> Mapping[str, bool]:
