@@ -247,3 +247,44 @@ def test_encoders_bench_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     assert_peak_fractions(result, result["rows"], {"fp32"})
     # a stride-16 encoder does less work at 1/16 than the dilated ResNet-18 at 1/8
     assert rows["timm:test_vit"]["gflops_480x640"] < rows["resnet18"]["gflops_480x640"]
+
+
+def test_model_settings_from_a_config_with_options_on_top() -> None:
+    # --config takes the model, batch and image size of a config; an option given on the command line wins
+    import argparse
+
+    import torch
+
+    from cinet.bench.train_step import model_settings, settings_config
+
+    def args(**given: object) -> argparse.Namespace:
+        names = ("config", "encoder", "variant", "batch_size", "height", "width", "channels", "num_classes")
+        return argparse.Namespace(tiny=False, attention_impl=None, **{n: given.get(n) for n in names})
+
+    cpu = torch.device("cpu")
+    demo = model_settings(args(config="demo"), cpu)
+    assert demo == {
+        "config": "demo",
+        "variant": "cinet",
+        "encoder": "resnet18",
+        "num_classes": 13,
+        "channels": 64,
+        "qk_channels": 16,
+        "decoder_channels": (64, 32, 16),
+        "attention_impl": "naive",
+        "batch_size": 8,
+        "height": 96,
+        "width": 128,
+    }
+    mixed = model_settings(args(config="demo", variant="baseline", batch_size=2, height=64), cpu)
+    assert (mixed["variant"], mixed["batch_size"], mixed["height"], mixed["width"]) == ("baseline", 2, 64, 128)
+    plain = model_settings(args(), cpu)
+    assert (plain["config"], plain["encoder"], plain["batch_size"], plain["height"]) == (None, "resnet101", 1, 480)
+    cfg = settings_config(demo)  # the config's other model fields are kept, the weights are not loaded
+    assert cfg.model.decoder_channels == [64, 32, 16] and cfg.model.encoder_weights is None
+
+
+def test_bench_config_not_found_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "train-step", "--config", "no_such_config", "--tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_such_config" in err[0]

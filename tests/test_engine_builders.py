@@ -87,3 +87,31 @@ def test_a_split_has_its_own_length_whatever_its_transform() -> None:
     assert len(build_dataset(cfg.data, "train", train=False, **norm)) == 6
     assert len(build_dataset(cfg.data, "train", train=True, **norm)) == 6
     assert len(build_dataset(cfg.data, "test", train=False, **norm)) == 2
+
+
+def test_profiler_table_matches_the_config_choices(tmp_path: Path) -> None:
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from cinet.build.builders import PROFILERS, build_profiler
+    from cinet.config.schema import CHOICES
+
+    assert set(CHOICES["trainer.profiler"]) == {"none", *PROFILERS}
+    assert build_profiler("none", tmp_path, 1) is None
+    profiler = build_profiler("simple", tmp_path, 2)
+    assert isinstance(profiler, SimpleProfiler)
+    assert (profiler.dirpath, profiler.filename) == (str(tmp_path), "stage2")
+
+
+def test_demo_phase_times() -> None:
+    import subprocess
+    import sys
+
+    from cinet.commands.demo import format_times, process_age_s
+
+    assert format_times({"start_up": 3.04, "stage1": 50.0}) == "start_up 3.0 s, stage1 50.0 s"
+    if sys.platform.startswith("linux"):  # a fresh process that waits 1 s, then imports the demo: 1 s < age < 60 s
+        code = "import time; time.sleep(1.0); from cinet.commands.demo import process_age_s; print(process_age_s())"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert 1.0 < float(out) < 60.0
+    else:
+        assert process_age_s() is None

@@ -194,6 +194,18 @@ def test_seeded_dataset_is_independent_of_global_rng() -> None:
     assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
 
 
+def test_seeded_draws_equal_torch_manual_seed() -> None:
+    # _seeded seeds only the CPU generator (no accelerator queue): the draws are those of torch.manual_seed
+    from cinet.engine.datamodule import _seeded
+
+    torch.manual_seed(7)
+    expected = torch.rand(5), torch.randint(0, 100, (3,))
+    torch.manual_seed(1)
+    with _seeded(7):
+        got = torch.rand(5), torch.randint(0, 100, (3,))
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
 def test_loader_state_positions_the_sampler() -> None:
     sampler = ShardedSampler(12, shuffle=True, seed=0, with_seed=False)
     loader = ResumableDataLoader(list(range(12)), batch_size=3, sampler=sampler, progress=lambda: 2)

@@ -211,3 +211,24 @@ def test_init_from_of_another_variant_is_refused(smoke_run: Path, tmp_path: Path
         len(err) == 1 and "weights do not fit model.variant='baseline'" in err[0] and "unexpected" in err[0]
     )
     assert not run_dir.exists()  # checked before anything is written
+
+
+def test_profiler_report_and_phase_times(tmp_path: Path) -> None:
+    # trainer.profiler=simple: Lightning's SimpleProfiler writes the stage's report into RUN_DIR/profile;
+    # train() returns this call's wall time per phase, in order
+    cfg = load_config(SMOKE, ["stage=1", "trainer.profiler=simple", "train.val_every=0"])
+    result = training.train(cfg, tmp_path / "run")
+    report = tmp_path / "run" / "profile" / "fit-stage1.txt"
+    assert report.is_file()
+    assert "run_training_batch" in report.read_text()
+    times = result["times_s"]
+    assert list(times) == ["checks", "stage1", "evaluation"]
+    assert all(v >= 0 for v in times.values()) and times["stage1"] > 0
+
+
+def test_unknown_profiler_is_refused_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", SMOKE, "--run-dir", str(run_dir), "trainer.profiler=cprofile"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trainer.profiler" in err[0] and "simple" in err[0]
+    assert not run_dir.exists()

@@ -30,6 +30,7 @@ import torch
 from cinet.bench.common import hardware, synchronize, time_calls
 from cinet.bench.peak import add_peak_fractions
 from cinet.build.builders import build_model, build_module
+from cinet.build.data import dataset_info_from_config
 from cinet.config import Config, ModelConfig, StageConfig, load_config, validate
 from cinet.data.info import DatasetInfo, voc_palette
 from cinet.ops import use_attention_impl
@@ -55,26 +56,59 @@ def bf16_peak(name: str) -> float | None:
 
 
 def model_settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """Sizes of the benchmarked model and batch (``--tiny``: resnet18, small channels, 64x80)."""
+    """Sizes of the benchmarked model and batch: each option given on the command line, else ``--config``'s
+    value (its ``model.*``, ``data.batch_size`` and ``data.crop_size`` / ``image_size`` / synthetic size, the
+    dataset's class count), else the built-in default (``--tiny``: resnet18, small channels, 64x80).
+
+    Raises:
+        ConfigError: ``--config`` is not a config file or bundled name (or breaks a rule).
+    """
     tiny = bool(getattr(args, "tiny", False))
-    return {
-        "variant": getattr(args, "variant", "cinet"),
-        "encoder": args.encoder or ("resnet18" if tiny else "resnet101"),
-        "num_classes": getattr(args, "num_classes", 13),
-        "channels": args.channels or (32 if tiny else 512),
+    config = getattr(args, "config", None)
+    base: dict[str, Any] = {
+        "variant": "cinet",
+        "encoder": "resnet18" if tiny else "resnet101",
+        "num_classes": 13,
+        "channels": 32 if tiny else 512,
         "qk_channels": 16 if tiny else 64,
         "decoder_channels": (32, 16, 16) if tiny else (256, 128, 64),
-        "attention_impl": getattr(args, "attention_impl", "auto"),
-        "batch_size": args.batch_size or (1 if tiny or device.type == "cpu" else 2),
-        "height": args.height or (64 if tiny else 480),
-        "width": args.width or (80 if tiny else 640),
+        "attention_impl": "auto",
+        "batch_size": 1 if tiny or device.type == "cpu" else 2,
+        "height": 64 if tiny else 480,
+        "width": 80 if tiny else 640,
     }
+    if config:
+        cfg = load_config(config)
+        m = cfg.model
+        size = cfg.data.crop_size or cfg.data.image_size or cfg.data.options.get("size")
+        base.update(
+            variant=m.variant,
+            encoder=m.encoder,
+            num_classes=dataset_info_from_config(cfg.data).num_classes,
+            channels=m.channels,
+            qk_channels=m.qk_channels,
+            decoder_channels=tuple(m.decoder_channels),
+            attention_impl=m.attention_impl,
+            batch_size=cfg.data.batch_size,
+            **({"height": int(size[0]), "width": int(size[1])} if size else {}),
+        )
+    given = {
+        "variant": getattr(args, "variant", None),
+        "encoder": args.encoder,
+        "num_classes": getattr(args, "num_classes", None),
+        "channels": args.channels,
+        "attention_impl": getattr(args, "attention_impl", None),
+        "batch_size": args.batch_size,
+        "height": args.height,
+        "width": args.width,
+    }
+    return {"config": config, **base, **{k: v for k, v in given.items() if v is not None}}
 
 
 def settings_config(settings: dict[str, Any]) -> Config:
-    """The :class:`cinet.config.Config` of the benchmarked model: the defaults with every ``model.*`` field that
-    ``settings`` names (random init: ``encoder_weights`` null)."""
-    cfg = load_config(None)
+    """The :class:`cinet.config.Config` of the benchmarked model: ``settings["config"]`` (None: the defaults)
+    with every ``model.*`` field that ``settings`` names (random init: ``encoder_weights`` null)."""
+    cfg = load_config(settings.get("config"))
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k in fields}
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder_weights=None, **given))

@@ -15,10 +15,12 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.profilers import AdvancedProfiler, PyTorchProfiler, SimpleProfiler
 
 from cinet.build.data import build_dataset, make_datamodule
 from cinet.config import Config, ModelConfig, StageConfig, config_to_dict
@@ -327,13 +329,37 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
     return kwargs
 
 
+#: ``trainer.profiler`` -> Lightning's profiler class (``none``: no profiler).
+PROFILERS: dict[str, Any] = {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler}
+
+
+def build_profiler(name: str, dirpath: str | Path | None, stage: int) -> Any:
+    """Lightning's profiler ``name`` (``trainer.profiler``) writing ``DIRPATH/fit-stage<N>.txt``; None for ``none``.
+
+    Raises:
+        ConfigError: An unknown name (the config's own check names the key first).
+    """
+    if name == "none":
+        return None
+    if name not in PROFILERS:
+        raise ConfigError(f"trainer.profiler: {name!r} is not one of none, {', '.join(PROFILERS)}")
+    return PROFILERS[name](dirpath=None if dirpath is None else str(dirpath), filename=f"stage{stage}")
+
+
 def build_trainer(
-    cfg: Config, stage_cfg: StageConfig, *, logger: Any, callbacks: list, train_batches: int | None = None
+    cfg: Config,
+    stage_cfg: StageConfig,
+    *,
+    logger: Any,
+    callbacks: list,
+    train_batches: int | None = None,
+    profile_dir: str | Path | None = None,
 ) -> Any:
     """The ``lightning.Trainer`` of one training stage (atomic checkpoint writes, optional progress).
 
     With ``trainer.progress_bar``: Lightning's bar on a terminal, else one plain line every ``train.log_every``
-    steps and at every epoch end (:class:`cinet.engine.callbacks.ProgressLines`).
+    steps and at every epoch end (:class:`cinet.engine.callbacks.ProgressLines`). With ``trainer.profiler``,
+    Lightning's profiler writes its report into ``profile_dir`` (:func:`build_profiler`).
     """
     if progress_bar_enabled(cfg):
         callbacks = [*callbacks, StageProgressBar()]
@@ -343,6 +369,7 @@ def build_trainer(
         logger=logger,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
+        profiler=build_profiler(cfg.trainer.profiler, profile_dir, stage_cfg.stage),
         **trainer_kwargs(cfg, stage_cfg, train_batches),
     )
 

@@ -158,7 +158,10 @@ def train(
         evaluate: Evaluate the final model and write ``metrics.json``.
 
     Returns:
-        ``{"metrics": {...} or None, "run_dir": str, "checkpoint": str, "wall_s": float, "stages": [...]}``.
+        ``{"metrics": {...} or None, "run_dir": str, "checkpoint": str, "wall_s": float, "stages": [...],
+        "times_s": {...}}``: ``times_s`` is this call's wall time in seconds per phase, in order: ``checks``
+        (everything before the first stage), ``stage<N>`` per stage trained (model, trainer, data, the fit with
+        its validation, the checkpoint), ``evaluation`` (the test split).
     """
     t0 = time.time()
     run_dir = Path(run_dir)
@@ -225,6 +228,7 @@ def _train_stages(
     t0: float,
 ) -> dict[str, Any]:
     """The stages of :func:`train` after the checks, in the prepared run directory."""
+    times: dict[str, float] = {"checks": round(time.time() - t0, 2)}  # this call's wall time per phase
     if resume:
         rundir.remove_stale_temporaries(run_dir)
     if global_rank() == 0:  # trainer.precision=auto: what this machine resolved it to, said and kept
@@ -249,6 +253,7 @@ def _train_stages(
             final_ckpt = last
             first = False
             continue
+        t_stage = time.time()
         L.seed_everything(cfg.train.seed, workers=False, verbose=False)
         module = builders.build_module(
             cfg, info, st, class_weights=class_weights, git=git, train_size=train_size
@@ -284,7 +289,9 @@ def _train_stages(
             RollingCheckpoint(last, cfg.train.checkpoint_every),
             *(callbacks or []),
         ]
-        trainer = builders.build_trainer(cfg, st, logger=logger, callbacks=cbs, train_batches=train_batches)
+        trainer = builders.build_trainer(
+            cfg, st, logger=logger, callbacks=cbs, train_batches=train_batches, profile_dir=run_dir / "profile"
+        )
         dm = builders.build_datamodule(cfg, stage=st.stage)
         ts = time.time()
         try:
@@ -300,6 +307,7 @@ def _train_stages(
             kept = f"{last} is kept" if last.is_file() else "no checkpoint of this stage yet"
             raise signals.Interrupted(signum, f"{kept}; continue with: cinet train --resume {run_dir}")
         trainer.save_checkpoint(last)
+        times[f"stage{st.stage}"] = round(time.time() - t_stage, 2)
         state["wall_s"][str(st.stage)] = round(state["wall_s"].get(str(st.stage), 0.0) + time.time() - ts, 2)
         completed.add(st.stage)
         state["completed"] = sorted(completed)
@@ -317,6 +325,7 @@ def _train_stages(
 
     metrics = None
     if evaluate:
+        t_eval = time.time()
         if module is None:  # everything was done already except (maybe) the evaluation
             last_stage = next(s for s in cfg.train.stages if final_ckpt.parent.name == f"stage{s.stage}")
             module = builders.build_module(
@@ -334,6 +343,7 @@ def _train_stages(
             )
         state["evaluated"] = True
         rundir.write_state(run_dir, state)
+        times["evaluation"] = round(time.time() - t_eval, 2)
     wall = time.time() - t0
     return {
         "metrics": metrics,
@@ -341,4 +351,5 @@ def _train_stages(
         "checkpoint": str(top),
         "wall_s": wall,
         "stages": [s.stage for s in plan],
+        "times_s": times,
     }

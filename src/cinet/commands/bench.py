@@ -43,16 +43,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated input dtypes among float32, bfloat16, float16 (default float32)",
     )
 
+    def model_options(p: argparse.ArgumentParser, batch_help: str, batch_default: int | None) -> None:
+        p.add_argument(
+            "--config",
+            default=None,
+            help="take the model, batch size and image size from this config (e.g. demo); options override it",
+        )
+        p.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
+        p.add_argument("--variant", default=None, help="model variant (default cinet)")
+        p.add_argument("--batch-size", type=int, default=batch_default, help=batch_help)
+        p.add_argument("--height", type=int, default=None, help="input height (default 480)")
+        p.add_argument("--width", type=int, default=None, help="input width (default 640)")
+        p.add_argument("--channels", type=int, default=None, help="SUM/decoder channels (default 512)")
+        p.add_argument("--num-classes", type=int, default=None, help="segmentation classes (default 13)")
+
     tr = sub.add_parser("train-step", help="images/s and FLOP/s of a full training step")
     common(tr)
-    tr.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
-    tr.add_argument("--variant", default="cinet", help="model variant (default cinet)")
-    tr.add_argument("--batch-size", type=int, default=None, help="images per step (default 2; 1 with --tiny)")
-    tr.add_argument("--height", type=int, default=None, help="input height (default 480)")
-    tr.add_argument("--width", type=int, default=None, help="input width (default 640)")
-    tr.add_argument("--channels", type=int, default=None, help="SUM/decoder channels (default 512)")
-    tr.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
-    tr.add_argument("--attention-impl", default="auto", help="naive, tiled, triton or auto")
+    model_options(tr, "images per step (default 2 on CUDA, 1 on CPU and with --tiny)", None)
+    tr.add_argument("--attention-impl", default=None, help="naive, tiled, triton or auto (default auto)")
     tr.add_argument(
         "--modes",
         default="fp32,bf16,channels_last",
@@ -65,13 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     inf = sub.add_parser("inference", help="images/s: eager PyTorch vs onnxruntime fp32 and INT8 (CPU)")
     common(inf)
-    inf.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
-    inf.add_argument("--variant", default="cinet", help="model variant")
-    inf.add_argument("--batch-size", type=int, default=1, help="images per call")
-    inf.add_argument("--height", type=int, default=None, help="input height (default 480)")
-    inf.add_argument("--width", type=int, default=None, help="input width (default 640)")
-    inf.add_argument("--channels", type=int, default=None, help="SUM/decoder channels (default 512)")
-    inf.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
+    model_options(inf, "images per call (default 1)", 1)
     inf.add_argument("--onnx", default=None, help="ONNX file to write/reuse (default: a temporary file)")
     inf.add_argument(
         "--modes",

@@ -267,6 +267,10 @@ class TrainerConfig:
         channels_last: Model and inputs in channels-last memory format.
         deterministic: ``torch.use_deterministic_algorithms`` via Lightning.
         progress_bar: Show progress: Lightning's bar on a terminal, plain lines (step, losses, speed) otherwise.
+        profiler: ``none`` (default), or one of Lightning's profilers, each stage's report written to
+            ``RUN_DIR/profile/fit-stage<N>.txt``: ``simple`` (wall time per training hook: the step, the data
+            fetch, validation, checkpointing), ``advanced`` (cProfile per hook), ``pytorch`` (``torch.profiler``
+            operator table of a few steps, and a Chrome trace).
     """
 
     precision: str = "auto"
@@ -277,6 +281,7 @@ class TrainerConfig:
     channels_last: bool = False
     deterministic: bool = False
     progress_bar: bool = True
+    profiler: str = "none"
 
 
 @dataclass
@@ -316,6 +321,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.class_weights": ("batch", "dataset", "none"),
     "train.schedule": tuple(SCHEDULES),
     "model.variant": tuple(VARIANTS),
+    "trainer.profiler": ("none", "simple", "advanced", "pytorch"),  # cinet.build.builders.PROFILERS
 }
 
 
