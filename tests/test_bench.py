@@ -277,9 +277,19 @@ def test_model_settings_from_a_config_with_options_on_top() -> None:
         "width": 128,
     }
     mixed = model_settings(args(config="demo", variant="baseline", batch_size=2, height=64), cpu)
-    assert (mixed["variant"], mixed["batch_size"], mixed["height"], mixed["width"]) == ("baseline", 2, 64, 128)
+    assert (mixed["variant"], mixed["batch_size"], mixed["height"], mixed["width"]) == (
+        "baseline",
+        2,
+        64,
+        128,
+    )
     plain = model_settings(args(), cpu)
-    assert (plain["config"], plain["encoder"], plain["batch_size"], plain["height"]) == (None, "resnet101", 1, 480)
+    assert (plain["config"], plain["encoder"], plain["batch_size"], plain["height"]) == (
+        None,
+        "resnet101",
+        1,
+        480,
+    )
     cfg = settings_config(demo)  # the config's other model fields are kept, the weights are not loaded
     assert cfg.model.decoder_channels == [64, 32, 16] and cfg.model.encoder_weights is None
 

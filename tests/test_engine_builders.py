@@ -109,7 +109,9 @@ def test_demo_phase_times() -> None:
     from cinet.commands.demo import format_times, process_age_s
 
     assert format_times({"start_up": 3.04, "stage1": 50.0}) == "start_up 3.0 s, stage1 50.0 s"
-    if sys.platform.startswith("linux"):  # a fresh process that waits 1 s, then imports the demo: 1 s < age < 60 s
+    if sys.platform.startswith(
+        "linux"
+    ):  # a fresh process that waits 1 s, then imports the demo: 1 s < age < 60 s
         code = "import time; time.sleep(1.0); from cinet.commands.demo import process_age_s; print(process_age_s())"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert 1.0 < float(out) < 60.0

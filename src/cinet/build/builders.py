@@ -330,7 +330,11 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
 
 
 #: ``trainer.profiler`` -> Lightning's profiler class (``none``: no profiler).
-PROFILERS: dict[str, Any] = {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler}
+PROFILERS: dict[str, Any] = {
+    "simple": SimpleProfiler,
+    "advanced": AdvancedProfiler,
+    "pytorch": PyTorchProfiler,
+}
 
 
 def build_profiler(name: str, dirpath: str | Path | None, stage: int) -> Any:

@@ -290,7 +290,12 @@ def _train_stages(
             *(callbacks or []),
         ]
         trainer = builders.build_trainer(
-            cfg, st, logger=logger, callbacks=cbs, train_batches=train_batches, profile_dir=run_dir / "profile"
+            cfg,
+            st,
+            logger=logger,
+            callbacks=cbs,
+            train_batches=train_batches,
+            profile_dir=run_dir / "profile",
         )
         dm = builders.build_datamodule(cfg, stage=st.stage)
         ts = time.time()
