@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from cinet.data.info import DatasetInfo
-from cinet.errors import CheckpointError, ConfigError
+from cinet.errors import CheckpointError, ConfigError, describe
 from cinet.models import build_model
 from cinet.models.cinet import build_kwargs_of
 from cinet.preprocess import InputSpec, unit_scale
@@ -224,9 +224,9 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated / not a checkpoint
-        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:160]
         raise CheckpointError(
-            f"{p}: cannot read checkpoint, truncated or not a torch file ({type(exc).__name__}: {first})"
+            f"{p}: cannot read checkpoint, truncated or not a torch file "
+            f"({describe(exc, 160, first_sentence=True)})"
         ) from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "cinet" not in ckpt:
         raise CheckpointError(f"{p}: not a cinet checkpoint (missing 'state_dict' or 'cinet' entry)")

@@ -30,6 +30,22 @@ def _unwrap_worker_message(msg: str) -> tuple[str, str | None]:
     return msg, None
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``str(exc)``, stripped, cut to ``limit`` characters; the exception's type name
+    when its message is empty (what a one-line error quotes of a library's exception)."""
+    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+    return line[:limit] if line else type(exc).__name__
+
+
+def describe(exc: BaseException, limit: int = 200, *, first_sentence: bool = False) -> str:
+    """``"TypeName: first line"`` of an exception (:func:`first_line`, cut to ``limit`` characters, or to its first
+    sentence with ``first_sentence``); ``"TypeName"`` alone when the message is empty."""
+    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), "")
+    if first_sentence:
+        line = line.split(". ")[0]
+    return f"{type(exc).__name__}: {line[:limit]}" if line else type(exc).__name__
+
+
 class CinetError(Exception):
     """Base class of all user-facing errors (CLI exit code 2).
 

@@ -33,6 +33,7 @@ from cinet.build.builders import build_model, build_module
 from cinet.build.data import dataset_info_from_config
 from cinet.config import Config, ModelConfig, StageConfig, load_config, validate
 from cinet.data.info import DatasetInfo, voc_palette
+from cinet.errors import describe
 from cinet.ops import use_attention_impl
 from cinet.utils.device import resolve_device
 
@@ -234,7 +235,7 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
         try:
             timing = time_calls(step, device, args.repeat, args.warmup)
         except Exception as exc:  # a row that cannot run here (e.g. no compiler for torch.compile)
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            row["error"] = describe(exc)
             rows.append(row)
             continue
         ips = bsz / timing["median_s"]

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cinet.errors import DataError, InputError
+from cinet.errors import DataError, InputError, first_line
 
 if TYPE_CHECKING:
     from cinet.inference.predictor import Predictor
@@ -56,7 +56,7 @@ def image_problem(path: Path, *, decode: bool = True) -> str | None:
                 img.load()
         return None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        return (str(exc).splitlines() or [type(exc).__name__])[0]
+        return first_line(exc)
 
 
 def check_images(files: list[Path], skip_bad: bool, *, decode: bool = True) -> list[Path]:

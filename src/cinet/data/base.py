@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from cinet.data.info import DatasetInfo
-from cinet.errors import CinetError, DataError, where
+from cinet.errors import CinetError, DataError, describe, where
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ class BaseDataset(torch.utils.data.Dataset):
                 ref = self.sample_ref(index)
             except Exception:  # the failure may be in the lookup itself
                 ref = f"{self.info.name}/{self.split}/{index}"
-            first = (str(exc).splitlines() or [""])[0][:200]
-            new_err = DataError(where(ref, f"cannot load {where_} ({type(exc).__name__}: {first})"))
+            new_err = DataError(where(ref, f"cannot load {where_} ({describe(exc)})"))
             new_err._cinet_sample = True  # type: ignore[attr-defined]
             raise new_err from exc
 

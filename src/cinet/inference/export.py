@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cinet.data.info import DatasetInfo
-from cinet.errors import InputError
+from cinet.errors import InputError, describe, first_line
 from cinet.models.cinet import build_kwargs_of, require_joint
 from cinet.models.sum import set_attention_impl
 from cinet.utils.io import atomic_write_bytes
@@ -215,9 +215,8 @@ def export_onnx(
                 used = name
                 break
             except Exception as exc:  # try the next exporter
-                msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                errors.append(f"{name}: {type(exc).__name__}: {msg}")
-                logger.info("ONNX export with %s failed: %s", name, msg)
+                errors.append(f"{name}: {describe(exc)}")
+                logger.info("ONNX export with %s failed: %s", name, first_line(exc))
         if used is None:
             raise RuntimeError("ONNX export failed: " + " | ".join(errors))
         proto = onnx.load(str(tmp_path))
@@ -274,8 +273,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise InputError(f"{self.path}: not a loadable ONNX model ({first})") from exc
+            raise InputError(f"{self.path}: not a loadable ONNX model ({first_line(exc)})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_DATASET not in meta or not json.loads(meta[META_DATASET] or "{}"):
             raise InputError(f"{self.path}: no '{META_DATASET}' metadata; export it with 'cinet export'")

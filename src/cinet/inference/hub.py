@@ -30,7 +30,7 @@ from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import nn
 
 from cinet.checkpoint import STATE_PREFIX, CheckpointPayload, check_fits, load_model
-from cinet.errors import CheckpointError, CinetError, InputError
+from cinet.errors import CheckpointError, CinetError, InputError, describe
 from cinet.metrics.report import EvalProtocol, format_table
 from cinet.models import build_model
 from cinet.utils.io import file_sha256
@@ -181,9 +181,8 @@ def _hub_download(
     except HFValidationError:
         raise CheckpointError(f"{repo_id}: neither a folder nor a hub repository id (user/name)") from None
     except Exception as exc:  # not in the cache offline, no network, no such repository or file
-        first = (str(exc).splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{repo_id}: cannot get {filename} from the hub or its cache ({type(exc).__name__}: {first})"
+            f"{repo_id}: cannot get {filename} from the hub or its cache ({describe(exc)})"
         ) from None
 
 
@@ -423,6 +422,5 @@ def push_to_hub(
                 repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model"
             )
         except Exception as exc:
-            first = (str(exc).splitlines() or [""])[0][:200]
-            raise CinetError(f"{repo_id}: upload failed ({type(exc).__name__}: {first})") from None
+            raise CinetError(f"{repo_id}: upload failed ({describe(exc)})") from None
     return str(getattr(info, "commit_url", info))

@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
-from cinet.errors import CheckpointError, where
+from cinet.errors import CheckpointError, describe, where
 from cinet.models.timm_encoder import (
     TIMM_PREFIX,
     TimmEncoder,
@@ -182,10 +182,7 @@ def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0]
-        raise CheckpointError(
-            where(path, f"cannot read encoder weights ({type(exc).__name__}: {first})")
-        ) from exc
+        raise CheckpointError(where(path, f"cannot read encoder weights ({describe(exc)})")) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

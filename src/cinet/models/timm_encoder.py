@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
-from cinet.errors import CheckpointError, where
+from cinet.errors import CheckpointError, describe, where
 from cinet.models.weight_maps import (
     PACKAGED_WEIGHTS,
     efficientnet_pytorch_to_timm,
@@ -145,7 +145,7 @@ def _build_features(name: str, **kwargs: Any) -> tuple[nn.Module, str]:
             if not mode_kwargs:
                 raise
             # An architecture that rejects the option raises before any weight is loaded.
-            errors.append(f"{mode}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}")
+            errors.append(f"{mode}: {describe(exc, 120)}")
     raise ValueError(f"encoder: cannot build timm:{name} ({' | '.join(errors)})")  # pragma: no cover
 
 
@@ -163,10 +163,7 @@ def read_timm_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = load_state_dict(str(p), use_ema=False)
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0][:160]
-        raise CheckpointError(
-            where(p, f"cannot read encoder weights ({type(exc).__name__}: {first})")
-        ) from exc
+        raise CheckpointError(where(p, f"cannot read encoder weights ({describe(exc, 160)})")) from exc
     if (
         not isinstance(state, dict)
         or not state
@@ -303,10 +300,9 @@ class TimmEncoder(nn.Module):
             raise
         except Exception as exc:
             if load_kwargs.get("pretrained") and "pretrained_cfg_overlay" not in load_kwargs:
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
                 raise ValueError(
                     f"encoder_weights: imagenet: cannot fetch timm's weights of {name} "
-                    f"({type(exc).__name__}: {first}); download them elsewhere and pass the file as "
+                    f"({describe(exc, 160)}); download them elsewhere and pass the file as "
                     "encoder_weights"
                 ) from exc
             raise
