@@ -237,3 +237,15 @@ def test_onnx_runtime_memory_estimate_counts_the_naive_attention() -> None:
     onnx = Predictor(model, tiny_info(), runtime="onnx-fp32")
     n = (480 // 8) * (640 // 8)
     assert onnx.forward_bytes(480, 640) >= 2 * 4 * n * n > eager.forward_bytes(480, 640)
+
+
+def test_auto_runtime_on_this_machine_reads_the_measured_speedup(monkeypatch):
+    from cinet.inference import runtime
+    from cpu_kinds import EPYC_ZEN4
+
+    monkeypatch.setattr(runtime, "machine_cpu_features", lambda: EPYC_ZEN4)
+    monkeypatch.setattr(runtime, "machine_bf16_speedup", lambda: 0.01)  # bf16 convolutions on a slow path
+    choice = resolve_runtime("auto", CPU)
+    assert choice.runtime == "eager-fp32" and "0.01x" in choice.reason
+    monkeypatch.setattr(runtime, "machine_bf16_speedup", lambda: 1.6)
+    assert resolve_runtime("auto", CPU).runtime == "eager-bf16"

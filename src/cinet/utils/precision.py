@@ -11,9 +11,16 @@ CUDA with bf16 (Ampere and newer)           ``bf16-mixed``   Lightning's and PyT
 CUDA without bf16, MPS, other               ``32-true``
 CPU with AMX-BF16 (Intel Sapphire Rapids+)  ``bf16-mixed``   Xeon with AMX, ResNet-18 96x128: 2.7x faster
 CPU with AVX-512 BF16 (AMD Zen 4, Intel     ``bf16-mixed``   AMD EPYC (Zen 4), EfficientNet-Lite0 64x80 to
-Cooper Lake)                                                 96x128: 1.5-1.7x faster
+Cooper Lake)                                                 96x128: 1.5-1.7x faster; the demo's ResNet-18 1.6x
+CPU with either, whose bf16 convolution     ``32-true``      an AMD EPYC (family 26) with AVX-512 BF16 ran
+probe is not >= 1.1x faster                                  bf16 convolutions 100x slower (2026-11-30)
 CPU without either                          ``32-true``      bf16 is emulated there: slower than float32
 ==========================================  ===============  =============================================
+
+On a CPU with bf16 units the flags are not enough: PyTorch runs a bf16 convolution through oneDNN only where its
+own checks pass, else through a slow reference path. So ``auto`` also measures (:func:`cpu_bf16_speedup`: one
+convolution step, float32 against bf16 autocast, ~0.1 s once per process) and keeps float32 unless bf16 is at least
+:data:`MIN_BF16_SPEEDUP` times faster; the measured ratio is said in the reason line (and ``precision.json``).
 
 Only the training precision is chosen here (test evaluation under ``auto`` stays float32, so metrics compare
 across machines); inference picks its runtime by the same bf16 rule, with a first-batch parity check
@@ -22,16 +29,32 @@ across machines); inference picks its runtime by the same bf16 rule, with a firs
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PrecisionChoice", "cpu_features", "cpu_model", "cuda_runs_bf16", "resolve_precision"]
+__all__ = [
+    "MIN_BF16_SPEEDUP",
+    "PrecisionChoice",
+    "cpu_bf16_speedup",
+    "cpu_features",
+    "cpu_model",
+    "cuda_runs_bf16",
+    "resolve_precision",
+]
 
 #: CPU feature names (PyTorch's cpuinfo probe; the same names as Linux's ``/proc/cpuinfo`` flags).
 BF16_MATRIX_FEATURES = ("amx_bf16", "avx512_bf16")
+#: ``auto`` picks bf16 on a CPU only where :func:`cpu_bf16_speedup` is at least this.
+MIN_BF16_SPEEDUP = 1.1
+#: Environment variable holding this machine's measured :func:`cpu_bf16_speedup`: set by the first measurement,
+#: read by the processes it starts (DDP workers decide as the launcher did); set it to skip the measurement.
+BF16_SPEEDUP_ENV = "CINET_CPU_BF16_SPEEDUP"
 
 
 @dataclass(frozen=True)
@@ -98,12 +121,67 @@ def cuda_runs_bf16(device: torch.device | int | None = None) -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
+def _conv_step_seconds(bf16: bool, repeats: int, give_up_s: float) -> float:
+    """The fastest of ``repeats`` forward + backward passes of one 3x3 convolution (64 -> 64 channels, batch 8,
+    24x32: a layer of the demo's network), under bf16 autocast or in float32; stops at a pass over ``give_up_s``."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)  # never the global generator: the probe may run after seeding
+    x = torch.randn(8, 64, 24, 32, generator=g).requires_grad_()
+    w = (torch.randn(64, 64, 3, 3, generator=g) * 0.05).requires_grad_()
+    times: list[float] = []
+    for i in range(repeats + 1):  # the first pass creates oneDNN's primitives: not timed
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = F.conv2d(x, w, padding=1)
+        y.float().square().mean().backward()
+        elapsed = time.perf_counter() - t
+        if i > 0:
+            times.append(elapsed)
+        if elapsed > give_up_s:
+            break
+    return min(times) if times else elapsed
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_speedup(repeats: int = 5) -> float:
+    """How many times faster one convolution step runs on this CPU under bf16 autocast than in float32.
+
+    The fastest of ``repeats`` timed passes each way, on one thread (min of one thread: robust to other jobs on
+    the machine, where two threads' timings were 10x off), ~0.15 s; AMD EPYC Zen 4: 1.5-1.7x, idle or beside two
+    training runs. A CPU whose bf16 convolutions take PyTorch's slow reference path gives far below 1, found
+    within a second (a bf16 pass 20x slower than float32 ends the measurement). Cached per process and kept in the ``CINET_CPU_BF16_SPEEDUP`` environment variable, which the
+    processes this one starts (DDP workers) read instead of measuring again.
+
+    Returns:
+        float32 seconds / bf16 seconds (> 1: bf16 is faster).
+    """
+    known = os.environ.get(BF16_SPEEDUP_ENV)
+    if known:
+        try:
+            return float(known)
+        except ValueError:
+            pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: no OpenMP barrier waits on a busy machine (the ratio is per core)
+    try:
+        with torch.enable_grad():
+            fp32 = _conv_step_seconds(False, repeats, give_up_s=float("inf"))
+            bf16 = _conv_step_seconds(True, repeats, give_up_s=max(20 * fp32, 1e-3))
+    finally:
+        torch.set_num_threads(threads)
+    speedup = fp32 / max(bf16, 1e-9)
+    os.environ[BF16_SPEEDUP_ENV] = f"{speedup:.4g}"
+    return speedup
+
+
 def resolve_precision(
     precision: str,
     accelerator: str,
     *,
     features: Mapping[str, bool] | None = None,
     cuda_bf16: bool | None = None,
+    bf16_speedup: float | Callable[[], float] | None = None,
 ) -> PrecisionChoice:
     """Turn ``trainer.precision`` into Lightning's precision string; ``auto`` picks per machine (table above).
 
@@ -112,6 +190,9 @@ def resolve_precision(
         accelerator: ``cpu``, ``gpu``/``cuda``, ``mps`` or ``auto`` (CUDA when available, else CPU).
         features: The CPU's features (:func:`cpu_features`); given in tests to stand for another CPU.
         cuda_bf16: Whether the CUDA device runs bf16 natively (:func:`cuda_runs_bf16`); given in tests.
+        bf16_speedup: This CPU's bf16 speed-up (:func:`cpu_bf16_speedup`), or a function returning it, asked only
+            when ``features`` has bf16 units. None: measured when ``features`` is None (this machine); with a
+            stand-in ``features`` and no speed-up, the flags alone decide.
 
     Returns:
         The precision and one line saying why (``32`` and ``64`` become ``32-true`` / ``64-true``).
@@ -131,6 +212,15 @@ def resolve_precision(
         return PrecisionChoice("32-true", f"auto: 32-true (no bf16 rule for accelerator {kind!r})")
     feats = features if features is not None else cpu_features()
     units = [name for name in BF16_MATRIX_FEATURES if feats.get(name)]
-    if units:
-        return PrecisionChoice("bf16-mixed", f"auto: bf16-mixed (the CPU has {', '.join(units)})")
-    return PrecisionChoice("32-true", "auto: 32-true (the CPU has neither AMX-BF16 nor AVX-512 BF16)")
+    if not units:
+        return PrecisionChoice("32-true", "auto: 32-true (the CPU has neither AMX-BF16 nor AVX-512 BF16)")
+    has = f"the CPU has {', '.join(units)}"
+    if bf16_speedup is None and features is None:
+        bf16_speedup = cpu_bf16_speedup
+    speedup = bf16_speedup() if callable(bf16_speedup) else bf16_speedup
+    if speedup is None:
+        return PrecisionChoice("bf16-mixed", f"auto: bf16-mixed ({has})")
+    measured = f"a convolution step ran {speedup:.2f}x as fast in bf16 as in float32"
+    if speedup < MIN_BF16_SPEEDUP:
+        return PrecisionChoice("32-true", f"auto: 32-true ({has}, but {measured})")
+    return PrecisionChoice("bf16-mixed", f"auto: bf16-mixed ({has}; {measured})")
