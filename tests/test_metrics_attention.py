@@ -73,3 +73,18 @@ def test_ideal_map_ranks_perfectly_and_empty_is_nan() -> None:
     assert math.isnan(out["att_bce"]) and math.isnan(out["att_auc"])
     with pytest.raises(ValueError, match="do not match"):
         m.update(onehot, onehot, labels[:, :4])
+
+
+def test_bf16_autocast_gives_the_float32_result() -> None:
+    # validation under trainer.precision=bf16-mixed: a logit at the limit (q.k = 16) made the bf16 bin index
+    # 4095 round to 4096 and bincount return 4097 bins (a new user's crash); the metric now runs in float32
+    q = torch.full((1, 4, 1), 4.0)
+    labels = torch.tensor([[0, 0, 1, 1]])
+    reference = AttentionAgreement()
+    reference.update(q, q, labels)
+    under_bf16 = AttentionAgreement()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_bf16.update(q.bfloat16(), q.bfloat16(), labels)
+    assert under_bf16.compute() == reference.compute()
+    assert under_bf16.pos_hist.shape == (4096,)
+    assert torch.equal(under_bf16.pos_hist, reference.pos_hist)

@@ -77,7 +77,13 @@ class AttentionAgreement(torchmetrics.Metric):
             raise ValueError(
                 f"query {tuple(query.shape)}, key {tuple(key.shape)} and labels {tuple(labels.shape)} do not match"
             )
-        q, k = query.float(), key.float()
+        # float32 throughout, also inside a bf16 autocast region (validation under bf16-mixed): a bf16 logit of 16
+        # gave the bin index 4095 * (1 + 2^-8) -> 4096, one past the last bin
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            self._update(query.float(), key.float(), flat)
+
+    def _update(self, q: torch.Tensor, k: torch.Tensor, flat: torch.Tensor) -> None:
+        n = q.shape[1]
         valid = flat != self.ignore_index  # [B,N]
         scale = (self.bins - 1) / (2 * self.limit)
         for start in range(0, n, self.tile):
@@ -92,7 +98,12 @@ class AttentionAgreement(torchmetrics.Metric):
             bce = F.binary_cross_entropy_with_logits(x, target.to(x.dtype), reduction="sum")
             self.bce_sum += bce.double()
             self.pairs += float(x.numel())
-            idx = ((x.clamp(-self.limit, self.limit) + self.limit) * scale).round().long()
+            idx = (
+                ((x.clamp(-self.limit, self.limit) + self.limit) * scale)
+                .round()
+                .long()
+                .clamp_(0, self.bins - 1)
+            )
             self.pos_hist += torch.bincount(idx[target], minlength=self.bins).double()
             self.neg_hist += torch.bincount(idx[~target], minlength=self.bins).double()
 
