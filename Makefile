@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# make demo: config and output folder (the demo replaces its own previous run)
+# make demo: config and output folder (the demo replaces its own previous run there, and refuses any other folder)
 DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DIR ?= runs/demo
 # extra key=value overrides, e.g. DEMO_ARGS="trainer.profiler=simple trainer.precision=32"

@@ -1,7 +1,7 @@
 """``make demo``: train the three stages on CPU, evaluate, compare with a trivial baseline, predict images.
 
 Run as ``python -m cinet.commands.demo [--config demo] [--run-dir runs/demo]``. The demo replaces its
-own previous run directory.
+own previous run directory, and refuses any other folder (:func:`check_demo_dir`).
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image
 
 from cinet.build.baseline import trivial_baseline_metrics
@@ -24,7 +26,7 @@ from cinet.build.training import train
 from cinet.commands.common import quiet_lightning
 from cinet.config import load_config
 from cinet.data.base import to_uint8_image
-from cinet.errors import CinetError
+from cinet.errors import CinetError, InputError
 from cinet.inference.files import FileOptions, prediction_files
 from cinet.inference.predictor import Predictor
 from cinet.metrics import format_table
@@ -46,6 +48,51 @@ def metrics_not_better(model: dict[str, Any], baseline: dict[str, Any]) -> list[
         if not (m > b if HIGHER_IS_BETTER[k] else m < b):
             worse.append(k)
     return worse
+
+
+#: What a ``make demo`` run directory holds (``cinet.build.training.train``'s files, then the demo's own); a
+#: folder with anything else is not replaced.
+DEMO_ENTRIES = frozenset(
+    {"config.yaml", "state.json", "precision.json", "last.ckpt", "metrics.json", "tb", "profile"}
+    | {"demo.json", "inputs", "predictions"}
+)
+
+
+def check_demo_dir(run_dir: Path, config_name: str) -> None:
+    """Refuse to replace ``run_dir`` unless it is absent, empty, or a previous demo run of this config.
+
+    A previous run: every entry is one the demo writes (:data:`DEMO_ENTRIES`, ``stage<N>`` folders, hidden
+    temporaries) and its ``config.yaml``, when present, is of the config named ``config_name``.
+
+    Raises:
+        InputError: ``run_dir`` is a file, holds something the demo did not write, or another config's run.
+    """
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: is a file, not a folder (the demo's run directory)")
+    foreign = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in DEMO_ENTRIES and not re.fullmatch(r"stage\d+|\..*", p.name)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(
+            f"{run_dir}: not a previous demo run (it holds {shown}); the demo replaces its own run directory "
+            "only: choose another DEMO_DIR / --run-dir, or remove this folder"
+        )
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        try:
+            name = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("name")
+        except (yaml.YAMLError, OSError, AttributeError, UnicodeDecodeError):
+            name = None
+        if name != config_name:
+            raise InputError(
+                f"{run_dir}: holds a run of config {name!r}, not of the demo's {config_name!r}; the demo "
+                "replaces its own run directory only: choose another DEMO_DIR / --run-dir, or remove this folder"
+            )
 
 
 def process_age_s() -> float | None:
@@ -132,6 +179,7 @@ def _demo(argv: list[str] | None) -> int:
             f"stages {[(s.stage, s.epochs) for s in cfg.train.stages]} -> {run_dir}",
             flush=True,
         )
+        check_demo_dir(run_dir, cfg.name)  # replaces its own previous run, never another folder
         result = train(cfg, run_dir, overwrite=True)
         times = {**start_up, **result["times_s"]}
         print("[demo] trivial baseline (mean train depth, majority train class) ...", flush=True)
@@ -172,7 +220,8 @@ def _demo(argv: list[str] | None) -> int:
     else:
         print(f"[demo] beats the trivial baseline on all {len(METRIC_KEYS)} metrics")
     print(f"[demo] wall time {wall:.0f} s ({format_times(times)})")
-    print(f"[demo] outputs: {run_dir}/  (last.ckpt, metrics.json, demo.json, predictions/, tb/)")
+    profile = ", profile/" if (run_dir / "profile").is_dir() else ""
+    print(f"[demo] outputs: {run_dir}/  (last.ckpt, metrics.json, demo.json, predictions/, tb/{profile})")
     print(f"[demo] tensorboard --logdir {run_dir / 'tb'}")
     print(json.dumps({"wall_s": round(wall, 1), "beats_baseline": not worse}))
     return 0
