@@ -189,6 +189,18 @@ def test_upsample_block_and_depth_head() -> None:
     torch.testing.assert_close(head(torch.randn(1, 4, 3, 3)), torch.full((1, 1, 3, 3), 3.0))
 
 
+def test_depth_head_runs_in_float32_under_bf16_autocast() -> None:
+    # bf16 would quantise the depth to 2^-7 steps between 2 and 4 (1.6 cm at 3 m): the head stays float32
+    head = DepthHead(16, depth_init=3.0)
+    x = torch.randn(2, 16, 8, 10)
+    reference = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_bf16 = head(x.bfloat16())
+    assert under_bf16.dtype == torch.float32
+    torch.testing.assert_close(under_bf16, head(x.bfloat16().float()))  # only the input's rounding remains
+    assert not torch.equal(reference.bfloat16().float(), reference)  # a bf16 output would have differed
+
+
 def test_parameter_groups_partition() -> None:
     model = tiny("cinet")
     groups = model.parameter_groups()
