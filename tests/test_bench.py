@@ -298,3 +298,91 @@ def test_bench_config_not_found_is_one_line(capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["bench", "train-step", "--config", "no_such_config", "--tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no_such_config" in err[0]
+
+
+# ------------------------------------------------- files and options checked before any measurement (a run of minutes)
+
+
+@pytest.fixture
+def no_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a benchmark starts: every refusal below comes before it."""
+    import cinet.bench.inference
+    import cinet.bench.train_step
+
+    def fail(*args: object, **kwargs: object) -> None:
+        pytest.fail("the benchmark ran before the check")
+
+    monkeypatch.setattr(cinet.bench.train_step, "run_train_step", fail)
+    monkeypatch.setattr(cinet.bench.inference, "run_inference", fail)
+
+
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("error: "), captured
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", ["read-only", "file in the way", "folder", "user's file"])
+def test_bench_out_is_checked_before_running(
+    case: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    no_bench: None,
+) -> None:
+    """``--out <read-only>/b.json`` ran the whole benchmark, then failed on a hidden temporary file's name."""
+    import os
+    import types
+
+    out = tmp_path / "b.json"
+    needle = {"read-only": "read-only file system", "folder": "is a folder, not a file (--out)",
+              "file in the way": "is a file, not a folder", "user's file": "is not a JSON object"}[case]  # fmt: skip
+    if case == "read-only":
+        monkeypatch.setattr(os, "access", lambda *a, **k: False)
+        monkeypatch.setattr(os, "statvfs", lambda p: types.SimpleNamespace(f_flag=os.ST_RDONLY))
+    elif case == "folder":
+        out.mkdir()
+    elif case == "file in the way":
+        (tmp_path / "notes.txt").write_text("mine")
+        out = tmp_path / "notes.txt" / "b.json"
+    else:
+        out.write_text("mine")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _refused(
+        capsys, ["bench", "train-step", "--tiny", "--device", "cpu", "--out", str(out)], str(out), needle
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if case == "user's file":
+        assert out.read_text() == "mine"
+
+
+def test_bench_out_may_replace_an_earlier_bench_json(tmp_path: Path) -> None:
+    import argparse
+
+    from cinet.commands.bench import check_outputs
+
+    out = tmp_path / "b.json"
+    out.write_text(json.dumps({"benchmark": "train-step", "rows": []}))
+    check_outputs(argparse.Namespace(benchmark="train-step", out=str(out)))  # no error
+
+
+@pytest.mark.parametrize(
+    ("given", "needle"),
+    [
+        (["--onnx", "NOTES"], "exists and is not an ONNX model (--onnx"),
+        (["--num-calib", "0"], "--num-calib: need at least 1"),
+        (["--int8-keep-float", "bogus"], "--int8-keep-float: unknown group 'bogus'"),
+    ],
+)
+def test_inference_bench_options_are_checked_before_running(
+    given: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_bench: None
+) -> None:
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("mine")
+    given = [str(notes) if g == "NOTES" else g for g in given]
+    _refused(capsys, ["bench", "inference", "--tiny", "--modes", "onnxruntime,int8", *given], needle)
+    assert notes.read_text() == "mine"

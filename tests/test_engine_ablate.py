@@ -177,3 +177,23 @@ def test_ablate_checks_every_rows_encoder_weights_before_training(
     assert rc == 2 and len(err.splitlines()) == 1
     assert str(missing) in err and "encoder weights file not found" in err
     assert not run_dir.exists()
+
+
+def test_ablate_checks_every_rows_folder_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later row's folder holding the user's files was refused only after the earlier rows had trained."""
+    import cinet.build.training
+
+    monkeypatch.setattr(
+        cinet.build.training, "train", lambda *a, **k: pytest.fail("trained before the check")
+    )
+    run_dir = tmp_path / "abl"
+    (run_dir / "sum").mkdir(parents=True)
+    (run_dir / "sum" / "notes.txt").write_text("mine")
+    argv = ["ablate", "--config", str(ROOT / "configs" / "smoke.yaml"), "--variants", "baseline,sum"]
+    rc = main([*argv, "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {run_dir / 'sum'}: exists and is not a cinet run directory (row 'sum'")
+    assert sorted(p.name for p in run_dir.rglob("*")) == ["notes.txt", "sum"]

@@ -101,3 +101,101 @@ def test_fixed_size_needs_both_sides(
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and ("--height" in err[0] or "--width" in err[0]), err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ outputs: checked before any work, never a user's file
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_onnx_never_replaces_a_file_that_is_not_onnx(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--onnx notes.onnx`` replaced the user's text file with the export."""
+    import cinet.checkpoint
+
+    ck = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes\n")
+    monkeypatch.setattr(
+        cinet.checkpoint, "load_model", lambda *a, **k: pytest.fail("loaded before the check")
+    )
+    assert main(["export", "--checkpoint", str(ck), "--onnx", str(notes)]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {notes}: exists and is not an ONNX model") and "--onnx" in line
+    assert notes.read_text() == "my notes\n"
+
+
+def test_an_earlier_onnx_export_may_be_replaced(exported: dict[str, Path], tmp_path: Path) -> None:
+    from cinet.checks.outputs import check_output_file, is_onnx_model
+
+    check_output_file(exported["fixed"], "--onnx", kind="onnx")  # no error: a new export replaces it
+    assert is_onnx_model(exported["dynamic"])
+    for name, data in (("empty", b""), ("text", b"hello"), ("header", b"\x08\x07")):  # no graph
+        (tmp_path / name).write_bytes(data)
+        assert not is_onnx_model(tmp_path / name), name
+
+
+def test_onnx_under_a_file_says_the_file_is_not_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said ``output folder is not writable (File exists)`` (``predict`` says what is wrong)."""
+    ck = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("mine")
+    assert main(["export", "--checkpoint", str(ck), "--onnx", str(blocker / "x.onnx")]) == 2
+    line = _one_error_line(capsys)
+    assert line == f"error: {blocker / 'x.onnx'}: cannot be written ({blocker} is a file, not a folder)"
+    assert blocker.read_text() == "mine"
+
+
+def test_pretrained_on_a_file_says_it_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said ``exists and is not an empty folder``."""
+    ck = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("mine")
+    assert main(["export", "--checkpoint", str(ck), "--pretrained", str(plain)]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {plain}: is a file, not a folder") and "--pretrained" in line
+    assert plain.read_text() == "mine"
+
+
+def test_pretrained_on_a_read_only_file_system_is_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import types
+
+    from cinet.inference import hub
+
+    ck = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    monkeypatch.setattr(
+        hub, "_from_checkpoint", lambda *a: pytest.fail("read the checkpoint before the check")
+    )
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(os, "statvfs", lambda p: types.SimpleNamespace(f_flag=os.ST_RDONLY))
+    assert main(["export", "--checkpoint", str(ck), "--pretrained", str(tmp_path / "pre")]) == 2
+    line = _one_error_line(capsys)
+    assert (
+        line
+        == f"error: {tmp_path / 'pre'}: --pretrained folder cannot be created (read-only file system at {tmp_path})"
+    )
+
+
+def test_every_output_is_checked_before_the_model_folder_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--pretrained DIR --onnx BAD`` wrote DIR, then refused the ONNX output."""
+    ck = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    folder = tmp_path / "pre"
+    onnx_dir = tmp_path / "m.onnx"
+    onnx_dir.mkdir()
+    assert (
+        main(["export", "--checkpoint", str(ck), "--pretrained", str(folder), "--onnx", str(onnx_dir)]) == 2
+    )
+    assert _one_error_line(capsys) == f"error: {onnx_dir}: is a folder, not a file (--onnx)"
+    assert not folder.exists()

@@ -143,6 +143,16 @@ def test_accuracy_report_thresholds() -> None:
         check_accuracy(bad_delta, "m.int8.onnx")
 
 
+def _tiny_onnx_bytes() -> bytes:
+    """A valid one-node ONNX model (``y = x``): what an earlier export left, as far as the output checks go."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    return helper.make_model(graph).SerializeToString()
+
+
 def _synthetic_checkpoint(path: Path) -> Path:
     """The tiny model for the synthetic dataset (13 classes) at 40x56, with a run config naming it."""
     from cinet.checkpoint import save_model_checkpoint
@@ -195,7 +205,8 @@ def test_cli_refuses_int8_and_writes_nothing(
 ) -> None:
     ckpt = _synthetic_checkpoint(tmp_path / "tiny.ckpt")
     out = tmp_path / "m.onnx"
-    out.write_bytes(b"an older export")
+    older = _tiny_onnx_bytes()  # an older export: an ONNX model may be replaced, it is kept when refused
+    out.write_bytes(older)
 
     def worse(runners, samples, **kwargs):  # the INT8 model loses 2 points of δ1 on the held-out images
         assert set(runners) == {"fp32", "int8"} and len(list(samples)) == 2
@@ -207,7 +218,7 @@ def test_cli_refuses_int8_and_writes_nothing(
     assert main([*args, "--num-calib", "2", "--num-eval", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {int8_paths(out)[0]}: INT8 model refused: δ1 drops")
-    assert out.read_bytes() == b"an older export"  # nothing overwritten, nothing left behind
+    assert out.read_bytes() == older  # nothing overwritten, nothing left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "tiny.ckpt"]
 
     # calibrating on the held-out split is refused before anything is written
@@ -236,3 +247,92 @@ def test_calibration_images_shared_with_the_held_out_split_are_counted(tmp_path:
     train, test = (load_dataset("folder", root, s, **opts) for s in ("train", "test"))
     assert quantize.shared_images(train, test) == 0
     assert quantize.shared_images(range(3), test) == 0  # a dataset that does not list its files
+
+
+# ---------------------------------------------- checked before the float32 export (it and its parity check: ~20 s)
+
+INT8_ARGS = ["--quantize", "int8", "--exporter", "torchscript", "--no-check"]
+
+
+@pytest.fixture
+def no_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the float32 export starts: every refusal below comes before it."""
+    from cinet.commands import export as export_cmd
+
+    monkeypatch.setattr(
+        export_cmd, "_export_checked", lambda *a, **k: pytest.fail("exported before the check")
+    )
+
+
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    assert main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("given", "needle"),
+    [
+        (["--num-calib", "0"], "--num-calib: need at least 1 calibration image, got 0"),
+        (["--num-eval", "0"], "--num-eval: need at least 1 held-out image, got 0"),
+    ],
+)
+def test_int8_counts_are_checked_before_exporting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_export: None, given: list[str], needle: str
+) -> None:
+    ckpt = _synthetic_checkpoint(tmp_path / "tiny.ckpt")
+    _refused(
+        capsys,
+        ["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx"), *INT8_ARGS, *given],
+        needle,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.ckpt"]
+
+
+@pytest.mark.parametrize("kind", ["empty folder", "file"])
+def test_calibration_folder_is_checked_before_exporting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_export: None, kind: str
+) -> None:
+    ckpt = _synthetic_checkpoint(tmp_path / "tiny.ckpt")
+    calib = tmp_path / "calib"
+    if kind == "file":
+        calib.write_text("not a folder")
+    else:
+        calib.mkdir()
+        (calib / "notes.txt").write_text("no images here")
+    argv = ["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx"), *INT8_ARGS]
+    needle = "no images" if kind == "empty folder" else "is a file, not a folder"
+    _refused(capsys, [*argv, "--calibration-images", str(calib)], "--calibration-images", str(calib), needle)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_int8_data_is_built_before_exporting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_export: None
+) -> None:
+    """A dataset that cannot be read (here: a folder dataset whose root is missing) fails in seconds."""
+    ckpt = _synthetic_checkpoint(tmp_path / "tiny.ckpt")
+    missing = tmp_path / "nowhere"
+    config = tmp_path / "data.yaml"
+    config.write_text(f"data:\n  name: folder\n  root: {missing}\n  options: {{num_classes: 13}}\n")
+    argv = ["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx"), *INT8_ARGS]
+    _refused(capsys, [*argv, "--config", str(config)], str(missing))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("which", ["int8", "report"])
+def test_int8_outputs_never_replace_a_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_export: None, which: str
+) -> None:
+    """``m.int8.onnx`` / ``m.int8.accuracy.json`` are replaced only when they are what cinet writes there."""
+    ckpt = _synthetic_checkpoint(tmp_path / "tiny.ckpt")
+    out = tmp_path / "m.onnx"
+    target = int8_paths(out)[0 if which == "int8" else 1]
+    target.write_text("my notes\n")
+    found = "an ONNX model" if which == "int8" else "a JSON object with 'accepted'"
+    _refused(
+        capsys, ["export", "--checkpoint", str(ckpt), "--onnx", str(out), *INT8_ARGS], str(target), found
+    )
+    assert target.read_text() == "my notes\n" and not out.exists()

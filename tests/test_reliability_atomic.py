@@ -190,5 +190,108 @@ def test_disk_full_through_the_cli(
     monkeypatch.setattr(os, "fsync", fsync)
     rc = main(["data", "preview", "synthetic", "--num", "1", "--out", str(out), "size=[32,40]"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err == [f"error: {old}: No space left on device"]
+    assert rc == 2 and err == [f"error: {old}: cannot write (no space left on device)"]
     assert old.read_bytes() == b"previous preview" and sorted(p.name for p in out.iterdir()) == [old.name]
+
+
+# ------------------------------------------------------- failed writes name the destination, never a temporary name
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """``tempfile.<name>`` fails as on a read-only mount: EROFS naming the hidden temporary file it tried."""
+    import errno
+    import tempfile
+
+    def fail(*args: object, prefix: str = "", suffix: str = "", dir: object = None, **kwargs: object) -> str:
+        raise OSError(
+            errno.EROFS, os.strerror(errno.EROFS), os.path.join(str(dir), f"{prefix}eumm8rkr{suffix}")
+        )
+
+    monkeypatch.setattr(tempfile, name, fail)
+
+
+def test_read_only_file_system_names_the_file_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``error: /tmp/ro/.b.json.eumm8rkr.tmp: Read-only file system`` named a file the user never gave."""
+    import errno
+
+    from cinet.utils.io import atomic_write_json
+
+    _read_only(monkeypatch, "mkstemp")
+    path = tmp_path / "b.json"
+    with pytest.raises(OSError) as info:
+        atomic_write_json(path, {"a": 1})
+    assert info.value.errno == errno.EROFS and isinstance(info.value, OSError)
+    assert info.value.filename == str(path)
+    assert info.value.strerror == "cannot write (read-only file system)"
+    assert not path.exists()
+
+
+def test_read_only_file_system_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cinet.cli import main
+
+    _read_only(monkeypatch, "mkstemp")
+    out = tmp_path / "out"
+    rc = main(["data", "preview", "synthetic", "--num", "1", "--out", str(out), "size=[32,40]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    path = out / "synthetic_train_preview.png"
+    assert rc == 2 and err == [f"error: {path}: cannot write (read-only file system)"]
+    assert ".tmp" not in err[0] and not path.exists()
+
+
+def test_permission_denied_on_replace_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error of ``os.replace`` (which names the temporary file first) names the destination too."""
+    import errno
+
+    from cinet.utils.io import atomic_write_text
+
+    path = tmp_path / "config.yaml"
+    path.write_text("previous")
+
+    def replace(src: str, dst: str) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), src, None, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(PermissionError) as info:
+        atomic_write_text(path, "new")
+    assert info.value.filename == str(path) and info.value.strerror == "cannot write (permission denied)"
+    assert path.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_file_in_the_way_is_named(tmp_path: Path) -> None:
+    from cinet.utils.io import atomic_write_text
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    with pytest.raises(OSError) as info:
+        atomic_write_text(blocker / "sub" / "b.json", "{}")
+    assert info.value.filename == str(blocker / "sub" / "b.json")
+    assert info.value.strerror == f"cannot write ({blocker} is a file, not a folder)"
+    assert blocker.read_text() == "mine"
+
+
+def test_atomic_dir_errors_name_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``error: /tmp/ro/.pre.ovgad9z5: Read-only file system`` (export --pretrained): the folder given, instead."""
+    import errno
+
+    from cinet.utils.io import atomic_dir
+
+    target = tmp_path / "pre"
+    with atomic_dir(target) as tmp:  # the folder appears whole, under its name
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"] and len(list(tmp_path.iterdir())) == 1
+
+    other = tmp_path / "other"
+    with pytest.raises(OSError) as info, atomic_dir(other) as tmp:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "model.safetensors"))
+    assert (
+        info.value.filename == str(other) and info.value.strerror == "cannot write (no space left on device)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre"]  # the temporary folder went
+
+    _read_only(monkeypatch, "mkdtemp")
+    with pytest.raises(OSError) as info, atomic_dir(other):
+        pass
+    assert info.value.errno == errno.EROFS and info.value.filename == str(other)
+    assert info.value.strerror == "cannot write (read-only file system)"

@@ -55,6 +55,16 @@ def one_line_error(capsys: pytest.CaptureFixture[str], rc: int, *needles: str) -
     return line
 
 
+def tiny_onnx_bytes() -> bytes:
+    """A valid one-node ONNX model (``y = x``): an earlier export, as far as the output checks go."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    return helper.make_model(graph).SerializeToString()
+
+
 def write_folder(
     root: Path, stems: tuple[str, ...] = ("a", "b", "c"), size: tuple[int, int] = (H, W)
 ) -> Path:
@@ -376,10 +386,13 @@ def test_checkpoint_does_not_fit(
     one_line_error(capsys, rc, str(ckpts[which]), needle)
     assert snapshot(pred_out) == before
     onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(SENTINEL)
+    earlier = (
+        tiny_onnx_bytes()
+    )  # an earlier export (a file that is not ONNX is refused before the checkpoint)
+    onnx.write_bytes(earlier)
     rc = main(["export", "--checkpoint", str(ckpts[which]), "--onnx", str(onnx), "--no-check"])
     one_line_error(capsys, rc, str(ckpts[which]), needle)
-    assert onnx.read_bytes() == SENTINEL
+    assert onnx.read_bytes() == earlier
 
 
 def test_truncated_checkpoint_in_eval(
@@ -492,3 +505,48 @@ def test_right_types_of_dataset_options_pass() -> None:
     )
     dataset_info("synthetic", size=[64, 80], length=4, holes=True)
     dataset_info("nyuv2", root="/x", classes=13)
+
+
+@pytest.mark.parametrize(
+    ("read_only", "words"), [(True, "read-only file system at"), (False, "no write permission on")]
+)
+def test_unwritable_folder_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_only: bool, words: str
+) -> None:
+    """A read-only mount (EROFS) was reported as "no write permission"; EACCES keeps those words."""
+    import os
+    import types
+
+    from cinet.checks.outputs import check_output_file, check_writable_dir
+    from cinet.errors import InputError
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    flag = os.ST_RDONLY if read_only else 0
+    monkeypatch.setattr(os, "statvfs", lambda p: types.SimpleNamespace(f_flag=flag))
+    with pytest.raises(InputError) as err:
+        check_writable_dir(tmp_path / "out")
+    assert str(err.value) == f"{tmp_path / 'out'}: output folder is not writable ({words} {tmp_path})"
+    with pytest.raises(InputError) as err:
+        check_output_file(tmp_path / "b.json", "--out")
+    assert str(err.value) == f"{tmp_path / 'b.json'}: cannot be written ({words} {tmp_path})"
+
+
+def test_eval_never_replaces_a_metrics_json_it_did_not_write(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "metrics.json").write_bytes(SENTINEL)  # the user's notes, not a JSON object
+    rc = main(["eval", "--checkpoint", str(ckpts["good"]), "--out", str(out)])  # before evaluating
+    one_line_error(capsys, rc, str(out / "metrics.json"), "is not a JSON object", "cinet eval")
+    assert (out / "metrics.json").read_bytes() == SENTINEL
+
+
+def test_data_preview_refuses_a_folder_in_place_of_its_png(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    (out / "synthetic_train_preview.png").mkdir(parents=True)
+    rc = main(["data", "preview", "synthetic", "--num", "1", "--out", str(out), "size=[32,40]"])
+    one_line_error(capsys, rc, str(out / "synthetic_train_preview.png"), "is a folder, not a file")
+    assert snapshot(out) == {"synthetic_train_preview.png": b"<dir>"}

@@ -1,9 +1,10 @@
 """The checks that refuse a command's input before any work: one line naming the file or config key, exit 2,
 nothing written.
 
-* :mod:`.outputs` — an output folder that cannot be created or written, an output file that is one of the
-  command's inputs, an existing run directory without ``--resume`` / ``--overwrite`` (train, eval, predict,
-  export, bench, data preview).
+* :mod:`.outputs` — an output folder or file that cannot be created or written (a file in the way, a read-only
+  file system), an output file that is one of the command's inputs or an existing file that is not what cinet
+  writes there (an ONNX model, cinet's JSON), an existing run directory without ``--resume`` / ``--overwrite``
+  (train, eval, predict, export, bench, data preview, ablate).
 * :mod:`.files` — input files that are not images; from the headers: an image too large for memory, an
   ``--attention`` pixel outside it, a split whose batches would mix sizes (predict, train).
 * :mod:`.labels` — label ids outside ``0..C-1`` (255 = ignore) anywhere in a split, a checkpoint of another class

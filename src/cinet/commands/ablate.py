@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cinet.checks.outputs import check_output_file, check_writable_dir
 from cinet.commands.common import quiet_lightning
 from cinet.commands.eval import protocol_overrides
 from cinet.config import config_to_dict, git_revision, load_config, read_saved_git
 from cinet.engine.distributed import global_rank
+from cinet.engine.rundir import is_run_dir
 from cinet.errors import ConfigError
 from cinet.recipe import TERMS, VARIANTS
 from cinet.utils.io import atomic_write_json, atomic_write_text
@@ -395,6 +397,31 @@ def _run_row(
     }
 
 
+def check_ablation_dirs(run_dir: Path, row_dirs: dict[tuple[str, int], Path]) -> None:
+    """Refuse, before any row trains, a folder that a later row or the final table could not use.
+
+    Every row's run directory can be created, and an existing one is a finished row (reused), a cinet run
+    directory (resumed or retrained) or empty; ``ablation.md`` / ``ablation.json`` can be written (an existing
+    ``ablation.json`` is one of ``cinet ablate``'s).
+
+    Raises:
+        InputError: Naming the folder or file.
+        ConfigError: A row's folder holds files ``cinet train`` did not write.
+    """
+    check_writable_dir(run_dir, "run directory")
+    for (name, seed), vdir in row_dirs.items():
+        if (vdir / "metrics.json").is_file():
+            continue  # finished before: reused, nothing written there
+        check_writable_dir(vdir, f"run directory of row {name!r} (seed {seed})")
+        if vdir.is_dir() and any(vdir.iterdir()) and not is_run_dir(vdir):
+            raise ConfigError(
+                f"{vdir}: exists and is not a cinet run directory (row {name!r} trains there); "
+                "move it away or choose another --run-dir"
+            )
+    check_output_file(run_dir / "ablation.md", "cinet ablate")
+    check_output_file(run_dir / "ablation.json", "cinet ablate", kind="json", keys=("results",))
+
+
 def run(args: argparse.Namespace) -> int:
     """Train + evaluate every row, then write and print the table."""
 
@@ -419,12 +446,17 @@ def run(args: argparse.Namespace) -> int:
         else Path("runs") / f"ablate-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [base.train.seed]
+    row_dirs = {
+        (name, seed): run_dir / name / f"seed{seed}" if args.seeds else run_dir / name
+        for seed in seeds
+        for name in rows
+    }
+    check_ablation_dirs(run_dir, row_dirs)  # before the first row trains (a later row failed hours in)
     t0 = time.time()
     per_row: dict[str, list[dict[str, Any]]] = {r: [] for r in rows}
     for seed in seeds:  # seed-major: a cut-short run still has every row of the first seeds
         for name, overrides in rows.items():
-            vdir = run_dir / name / f"seed{seed}" if args.seeds else run_dir / name
-            per_row[name].append(_run_row(args, name, overrides, seed, vdir))
+            per_row[name].append(_run_row(args, name, overrides, seed, row_dirs[name, seed]))
     results = {r: _combine(runs) for r, runs in per_row.items()}
     if global_rank() != 0:
         return 0

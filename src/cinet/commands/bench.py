@@ -7,8 +7,9 @@ No torch import at module level (``cinet --help`` stays fast); each benchmark im
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from cinet.checks.outputs import check_not_an_input
+from cinet.checks.outputs import check_not_an_input, check_output_file, is_onnx_model
 from cinet.errors import InputError
 
 BENCHMARKS = ("attention", "train-step", "inference", "encoders")
@@ -101,15 +102,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     enc.add_argument("--num-classes", type=int, default=13, help="segmentation classes")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any measurement, the files a benchmark cannot write or use, and options it reads late.
+
+    ``--out``: a writable file that is no input of the benchmark and, if it exists, a JSON of ``cinet bench``
+    (a user's file is never replaced). ``bench inference``: ``--onnx`` (a file, written where it can be, an
+    existing one reused only when it is an ONNX model), ``--num-calib`` and ``--int8-keep-float`` of the INT8
+    row.
+
+    Raises:
+        InputError: One line naming the file or option.
+    """
+    onnx = getattr(args, "onnx", None)
+    if args.out:  # the JSON never replaces a file the benchmark reads
+        check_not_an_input([args.out], {"--onnx": onnx})
+        if onnx and Path(args.out).absolute() == Path(onnx).absolute():
+            raise InputError(f"{args.out}: given with --out and --onnx; choose two paths")
+        check_output_file(args.out, "--out", kind="json", keys=("benchmark",))
+    if args.benchmark != "inference":
+        return
+    if onnx:  # an existing file is timed as it is (an ONNX model, not replaced), else exported there
+        if Path(onnx).is_file() and not is_onnx_model(onnx):
+            raise InputError(
+                f"{onnx}: exists and is not an ONNX model (--onnx: an existing file is benchmarked as it is); "
+                "move it away or choose another path"
+            )
+        check_output_file(onnx, "--onnx")
+    modes = [m.strip() for m in (getattr(args, "modes", None) or "").split(",")]
+    if "int8" in modes:
+        if args.num_calib < 1:
+            raise InputError(f"--num-calib: need at least 1 calibration input, got {args.num_calib}")
+        from cinet.inference.quantize import parse_keep_float
+
+        try:
+            parse_keep_float(getattr(args, "int8_keep_float", None))
+        except InputError as exc:  # the group list is given with --int8-keep-float here
+            raise InputError(str(exc).replace("--keep-float", "--int8-keep-float", 1)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON. Returns the exit code."""
     from cinet.bench.common import emit
 
-    if args.out:  # the JSON never replaces a file the benchmark reads
-        check_not_an_input(
-            [args.out],
-            {"--onnx": getattr(args, "onnx", None)},
-        )
+    check_outputs(args)  # before any measurement: a run of minutes must not fail at its last line
 
     if args.benchmark == "attention":
         from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, parse_dtypes, parse_sizes, run_attention

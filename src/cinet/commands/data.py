@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cinet.checks.files import header_sizes_of
-from cinet.checks.outputs import check_writable_dir
+from cinet.checks.outputs import check_output_file, check_writable_dir
 from cinet.errors import ConfigError, DataError
 from cinet.inference import visualize
 from cinet.utils import colors
@@ -112,6 +112,7 @@ def preview(
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")
     check_writable_dir(out)
+    check_output_file(Path(out) / f"{name}_{split}_preview.png", "cinet data preview")  # not a folder
     with dataset_keys(name, options):  # a bad option: one line naming it
         ds = load_dataset(name, root, split, **options)
     if len(ds) == 0:

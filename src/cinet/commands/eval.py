@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cinet.checks.outputs import check_not_an_input, check_writable_dir
+from cinet.checks.outputs import check_not_an_input, check_output_file, check_writable_dir
 from cinet.commands.common import quiet_lightning
 from cinet.config import parse_overrides
 from cinet.engine.distributed import global_rank
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     check_writable_dir(out_dir)  # before the evaluation
     check_not_an_input([out_dir / "metrics.json"], {"--checkpoint": args.checkpoint, "--config": args.config})
+    check_output_file(out_dir / "metrics.json", "cinet eval", kind="json")  # never a user's file
     overrides = protocol_overrides(args.overrides, args.protocol, args.flip)
     metrics, protocol, cfg = evaluate_checkpoint(
         args.checkpoint, config=args.config, overrides=overrides, split=args.split

@@ -12,15 +12,17 @@ No torch import at module level.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cinet.checks.outputs import check_not_an_input, ensure_output_dir
+from cinet.checks.outputs import check_new_folder, check_not_an_input, check_output_file
 from cinet.config import load_config
-from cinet.errors import InputError
+from cinet.errors import CheckpointError, InputError
+from cinet.inference import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from cinet.checkpoint import CheckpointPayload
@@ -124,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     repo_id = getattr(args, "push_to_hub", None)
     if args.onnx is None and pretrained is None and repo_id is None:
         raise InputError("cinet export: give --onnx FILE, --pretrained DIR or --push-to-hub USER/NAME")
+    # every output and option that can be checked without the model, before anything is written or uploaded
+    if pretrained is not None:
+        check_new_folder(pretrained, "--pretrained folder")
+    if args.onnx is not None:
+        check_onnx_outputs(args)
     if pretrained is not None or repo_id is not None:
         from cinet.inference import hub
 
@@ -137,35 +144,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
 
     out: Path = args.onnx
-    ensure_output_dir(out.parent)
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; give the .onnx file name")
-
-    inputs: dict[str, Any] = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
-    if args.quantize:
-        from cinet.inference.quantize import int8_paths
-
-        calib = Path(args.calibration_images) if args.calibration_images else None
-        if calib is not None and calib.is_dir():  # a folder of images (else a split name)
-            inputs["--calibration-images"] = [p for p in calib.iterdir() if p.is_file()]
-        check_not_an_input([out, *int8_paths(out)], inputs)
-    else:
-        check_not_an_input([out], inputs)
-
-    if args.quantize:
-        from cinet.inference.quantize import int8_paths, parse_keep_float
-
-        parse_keep_float(args.keep_float)  # a bad group fails before the long work
-        for name, value in (
-            ("--max-delta1-drop", args.max_delta1_drop),
-            ("--max-miou-drop", args.max_miou_drop),
-        ):
-            if not value >= 0:
-                raise InputError(f"{name}: must be >= 0, got {value:g}")
-        for p in int8_paths(out):
-            if p.is_dir():
-                raise InputError(f"{p}: is a folder")
-
     model, payload = load_model(args.checkpoint, "cpu", overrides={"attention_impl": "naive"})
     info = payload.dataset_info() if payload.dataset else None
     train_size = payload.train_size
@@ -192,15 +170,86 @@ def run(args: argparse.Namespace) -> int:
         return _export_checked(args, model, payload, info, out, height, width)
 
     cfg = checkpoint_config(payload, args.checkpoint, args.config)  # names the dataset; fails early
-    calibration_plan(cfg, args.calibration_images, args.eval_split)
     spec = payload.input_spec(fallback=(model.input_mean, model.input_std))  # the checkpoint's (load_model)
+    data = quantize_data(cfg, payload, spec, args)  # the images exist, the class counts fit: before exporting
     with tempfile.TemporaryDirectory(prefix="cinet-export-") as tmp:  # nothing is written before the end
         fp32 = Path(tmp) / out.name
         rc = _export_checked(args, model, payload, info, fp32, height, width)
         if rc != 0:
             print(f"error: {out}: nothing written", file=sys.stderr)
             return rc
-        return _quantize_checked(args, cfg, payload, spec, fp32, out)
+        return _quantize_checked(args, data, payload, spec, fp32, out)
+
+
+def check_onnx_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before the model is loaded, an ``--onnx`` output (and, with ``--quantize``, its INT8 files and
+    options) that cannot be used.
+
+    The file and its INT8 companions (:func:`cinet.inference.quantize.int8_paths`) must be writable files that
+    are none of the inputs, and an existing one must be what cinet writes there (an ONNX model, cinet's accuracy
+    JSON): a user's file is never replaced. With ``--quantize``: the float groups, the thresholds, the counts and
+    the calibration folder (it exists and has images).
+
+    Raises:
+        InputError: One line naming the file or option.
+    """
+    out: Path = args.onnx
+    inputs: dict[str, Any] = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
+    if not args.quantize:
+        check_not_an_input([out], inputs)  # first: the clearest words for the checkpoint given twice
+        check_output_file(out, "--onnx", kind="onnx")
+        return
+    from cinet.inference.quantize import int8_paths, parse_keep_float
+
+    int8_out, report_out = int8_paths(out)
+    calib = Path(args.calibration_images) if args.calibration_images else None
+    if calib is not None and calib.is_dir():  # a folder of images (else a split name)
+        inputs["--calibration-images"] = [p for p in calib.iterdir() if p.is_file()]
+    check_not_an_input([out, int8_out, report_out], inputs)
+    check_output_file(out, "--onnx", kind="onnx")
+    check_output_file(int8_out, "the INT8 model of --onnx", kind="onnx")
+    check_output_file(report_out, "the INT8 accuracy report of --onnx", kind="json", keys=("accepted",))
+    parse_keep_float(args.keep_float)  # a bad group fails before the long work
+    for name, value in (
+        ("--max-delta1-drop", args.max_delta1_drop),
+        ("--max-miou-drop", args.max_miou_drop),
+    ):
+        if not value >= 0:
+            raise InputError(f"{name}: must be >= 0, got {value:g}")
+    for name, count, what in (
+        ("--num-calib", args.num_calib, "calibration image"),
+        ("--num-eval", args.num_eval, "held-out image"),
+    ):
+        if count < 1:
+            raise InputError(f"{name}: need at least 1 {what}, got {count}")
+    if args.calibration_images is not None:
+        check_calibration_source(args.calibration_images)
+
+
+def check_calibration_source(calibration: str) -> bool:
+    """Check a ``--calibration-images`` value: a folder with images, or a split name. Returns "is a folder".
+
+    Raises:
+        InputError: A file, a folder without images, or neither a folder nor a split (train, val, test).
+    """
+    path = Path(calibration)
+    if path.is_dir():
+        try:
+            images = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+        except OSError as exc:
+            raise InputError(
+                f"--calibration-images: {path}: cannot list the folder ({exc.strerror})"
+            ) from exc
+        if not images:
+            raise InputError(f"--calibration-images: {path}: no images (.png/.jpg/...) to calibrate with")
+        return True
+    if path.exists():
+        raise InputError(f"--calibration-images: {path} is a file, not a folder of images or a split")
+    if calibration not in ("train", "val", "test"):
+        raise InputError(
+            f"--calibration-images: {calibration!r} is neither a folder nor a split (train, val, test)"
+        )
+    return False
 
 
 def checkpoint_config(
@@ -226,21 +275,61 @@ def calibration_plan(cfg: Any, calibration: str | None, eval_split: str | None) 
     """``(calibration source, is a folder, held-out split)`` with the defaults of ``cfg`` filled in.
 
     Raises:
-        InputError: The calibration source is neither a folder nor a split, or is the held-out split.
+        InputError: The calibration source is a file, a folder without images, neither a folder nor a split, or
+            the held-out split.
     """
     eval_split = eval_split or cfg.data.test_split
     calib = calibration or cfg.data.train_split
-    is_folder = Path(calib).is_dir()
-    if not is_folder and calib not in ("train", "val", "test"):
-        raise InputError(
-            f"--calibration-images: {calib!r} is neither a folder nor a split (train, val, test)"
-        )
+    is_folder = check_calibration_source(calib)
     if not is_folder and calib == eval_split:
         raise InputError(
             f"--calibration-images: split {calib!r} is also the held-out evaluation split; "
             "calibrate on another split or a folder"
         )
     return calib, is_folder, eval_split
+
+
+@dataclasses.dataclass
+class QuantizeData:
+    """The data of an INT8 export, built before the float32 export (a missing split fails in seconds)."""
+
+    held_out: Any
+    calibration: Any  # a folder (Path) or a dataset
+    calibration_name: str
+    held_out_name: str
+    protocol: Any
+
+
+def quantize_data(
+    cfg: Any, payload: CheckpointPayload, spec: InputSpec, args: argparse.Namespace
+) -> QuantizeData:
+    """Build the held-out and calibration data of ``cfg`` (normalised with ``spec``) and the protocol.
+
+    Raises:
+        InputError: A bad calibration source (:func:`calibration_plan`).
+        DataError: A split that cannot be read (missing root, no such split).
+        CheckpointError: The model's class count differs from the dataset's.
+    """
+    from cinet.build.builders import build_protocol
+    from cinet.build.data import build_dataset
+
+    calib, is_folder, eval_split = calibration_plan(cfg, args.calibration_images, args.eval_split)
+    norm = {"mean": spec.mean, "std": spec.std}
+    held_out = build_dataset(cfg.data, eval_split, train=False, **norm)
+    num_classes = int(payload.model.get("num_classes", held_out.info.num_classes))
+    if num_classes != held_out.info.num_classes:
+        raise CheckpointError(
+            f"{args.checkpoint}: model has {num_classes} classes, dataset {held_out.info.name!r} "
+            f"has {held_out.info.num_classes}"
+        )
+    calibration = Path(calib) if is_folder else build_dataset(cfg.data, calib, train=False, **norm)
+    return QuantizeData(
+        held_out=held_out,
+        calibration=calibration,
+        calibration_name=f"{cfg.data.name}/{calib}",
+        held_out_name=f"{cfg.data.name}/{eval_split}",
+        protocol=build_protocol(cfg, held_out.info),
+    )
 
 
 def _export_checked(
@@ -306,12 +395,15 @@ def _export_checked(
 
 
 def _quantize_checked(
-    args: argparse.Namespace, cfg: Any, payload: CheckpointPayload, spec: InputSpec, fp32: Path, out: Path
+    args: argparse.Namespace,
+    data: QuantizeData,
+    payload: CheckpointPayload,
+    spec: InputSpec,
+    fp32: Path,
+    out: Path,
 ) -> int:
-    """INT8-quantize ``fp32`` on data built from ``cfg`` (normalised with ``spec``), print the accuracy report;
-    write the three files only if it is accepted."""
-    from cinet.build.builders import build_protocol
-    from cinet.build.data import build_dataset
+    """INT8-quantize ``fp32`` on ``data`` (normalised with ``spec``), print the accuracy report; write the three
+    files only if it is accepted."""
     from cinet.inference.quantize import (
         check_accuracy,
         export_int8,
@@ -323,21 +415,17 @@ def _quantize_checked(
 
     int8_out, report_out = int8_paths(out)
     int8_tmp = fp32.with_name(int8_out.name)
-    calib, is_folder, eval_split = calibration_plan(cfg, args.calibration_images, args.eval_split)
-    norm = {"mean": spec.mean, "std": spec.std}
-    held_out = build_dataset(cfg.data, eval_split, train=False, **norm)
-    calibration = Path(calib) if is_folder else build_dataset(cfg.data, calib, train=False, **norm)
-    protocol = build_protocol(cfg, held_out.info)
+    held_out = data.held_out
     report = export_int8(
         fp32,
         int8_tmp,
         num_classes=int(payload.model.get("num_classes", held_out.info.num_classes)),
         spec=spec,
-        calibration=calibration,
+        calibration=data.calibration,
         held_out=held_out,
-        protocol=protocol,
-        calibration_name=f"{cfg.data.name}/{calib}",
-        held_out_name=f"{cfg.data.name}/{eval_split}",
+        protocol=data.protocol,
+        calibration_name=data.calibration_name,
+        held_out_name=data.held_out_name,
         num_calib=args.num_calib,
         num_eval=args.num_eval,
         keep_float=parse_keep_float(args.keep_float),
@@ -347,7 +435,7 @@ def _quantize_checked(
     print(
         f"calibrated on {report['calibration']}; float32 kept: {', '.join(report['quantization']['keep_float']) or 'none'}"
     )
-    print(format_report(report, protocol))
+    print(format_report(report, data.protocol))
     check_accuracy(report, str(int8_out))  # refused: CinetError, exit 2, the temporary files go
     install_int8_outputs(fp32, int8_tmp, report, out)
     print(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,11 @@ from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import nn
 
 from cinet.checkpoint import STATE_PREFIX, CheckpointPayload, check_fits, load_model
+from cinet.checks.outputs import check_new_folder
 from cinet.errors import CheckpointError, CinetError, InputError, describe
 from cinet.metrics.report import EvalProtocol, format_table
 from cinet.models import build_model
-from cinet.utils.io import file_sha256
+from cinet.utils.io import atomic_dir, file_sha256
 
 __all__ = ["CINetPretrained", "load_pretrained", "model_card_text", "push_to_hub", "save_pretrained"]
 
@@ -373,24 +373,16 @@ def save_pretrained(
         The folder.
 
     Raises:
-        CheckpointError: Unreadable checkpoint. InputError: ``directory`` exists and is not empty, or a bad
-            metrics file. Nothing is written then; the folder appears whole or not at all.
+        CheckpointError: Unreadable checkpoint. InputError: ``directory`` is a file, a folder with files or
+            cannot be created there (a file in the way, a read-only file system), or a bad metrics file. Nothing
+            is written then; the folder appears whole or not at all (an ``OSError`` while writing names
+            ``directory``).
     """
     checkpoint, directory = Path(checkpoint), Path(directory)
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise InputError(f"{directory}: exists and is not an empty folder (nothing written)")
+    check_new_folder(directory, "model folder")  # a file, a full folder, an unwritable place: before any work
     hub = _from_checkpoint(checkpoint, _read_metrics(checkpoint, metrics))
-    parent = directory.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=parent))
-    try:
+    with atomic_dir(directory) as tmp:  # errors name the folder, never the hidden temporary one
         hub.save_pretrained(tmp)
-        if directory.is_dir():
-            directory.rmdir()  # empty (checked above): rename replaces it
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

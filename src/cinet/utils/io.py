@@ -2,14 +2,21 @@
 
 A crash or SIGKILL in the middle of a write leaves the previous file intact (never a half-written one); SIGINT and
 SIGTERM wait for the end of the write.
-Used for checkpoints, metrics.json, config.yaml and predictions.
+Used for checkpoints, metrics.json, config.yaml and predictions; :func:`atomic_dir` does the same for a whole
+folder (``cinet export --pretrained``).
+
+A write that fails raises an ``OSError`` naming the destination the caller gave, never the hidden temporary
+name (``/out/b.json: cannot write (read-only file system)``, not ``/out/.b.json.x7f3.tmp: Read-only file
+system``): :func:`write_error`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
@@ -28,6 +35,50 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~mask
 
 
+def blocking_file(path: str | Path) -> Path | None:
+    """The existing *file* that stands where a folder above ``path`` should be (``a.txt`` for ``a.txt/b/c``).
+
+    ``None`` when the nearest existing ancestor of ``path`` is a folder. Named as ``path`` names it (relative
+    stays relative).
+    """
+    probe = Path(path).parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return None if probe.is_dir() else probe
+
+
+def write_error(exc: OSError, path: str | Path) -> OSError:
+    """The error to raise when writing ``path`` failed with ``exc``: names ``path`` and says why, in words.
+
+    ``exc`` may name a temporary file or folder the user never gave (``.b.json.x7f3.tmp``) or nothing at all
+    (``write()`` on a full disk); the result names the destination the caller gave, with the errno kept (the
+    same ``OSError`` subclass), so that the CLI prints ``<path>: cannot write (read-only file system)``.
+
+    Args:
+        exc: What the write raised.
+        path: The destination the caller gave.
+
+    Returns:
+        A new ``OSError`` (``errno``, ``"cannot write (<reason>)"``, ``str(path)``), to raise ``from exc``.
+    """
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and (blocker := blocking_file(path)) is not None:
+        reason = f"{blocker} is a file, not a folder"
+    elif exc.errno == errno.EISDIR:
+        reason = "is a folder"
+    elif reason[:1].isupper() and not reason[1:2].isupper():
+        reason = reason[0].lower() + reason[1:]  # "Read-only file system" -> "read-only file system"
+    return OSError(exc.errno, f"cannot write ({reason})", str(path))  # OSError(errno) picks the subclass
+
+
+def _names_temporary(exc: OSError, tmp: str) -> bool:
+    """Whether ``exc`` names nothing, or the temporary file / folder ``tmp`` (or a file inside it)."""
+    if exc.filename is None:
+        return exc.errno is not None
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes | str) else str(exc.filename)
+    return name == tmp or name.startswith(tmp.rstrip(os.sep) + os.sep)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it atomically replaces ``path``.
@@ -43,9 +94,15 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     (:func:`cinet.utils.signals.deferred`): a checkpoint save is never cut short by a stop signal.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # names a folder above path: say which file could not be written
+        raise write_error(exc, path) from exc
     with deferred():  # SIGINT / SIGTERM wait for the end of the write (cinet.utils.signals)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:  # names the hidden temporary file: name the destination instead
+            raise write_error(exc, path) from exc
         try:
             os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; keep the mode a plain open() would give
             # text is always UTF-8, whatever the locale says (user-given names may be any Unicode)
@@ -57,10 +114,43 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-                # e.g. ENOSPC from write(): name the destination, so that the CLI reports it as one line
-                raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+            if isinstance(exc, OSError) and _names_temporary(exc, tmp):
+                # e.g. ENOSPC from write(), EISDIR from os.replace: name the destination (one line in the CLI)
+                raise write_error(exc, path) from exc
             raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder next to ``path``; filled without error, it takes the place of ``path`` in one rename.
+
+    ``path`` must be absent or an empty folder (the caller checks; an empty one is removed first). The folder
+    appears whole or not at all; on any error the temporary folder is deleted, and an ``OSError`` about it
+    (creating it, writing into it, renaming it) names ``path`` (:func:`write_error`).
+
+    Args:
+        path: The folder to create.
+
+    Yields:
+        The temporary folder to write the files into.
+    """
+    path = Path(path)
+    parent = path.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent)
+    except OSError as exc:
+        raise write_error(exc, path) from exc
+    try:
+        yield Path(tmp)
+        if path.is_dir():
+            path.rmdir()  # empty: the rename replaces it
+        os.replace(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and _names_temporary(exc, tmp):
+            raise write_error(exc, path) from exc
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
