@@ -311,6 +311,111 @@ def test_config_value_of_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not run_dir.exists()
 
 
+# a NaN / inf or out-of-range number: one line naming the key, before the run directory exists (NaN and inf
+# were accepted; a negative colour jitter or worker count ended in a torchvision / DataLoader traceback)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "what"),
+    [
+        ("train.stages.0.lr=nan", "train.stages.0.lr", "must be a finite number, got nan"),
+        ("train.stages.0.lr=inf", "train.stages.0.lr", "must be a finite number, got inf"),
+        ("train.encoder_lr_mult=nan", "train.encoder_lr_mult", "must be a finite number, got nan"),
+        ("data.augment.rotation=nan", "data.augment.rotation", "must be a finite number, got nan"),
+        ("data.augment.color_jitter=-1", "data.augment.color_jitter", "must be >= 0, got -1.0"),
+        ("data.augment.color_jitter=nan", "data.augment.color_jitter", "must be a finite number, got nan"),
+        ("data.num_workers=-1", "data.num_workers", "must be >= 0, got -1"),
+    ],
+)
+def test_non_finite_or_out_of_range_config_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, key: str, what: str
+) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), override])
+    line = one_line_error(capsys, rc, f"config key '{key}': {what}")
+    assert line.startswith("error: command-line override: ")
+    assert not run_dir.exists()
+
+
+def test_dataset_option_out_of_range_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The folder reader's own range check (min_depth above the 10 m cap: a traceback from the metrics, after the
+    run directory was written) is one line naming ``data.options.min_depth``, from the preflight."""
+    root = write_folder(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", SMOKE, "--run-dir", str(run_dir), "data.name=folder", f"data.root={root}"]
+    rc = main([*args, "data.options.min_depth=20"])
+    one_line_error(capsys, rc, "data.options.min_depth: must be < depth_cap (10 m), got 20")
+    assert not run_dir.exists()
+    rc = main([*args, "data.options.depth_cap=0.0001"])
+    one_line_error(capsys, rc, "data.options.depth_cap: must be > min_depth (0.001 m), got 0.0001")
+    assert not run_dir.exists()
+
+
+def test_eval_depth_range_outside_the_datasets_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), "train.eval.min_depth=20"])
+    one_line_error(capsys, rc, "train.eval.min_depth: no depth is both > 20 and < 10 m")
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("folder", {"min_depth": 20.0}, "data.options.min_depth: must be < depth_cap (10 m), got 20"),
+        ("folder", {"min_depth": 0.0}, "data.options.min_depth: must be a finite number of metres > 0"),
+        ("folder", {"depth_cap": 1e-4}, "data.options.depth_cap: must be > min_depth (0.001 m)"),
+        ("folder", {"depth_cap": float("nan")}, "data.options.depth_cap: must be a finite number of metres"),
+        ("folder", {"depth_cap": float("inf")}, "data.options.depth_cap: must be a finite number of metres"),
+        ("folder", {"depth_scale": float("nan")}, "data.options.depth_scale: must be a finite number > 0"),
+        ("folder", {"depth_scale": 0}, "data.options.depth_scale: must be a finite number > 0"),
+        (
+            "folder",
+            {"intrinsics": [0, 1, 2, 3]},
+            "data.options.intrinsics: expected (fx, fy, cx, cy), finite",
+        ),
+        ("folder", {"intrinsics": [1, float("nan"), 2, 3]}, "data.options.intrinsics: expected (fx, fy"),
+        (
+            "folder",
+            {"intrinsics_size": [0, 480]},
+            "data.options.intrinsics_size: expected (width, height) >= 1",
+        ),
+        ("folder", {"palette": [[0, 0, 300]] * 4}, "data.options.palette: expected [r, g, b] colours"),
+        ("synthetic", {"seed": -1}, "data.options.seed: must be >= 0"),
+    ],
+)
+def test_dataset_option_out_of_range_is_one_config_line(
+    tmp_path: Path, name: str, options: dict, message: str
+) -> None:
+    """A reader's ``ValueError`` about an option's value (not only its type) names ``data.options.<option>``."""
+    from cinet.build.data import build_dataset
+    from cinet.config import DataConfig
+    from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
+    from cinet.errors import ConfigError
+
+    root = str(write_folder(tmp_path / "data")) if name == "folder" else None
+    cfg = DataConfig(name=name, root=root, options=options)
+    with pytest.raises(ConfigError) as err:
+        build_dataset(cfg, "train", train=False, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dataset_options_at_their_bounds_pass(tmp_path: Path) -> None:
+    from cinet.data import load_dataset
+
+    root = write_folder(tmp_path / "data")
+    ds = load_dataset(
+        "folder", root, depth_cap=0.002, min_depth=0.001, depth_scale=0.5, intrinsics=[1, 1, 0, 0],
+        intrinsics_size=[1, 1], palette=[[0, 0, 0], [255, 255, 255], [1, 2, 3], [4, 5, 6]],
+    )  # fmt: skip
+    assert (ds.info.depth_cap, ds.info.min_depth) == (0.002, 0.001)
+    assert len(load_dataset("synthetic", split="train", seed=0, length=1)) == 1
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
