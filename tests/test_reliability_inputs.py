@@ -416,6 +416,132 @@ def test_dataset_options_at_their_bounds_pass(tmp_path: Path) -> None:
     assert len(load_dataset("synthetic", split="train", seed=0, length=1)) == 1
 
 
+# an empty path option ("" is the current folder) is refused while the command line is parsed
+
+
+#: Every option (and argument) of the command line that names a file or folder: (argv before it, its name).
+PATH_OPTIONS = [
+    (["train"], "--config"),
+    (["train"], "--run-dir"),
+    (["train"], "--resume"),
+    (["eval"], "--checkpoint"),
+    (["eval"], "--config"),
+    (["eval"], "--out"),
+    (["ablate"], "--config"),
+    (["ablate"], "--run-dir"),
+    (["predict", "--out", "o"], "INPUT"),
+    (["predict"], "--out"),
+    (["predict"], "--checkpoint"),
+    (["predict"], "--onnx"),
+    (["predict"], "--pretrained"),
+    (["serve"], "--checkpoint"),
+    (["serve"], "--onnx"),
+    (["serve"], "--pretrained"),
+    (["serve"], "--examples"),
+    (["export"], "--checkpoint"),
+    (["export"], "--onnx"),
+    (["export"], "--pretrained"),
+    (["export"], "--metrics"),
+    (["export"], "--calibration-images"),
+    (["export"], "--config"),
+    (["bench", "attention"], "--out"),
+    (["bench", "train-step"], "--out"),
+    (["bench", "train-step"], "--config"),
+    (["bench", "inference"], "--out"),
+    (["bench", "inference"], "--config"),
+    (["bench", "inference"], "--onnx"),
+    (["bench", "encoders"], "--out"),
+    (["data", "preview", "synthetic"], "--root"),
+    (["data", "preview", "synthetic"], "--out"),
+]
+
+
+@pytest.mark.parametrize(("before", "option"), PATH_OPTIONS, ids=[" ".join([*b, o]) for b, o in PATH_OPTIONS])
+def test_empty_path_option_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before: list,
+    option: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = [*before, ""] if option == "INPUT" else [*before, option, ""]
+    one_line_error(capsys, main(argv), f"error: {option}: empty path; give a file or folder name")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+    rc = main([*before, f"{option}="] if option != "INPUT" else argv)  # --out= alike
+    one_line_error(capsys, rc, f"{option}: empty path")
+
+
+def _path_actions() -> set[tuple[str, str]]:
+    """(command words, option) of every argument with :class:`cinet.commands.common.PathArgument`."""
+    import argparse
+
+    from cinet.cli import build_parser
+    from cinet.commands.common import PathArgument
+
+    found: set[tuple[str, str]] = set()
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+            elif isinstance(action, PathArgument):
+                found.add((" ".join(words), max(action.option_strings, key=len, default=action.metavar)))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_every_path_option_is_checked() -> None:
+    """The options named like a file or folder use PathArgument, and the table above lists each of them."""
+    import argparse
+
+    from cinet.cli import build_parser
+    from cinet.commands.common import PathArgument
+
+    listed = {(" ".join(w for w in b if w not in ("synthetic", "--out", "o")), o) for b, o in PATH_OPTIONS}
+    assert _path_actions() == listed
+    path_like = {"config", "run_dir", "resume", "checkpoint", "onnx", "pretrained", "out", "root", "metrics"}
+    path_like |= {"calibration_images", "examples", "inputs"}
+
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif action.dest in path_like:
+                assert isinstance(action, PathArgument), action.option_strings or action.dest
+
+    walk(build_parser())
+
+
+def test_empty_values_of_other_options_and_typed_paths_stay() -> None:
+    from cinet.cli import build_parser
+
+    parser = build_parser()
+    args, _ = parser.parse_known_args(["ablate", "--variants", ""])  # '' is no variant, not a path
+    assert args.variants == ""
+    args, _ = parser.parse_known_args(["predict", "--checkpoint", "a.ckpt", "x.png", "y.png", "--out", "o"])
+    assert args.checkpoint == Path("a.ckpt") and args.out == Path("o") and args.inputs == ["x.png", "y.png"]
+    args, _ = parser.parse_known_args(["data", "preview", "synthetic"])
+    assert args.out == "preview" and args.root is None
+
+
+def test_demo_refuses_an_empty_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m cinet.commands.demo --run-dir ''`` (it trains with overwrite) would have replaced the current
+    folder."""
+    from cinet.commands.demo import main as demo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_bytes(SENTINEL)
+    one_line_error(capsys, demo(["--run-dir", ""]), "--run-dir: empty path")
+    one_line_error(capsys, demo(["--config", ""]), "--config: empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 

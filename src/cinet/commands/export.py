@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinet.checks.outputs import check_not_an_input, ensure_output_dir
+from cinet.commands.common import PathArgument
 from cinet.config import load_config
 from cinet.errors import InputError
 
@@ -33,8 +34,10 @@ DEFAULT_SIZE = (480, 640)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet export``."""
-    parser.add_argument("--checkpoint", type=Path, required=True, help="cinet checkpoint (.ckpt)")
-    parser.add_argument("--onnx", type=Path, default=None, help="output .onnx file")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, action=PathArgument, help="cinet checkpoint (.ckpt)"
+    )
+    parser.add_argument("--onnx", type=Path, default=None, action=PathArgument, help="output .onnx file")
     hub = parser.add_argument_group(
         "weights that travel (huggingface_hub's PyTorchModelHubMixin convention: config.json, model.safetensors, "
         "README.md model card)"
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hub.add_argument(
         "--pretrained",
         type=Path,
+        action=PathArgument,
         default=None,
         metavar="DIR",
         help="write the model folder here (absent or empty); read it with cinet predict --pretrained DIR",
@@ -55,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hub.add_argument(
         "--metrics",
         type=Path,
+        action=PathArgument,
         default=None,
         help="metrics.json of these weights for the model card (default: the one beside the checkpoint, if any)",
     )
@@ -91,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--calibration-images",
         default=None,
+        action=PathArgument,
         metavar="DIR_OR_SPLIT",
         help="folder of images or a split of the checkpoint's dataset (default: its training split)",
     )
@@ -112,7 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-miou-drop", type=float, default=1.0, help="refuse above this mIoU drop, in points (default 1)"
     )
     q.add_argument(
-        "--config", default=None, help="YAML over the checkpoint's stored config (its data: section)"
+        "--config",
+        default=None,
+        action=PathArgument,
+        help="YAML over the checkpoint's stored config (its data: section)",
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cinet.checks.files import check_before_writing, check_images
 from cinet.checks.outputs import check_writable_dir, ensure_output_dir
-from cinet.commands.common import add_model_options, check_model_options, load_predictor
+from cinet.commands.common import PathArgument, add_model_options, check_model_options, load_predictor
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
 from cinet.utils.io import allocate_stems
@@ -34,8 +34,16 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet predict`` (those shared with ``cinet serve``: :func:`add_model_options`)."""
     add_model_options(parser, onnx_note="runs with onnxruntime")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        action=PathArgument,
+        help="image files, folders or glob patterns",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, action=PathArgument, help="output folder (created if missing)"
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument(
         "--keep-size",
