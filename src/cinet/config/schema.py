@@ -155,7 +155,7 @@ class StageConfig:
 
     Attributes:
         stage: 1 (ideal attention map, L_depth + L_seg), 2 (+ learned map and L_att), 3 (all losses).
-        epochs: Number of epochs.
+        epochs: Number of epochs (``-1``: no epoch limit, with ``max_steps``).
         max_steps: Stop after this many optimizer steps (``-1``: run all ``epochs``).
         lr: Learning rate of the new layers (the encoder gets ``lr * train.encoder_lr_mult``).
         poly_power: Poly decay ``lr * (1 - step / total) ** power`` per step; 0 = constant.
