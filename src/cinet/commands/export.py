@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -133,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     repo_id = getattr(args, "push_to_hub", None)
     if args.onnx is None and pretrained is None and repo_id is None:
         raise InputError("cinet export: give --onnx FILE, --pretrained DIR or --push-to-hub USER/NAME")
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):  # NaN passed every parity check
+        raise InputError(f"--tolerance: must be a finite number >= 0, got {args.tolerance:g}")
     if pretrained is not None or repo_id is not None:
         from cinet.inference import hub
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -183,6 +184,8 @@ def _pair(text: str, option: str, kind: type = float, names: str = "A,B") -> tup
         a, b = (kind(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"{option}: expected two numbers '{names}', got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):  # float("nan"), float("inf") parse
+        raise InputError(f"{option}: expected two finite numbers '{names}', got {text!r}")
     return a, b
 
 
