@@ -144,3 +144,151 @@ def test_a_bad_value_names_the_file_of_the_defaults_chain_that_set_it(tmp_path: 
         str(err.value)
         == "command-line override: config key 'train.stages.5': list index out of range (has 3 entries)"
     )
+
+
+# ------------------------------------------------------------------------------------------------ value ranges
+
+
+def _float_keys() -> list[str]:
+    """Every float field of the schema, by its dotted key (nested sections, the first ``train.stages`` entry, the
+    first entry of a list of floats)."""
+    import dataclasses
+    import typing
+
+    def walk(cls: type, prefix: str) -> list[str]:
+        keys = []
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            args = typing.get_args(tp) or (tp,)
+            if dataclasses.is_dataclass(tp):
+                keys += walk(tp, f"{prefix}{f.name}.")
+            elif f.name == "stages":
+                keys += walk(typing.get_args(tp)[0], f"{prefix}{f.name}.0.")
+            elif typing.get_origin(tp) is list:
+                if float in args:
+                    keys.append(f"{prefix}{f.name}.0")  # a list of floats: its first entry
+            elif float in args:
+                keys.append(f"{prefix}{f.name}")
+        return keys
+
+    return walk(Config, "")
+
+
+def test_the_float_keys_are_found() -> None:
+    keys = _float_keys()
+    for key in ("train.stages.0.lr", "train.encoder_lr_mult", "data.augment.rotation", "loss.beta"):
+        assert key in keys
+    assert "train.eval.max_depth" in keys and "train.limit_val_batches" in keys  # optional, int | float
+    assert "data.augment.scale.0" in keys
+
+
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-.inf"])
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_float_key_refuses_a_non_finite_value(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, [f"{key}={value}"])
+    msg = str(err.value)
+    assert msg.startswith(f"command-line override: config key '{key}': must be a finite number, got ")
+    assert "\n" not in msg
+
+
+def test_non_finite_values_in_a_yaml_file_and_in_dataset_options(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"defaults: {SMOKE}\ndata:\n  augment: {{rotation: .nan}}\n")
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: config key 'data\.augment\.rotation': must be a finite"
+    ):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"config key 'data\.options\.size\.1': must be a finite number"):
+        load_config(SMOKE, ["data.options.size=[64, .inf]"])
+    with pytest.raises(ConfigError, match=r"config key 'data\.augment\.scale\.1': must be a finite number"):
+        load_config(SMOKE, ["data.augment.scale=[1, .inf]"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.stages.0.lr=0", "'train.stages.0.lr': must be > 0, got 0.0"),
+        ("train.stages.1.poly_power=-0.5", "'train.stages.1.poly_power': must be >= 0, got -0.5"),
+        ("train.stages.0.max_steps=0", "'train.stages.0.max_steps': must be >= 1 (or -1: all epochs), got 0"),
+        ("train.stages.0.max_steps=-2", "'train.stages.0.max_steps': must be >= 1"),
+        ("train.stages.0.epochs=0", "'train.stages.0.epochs': must be >= 1 (or -1 with max_steps > 0"),
+        ("train.stages.0.epochs=-1", "'train.stages.0.epochs': must be >= 1"),  # -1 needs max_steps
+        ("data.augment.rotation=-5", "'data.augment.rotation': must be >= 0, got -5.0"),
+        ("data.augment.color_jitter=-1", "'data.augment.color_jitter': must be >= 0, got -1.0"),
+        ("data.num_workers=-1", "'data.num_workers': must be >= 0, got -1"),
+        ("data.batch_size=0", "'data.batch_size': must be >= 1, got 0"),
+        ("data.eval_batch_size=0", "'data.eval_batch_size': must be >= 1, got 0"),
+        ("data.length=-3", "'data.length': must be >= 0, got -3"),
+        ("data.eval_length=-3", "'data.eval_length': must be >= 0, got -3"),
+        ("loss.alpha=-1", "'loss.alpha': must be >= 0"),
+        ("loss.beta=-1", "'loss.beta': must be >= 0"),
+        ("loss.gamma=-1", "'loss.gamma': must be >= 0"),
+        ("loss.lam=-1", "'loss.lam': must be >= 0"),
+        ("loss.mu=-1", "'loss.mu': must be >= 0"),
+        ("loss.num_pairs=-1", "'loss.num_pairs': must be >= 0, got -1"),
+        ("train.seed=-1", "'train.seed': must be >= 0, got -1"),
+        ("train.seed=4294967296", "'train.seed': must be in 0..2147483647, got 4294967296"),
+        ("train.handover_epochs=-1", "'train.handover_epochs': must be >= 0"),
+        ("train.momentum=-0.1", "'train.momentum': must be >= 0"),
+        ("train.weight_decay=-1e-4", "'train.weight_decay': must be >= 0"),
+        ("train.encoder_lr_mult=-1", "'train.encoder_lr_mult': must be >= 0"),
+        ("train.sharing_lr_mult=-1", "'train.sharing_lr_mult': must be >= 0"),
+        ("train.grad_clip=-1", "'train.grad_clip': must be >= 0"),
+        ("train.log_every=0", "'train.log_every': must be >= 1, got 0"),
+        ("train.val_every=-1", "'train.val_every': must be >= 0"),
+        ("train.checkpoint_every=-1", "'train.checkpoint_every': must be >= 0"),
+        ("train.limit_train_batches=-1", "'train.limit_train_batches': must be >= 0"),
+        ("train.limit_val_batches=1.5", "'train.limit_val_batches': a fraction must be in [0, 1]"),
+        ("train.limit_test_batches=-0.5", "'train.limit_test_batches': must be >= 0"),
+        ("train.max_nonfinite=-1", "'train.max_nonfinite': must be >= 0"),
+        ("train.num_vis=-1", "'train.num_vis': must be >= 0"),
+        ("train.eval.min_depth=0", "'train.eval.min_depth': must be > 0, got 0.0"),
+        ("train.eval.max_depth=-1", "'train.eval.max_depth': must be > 0"),
+        ("trainer.num_nodes=0", "'trainer.num_nodes': must be >= 1, got 0"),
+        ("data.root=", "'data.root': empty path (null for none)"),
+        ("init_from=", "'init_from': empty path (null for none)"),
+        ("model.encoder_weights=", "'model.encoder_weights': empty path (null for none)"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, [override])
+    assert f"command-line override: config key {message}" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_eval_depth_range_of_both_keys() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'train\.eval\.max_depth': must be > train\.eval\.min_depth \(5\)"
+    ):
+        load_config(SMOKE, ["train.eval.min_depth=5", "train.eval.max_depth=2"])
+
+
+def test_values_at_the_bounds_are_accepted() -> None:
+    cfg = load_config(
+        SMOKE,
+        [
+            "data.num_workers=0",
+            "data.augment.rotation=0",
+            "data.augment.color_jitter=0",
+            "loss.alpha=0",
+            "loss.num_pairs=0",
+            "train.encoder_lr_mult=0",
+            "train.momentum=0",
+            "train.weight_decay=0",
+            "train.grad_clip=0",
+            "train.val_every=0",
+            "train.seed=2147483647",
+            "train.handover_epochs=0",
+            "train.limit_train_batches=0",
+            "train.limit_val_batches=2.0",  # Lightning takes an integral float as a count
+            "train.stages.0.lr=1e-12",
+            "train.stages.0.epochs=-1",
+            "train.stages.0.max_steps=3",
+            "train.eval.min_depth=0.5",
+            "train.eval.max_depth=0.6",
+            "trainer.num_nodes=1",
+        ],
+    )
+    assert (cfg.data.num_workers, cfg.train.stages[0].epochs, cfg.train.seed) == (0, -1, 2147483647)

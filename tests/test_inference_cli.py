@@ -189,6 +189,11 @@ def test_attention_needs_sum(images: Path, tmp_path: Path, capsys: pytest.Captur
         (["--max-side", "5"], "--max-side: must be >= 8 (or 0), got 5"),
         (["--device", "cuda:7"], "--device cuda:7: "),
         (["--checkpoint", "missing.ckpt"], "missing.ckpt"),
+        (["--depth-range", "0,inf"], "--depth-range: expected two finite numbers 'MIN,MAX', got '0,inf'"),
+        (["--depth-range", "nan,5"], "--depth-range: expected two finite numbers 'MIN,MAX', got 'nan,5'"),
+        (["--attention", "nan,2"], "--attention: expected two finite numbers 'X,Y', got 'nan,2'"),
+        (["--alpha", "nan"], "--alpha: must be in 0..1, got nan"),
+        (["--intrinsics", "1,1,nan,0"], "--intrinsics: expected fx,fy,cx,cy with fx, fy > 0"),
     ],
 )
 def test_refusals_write_nothing_not_even_the_folder(
@@ -237,3 +242,14 @@ def test_max_side_zero_means_none_as_in_serve(ckpt: Path, images: Path, tmp_path
     b = np.asarray(Image.open(tmp_path / "zero" / "big_depth.png"))
     assert a.shape == (80, 112)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_export_tolerance_must_be_finite(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """``--tolerance nan`` passed every parity check (``worst > nan`` is false): refused before any work."""
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(out), "--tolerance", value]) == 2
+    assert _stderr_line(capsys).startswith(f"error: --tolerance: must be a finite number >= 0, got {value}")
+    assert not (tmp_path / "out").exists()

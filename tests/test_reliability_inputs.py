@@ -321,6 +321,237 @@ def test_config_value_of_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not run_dir.exists()
 
 
+# a NaN / inf or out-of-range number: one line naming the key, before the run directory exists (NaN and inf
+# were accepted; a negative colour jitter or worker count ended in a torchvision / DataLoader traceback)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "what"),
+    [
+        ("train.stages.0.lr=nan", "train.stages.0.lr", "must be a finite number, got nan"),
+        ("train.stages.0.lr=inf", "train.stages.0.lr", "must be a finite number, got inf"),
+        ("train.encoder_lr_mult=nan", "train.encoder_lr_mult", "must be a finite number, got nan"),
+        ("data.augment.rotation=nan", "data.augment.rotation", "must be a finite number, got nan"),
+        ("data.augment.color_jitter=-1", "data.augment.color_jitter", "must be >= 0, got -1.0"),
+        ("data.augment.color_jitter=nan", "data.augment.color_jitter", "must be a finite number, got nan"),
+        ("data.num_workers=-1", "data.num_workers", "must be >= 0, got -1"),
+    ],
+)
+def test_non_finite_or_out_of_range_config_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, key: str, what: str
+) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), override])
+    line = one_line_error(capsys, rc, f"config key '{key}': {what}")
+    assert line.startswith("error: command-line override: ")
+    assert not run_dir.exists()
+
+
+def test_dataset_option_out_of_range_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The folder reader's own range check (min_depth above the 10 m cap: a traceback from the metrics, after the
+    run directory was written) is one line naming ``data.options.min_depth``, from the preflight."""
+    root = write_folder(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", SMOKE, "--run-dir", str(run_dir), "data.name=folder", f"data.root={root}"]
+    rc = main([*args, "data.options.min_depth=20"])
+    one_line_error(capsys, rc, "data.options.min_depth: must be < depth_cap (10 m), got 20")
+    assert not run_dir.exists()
+    rc = main([*args, "data.options.depth_cap=0.0001"])
+    one_line_error(capsys, rc, "data.options.depth_cap: must be > min_depth (0.001 m), got 0.0001")
+    assert not run_dir.exists()
+
+
+def test_eval_depth_range_outside_the_datasets_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), "train.eval.min_depth=20"])
+    one_line_error(capsys, rc, "train.eval.min_depth: no depth is both > 20 and < 10 m")
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("folder", {"min_depth": 20.0}, "data.options.min_depth: must be < depth_cap (10 m), got 20"),
+        ("folder", {"min_depth": 0.0}, "data.options.min_depth: must be a finite number of metres > 0"),
+        ("folder", {"depth_cap": 1e-4}, "data.options.depth_cap: must be > min_depth (0.001 m)"),
+        ("folder", {"depth_cap": float("nan")}, "data.options.depth_cap: must be a finite number of metres"),
+        ("folder", {"depth_cap": float("inf")}, "data.options.depth_cap: must be a finite number of metres"),
+        ("folder", {"depth_scale": float("nan")}, "data.options.depth_scale: must be a finite number > 0"),
+        ("folder", {"depth_scale": 0}, "data.options.depth_scale: must be a finite number > 0"),
+        (
+            "folder",
+            {"intrinsics": [0, 1, 2, 3]},
+            "data.options.intrinsics: expected (fx, fy, cx, cy), finite",
+        ),
+        ("folder", {"intrinsics": [1, float("nan"), 2, 3]}, "data.options.intrinsics: expected (fx, fy"),
+        (
+            "folder",
+            {"intrinsics_size": [0, 480]},
+            "data.options.intrinsics_size: expected (width, height) >= 1",
+        ),
+        ("folder", {"palette": [[0, 0, 300]] * 4}, "data.options.palette: expected [r, g, b] colours"),
+        ("synthetic", {"seed": -1}, "data.options.seed: must be >= 0"),
+    ],
+)
+def test_dataset_option_out_of_range_is_one_config_line(
+    tmp_path: Path, name: str, options: dict, message: str
+) -> None:
+    """A reader's ``ValueError`` about an option's value (not only its type) names ``data.options.<option>``."""
+    from cinet.build.data import build_dataset
+    from cinet.config import DataConfig
+    from cinet.data.info import IMAGENET_MEAN, IMAGENET_STD
+    from cinet.errors import ConfigError
+
+    root = str(write_folder(tmp_path / "data")) if name == "folder" else None
+    cfg = DataConfig(name=name, root=root, options=options)
+    with pytest.raises(ConfigError) as err:
+        build_dataset(cfg, "train", train=False, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dataset_options_at_their_bounds_pass(tmp_path: Path) -> None:
+    from cinet.data import load_dataset
+
+    root = write_folder(tmp_path / "data")
+    ds = load_dataset(
+        "folder", root, depth_cap=0.002, min_depth=0.001, depth_scale=0.5, intrinsics=[1, 1, 0, 0],
+        intrinsics_size=[1, 1], palette=[[0, 0, 0], [255, 255, 255], [1, 2, 3], [4, 5, 6]],
+    )  # fmt: skip
+    assert (ds.info.depth_cap, ds.info.min_depth) == (0.002, 0.001)
+    assert len(load_dataset("synthetic", split="train", seed=0, length=1)) == 1
+
+
+# an empty path option ("" is the current folder) is refused while the command line is parsed
+
+
+#: Every option (and argument) of the command line that names a file or folder: (argv before it, its name).
+PATH_OPTIONS = [
+    (["train"], "--config"),
+    (["train"], "--run-dir"),
+    (["train"], "--resume"),
+    (["eval"], "--checkpoint"),
+    (["eval"], "--config"),
+    (["eval"], "--out"),
+    (["ablate"], "--config"),
+    (["ablate"], "--run-dir"),
+    (["predict", "--out", "o"], "INPUT"),
+    (["predict"], "--out"),
+    (["predict"], "--checkpoint"),
+    (["predict"], "--onnx"),
+    (["predict"], "--pretrained"),
+    (["serve"], "--checkpoint"),
+    (["serve"], "--onnx"),
+    (["serve"], "--pretrained"),
+    (["serve"], "--examples"),
+    (["export"], "--checkpoint"),
+    (["export"], "--onnx"),
+    (["export"], "--pretrained"),
+    (["export"], "--metrics"),
+    (["export"], "--calibration-images"),
+    (["export"], "--config"),
+    (["bench", "attention"], "--out"),
+    (["bench", "train-step"], "--out"),
+    (["bench", "train-step"], "--config"),
+    (["bench", "inference"], "--out"),
+    (["bench", "inference"], "--config"),
+    (["bench", "inference"], "--onnx"),
+    (["bench", "encoders"], "--out"),
+    (["data", "preview", "synthetic"], "--root"),
+    (["data", "preview", "synthetic"], "--out"),
+]
+
+
+@pytest.mark.parametrize(("before", "option"), PATH_OPTIONS, ids=[" ".join([*b, o]) for b, o in PATH_OPTIONS])
+def test_empty_path_option_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before: list,
+    option: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = [*before, ""] if option == "INPUT" else [*before, option, ""]
+    one_line_error(capsys, main(argv), f"error: {option}: empty path; give a file or folder name")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+    rc = main([*before, f"{option}="] if option != "INPUT" else argv)  # --out= alike
+    one_line_error(capsys, rc, f"{option}: empty path")
+
+
+def _path_actions() -> set[tuple[str, str]]:
+    """(command words, option) of every argument with :class:`cinet.commands.common.PathArgument`."""
+    import argparse
+
+    from cinet.cli import build_parser
+    from cinet.commands.common import PathArgument
+
+    found: set[tuple[str, str]] = set()
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+            elif isinstance(action, PathArgument):
+                found.add((" ".join(words), max(action.option_strings, key=len, default=action.metavar)))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_every_path_option_is_checked() -> None:
+    """The options named like a file or folder use PathArgument, and the table above lists each of them."""
+    import argparse
+
+    from cinet.cli import build_parser
+    from cinet.commands.common import PathArgument
+
+    listed = {(" ".join(w for w in b if w not in ("synthetic", "--out", "o")), o) for b, o in PATH_OPTIONS}
+    assert _path_actions() == listed
+    path_like = {"config", "run_dir", "resume", "checkpoint", "onnx", "pretrained", "out", "root", "metrics"}
+    path_like |= {"calibration_images", "examples", "inputs"}
+
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif action.dest in path_like:
+                assert isinstance(action, PathArgument), action.option_strings or action.dest
+
+    walk(build_parser())
+
+
+def test_empty_values_of_other_options_and_typed_paths_stay() -> None:
+    from cinet.cli import build_parser
+
+    parser = build_parser()
+    args, _ = parser.parse_known_args(["ablate", "--variants", ""])  # '' is no variant, not a path
+    assert args.variants == ""
+    args, _ = parser.parse_known_args(["predict", "--checkpoint", "a.ckpt", "x.png", "y.png", "--out", "o"])
+    assert args.checkpoint == Path("a.ckpt") and args.out == Path("o") and args.inputs == ["x.png", "y.png"]
+    args, _ = parser.parse_known_args(["data", "preview", "synthetic"])
+    assert args.out == "preview" and args.root is None
+
+
+def test_demo_refuses_an_empty_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m cinet.commands.demo --run-dir ''`` (it trains with overwrite) would have replaced the current
+    folder."""
+    from cinet.commands.demo import main as demo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_bytes(SENTINEL)
+    one_line_error(capsys, demo(["--run-dir", ""]), "--run-dir: empty path")
+    one_line_error(capsys, demo(["--config", ""]), "--config: empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 

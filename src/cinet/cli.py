@@ -92,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except CinetError as exc:  # an option refused while parsing (an empty path: commands.common.PathArgument)
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            raise
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     if extra:  # key=value overrides may stand anywhere, also after options (argparse takes one run of them)
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*(args.overrides or []), *extra]

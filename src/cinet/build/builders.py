@@ -27,7 +27,7 @@ from cinet.config import Config, ModelConfig, StageConfig, config_to_dict
 from cinet.engine.callbacks import AtomicCheckpointIO, ProgressLines, StageProgressBar
 from cinet.engine.distributed import dist_info
 from cinet.engine.module import CINetModule, Optimisation
-from cinet.errors import ConfigError
+from cinet.errors import ConfigError, first_line
 from cinet.losses import TotalLoss, dataset_class_weights
 from cinet.metrics import EvalProtocol
 from cinet.metrics.protocols import PRESETS
@@ -159,7 +159,9 @@ def build_protocol(cfg: Config, info: Any, split: str | None = None) -> Any:
     (``data.eval_size``), ``train.eval.flip`` and the training seed.
 
     Raises:
-        ConfigError: A preset whose numbers are for another class count than the dataset's.
+        ConfigError: A preset whose numbers are for another class count than the dataset's; a
+            ``train.eval.min_depth`` / ``max_depth`` that leaves no depth range with the dataset's other bound;
+            a ``train.eval.crop`` the metrics refuse.
     """
     ev = cfg.train.eval
     overrides: dict[str, Any] = {}
@@ -186,6 +188,14 @@ def build_protocol(cfg: Config, info: Any, split: str | None = None) -> Any:
             overrides["max_depth"] = float(ev.max_depth)
         if ev.min_depth is not None:
             overrides["min_depth"] = float(ev.min_depth)
+        low = overrides.get("min_depth", float(info.min_depth))
+        high = overrides.get("max_depth", info.depth_cap)
+        if high is not None and high <= low:  # both set: the config's own check named them
+            key = "train.eval.min_depth" if "min_depth" in overrides else "train.eval.max_depth"
+            raise ConfigError(
+                f"{key}: no depth is both > {low:g} and < {high:g} m (dataset {info.name!r} evaluates "
+                f"{float(info.min_depth):g}..{info.depth_cap:g} m)"
+            )
     if cfg.data.image_size is not None:
         overrides["image_size"] = tuple(cfg.data.image_size)
     overrides.update(
@@ -195,7 +205,12 @@ def build_protocol(cfg: Config, info: Any, split: str | None = None) -> Any:
         input_size=tuple(cfg.data.eval_size) if cfg.data.eval_size else None,
         seeds=(int(cfg.train.seed),),
     )
-    return EvalProtocol.for_info(info, **overrides)
+    try:
+        return EvalProtocol.for_info(info, **overrides)
+    except ValueError as exc:  # the metrics' check of a crop of the config
+        if ev.protocol in PRESETS or "crop" not in overrides or "crop" not in str(exc):
+            raise
+        raise ConfigError(f"train.eval.crop: {first_line(exc)}") from exc
 
 
 def build_recipe(cfg: Config, stage: int) -> StageRecipe:

@@ -166,7 +166,8 @@ def train(
     t0 = time.time()
     run_dir = Path(run_dir)
     # check what can fail before anything is written (cinet.checks): output folder, dataset (every split, batch
-    # size, first batches, depth unit), feature maps, encoder weights, evaluation memory, init_from
+    # size, first batches, depth unit), evaluation protocol, feature maps, encoder weights, evaluation memory,
+    # init_from
     check_writable_dir(run_dir, "run directory")
     check_run_dir(run_dir, resume=resume, overwrite=overwrite, stage=cfg.stage)
     if cfg.data.root is not None:  # stored absolute: the run can be evaluated from another folder
@@ -174,6 +175,7 @@ def train(
     preflight = builders.build_datamodule(cfg)
     train_size = check_training_data(preflight, validate=cfg.train.val_every > 0)  # a missing root first
     info = dataset_info_from_config(cfg.data)
+    builders.build_protocol(cfg, info)  # the evaluation's depth range and crop (built again by each stage)
     train_set = preflight.dataset("train")
     check_feature_maps(
         cfg, info.num_classes, builders.build_model, lambda: tuple(train_set[0]["image"].shape[-2:])

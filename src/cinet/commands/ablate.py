@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cinet.checks.outputs import check_output_file, check_writable_dir
-from cinet.commands.common import quiet_lightning
+from cinet.commands.common import PathArgument, quiet_lightning
 from cinet.commands.eval import protocol_overrides
 from cinet.config import config_to_dict, git_revision, load_config, read_saved_git
 from cinet.engine.distributed import global_rank
@@ -53,7 +53,7 @@ SIGNIFICANCE = 0.05
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet ablate`` (cheap: no torch import)."""
-    parser.add_argument("--config", "-c", help="YAML config shared by every variant")
+    parser.add_argument("--config", "-c", action=PathArgument, help="YAML config shared by every variant")
     parser.add_argument(
         "--variants",
         default=",".join(DEFAULT_VARIANTS),
@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an extra row: a name, a colon and space-separated key=value overrides, e.g. "
         "'cinet_learned: model.variant=cinet train.schedule=learned' (repeatable)",
     )
-    parser.add_argument("--run-dir", help="output folder (default runs/ablate-<config>-<time>)")
+    parser.add_argument(
+        "--run-dir", action=PathArgument, help="output folder (default runs/ablate-<config>-<time>)"
+    )
     parser.add_argument(
         "--seeds",
         default=None,

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from cinet.checks.outputs import check_not_an_input, check_output_file, is_onnx_model
+from cinet.commands.common import PathArgument
 from cinet.errors import InputError
 
 BENCHMARKS = ("attention", "train-step", "inference", "encoders")
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--repeat", type=int, default=3, help="timed repetitions (median reported)")
         p.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
         p.add_argument("--tiny", action="store_true", help="tiny sizes (tests, smoke runs)")
-        p.add_argument("--out", default=None, help="also write the JSON to this file")
+        p.add_argument("--out", default=None, action=PathArgument, help="also write the JSON to this file")
 
     att = sub.add_parser("attention", help="SUM attention + BCE: naive vs tiled (memory, time)")
     common(att)
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--config",
             default=None,
+            action=PathArgument,
             help="take the model, batch size and image size from this config (e.g. demo); options override it",
         )
         p.add_argument("--encoder", default=None, help="encoder (default resnet101; resnet18 with --tiny)")
@@ -75,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inf = sub.add_parser("inference", help="images/s: eager PyTorch vs onnxruntime fp32 and INT8 (CPU)")
     common(inf)
     model_options(inf, "images per call (default 1)", 1)
-    inf.add_argument("--onnx", default=None, help="ONNX file to write/reuse (default: a temporary file)")
+    inf.add_argument(
+        "--onnx",
+        default=None,
+        action=PathArgument,
+        help="ONNX file to write/reuse (default: a temporary file)",
+    )
     inf.add_argument(
         "--modes",
         default="eager,onnxruntime,int8",

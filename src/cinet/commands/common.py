@@ -35,6 +35,43 @@ MODEL_DEFAULTS: dict[str, Any] = {
 }
 
 
+class PathArgument(argparse.Action):
+    """``action=`` of every option and argument of the command line that names a file or folder.
+
+    An empty string (``--out ""``, a shell variable that was never set) is refused with one line naming the
+    option, :class:`~cinet.errors.InputError`, while the command line is parsed, before anything runs:
+    ``Path("")`` is the current folder, where the command would otherwise read or write. ``type=`` (e.g.
+    ``Path``) converts the other values as usual; empty values of options that name no file stay allowed.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, type: Any = None, **kwargs: Any) -> None:
+        self.convert = type
+        if type is not None and isinstance(kwargs.get("default"), str):
+            kwargs["default"] = type(kwargs["default"])
+        super().__init__(option_strings, dest, **kwargs)  # no type: argparse hands over the string as typed
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        """Store the value(s), converted by ``type``.
+
+        Raises:
+            InputError: An empty value, naming the option (its long name) or the argument (its metavar).
+        """
+        many = isinstance(values, list)
+        items = values if many else [values]
+        if any(v == "" for v in items):
+            name = max(self.option_strings, key=len) if self.option_strings else self.metavar or self.dest
+            raise InputError(f"{name}: empty path; give a file or folder name")
+        if self.convert is not None:
+            items = [self.convert(v) for v in items]
+        setattr(namespace, self.dest, items if many else items[0])
+
+
 def quiet_lightning(verbose: int) -> None:
     """Keep Lightning's info chatter and known-harmless warnings out of the terminal unless ``-v`` was given.
 
@@ -63,10 +100,13 @@ def add_model_options(parser: argparse.ArgumentParser, *, onnx_note: str) -> Non
     """
     d = MODEL_DEFAULTS
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="cinet checkpoint (.ckpt)")
-    src.add_argument("--onnx", type=Path, help=f"ONNX file written by 'cinet export' ({onnx_note})")
+    src.add_argument("--checkpoint", type=Path, action=PathArgument, help="cinet checkpoint (.ckpt)")
+    src.add_argument(
+        "--onnx", type=Path, action=PathArgument, help=f"ONNX file written by 'cinet export' ({onnx_note})"
+    )
     src.add_argument(
         "--pretrained",
+        action=PathArgument,
         metavar="DIR_OR_REPO",
         help="model folder of 'cinet export --pretrained' / save_pretrained, or a Hugging Face Hub repository "
         "id (user/name; read through the hub cache, HF_HUB_OFFLINE=1 for the cache only)",

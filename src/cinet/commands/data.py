@@ -17,6 +17,7 @@ from typing import Any
 
 from cinet.checks.files import header_sizes_of
 from cinet.checks.outputs import check_output_file, check_writable_dir
+from cinet.commands.common import PathArgument
 from cinet.errors import ConfigError, DataError
 from cinet.inference import visualize
 from cinet.utils import colors
@@ -49,10 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "name", help="dataset: synthetic | folder | nyuv2 | nyud_mt | nyuv2_mtan | sunrgbd | cityscapes"
     )
-    p.add_argument("--root", default=None, help="dataset folder (not needed for synthetic)")
+    p.add_argument(
+        "--root", default=None, action=PathArgument, help="dataset folder (not needed for synthetic)"
+    )
     p.add_argument("--split", default="train", help="split (default: train)")
     p.add_argument("--num", type=int, default=4, help="number of samples (default: 4)")
-    p.add_argument("--out", default="preview", help="output folder (default: ./preview)")
+    p.add_argument("--out", default="preview", action=PathArgument, help="output folder (default: ./preview)")
     p.add_argument("options", nargs="*", metavar="key=value", help="dataset options")
 
 

@@ -23,7 +23,7 @@ from cinet.build.baseline import trivial_baseline_metrics
 from cinet.build.builders import build_protocol
 from cinet.build.data import build_dataset, dataset_info_from_config
 from cinet.build.training import train
-from cinet.commands.common import quiet_lightning
+from cinet.commands.common import PathArgument, quiet_lightning
 from cinet.config import load_config
 from cinet.data.base import to_uint8_image
 from cinet.errors import CinetError, InputError
@@ -159,11 +159,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cinet.commands.demo", description=__doc__)
-    parser.add_argument("--config", default="demo", help="config file or bundled name (default: demo)")
-    parser.add_argument("--run-dir", default="runs/demo")
+    parser.add_argument(
+        "--config", default="demo", action=PathArgument, help="config file or bundled name (default: demo)"
+    )
+    parser.add_argument("--run-dir", default="runs/demo", action=PathArgument)
     parser.add_argument("--images", type=int, default=4, help="test images to predict")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except CinetError as exc:  # an empty path (PathArgument)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

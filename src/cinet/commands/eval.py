@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cinet.checks.outputs import check_not_an_input, check_output_file, check_writable_dir
-from cinet.commands.common import quiet_lightning
+from cinet.commands.common import PathArgument, quiet_lightning
 from cinet.config import parse_overrides
 from cinet.engine.distributed import global_rank
 from cinet.engine.rundir import write_metrics
@@ -15,10 +15,16 @@ from cinet.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet eval`` (cheap: no torch import)."""
-    parser.add_argument("--checkpoint", required=True, help="cinet checkpoint (e.g. RUN_DIR/last.ckpt)")
-    parser.add_argument("--config", "-c", help="YAML applied over the checkpoint's stored config")
+    parser.add_argument(
+        "--checkpoint", required=True, action=PathArgument, help="cinet checkpoint (e.g. RUN_DIR/last.ckpt)"
+    )
+    parser.add_argument(
+        "--config", "-c", action=PathArgument, help="YAML applied over the checkpoint's stored config"
+    )
     parser.add_argument("--split", help="split to evaluate (default: data.test_split)")
-    parser.add_argument("--out", help="folder for metrics.json (default: next to the checkpoint)")
+    parser.add_argument(
+        "--out", action=PathArgument, help="folder for metrics.json (default: next to the checkpoint)"
+    )
     parser.add_argument(
         "--protocol",
         choices=("dataset", "paper", "mtl"),

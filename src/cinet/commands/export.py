@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinet.checks.outputs import check_new_folder, check_not_an_input, check_output_file
+from cinet.commands.common import PathArgument
 from cinet.config import load_config
 from cinet.errors import CheckpointError, InputError
 from cinet.inference import IMAGE_EXTENSIONS
@@ -35,8 +37,10 @@ DEFAULT_SIZE = (480, 640)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet export``."""
-    parser.add_argument("--checkpoint", type=Path, required=True, help="cinet checkpoint (.ckpt)")
-    parser.add_argument("--onnx", type=Path, default=None, help="output .onnx file")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, action=PathArgument, help="cinet checkpoint (.ckpt)"
+    )
+    parser.add_argument("--onnx", type=Path, default=None, action=PathArgument, help="output .onnx file")
     hub = parser.add_argument_group(
         "weights that travel (huggingface_hub's PyTorchModelHubMixin convention: config.json, model.safetensors, "
         "README.md model card)"
@@ -44,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hub.add_argument(
         "--pretrained",
         type=Path,
+        action=PathArgument,
         default=None,
         metavar="DIR",
         help="write the model folder here (absent or empty); read it with cinet predict --pretrained DIR",
@@ -57,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hub.add_argument(
         "--metrics",
         type=Path,
+        action=PathArgument,
         default=None,
         help="metrics.json of these weights for the model card (default: the one beside the checkpoint, if any)",
     )
@@ -93,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--calibration-images",
         default=None,
+        action=PathArgument,
         metavar="DIR_OR_SPLIT",
         help="folder of images or a split of the checkpoint's dataset (default: its training split)",
     )
@@ -114,7 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-miou-drop", type=float, default=1.0, help="refuse above this mIoU drop, in points (default 1)"
     )
     q.add_argument(
-        "--config", default=None, help="YAML over the checkpoint's stored config (its data: section)"
+        "--config",
+        default=None,
+        action=PathArgument,
+        help="YAML over the checkpoint's stored config (its data: section)",
     )
 
 
@@ -131,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         check_new_folder(pretrained, "--pretrained folder")
     if args.onnx is not None:
         check_onnx_outputs(args)
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):  # NaN passed every parity check
+        raise InputError(f"--tolerance: must be a finite number >= 0, got {args.tolerance:g}")
     if pretrained is not None or repo_id is not None:
         from cinet.inference import hub
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cinet.checks.files import check_before_writing, check_images
 from cinet.checks.outputs import check_writable_dir, ensure_output_dir
-from cinet.commands.common import add_model_options, check_model_options, load_predictor
+from cinet.commands.common import PathArgument, add_model_options, check_model_options, load_predictor
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
 from cinet.utils.io import allocate_stems
@@ -34,8 +35,16 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet predict`` (those shared with ``cinet serve``: :func:`add_model_options`)."""
     add_model_options(parser, onnx_note="runs with onnxruntime")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        action=PathArgument,
+        help="image files, folders or glob patterns",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, action=PathArgument, help="output folder (created if missing)"
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
     parser.add_argument(
         "--keep-size",
@@ -175,6 +184,8 @@ def _pair(text: str, option: str, kind: type = float, names: str = "A,B") -> tup
         a, b = (kind(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"{option}: expected two numbers '{names}', got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):  # float("nan"), float("inf") parse
+        raise InputError(f"{option}: expected two finite numbers '{names}', got {text!r}")
     return a, b
 
 

@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cinet.commands.common import add_model_options, check_model_options, load_predictor
+from cinet.commands.common import PathArgument, add_model_options, check_model_options, load_predictor
 from cinet.errors import CinetError, InputError
 from cinet.inference import IMAGE_EXTENSIONS
 from cinet.utils.colors import DEPTH_CMAPS
@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--examples",
         default=None,
+        action=PathArgument,
         metavar="DIR|none",
         help="folder of example images; default: the demo's test rooms beside the checkpoint (inputs/), else "
         f"{NUM_SYNTHETIC_EXAMPLES} synthetic test rooms; 'none' for no examples",

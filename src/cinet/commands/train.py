@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cinet.commands.common import quiet_lightning
+from cinet.commands.common import PathArgument, quiet_lightning
 from cinet.config import load_config
 from cinet.config.loader import bundled_configs
 from cinet.engine.distributed import global_rank
@@ -19,11 +19,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         "-c",
+        action=PathArgument,
         help=f"YAML config file, or a bundled config by name ({', '.join(bundled_configs())}); default: built-in "
         "defaults",
     )
-    parser.add_argument("--run-dir", help="run directory (default runs/<config>-<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    parser.add_argument("--run-dir", action=PathArgument, help="run directory (default runs/<config>-<time>)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        action=PathArgument,
+        help="continue an interrupted run where it stopped",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument(
         "overrides",

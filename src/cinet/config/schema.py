@@ -10,7 +10,9 @@ Modules never read this config: the build layer (:mod:`cinet.build`) turns it in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +155,7 @@ class StageConfig:
 
     Attributes:
         stage: 1 (ideal attention map, L_depth + L_seg), 2 (+ learned map and L_att), 3 (all losses).
-        epochs: Number of epochs.
+        epochs: Number of epochs (``-1``: no epoch limit, with ``max_steps``).
         max_steps: Stop after this many optimizer steps (``-1``: run all ``epochs``).
         lr: Learning rate of the new layers (the encoder gets ``lr * train.encoder_lr_mult``).
         poly_power: Poly decay ``lr * (1 - step / total) ** power`` per step; 0 = constant.
@@ -325,8 +327,91 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Lower bounds of numeric keys: key (``*`` for any list index) -> ``(bound, strict)``: the value must be
+#: ``> bound`` (strict) or ``>= bound``. Every float of the config must also be finite (NaN, inf are refused).
+#: The model's sizes (``model.channels``, ``model.depth_init``, ...) are checked by the model's builder, which
+#: names the key too (:func:`cinet.build.builders.build_model`, before a run directory is created).
+MINIMUMS: dict[str, tuple[float, bool]] = {
+    "data.length": (0, False),
+    "data.eval_length": (0, False),
+    "data.batch_size": (1, False),
+    "data.eval_batch_size": (1, False),
+    "data.num_workers": (0, False),  # torch's DataLoader
+    "data.augment.rotation": (0.0, False),
+    "data.augment.color_jitter": (0.0, False),  # torchvision's ColorJitter
+    **{f"loss.{k}": (0.0, False) for k in ("alpha", "beta", "gamma", "lam", "mu")},
+    "loss.num_pairs": (0, False),
+    "train.stages.*.lr": (0.0, True),
+    "train.stages.*.poly_power": (0.0, False),
+    "train.seed": (0, False),  # numpy / Lightning seeds: 0 .. 2**32 - 1
+    "train.handover_epochs": (0.0, False),
+    "train.momentum": (0.0, False),  # torch.optim.SGD
+    "train.weight_decay": (0.0, False),  # torch.optim.SGD
+    "train.encoder_lr_mult": (0.0, False),
+    "train.sharing_lr_mult": (0.0, False),
+    "train.grad_clip": (0.0, False),
+    "train.log_every": (1, False),
+    "train.val_every": (0, False),
+    "train.checkpoint_every": (0, False),
+    "train.limit_train_batches": (0, False),  # Lightning: a fraction in [0, 1] or a count
+    "train.limit_val_batches": (0, False),
+    "train.limit_test_batches": (0, False),
+    "train.max_nonfinite": (0, False),
+    "train.num_vis": (0, False),
+    "train.eval.max_depth": (0.0, True),
+    "train.eval.min_depth": (0.0, True),  # the log metrics need depth > 0
+    "trainer.num_nodes": (1, False),
+}
+
+#: Largest ``train.seed``: the data module seeds numpy with ``train.seed + 1000 * stage`` (< 2**32).
+MAX_SEED = 2**31 - 1
+
+#: Keys that name a file or folder (or ``null``): an empty string would silently mean the current folder.
+PATH_KEYS = ("data.root", "init_from", "model.encoder_weights")
+
+
+def _numbers(obj: Any, key: str) -> Iterator[tuple[str, int | float]]:
+    """Every number (not bool) of ``obj`` with its dotted key: through dataclasses, lists and dicts."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from _numbers(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, list | tuple):
+        for i, item in enumerate(obj):
+            yield from _numbers(item, f"{key}.{i}")
+    elif isinstance(obj, Mapping):
+        for k, item in obj.items():
+            yield from _numbers(item, f"{key}.{k}")
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        yield key, obj
+
+
+def _rule(key: str) -> str:
+    """The :data:`MINIMUMS` key of a dotted key (list indices -> ``*``)."""
+    return ".".join("*" if part.isdigit() else part for part in key.split("."))
+
+
+def _number_problem(key: str, value: int | float) -> str | None:
+    """What is wrong with the number ``value`` of ``key`` (None: nothing): not finite, below its minimum."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    rule = MINIMUMS.get(_rule(key))
+    if rule is not None:
+        bound, strict = rule
+        if value < bound or (strict and value == bound):
+            return f"must be {'>' if strict else '>='} {bound:g}, got {value!r}"
+    if key == "train.seed" and value > MAX_SEED:
+        return f"must be in 0..{MAX_SEED}, got {value}"
+    if key.startswith("train.limit_") and isinstance(value, float) and value > 1 and not value.is_integer():
+        return f"a fraction must be in [0, 1] (or a count of batches), got {value!r}"  # Lightning's rule
+    return None
+
+
 def validate(cfg: Config, source: str | None = None, sources: Mapping[str, str | None] | None = None) -> None:
     """Check the rules between values that the types alone do not express.
+
+    Every number of the config (every field of the dataclasses, the ``train.stages`` list, ``data.options``)
+    must be finite, and at least its :data:`MINIMUMS` bound; then the choices (:data:`CHOICES`), the stage list,
+    sizes and depth ranges are checked.
 
     Args:
         cfg: The merged config.
@@ -349,55 +434,52 @@ def validate(cfg: Config, source: str | None = None, sources: Mapping[str, str |
         src = known[found]
         return f"{src}: " if src else ""
 
+    def fail(key: str, what: str) -> ConfigError:
+        return ConfigError(f"{at(key)}config key '{key}': {what}")
+
     for key, choices in CHOICES.items():
         obj: Any = cfg
         for p in key.split("."):
             obj = getattr(obj, p)
         if obj not in choices:
-            raise ConfigError(f"{at(key)}config key '{key}': {obj!r} is not one of {', '.join(choices)}")
+            raise fail(key, f"{obj!r} is not one of {', '.join(choices)}")
+    for key, value in _numbers(cfg, ""):
+        problem = _number_problem(key, value)
+        if problem is not None:
+            raise fail(key, problem)
+    for key in PATH_KEYS:
+        obj = cfg
+        for p in key.split("."):
+            obj = getattr(obj, p)
+        if isinstance(obj, str) and not obj.strip():
+            raise fail(key, "empty path (null for none)")
     if not cfg.train.stages:
-        raise ConfigError(f"{at('train.stages')}config key 'train.stages': at least one stage is needed")
+        raise fail("train.stages", "at least one stage is needed")
     seen = set()
     for i, st in enumerate(cfg.train.stages):
         if st.stage not in STAGES:
-            raise ConfigError(
-                f"{at(f'train.stages.{i}.stage')}config key 'train.stages.{i}.stage': must be 1, 2 or 3, got {st.stage}"
-            )
+            raise fail(f"train.stages.{i}.stage", f"must be 1, 2 or 3, got {st.stage}")
         if st.stage in seen:
-            raise ConfigError(
-                f"{at(f'train.stages.{i}.stage')}config key 'train.stages.{i}.stage': stage {st.stage} listed twice"
-            )
+            raise fail(f"train.stages.{i}.stage", f"stage {st.stage} listed twice")
         seen.add(st.stage)
-        if st.epochs < 1 and st.max_steps <= 0:
-            raise ConfigError(
-                f"{at(f'train.stages.{i}.epochs')}config key 'train.stages.{i}.epochs': must be >= 1, got {st.epochs}"
-            )
-        if st.lr <= 0:
-            raise ConfigError(
-                f"{at(f'train.stages.{i}.lr')}config key 'train.stages.{i}.lr': must be > 0, got {st.lr}"
-            )
-        if st.poly_power < 0:
-            raise ConfigError(
-                f"{at(f'train.stages.{i}.poly_power')}config key 'train.stages.{i}.poly_power': must be >= 0"
+        if st.max_steps < -1 or st.max_steps == 0:
+            raise fail(f"train.stages.{i}.max_steps", f"must be >= 1 (or -1: all epochs), got {st.max_steps}")
+        if st.epochs < 1 and not (st.epochs == -1 and st.max_steps > 0):
+            raise fail(
+                f"train.stages.{i}.epochs",
+                f"must be >= 1 (or -1 with max_steps > 0: no epoch limit), got {st.epochs}",
             )
     if cfg.stage is not None and cfg.stage not in seen:
-        raise ConfigError(
-            f"{at('stage')}config key 'stage': stage {cfg.stage} is not in train.stages ({sorted(seen)})"
-        )
+        raise fail("stage", f"stage {cfg.stage} is not in train.stages ({sorted(seen)})")
     for key in ("image_size", "crop_size", "eval_size"):
         v = getattr(cfg.data, key)
         if v is not None and (len(v) != 2 or min(v) < 8):
-            raise ConfigError(f"{at(f'data.{key}')}config key 'data.{key}': expected [H, W] (>= 8), got {v}")
-    if len(cfg.data.augment.scale) != 2 or not 0 < cfg.data.augment.scale[0] <= cfg.data.augment.scale[1]:
-        raise ConfigError(
-            f"{at('data.augment.scale')}config key 'data.augment.scale': expected [min, max] > 0, got {cfg.data.augment.scale}"
+            raise fail(f"data.{key}", f"expected [H, W] (>= 8), got {v}")
+    scale = cfg.data.augment.scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        raise fail("data.augment.scale", f"expected [min, max] > 0, got {scale}")
+    ev = cfg.train.eval
+    if ev.min_depth is not None and ev.max_depth is not None and ev.max_depth <= ev.min_depth:
+        raise fail(
+            "train.eval.max_depth", f"must be > train.eval.min_depth ({ev.min_depth:g}), got {ev.max_depth:g}"
         )
-    if cfg.data.batch_size < 1 or cfg.data.eval_batch_size < 1:
-        raise ConfigError(f"{at('data.batch_size')}config key 'data.batch_size': must be >= 1")
-    if cfg.train.max_nonfinite < 0:
-        raise ConfigError(f"{at('train.max_nonfinite')}config key 'train.max_nonfinite': must be >= 0")
-    for key in ("encoder_lr_mult", "sharing_lr_mult"):
-        if getattr(cfg.train, key) < 0:
-            raise ConfigError(
-                f"{at(f'train.{key}')}config key 'train.{key}': must be >= 0, got {getattr(cfg.train, key)}"
-            )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RGB_EXTS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
+#: The folder dataset's default smallest valid depth (metres).
+DEFAULT_MIN_DEPTH = 1e-3
 _WARNED: set[tuple[str, str]] = set()  # (root, split) already warned about "no split lists" in this process
 
 
@@ -99,13 +102,25 @@ def _same_stem(
     ]
 
 
+def _check_depth_range(depth_cap: float, min_depth: float) -> None:
+    """A ``ValueError`` ``"<option>: ..."`` unless ``0 < min_depth < depth_cap``, both finite (the evaluation's
+    depth range: the log metrics need depth > 0)."""
+    for name, value in (("depth_cap", depth_cap), ("min_depth", min_depth)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: must be a finite number of metres > 0, got {value!r}")
+    if depth_cap <= min_depth:
+        if min_depth == DEFAULT_MIN_DEPTH:  # the cap is what was set
+            raise ValueError(f"depth_cap: must be > min_depth ({min_depth:g} m), got {depth_cap:g}")
+        raise ValueError(f"min_depth: must be < depth_cap ({depth_cap:g} m), got {min_depth:g}")
+
+
 def folder_info(
     *,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     palette: list[list[int]] | None = None,
     depth_cap: float = 10.0,
-    min_depth: float = 1e-3,
+    min_depth: float = DEFAULT_MIN_DEPTH,
     intrinsics: tuple[float, float, float, float] | None = None,
     intrinsics_size: tuple[int, int] | None = None,
     root: Path | None = None,
@@ -130,11 +145,22 @@ def folder_info(
         class_names = [f"class_{i}" for i in range(num_classes)]
     if not 1 <= num_classes <= 255:
         raise ValueError(f"num_classes: must be in 1..255, got {num_classes}")
+    if palette is not None and not all(
+        len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette
+    ):
+        raise ValueError(f"palette: expected [r, g, b] colours of integers 0..255, got {palette!r}")
     palette = palette or file_palette or distinct_palette(num_classes)
     if len(palette) != num_classes:
         raise ValueError(f"palette: {len(palette)} colours for {num_classes} classes")
-    if intrinsics is not None and len(intrinsics) != 4:
-        raise ValueError(f"intrinsics: expected (fx, fy, cx, cy), got {intrinsics!r}")
+    _check_depth_range(depth_cap, min_depth)
+    if intrinsics is not None and (
+        len(intrinsics) != 4
+        or not all(math.isfinite(v) for v in intrinsics)
+        or min(intrinsics[0], intrinsics[1]) <= 0
+    ):
+        raise ValueError(f"intrinsics: expected (fx, fy, cx, cy), finite, fx and fy > 0, got {intrinsics!r}")
+    if intrinsics_size is not None and (len(intrinsics_size) != 2 or min(intrinsics_size) < 1):
+        raise ValueError(f"intrinsics_size: expected (width, height) >= 1, got {intrinsics_size!r}")
     return DatasetInfo(
         name="folder",
         num_classes=num_classes,
@@ -186,7 +212,7 @@ class FolderDataset(BaseDataset):
         class_names: list[str] | None = None,
         palette: list[list[int]] | None = None,
         depth_cap: float = 10.0,
-        min_depth: float = 1e-3,
+        min_depth: float = DEFAULT_MIN_DEPTH,
         intrinsics: tuple[float, float, float, float] | None = None,
         intrinsics_size: tuple[int, int] | None = None,
     ):
@@ -202,8 +228,8 @@ class FolderDataset(BaseDataset):
             root=root,
         )
         super().__init__(info, split, transform)
-        if not depth_scale or float(depth_scale) <= 0:
-            raise ValueError(f"depth_scale: must be > 0, got {depth_scale!r}")
+        if not math.isfinite(depth_scale) or depth_scale <= 0:
+            raise ValueError(f"depth_scale: must be a finite number > 0, got {depth_scale!r}")
         self.root = root
         self.depth_scale = float(depth_scale)
         self.fixed_intrinsics = info.intrinsics if info.reference_size is None else None

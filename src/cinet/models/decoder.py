@@ -42,6 +42,10 @@ class UpsampleBlock(nn.Module):
         return self.convs(x)
 
 
+#: The depth head's smallest prediction in metres (``softplus(...) + DEPTH_OFFSET``).
+DEPTH_OFFSET = 1e-3
+
+
 class DepthHead(nn.Module):
     """Depth in metres: ``softplus(conv3x3(x)) + min_depth`` (positive everywhere).
 
@@ -54,13 +58,16 @@ class DepthHead(nn.Module):
         min_depth: Small positive offset in metres.
     """
 
-    def __init__(self, in_channels: int, depth_init: float = 3.0, min_depth: float = 1e-3) -> None:
+    def __init__(self, in_channels: int, depth_init: float = 3.0, min_depth: float = DEPTH_OFFSET) -> None:
         super().__init__()
-        if depth_init <= min_depth:
-            raise ValueError(f"depth_init must be > min_depth={min_depth}, got {depth_init}")
+        if not (math.isfinite(depth_init) and depth_init > min_depth):
+            raise ValueError(
+                f"depth_init: must be a finite number > {min_depth:g} metres, got {depth_init!r}"
+            )
         self.min_depth = min_depth
         self.conv = nn.Conv2d(in_channels, 1, 3, padding=1)
-        nn.init.constant_(self.conv.bias, math.log(math.expm1(depth_init - min_depth)))  # softplus^-1
+        x = depth_init - min_depth  # softplus^-1(x) = x + log(1 - exp(-x)): no overflow for a large x
+        nn.init.constant_(self.conv.bias, x + math.log(-math.expm1(-x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B,Cin,H,W] -> depth [B,1,H,W] float32 (> 0).

@@ -8,9 +8,11 @@ map) is training policy, read from the same table by :func:`cinet.recipe.stage_r
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from cinet.models.cinet import CINet
+from cinet.models.decoder import DEPTH_OFFSET
 from cinet.models.encoder import check_encoder_name
 from cinet.models.sum import check_attention_norm
 from cinet.ops import check_attention_impl
@@ -75,8 +77,8 @@ def build_model(
     for name, value in (("channels", channels), ("qk_channels", qk_channels)):
         if value < 1:
             raise ValueError(f"{name}: must be positive, got {value}")
-    if depth_init <= 0:
-        raise ValueError(f"depth_init: must be > 0 metres, got {depth_init}")
+    if not (math.isfinite(depth_init) and depth_init > DEPTH_OFFSET):
+        raise ValueError(f"depth_init: must be a finite number > {DEPTH_OFFSET:g} metres, got {depth_init!r}")
     model = CINet(
         num_classes,
         encoder=encoder,

@@ -68,6 +68,8 @@ class SyntheticDataset(BaseDataset):
         if self.length < 0:
             raise ValueError(f"length: must be >= 0, got {self.length}")
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"seed: must be >= 0 (a numpy seed), got {self.seed}")
         self.holes = bool(holes)
 
     def __len__(self) -> int:
