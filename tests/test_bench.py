@@ -121,6 +121,9 @@ def test_attention_measure_in_bfloat16() -> None:
         ("--dtypes", "float32,float8", "'float8'"),
         ("--sizes", "8x4800x512", "'8x4800x512'"),
         ("--sizes", "8xax1x1", "BxNxCxD"),
+        ("--repeat", "0", "must be >= 1, got 0"),  # reported "median of 0 runs"
+        ("--warmup", "-1", "must be >= 0, got -1"),
+        ("--tile", "0", "must be >= 1, got 0"),
     ],
 )
 def test_attention_bench_bad_option_is_one_line(
@@ -131,6 +134,26 @@ def test_attention_bench_bad_option_is_one_line(
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()
     assert line.startswith(f"error: {option}: ") and names in line
+
+
+@pytest.mark.parametrize(
+    ("bench", "option", "value"),
+    [
+        ("train-step", "--batch-size", "0"),  # a torch traceback
+        ("train-step", "--height", "-5"),
+        ("train-step", "--profile", "-1"),
+        ("inference", "--num-calib", "0"),
+        ("inference", "--channels", "0"),
+        ("encoders", "--num-classes", "0"),
+        ("encoders", "--width", "0"),
+    ],
+)
+def test_bench_count_below_its_minimum_is_one_line(
+    bench: str, option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["bench", bench, "--tiny", option, value]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {option}: must be >= ") and line.endswith(f"got {value}")
 
 
 def test_parse_sizes_rejects_bad_input() -> None:

@@ -426,6 +426,25 @@ def test_dataset_options_at_their_bounds_pass(tmp_path: Path) -> None:
     assert len(load_dataset("synthetic", split="train", seed=0, length=1)) == 1
 
 
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ("abc", "--seeds: expected comma-separated integers, got 'abc'"),  # was a ValueError traceback
+        ("-1", "--seeds: -1 is not a seed (0..2147483647)"),
+        ("1,1", "--seeds: a seed is listed twice in '1,1'"),
+    ],
+)
+def test_ablate_bad_seeds_before_anything_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], seeds: str, message: str
+) -> None:
+    run_dir = tmp_path / "ablate"
+    rc = main(
+        ["ablate", "--config", SMOKE, "--variants", "baseline", "--seeds", seeds, "--run-dir", str(run_dir)]
+    )
+    one_line_error(capsys, rc, message)
+    assert not run_dir.exists()
+
+
 # an empty path option ("" is the current folder) is refused while the command line is parsed
 
 

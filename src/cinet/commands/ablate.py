@@ -89,6 +89,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` ``"0,1,2"`` -> ``[0, 1, 2]``.
+
+    Raises:
+        ConfigError: Not comma-separated integers, one outside ``0..MAX_SEED`` (``train.seed``'s range) or a seed
+            given twice (its runs would share a folder); the message names ``--seeds``.
+    """
+    from cinet.config.schema import MAX_SEED
+
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ConfigError(f"--seeds: {bad[0]} is not a seed (0..{MAX_SEED})")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: a seed is listed twice in {text!r}")
+    return seeds
+
+
 def parse_rows(variants: str, extra: list[str]) -> dict[str, list[str]]:
     """Row name -> its overrides: one row per variant, then the ``--row NAME:OVERRIDES`` rows.
 
@@ -437,6 +458,8 @@ def run(args: argparse.Namespace) -> int:
         list(args.overrides), getattr(args, "protocol", None), bool(getattr(args, "flip", False))
     )
     rows = parse_rows(args.variants, list(getattr(args, "row", []) or []))
+    if args.seeds:
+        parse_seeds(args.seeds)  # before any config is read
     base = load_config(args.config, args.overrides)
     # every row's config (and its encoder weights file) is valid before anything trains
     for overrides in rows.values():
@@ -447,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
         if args.run_dir
         else Path("runs") / f"ablate-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [base.train.seed]
+    seeds = parse_seeds(args.seeds) if args.seeds else [base.train.seed]
     row_dirs = {
         (name, seed): run_dir / name / f"seed{seed}" if args.seeds else run_dir / name
         for seed in seeds

@@ -147,10 +147,29 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise InputError(str(exc).replace("--keep-float", "--int8-keep-float", 1)) from None
 
 
+#: Smallest value of the benchmarks' count options (``dest`` -> minimum; an option a benchmark lacks is skipped).
+MINIMUMS = {
+    "repeat": 1,
+    "warmup": 0,
+    "batch_size": 1,
+    "height": 1,
+    "width": 1,
+    "channels": 1,
+    "num_classes": 1,
+    "tile": 1,
+    "num_calib": 1,
+    "profile": 0,
+}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON. Returns the exit code."""
     from cinet.bench.common import emit
 
+    for dest, low in MINIMUMS.items():  # one line naming the option, before any measurement
+        value = getattr(args, dest, None)
+        if value is not None and value < low:
+            raise InputError(f"--{dest.replace('_', '-')}: must be >= {low}, got {value}")
     check_outputs(args)  # before any measurement: a run of minutes must not fail at its last line
 
     if args.benchmark == "attention":
