@@ -397,7 +397,7 @@ def test_bench_out_may_replace_an_earlier_bench_json(tmp_path: Path) -> None:
     ("given", "needle"),
     [
         (["--onnx", "NOTES"], "exists and is not an ONNX model (--onnx"),
-        (["--num-calib", "0"], "--num-calib: need at least 1"),
+        (["--num-calib", "0"], "--num-calib: must be >= 1"),
         (["--int8-keep-float", "bogus"], "--int8-keep-float: unknown group 'bogus'"),
     ],
 )

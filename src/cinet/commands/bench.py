@@ -114,7 +114,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
     ``--out``: a writable file that is no input of the benchmark and, if it exists, a JSON of ``cinet bench``
     (a user's file is never replaced). ``bench inference``: ``--onnx`` (a file, written where it can be, an
-    existing one reused only when it is an ONNX model), ``--num-calib`` and ``--int8-keep-float`` of the INT8
+    existing one reused only when it is an ONNX model) and ``--int8-keep-float`` of the INT8
     row.
 
     Raises:
@@ -137,8 +137,6 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_output_file(onnx, "--onnx")
     modes = [m.strip() for m in (getattr(args, "modes", None) or "").split(",")]
     if "int8" in modes:
-        if args.num_calib < 1:
-            raise InputError(f"--num-calib: need at least 1 calibration input, got {args.num_calib}")
         from cinet.inference.quantize import parse_keep_float
 
         try:

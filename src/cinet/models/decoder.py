@@ -76,8 +76,11 @@ class DepthHead(nn.Module):
         4 (1.6 cm at 3 m), coarser than most neighbouring-pixel differences the pair and normal losses (Eq. 9, 10)
         compare, and training in bf16 cost δ1 0.013 (3 seeds, paired; docs/results.md, "bf16 vs float32").
         """
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.softplus(self.conv(x.float())) + self.min_depth
+        device = x.device.type
+        if device in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device):  # not on "meta"
+            with torch.autocast(device_type=device, enabled=False):
+                return F.softplus(self.conv(x.float())) + self.min_depth
+        return F.softplus(self.conv(x.float())) + self.min_depth
 
 
 class SegHead(nn.Module):
