@@ -168,12 +168,18 @@ def check_new_folder(path: str | Path, what: str = "output folder") -> None:
         raise InputError(f"{path}: is a file, not a folder ({what}: give an absent or empty folder)")
     if path.is_dir() and any(path.iterdir()):
         raise InputError(f"{path}: exists and is not an empty folder (nothing written)")
+    _check_creatable(path, f"{what} cannot be created")
+
+
+def _check_creatable(path: Path, failure: str) -> None:
+    """Raise ``InputError("<path>: <failure> (<why>)")`` when no file or folder can be created at ``path``: a file
+    stands where a folder above it should be, or the nearest existing folder above it is not writable."""
     blocker = blocking_file(path)
     if blocker is not None:
-        raise InputError(f"{path}: {what} cannot be created ({blocker} is a file, not a folder)")
+        raise InputError(f"{path}: {failure} ({blocker} is a file, not a folder)")
     reason = _write_denied(_nearest_existing(path.absolute().parent))
     if reason is not None:
-        raise InputError(f"{path}: {what} cannot be created ({reason})")
+        raise InputError(f"{path}: {failure} ({reason})")
 
 
 def check_output_file(
@@ -200,12 +206,7 @@ def check_output_file(
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file ({what})")
-    blocker = blocking_file(path)
-    if blocker is not None:
-        raise InputError(f"{path}: cannot be written ({blocker} is a file, not a folder)")
-    reason = _write_denied(_nearest_existing(path.absolute().parent))
-    if reason is not None:
-        raise InputError(f"{path}: cannot be written ({reason})")
+    _check_creatable(path, "cannot be written")
     if kind is not None:
         check_replaceable(path, kind, what, keys)
 
