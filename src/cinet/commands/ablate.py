@@ -31,6 +31,7 @@ from cinet.checks.outputs import check_output_file, check_writable_dir
 from cinet.commands.common import PathArgument, quiet_lightning
 from cinet.commands.eval import protocol_overrides
 from cinet.config import config_to_dict, git_revision, load_config, read_saved_git
+from cinet.config.schema import MAX_SEED
 from cinet.engine.distributed import global_rank
 from cinet.engine.rundir import is_run_dir
 from cinet.errors import ConfigError
@@ -96,8 +97,6 @@ def parse_seeds(text: str) -> list[int]:
         ConfigError: Not comma-separated integers, one outside ``0..MAX_SEED`` (``train.seed``'s range) or a seed
             given twice (its runs would share a folder); the message names ``--seeds``.
     """
-    from cinet.config.schema import MAX_SEED
-
     try:
         seeds = [int(x) for x in text.split(",")]
     except ValueError:
