@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -77,10 +78,11 @@ class DepthHead(nn.Module):
         compare, and training in bf16 cost δ1 0.013 (3 seeds, paired; docs/results.md, "bf16 vs float32").
         """
         device = x.device.type
-        if device in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device):  # not on "meta"
-            with torch.autocast(device_type=device, enabled=False):
-                return F.softplus(self.conv(x.float())) + self.min_depth
-        return F.softplus(self.conv(x.float())) + self.min_depth
+        autocast_on = device in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(
+            device
+        )  # not "meta"
+        with torch.autocast(device_type=device, enabled=False) if autocast_on else contextlib.nullcontext():
+            return F.softplus(self.conv(x.float())) + self.min_depth
 
 
 class SegHead(nn.Module):
