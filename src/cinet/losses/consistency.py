@@ -28,12 +28,9 @@ import torch
 from torch import nn
 
 from cinet.ops import resize_map
+from cinet.ops.autocast import float32_region, upcast_half
 
 __all__ = ["ConsistencyLoss", "consistency_loss", "feature_similarity"]
-
-
-def _as_float32(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _shift_pairs(x: torch.Tensor, offset: int, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +83,8 @@ def consistency_loss(
         raise ValueError(
             f"feature maps must be [B,C,h,w] of equal shape, got {tuple(f_d.shape)}, {tuple(f_s.shape)}"
         )
-    with torch.autocast(device_type=f_d.device.type, enabled=False):
-        f_d, f_s = _as_float32(f_d), _as_float32(f_s)
+    with float32_region(f_d.device.type):
+        f_d, f_s = upcast_half(f_d), upcast_half(f_s)
         lab = resize_map(labels, tuple(f_d.shape[-2:]))  # [B,h,w]
         total = (f_d.sum() + f_s.sum() + log_sigma_d.sum() + log_sigma_s.sum()) * 0.0  # keeps a grad path
         count = torch.zeros((), dtype=f_d.dtype, device=f_d.device)

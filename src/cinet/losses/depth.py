@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from cinet.ops.autocast import upcast_half
+
 __all__ = ["berhu_loss", "depth_loss", "normal_loss", "pair_loss", "valid_depth_mask"]
 
 
@@ -24,10 +26,6 @@ def _as_4d(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.dim() != 4 or x.shape[1] != 1:
         raise ValueError(f"{name} must be [B,1,H,W] or [B,H,W], got {tuple(x.shape)}")
     return x
-
-
-def _as_float32(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def valid_depth_mask(target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,7 +40,7 @@ def _prepare(
     pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Shapes to [B,1,H,W], dtype to >= float32, invalid targets to 0; returns (pred, target, mask)."""
-    pred = _as_float32(_as_4d(pred, "pred"))
+    pred = upcast_half(_as_4d(pred, "pred"))
     target = _as_4d(target, "target")
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")

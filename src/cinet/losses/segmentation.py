@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cinet.losses.attention import check_labels
+from cinet.ops.autocast import float32_region, upcast_half
 
 __all__ = [
     "WeightedCrossEntropy",
@@ -131,8 +132,8 @@ def weighted_cross_entropy(
             check_labels(labels, num_classes, ignore_index)
         if weights.shape != (num_classes,):
             raise ValueError(f"class weights must have shape ({num_classes},), got {tuple(weights.shape)}")
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    with float32_region(logits.device.type):
+        x = upcast_half(logits)
         valid = labels != ignore_index  # [B,H,W]
         safe = torch.where(valid, labels, torch.zeros_like(labels)).long()  # [B,H,W]
         nll = F.cross_entropy(x, safe, reduction="none")  # [B,H,W]

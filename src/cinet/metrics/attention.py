@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 
+from cinet.ops.autocast import float32_region
+
 __all__ = ["ATTENTION_KEYS", "AttentionAgreement"]
 
 #: The keys :meth:`AttentionAgreement.compute` returns.
@@ -79,7 +81,7 @@ class AttentionAgreement(torchmetrics.Metric):
             )
         # float32 throughout, also inside a bf16 autocast region (validation under bf16-mixed): a bf16 logit of 16
         # gave the bin index 4095 * (1 + 2^-8) -> 4096, one past the last bin
-        with torch.autocast(device_type=query.device.type, enabled=False):
+        with float32_region(query.device.type):
             self._update(query.float(), key.float(), flat)
 
     def _update(self, q: torch.Tensor, k: torch.Tensor, flat: torch.Tensor) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cinet.ops.autocast import float32_region
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
@@ -77,11 +78,7 @@ class DepthHead(nn.Module):
         4 (1.6 cm at 3 m), coarser than most neighbouring-pixel differences the pair and normal losses (Eq. 9, 10)
         compare, and training in bf16 cost δ1 0.013 (3 seeds, paired; docs/results.md, "bf16 vs float32").
         """
-        device = x.device.type
-        autocast_on = device in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(
-            device
-        )  # not "meta"
-        with torch.autocast(device_type=device, enabled=False) if autocast_on else contextlib.nullcontext():
+        with float32_region(x.device.type):
             return F.softplus(self.conv(x.float())) + self.min_depth
 
 

@@ -6,6 +6,7 @@ package, so that the naive path (materialises the map) and the memory-efficient 
 interchangeable and checked against each other.
 """
 
+from cinet.ops.autocast import float32_region, to_autocast_dtype, upcast_half
 from cinet.ops.resize import resize_map
 from cinet.ops.sigmoid_attention import (
     ATTENTION_IMPLS,
@@ -21,9 +22,12 @@ __all__ = [
     "ATTENTION_IMPLS",
     "attention_bce",
     "check_attention_impl",
+    "float32_region",
     "ideal_attention_apply",
     "resize_map",
     "resolve_impl",
     "sigmoid_attention",
+    "to_autocast_dtype",
+    "upcast_half",
     "use_attention_impl",
 ]

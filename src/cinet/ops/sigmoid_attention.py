@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from cinet.ops import tiled as _tiled
+from cinet.ops.autocast import float32_region, to_autocast_dtype, upcast_half
 
 ATTENTION_IMPLS = ("naive", "tiled", "triton", "auto")
 TILED_MIN_N_ENV = "CINET_ATTENTION_TILED_MIN_N"
@@ -125,15 +126,6 @@ def resolve_impl(
     return impl
 
 
-def _autocast_cast(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Cast floating inputs to the autocast dtype when autocast is on for their device (as ``bmm`` would)."""
-    device_type = tensors[0].device.type
-    if not torch.is_autocast_enabled(device_type):
-        return tensors
-    dtype = torch.get_autocast_dtype(device_type)
-    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
-
-
 def sigmoid_attention_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Reference path: materialise ``sigmoid(Q K^T)`` ([B,N,N]) then multiply by V."""
     logits = torch.bmm(q, k.transpose(1, 2))  # [B,N,N]
@@ -165,8 +157,8 @@ def sigmoid_attention(
     impl = resolve_impl(impl, q.device, q.shape[1], dtype=q.dtype, head_dim=q.shape[-1])
     if impl == "naive":
         return sigmoid_attention_naive(q, k, v, scale)
-    q, k, v = _autocast_cast(q, k, v)
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    q, k, v = to_autocast_dtype(q, k, v)
+    with float32_region(q.device.type):
         if impl == "triton":
             from cinet.ops import triton_kernels  # local: imports Triton (optional), for the CUDA path only
 
@@ -205,8 +197,8 @@ def attention_bce_logits(logits: torch.Tensor, labels: torch.Tensor, ignore_inde
         labels: [B,N] integer labels at the feature size.
         ignore_index: Label of ignored pixels (pairs involving them are excluded).
     """
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    with float32_region(logits.device.type):
+        x = upcast_half(logits)
         valid = labels != ignore_index  # [B,N]
         target = (labels.unsqueeze(2) == labels.unsqueeze(1)).to(x.dtype)  # [B,N,N] = M M^T on valid pairs
         pair_valid = (valid.unsqueeze(2) & valid.unsqueeze(1)).to(x.dtype)  # [B,N,N]

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from cinet.ops.autocast import float32_region
+
 DEFAULT_TILE = 256
 TILE_ENV = "CINET_ATTENTION_TILE"
 
@@ -262,7 +264,7 @@ def attention_bce_tiled(
     Returns:
         Scalar loss; 0 with a gradient path when no pair is valid.
     """
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with float32_region(q.device.type):
         dtype = _acc_dtype(torch.promote_types(q.dtype, k.dtype))
         q32, k32 = q.to(dtype), k.to(dtype)
         valid = labels != ignore_index  # [B,N]
