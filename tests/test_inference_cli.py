@@ -70,13 +70,17 @@ def test_predict_writes_every_file(ckpt: Path, images: Path, tmp_path: Path) -> 
     assert not list(out.glob(".*.tmp"))
 
 
-def test_ply_default_intrinsics_scaled(ckpt: Path, images: Path, tmp_path: Path) -> None:
+def test_ply_default_intrinsics_scaled(
+    ckpt: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     src = images / "big.jpg"  # 112x80 = 2x the reference size 56x40 of the intrinsics
     assert (
         main(["predict", "--checkpoint", str(ckpt), str(src), "--out", str(out), "--ply", "--no-progress"])
         == 0
     )
+    # the log line counts each kind of file: the point cloud is not one of the PNGs
+    assert f"-> {out / 'big'}* (7 files: 1 .ply, 6 .png; depth " in capsys.readouterr().out
     cloud = pointcloud.read_ply(out / "big.ply")
     assert len(cloud) == 80 * 112  # every pixel has a valid (positive) depth
     depth = Predictor.from_checkpoint(ckpt).predict(src).depth

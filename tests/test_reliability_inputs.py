@@ -499,6 +499,9 @@ def test_empty_path_option_is_refused(
     assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
     rc = main([*before, f"{option}="] if option != "INPUT" else argv)  # --out= alike
     one_line_error(capsys, rc, f"{option}: empty path")
+    blank = [*before, " \t"] if option == "INPUT" else [*before, option, " \t"]  # a quoted blank variable
+    one_line_error(capsys, main(blank), f"error: {option}: empty path")
+    assert list(tmp_path.iterdir()) == []
 
 
 def _path_actions() -> set[tuple[str, str]]:

@@ -38,7 +38,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 class PathArgument(argparse.Action):
     """``action=`` of every option and argument of the command line that names a file or folder.
 
-    An empty string (``--out ""``, a shell variable that was never set) is refused with one line naming the
+    An empty or blank string (``--out ""``, ``--out " "``, a shell variable that was never set) is refused with one line naming the
     option, :class:`~cinet.errors.InputError`, while the command line is parsed, before anything runs:
     ``Path("")`` is the current folder, where the command would otherwise read or write. ``type=`` (e.g.
     ``Path``) converts the other values as usual; empty values of options that name no file stay allowed.
@@ -60,11 +60,11 @@ class PathArgument(argparse.Action):
         """Store the value(s), converted by ``type``.
 
         Raises:
-            InputError: An empty value, naming the option (its long name) or the argument (its metavar).
+            InputError: An empty or blank value, naming the option (its long name) or the argument (its metavar).
         """
         many = isinstance(values, list)
         items = values if many else [values]
-        if any(v == "" for v in items):
+        if any(not v.strip() for v in items):  # "" and " " (a quoted, unset variable): almost surely a mistake
             name = max(self.option_strings, key=len) if self.option_strings else self.metavar or self.dest
             raise InputError(f"{name}: empty path; give a file or folder name")
         if self.convert is not None:

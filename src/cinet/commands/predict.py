@@ -10,11 +10,13 @@ No torch import at module level (``cinet --help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
 import logging
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +211,13 @@ def file_options(args: argparse.Namespace, attention_points: list[tuple[float, f
     )
 
 
+def files_summary(paths: Iterable[Path]) -> str:
+    """``"7 files: 6 .png, 1 .ply"``: how many files of each kind one image wrote (a line of predict's log)."""
+    paths = list(paths)
+    kinds = collections.Counter(p.suffix or "(no suffix)" for p in paths)
+    return f"{len(paths)} files: " + ", ".join(f"{n} {suffix}" for suffix, n in sorted(kinds.items()))
+
+
 def write_outputs(
     pred: Prediction,
     stem: str,
@@ -323,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
                 written_paths.update(written)
                 n_images += 1
                 lo, hi = float(pred.depth.min()), float(pred.depth.max())
-                msg = f"{path} -> {args.out / stem}_*.png ({len(written)} files, depth {lo:.2f}-{hi:.2f} m)"
+                msg = f"{path} -> {args.out / stem}* ({files_summary(written)}; depth {lo:.2f}-{hi:.2f} m)"
                 tqdm.write(msg, file=sys.stdout)
                 bar.update(1)
     finally:
