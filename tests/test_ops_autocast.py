@@ -49,4 +49,6 @@ def test_to_autocast_dtype_follows_bmm() -> None:
     assert [t.dtype for t in to_autocast_dtype(a, ids)] == [torch.float32, torch.int64]  # autocast off: kept
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cast = to_autocast_dtype(a, ids)
-        assert [t.dtype for t in cast] == [torch.bmm(a, a).dtype, torch.int64] == [torch.bfloat16, torch.int64]
+        assert (
+            [t.dtype for t in cast] == [torch.bmm(a, a).dtype, torch.int64] == [torch.bfloat16, torch.int64]
+        )

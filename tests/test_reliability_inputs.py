@@ -347,6 +347,28 @@ def test_non_finite_or_out_of_range_config_value(
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("trainer.devices=abc", "trainer.devices='abc': refused by Lightning: `devices` selected with"),
+        ("trainer.devices=0", "trainer.devices='0': refused by Lightning:"),
+        (
+            "trainer.strategy=foo",
+            "trainer.strategy='foo': refused by Lightning: You selected an invalid strategy",
+        ),
+    ],
+)
+def test_hardware_setting_lightning_refuses_before_the_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, needle: str
+) -> None:
+    """Lightning parses trainer.devices / strategy only when the Trainer is built, after the run directory was
+    written (a TypeError traceback): the preflight builds a bare Trainer first."""
+    run_dir = tmp_path / "run"
+    rc = main(["train", "--config", SMOKE, "--run-dir", str(run_dir), "trainer.accelerator=cpu", override])
+    one_line_error(capsys, rc, needle)
+    assert not run_dir.exists()
+
+
 def test_dataset_option_out_of_range_before_the_run_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -597,6 +619,17 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["truncated"] = folder / "truncated.ckpt"
     paths["truncated"].write_bytes(data[: len(data) // 2])
     return paths
+
+
+def test_eval_hardware_setting_lightning_refuses(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "metrics.json"
+    args = ["eval", "--checkpoint", str(ckpts["good"]), "--config", SMOKE, "--out", str(out)]
+    one_line_error(
+        capsys, main([*args, "trainer.devices=abc"]), "trainer.devices='abc': refused by Lightning"
+    )
+    assert not out.exists()
 
 
 @pytest.fixture

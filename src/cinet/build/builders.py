@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.profilers import AdvancedProfiler, PyTorchProfiler, SimpleProfiler
 
 from cinet.build.data import build_dataset, make_datamodule
@@ -47,6 +49,7 @@ __all__ = [
     "build_recipe",
     "build_test_trainer",
     "build_trainer",
+    "check_trainer_hardware",
     "config_key",
     "trainer_kwargs",
 ]
@@ -401,6 +404,43 @@ def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
     if isinstance(limit, float) and limit <= 1.0:
         return max(1, int(n * limit))
     return max(1, min(n, int(limit)))
+
+
+#: The ``trainer.*`` keys that Lightning's accelerator connector parses (checked by :func:`check_trainer_hardware`).
+HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
+
+
+def check_trainer_hardware(cfg: Config) -> None:
+    """Pre-flight check of ``trainer.accelerator`` / ``devices`` / ``num_nodes`` / ``strategy`` by Lightning itself.
+
+    Builds a bare ``lightning.Trainer`` (no logger, no callbacks; nothing launched, nothing written) with those
+    settings, so that a value Lightning refuses (``devices=abc``, ``accelerator=gpu`` without a GPU, an unknown
+    strategy) stops the command before the run directory exists, with one line naming the key.
+
+    Raises:
+        ConfigError: ``trainer.<key>=<value>: <Lightning's reason>`` (the key Lightning's message names, else all
+            four).
+    """
+    kw = trainer_kwargs(cfg, cfg.train.stages[0])
+    chatter = logging.getLogger(
+        "lightning.pytorch.utilities.rank_zero"
+    )  # "GPU available: ...", said by the real one
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
+    try:
+        L.Trainer(
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **{k: kw[k] for k in HARDWARE_KEYS},
+        )
+    except (TypeError, ValueError, RuntimeError, MisconfigurationException) as exc:
+        named = [k for k in HARDWARE_KEYS if k in str(exc)] or list(HARDWARE_KEYS)
+        settings = ", ".join(f"trainer.{k}={getattr(cfg.trainer, k)!r}" for k in named)
+        raise ConfigError(f"{settings}: refused by Lightning: {first_line(exc)}") from exc
+    finally:
+        chatter.setLevel(level)
 
 
 def build_test_trainer(cfg: Config) -> Any:

@@ -118,6 +118,7 @@ def evaluate_checkpoint(
             )
     model, payload = load_model(checkpoint)  # one read; format, build arguments and weights checked
     cfg = load_config(config, list(overrides), base=payload.config or None)
+    builders.check_trainer_hardware(cfg)
     split = split or cfg.data.test_split
     mean, std = model.input_mean, model.input_std  # the checkpoint's stored normalisation (load_model)
     dataset = build_dataset(cfg.data, split, train=False, mean=mean, std=std)  # a missing root is named first
@@ -170,6 +171,7 @@ def train(
     # init_from
     check_writable_dir(run_dir, "run directory")
     check_run_dir(run_dir, resume=resume, overwrite=overwrite, stage=cfg.stage)
+    builders.check_trainer_hardware(cfg)  # trainer.devices / accelerator / strategy, parsed by Lightning
     if cfg.data.root is not None:  # stored absolute: the run can be evaluated from another folder
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     preflight = builders.build_datamodule(cfg)
