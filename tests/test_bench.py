@@ -156,6 +156,20 @@ def test_bench_count_below_its_minimum_is_one_line(
     assert line.startswith(f"error: {option}: must be >= ") and line.endswith(f"got {value}")
 
 
+@pytest.mark.parametrize(("bench", "row"), [("train-step", ""), ("encoders", "encoder resnet18: ")])
+def test_bench_training_input_too_small_is_one_line(
+    bench: str, row: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One 24x24 image reduces the deepest map to 1x1 (batch norm's traceback, mid-run): refused first."""
+    argv = ["bench", bench, "--tiny", "--batch-size", "1", "--height", "24", "--width", "24"]
+    assert cli.main([*argv, *(["--encoders", "resnet18"] if bench == "encoders" else [])]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert captured.out == ""
+    assert line.startswith(f"error: --height/--width: {row}a 24x24 (WxH) input with --batch-size 1 reduces")
+    assert line.endswith("the smallest square input that trains is --height 33 --width 33 or --batch-size >= 2")
+
+
 def test_parse_sizes_rejects_bad_input() -> None:
     from cinet.bench.attention import parse_sizes
 

@@ -23,7 +23,13 @@ import torch
 
 from cinet.bench.common import hardware, time_calls
 from cinet.bench.peak import add_peak_fractions
-from cinet.bench.train_step import build_step_module, synthetic_batch, training_step_fn
+from cinet.bench.train_step import (
+    build,
+    build_step_module,
+    check_training_input,
+    synthetic_batch,
+    training_step_fn,
+)
 from cinet.models.encoder import is_timm_encoder
 from cinet.models.timm_encoder import timm_model_name
 from cinet.ops import use_attention_impl
@@ -128,6 +134,10 @@ def measure(encoder: str, s: dict[str, Any]) -> dict[str, Any]:
 def run_encoders(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every encoder of ``--encoders`` in one run; JSON-ready dict with ratios to the first row."""
     s = settings_of(args)
+    for encoder in s["encoders"]:  # every row's size checked before the first is measured
+        with torch.device("meta"):
+            model = build({**s, "encoder": encoder, "attention_impl": "naive"})
+        check_training_input(model, s, f"encoder {encoder}: ")
     rows = [measure(encoder, s) for encoder in s["encoders"]]
     first = rows[0]
     for row in rows:

@@ -31,9 +31,10 @@ from cinet.bench.common import hardware, synchronize, time_calls
 from cinet.bench.peak import add_peak_fractions
 from cinet.build.builders import build_model, build_module
 from cinet.build.data import dataset_info_from_config
+from cinet.checks.model import training_size_problem
 from cinet.config import Config, ModelConfig, StageConfig, load_config, validate
 from cinet.data.info import DatasetInfo, voc_palette
-from cinet.errors import describe
+from cinet.errors import InputError, describe
 from cinet.ops import use_attention_impl
 from cinet.utils.device import resolve_device
 
@@ -130,6 +131,33 @@ def build_step_module(settings: dict[str, Any], stage: int = 3) -> Any:
     return build_module(cfg, info, StageConfig(stage=stage, lr=1e-5))
 
 
+def check_training_input(model: torch.nn.Module, settings: dict[str, Any], what: str = "") -> None:
+    """Refuse ``--height/--width/--batch-size`` at which a training step of ``model`` cannot run.
+
+    Batch norm refuses one value per channel in training (:func:`cinet.checks.model.training_size_problem`):
+    without this check, a traceback in the middle of the benchmark.
+
+    Args:
+        model: The benchmarked network (any device, ``meta`` included).
+        settings: :func:`model_settings`' dict (``batch_size``, ``height``, ``width``).
+        what: Prefix of the message naming the row (``"encoder resnet18: "``).
+
+    Raises:
+        InputError: One line naming the options, the layer, and the smallest square size that trains.
+    """
+    problem = training_size_problem(
+        model,
+        settings["batch_size"],
+        settings["height"],
+        settings["width"],
+        size_key="input",
+        batch_key="--batch-size",
+        square="--height {side} --width {side}",
+    )
+    if problem is not None:
+        raise InputError(f"--height/--width: {what}{problem}")
+
+
 def build(settings: dict[str, Any]) -> torch.nn.Module:
     """The benchmarked network alone (inference rows), built as ``cinet train`` builds it (no loss)."""
 
@@ -210,8 +238,9 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
     settings = model_settings(args, device)
     torch.manual_seed(0)
     base = build_step_module(settings).to(device).train()
-    batch = synthetic_batch(settings, device)
     bsz = settings["batch_size"]
+    check_training_input(base.model, settings)
+    batch = synthetic_batch(settings, device)
     flops = count_flops(base, batch)
     per_image = flops["train_step"] / bsz
     peak = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None

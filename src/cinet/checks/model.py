@@ -58,18 +58,51 @@ def check_feature_maps(
     if size is None:
         return
     h, w = int(size[0]), int(size[1])
-    bad = degenerate_norm(model, batch, h, w)
+    problem = training_size_problem(
+        model, batch, h, w, size_key=key, batch_key="data.batch_size", square="[{side}, {side}]"
+    )
+    if problem is not None:
+        raise ConfigError(
+            f"{key}: {problem} (model.variant {cfg.model.variant}, model.encoder {cfg.model.encoder})"
+        )
+
+
+def training_size_problem(
+    model: Any, batch: int, height: int, width: int, *, size_key: str, batch_key: str, square: str
+) -> str | None:
+    """Why a training step of ``model`` on ``batch`` images of ``height`` x ``width`` pixels cannot run, or None.
+
+    PyTorch's batch norm refuses (``ValueError: Expected more than 1 value per channel``) a map of one value per
+    channel in training: one image whose deepest map is 1x1 (an input of <= 32 px at output stride 32).
+
+    Args:
+        model: The network (any device; it is copied to ``meta``).
+        batch: Images per step.
+        height: Input height in pixels.
+        width: Input width in pixels.
+        size_key: How the caller names the input size (``data.crop_size``, ``--height/--width``).
+        batch_key: How the caller names the batch size (``data.batch_size``, ``--batch-size``).
+        square: How the caller writes a square size, with ``{side}`` (``"[{side}, {side}]"``).
+
+    Returns:
+        One sentence naming the layer, its map and the fix (the smallest square side that trains, a batch of
+        2), or None when every normalisation sees more than one value per channel.
+    """
+    bad = degenerate_norm(model, batch, height, width)
     if bad is None:
-        return
+        return None
     name, _, cells = bad
     side = smallest_training_side(model, batch, multiple=1)  # training crops are not padded: any side
-    fix = f"the smallest square {key} that trains is [{side}, {side}]" if side else f"use a larger {key}"
+    fix = (
+        f"the smallest square {size_key} that trains is {square.format(side=side)}"
+        if side
+        else f"use a larger {size_key}"
+    )
     if not has_instance_norm(model) and batch == 1:
-        fix += " or data.batch_size >= 2"
-    raise ConfigError(
-        f"{key}: a {w}x{h} (WxH) input with data.batch_size {batch} reduces the map of {name} to "
-        f"{'x'.join(map(str, cells))}, one value per channel for its normalisation in training "
-        f"(model.variant {cfg.model.variant}, model.encoder {cfg.model.encoder}); {fix}"
+        fix += f" or {batch_key} >= 2"
+    return (
+        f"a {width}x{height} (WxH) input with {batch_key} {batch} reduces the map of {name} to "
+        f"{'x'.join(map(str, cells))}, one value per channel for its normalisation in training; {fix}"
     )
 
 

@@ -64,7 +64,9 @@ class PathArgument(argparse.Action):
         """
         many = isinstance(values, list)
         items = values if many else [values]
-        if any(not v.strip() for v in items):  # "" and " " (a quoted, unset variable): almost surely a mistake
+        if any(
+            not v.strip() for v in items
+        ):  # "" and " " (a quoted, unset variable): almost surely a mistake
             name = max(self.option_strings, key=len) if self.option_strings else self.metavar or self.dest
             raise InputError(f"{name}: empty path; give a file or folder name")
         if self.convert is not None:
