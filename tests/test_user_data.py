@@ -173,11 +173,13 @@ def test_wrong_depth_scale_is_named(tmp_path: Path, caplog, capsys: pytest.Captu
         assert (
             main(["data", "preview", "folder", "--root", str(root), "--out", str(out), "depth_scale=1"]) == 0
         )
-    lines = [r.getMessage() for r in caplog.records if "depth_scale" in r.getMessage()]
-    assert len(lines) == 1, lines
+    records = [r for r in caplog.records if "depth_scale" in r.getMessage()]
+    assert [r.name for r in records] == ["cinet.checks.depth"]  # what the terminal shows before the message
+    lines = [r.getMessage() for r in records]
     assert "100% of valid depth is outside the dataset's range 0.001-10 m" in lines[0]
     assert (
-        "(observed 1000-4000 m (1st-99th percentile, median 2500 m) in 4 samples); check depth_scale"
+        "(observed 1000-4000 m (1st-99th percentile, median 2500 m) in 4 samples); check depth_scale=N (depth PNG "
+        "units per metre: 1000 = millimetres, 5000 = NYU exports)"
         in lines[0]
     ), lines[0]
     caplog.clear()

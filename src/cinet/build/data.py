@@ -78,10 +78,16 @@ def dataset_keys(
         raise ConfigError(f"{key}: {what}") from exc
 
 
-def depth_setting(name: str) -> str:
-    """The setting that converts the stored depth of dataset ``name`` to metres, for the depth-unit warning."""
+def depth_setting(name: str, key: str = "data.options.depth_scale") -> str:
+    """The setting that converts the stored depth of dataset ``name`` to metres, for the depth-unit warning.
+
+    Args:
+        name: Dataset name.
+        key: How the caller's user sets the folder reader's ``depth_scale`` (the config key; ``cinet data
+            preview``'s ``depth_scale=N`` option).
+    """
     if name == "folder":
-        return "data.options.depth_scale (depth PNG units per metre: 1000 = millimetres, 5000 = NYU exports)"
+        return f"{key} (depth PNG units per metre: 1000 = millimetres, 5000 = NYU exports)"
     return f"the depth files of dataset {name!r}"
 
 

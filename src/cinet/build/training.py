@@ -27,7 +27,8 @@ from cinet.build import builders
 from cinet.build.data import build_dataset, dataset_info_from_config, depth_setting
 from cinet.checkpoint import check_fits, load_model, load_weights, read_checkpoint
 from cinet.checks.data import check_training_data
-from cinet.checks.labels import check_classes, warn_depth_unit
+from cinet.checks.depth import warn_depth_unit
+from cinet.checks.labels import check_classes
 from cinet.checks.model import check_eval_memory, check_feature_maps
 from cinet.checks.outputs import check_run_dir, check_writable_dir
 from cinet.config import Config, StageConfig, git_revision, load_config, parse_overrides, save_config

@@ -1,7 +1,7 @@
 """The data checks of ``cinet train`` before the run directory exists: every split, the batch size, headers and
 sizes, label ids, the depth unit and the first batch of each split.
 
-:func:`check_training_data` composes the checks of :mod:`cinet.checks.files` and :mod:`cinet.checks.labels` for
+:func:`check_training_data` composes the checks of :mod:`cinet.checks.files`, :mod:`cinet.checks.labels` and :mod:`cinet.checks.depth` for
 one :class:`cinet.engine.datamodule.CINetDataModule`; a problem is one line naming the file or the setting.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from cinet.checks.depth import warn_depth_unit
 from cinet.checks.files import check_split_sizes
-from cinet.checks.labels import check_split_labels, warn_depth_unit
+from cinet.checks.labels import check_split_labels
 from cinet.data.base import collate
 from cinet.engine.datamodule import _seeded
 from cinet.errors import ConfigError
@@ -36,7 +37,7 @@ def check_training_data(dm: Any, *, validate: bool = True) -> tuple[int, int]:
 
     Builds the training, test and (``validate``) validation splits of ``dm`` (a missing split names its
     ``data.*_split`` setting), warns once when the depth of the training split looks like the wrong unit
-    (:func:`cinet.checks.labels.warn_depth_unit`), checks the batch size against the training set, every label
+    (:func:`cinet.checks.depth.warn_depth_unit`), checks the batch size against the training set, every label
     map and every header of the splits whose dataset can read them cheaply
     (:func:`cinet.checks.labels.check_split_labels`, :func:`cinet.checks.files.check_split_sizes`), and loads
     the first batch of each split through its transform and collate (colour label PNGs, labels out of range,

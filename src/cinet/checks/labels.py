@@ -1,4 +1,5 @@
-"""Labels and depth of a dataset: label range, class count and depth unit, checked once before any work.
+"""Labels of a dataset: label range and class count, checked once before any work (the depth unit:
+:mod:`cinet.checks.depth`).
 
 * Label range: every label map of a split whose dataset can decode them cheaply (the folder dataset,
   :meth:`~cinet.data.folder.FolderDataset.check_labels`) is checked before training (:func:`check_split_labels`);
@@ -7,25 +8,18 @@
   step (no device synchronisation; :class:`cinet.losses.TotalLoss` is built with ``validate_labels=False``).
 * Class count: a checkpoint evaluated on a dataset of another class count, or of other classes in the same count
   (:func:`check_classes`, ``cinet eval``).
-* Depth unit: one warning line when the depth looks like the wrong unit (:func:`warn_depth_unit`, from the
-  sample scan of :mod:`cinet.data.sanity`; ``cinet train`` before the run directory, ``eval``, ``data preview``).
-  A warning, not an error: a dataset can be right and still look odd.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from cinet.checkpoint import class_name_differences
 from cinet.data import DatasetInfo
-from cinet.data.sanity import DepthSummary, depth_summary, depth_warning
 from cinet.errors import CheckpointError
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["check_classes", "check_split_labels", "warn_depth_unit"]
+__all__ = ["check_classes", "check_split_labels"]
 
 
 def check_split_labels(dataset: Any) -> None:
@@ -38,25 +32,6 @@ def check_split_labels(dataset: Any) -> None:
     check = getattr(getattr(dataset, "dataset", dataset), "check_labels", None)
     if check is not None:
         check()
-
-
-def warn_depth_unit(dataset: Any, where: str, setting: str, num: int = 8) -> DepthSummary | None:
-    """Log one warning when the raw depth of ``num`` samples looks like the wrong unit; return the summary.
-
-    Args:
-        dataset: The dataset (or a wrapper with ``.dataset``).
-        where: What was read (dataset root or name), first in the line.
-        setting: The setting to check (:func:`cinet.build.data.depth_setting`).
-        num: Samples read, spread evenly over the dataset.
-
-    Returns:
-        The :class:`cinet.data.sanity.DepthSummary` (None for a dataset without raw depth or samples).
-    """
-    summary = depth_summary(dataset, num=num)
-    line = depth_warning(summary, where, setting)
-    if line is not None:  # a warning: a later error may come from the same mistake
-        logger.warning("%s", line)
-    return summary
 
 
 def check_classes(

@@ -3,7 +3,7 @@
 ``cinet data preview NAME [--root R] [--split S] [--num N] [--out DIR] [key=value ...]`` writes a grid PNG
 (titled columns RGB | depth | labels, one row per sample; depth coloured over the dataset's range with a colour
 bar and the observed range below; labels in the dataset palette, void black, with a legend of the classes
-present) and prints its path. It warns when the depth looks like the wrong unit (:mod:`cinet.checks.labels`).
+present) and prints its path. It warns when the depth looks like the wrong unit (:mod:`cinet.checks.depth`).
 ``key=value`` options are dataset options (values parsed as YAML: ``size=[120,160]``, ``depth_scale=5000``).
 
 The folder format for your own data is described in ``docs/data.md``.
@@ -106,8 +106,8 @@ def preview(
     import numpy as np
     from PIL import Image
 
-    from cinet.build.data import dataset_keys
-    from cinet.checks.labels import warn_depth_unit
+    from cinet.build.data import dataset_keys, depth_setting
+    from cinet.checks.depth import warn_depth_unit
     from cinet.checks.memory import check_preview_memory
     from cinet.data import load_dataset
     from cinet.data.base import to_uint8_image
@@ -124,9 +124,7 @@ def preview(
     if sizes is not None:
         check_preview_memory(sizes[: max(num, 8)])
     info = ds.info
-    setting = (
-        "depth_scale=N (depth PNG units per metre)" if name == "folder" else f"the depth files of {name!r}"
-    )
+    setting = depth_setting(name, key="depth_scale=N")  # the option as typed on this command line
     summary = warn_depth_unit(ds, str(root) if root else f"{name}/{split}", setting, num=max(num, 8))
     rows, present = [], []
     for i in range(min(num, len(ds))):
