@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cinet import cli
+from cinet.errors import CinetError
 from cinet.recipe import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +168,53 @@ def test_bench_training_input_too_small_is_one_line(
     (line,) = captured.err.strip().splitlines()
     assert captured.out == ""
     assert line.startswith(f"error: --height/--width: {row}a 24x24 (WxH) input with --batch-size 1 reduces")
-    assert line.endswith("the smallest square input that trains is --height 33 --width 33 or --batch-size >= 2")
+    assert line.endswith(
+        "the smallest square input that trains is --height 33 --width 33 or --batch-size >= 2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["train-step", "--modes", "fp32,bogus"],
+            "--modes: unknown 'bogus'; choose among fp32, bf16, channels_last",
+        ),
+        (
+            ["inference", "--modes", "eager,eager_bf16"],
+            "--modes: unknown 'eager_bf16'; choose among eager, onnxruntime",
+        ),
+        (
+            ["inference", "--modes", "eager"],
+            "--modes: 'onnxruntime' is required (the reference of the ratios)",
+        ),
+        (["inference", "--device", "cuda"], "--device: the inference benchmark compares on the CPU only"),
+        (["encoders", "--flops-size", "abc"], "--flops-size: 'abc' must be HxW in pixels, e.g. 480x640"),
+        (
+            ["attention", "--impls", "naive,bogus"],
+            "--impls: unknown 'bogus'; choose among naive, tiled, triton",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
+def test_bench_bad_choice_is_one_line(argv: list[str], line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was a ValueError traceback (or, for --impls, a row per size that failed in its worker, exit 0)."""
+    assert cli.main(["bench", argv[0], "--tiny", *argv[1:]]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (err,) = captured.err.strip().splitlines()
+    assert err.startswith(f"error: {line}"), err
+
+
+def test_parse_choices_keeps_order_and_drops_repeats() -> None:
+    from cinet.bench.common import parse_choices, parse_hw
+
+    assert parse_choices(" bf16, fp32,bf16 ", ("fp32", "bf16"), "fp32") == ["bf16", "fp32"]
+    assert parse_choices("", ("fp32", "bf16"), "fp32") == ["fp32"]  # blank: the default
+    assert parse_hw("240X320", "--size") == (240, 320)
+    for bad in ("0x5", "5", "5x", "axb", "1x2x3", "-1x4"):
+        with pytest.raises(CinetError, match="--size: "):
+            parse_hw(bad, "--size")
 
 
 def test_parse_sizes_rejects_bad_input() -> None:

@@ -51,6 +51,8 @@ from cinet.utils.device import resolve_device
 
 DEFAULT_SIZES = "8x4800x512x64,2x8192x512x64,1x32768x512x64"
 TINY_SIZES = "2x300x32x16"
+#: The attention paths the benchmark can time (`--impls`; `auto` picks one of them).
+IMPLS = ("naive", "tiled", "triton")
 # Bytes of peak memory per element of the B x N x N map for naive forward + backward (SUM product + BCE),
 # measured on CPU (peak RSS, B=8, N=4800): about 25 bytes (6 float32 maps + masks); 32 leaves a margin.
 # Used only to decide whether the naive path fits.

@@ -10,13 +10,65 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
+from cinet.errors import InputError
 from cinet.utils.io import atomic_write_text
 from cinet.utils.precision import cpu_model
+
+
+def parse_choices(
+    text: str | None,
+    valid: Iterable[str],
+    default: str,
+    *,
+    option: str = "--modes",
+    required: str | None = None,
+) -> list[str]:
+    """The names of a comma-separated option (``--modes``, ``--impls``), each one of ``valid``; checked before any
+    measurement.
+
+    Args:
+        text: The option's value (None or blank: ``default``).
+        valid: The benchmark's names (rows, attention paths).
+        default: The names when none are given.
+        option: The option, first in the error line.
+        required: A name the benchmark cannot do without (the reference of its ratios), or None.
+
+    Returns:
+        The names, in the given order, without repeats.
+
+    Raises:
+        InputError: ``<option>: ...`` naming the unknown names (or the missing required one) and the valid ones.
+    """
+    valid = list(valid)
+    names = list(dict.fromkeys(m.strip() for m in (text if text and text.strip() else default).split(",")))
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in valid]
+    if unknown:
+        raise InputError(
+            f"{option}: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(valid)}"
+        )
+    if required is not None and required not in names:
+        raise InputError(
+            f"{option}: {required!r} is required (the reference of the ratios), got {','.join(names)}"
+        )
+    return names
+
+
+def parse_hw(text: str, option: str) -> tuple[int, int]:
+    """``"480x640"`` -> ``(480, 640)``: a size option ``HxW`` in pixels, both >= 1.
+
+    Raises:
+        InputError: ``<option>: ...`` for anything else.
+    """
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise InputError(f"{option}: {text!r} must be HxW in pixels, e.g. 480x640")
+    return int(parts[0]), int(parts[1])
 
 
 def synchronize(device: torch.device) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cinet.bench.common import hardware, time_calls
+from cinet.bench.common import hardware, parse_hw, time_calls
 from cinet.bench.peak import add_peak_fractions
 from cinet.bench.train_step import (
     build,
@@ -82,7 +82,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "decoder_channels": (8, 8, 8) if tiny else (256, 128, 64),
         "height": args.height or (64 if tiny else 240),
         "width": args.width or (80 if tiny else 320),
-        "flops_size": tuple(int(v) for v in args.flops_size.lower().split("x")),
+        "flops_size": parse_hw(args.flops_size, "--flops-size"),
         "batch_size": args.batch_size,
         "repeat": args.repeat,
         "warmup": args.warmup,

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cinet.bench.common import hardware, time_calls
+from cinet.bench.common import hardware, parse_choices, time_calls
 from cinet.bench.encoders import forward_flops
 from cinet.bench.peak import add_peak_fractions
 from cinet.bench.train_step import build, model_settings
+from cinet.errors import InputError
 from cinet.inference.export import export_onnx
 from cinet.inference.quantize import parse_keep_float, quantize_int8
 from cinet.inference.runtime import agreement
@@ -63,11 +64,12 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device("cpu")
     if args.device not in ("auto", "cpu"):
-        raise ValueError("the inference benchmark compares on CPU only (--device cpu)")
-    modes = [m.strip() for m in (getattr(args, "modes", None) or "eager,onnxruntime,int8").split(",") if m]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or "onnxruntime" not in modes:
-        raise ValueError(f"--modes: choose among {', '.join(MODES)} (onnxruntime is required), got {unknown}")
+        raise InputError(
+            f"--device: the inference benchmark compares on the CPU only (cpu), got {args.device!r}"
+        )
+    modes = parse_choices(
+        getattr(args, "modes", None), MODES, "eager,onnxruntime,int8", required="onnxruntime"
+    )
     settings = model_settings(args, device)
     bsz, h, w = settings["batch_size"], settings["height"], settings["width"]
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from cinet.bench.common import hardware, synchronize, time_calls
+from cinet.bench.common import hardware, parse_choices, synchronize, time_calls
 from cinet.bench.peak import add_peak_fractions
 from cinet.build.builders import build_model, build_module
 from cinet.build.data import dataset_info_from_config
@@ -235,6 +235,9 @@ def profile_step(step: Any, device: torch.device, top: int) -> list[dict[str, An
 def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
     """Benchmark the rows of ``args.modes`` (plus ``compile`` with ``args.compile``); JSON-ready dict."""
     device = resolve_device(args.device)
+    names = parse_choices(args.modes, MODES, "fp32,bf16,channels_last")  # before anything is built
+    if getattr(args, "compile", False) and "compile" not in names:
+        names.append("compile")
     settings = model_settings(args, device)
     torch.manual_seed(0)
     base = build_step_module(settings).to(device).train()
@@ -245,13 +248,8 @@ def run_train_step(args: argparse.Namespace) -> dict[str, Any]:
     per_image = flops["train_step"] / bsz
     peak = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
-    names = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if getattr(args, "compile", False) and "compile" not in names:
-        names.append("compile")
     rows = []
     for name in names:
-        if name not in MODES:
-            raise ValueError(f"unknown mode {name!r}; valid: {', '.join(MODES)}")
         mode = MODES[name]
         module = copy.deepcopy(base)
         module.channels_last = mode["channels_last"]  # the engine's own switch (trainer.channels_last)

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr.add_argument(
         "--modes",
         default="fp32,bf16,channels_last",
-        help="comma-separated rows among fp32, bf16, channels_last, compile",
+        help="comma-separated rows among fp32, bf16, channels_last, bf16_channels_last, compile",
     )
     tr.add_argument("--compile", action="store_true", help="add the torch.compile row")
     tr.add_argument(
@@ -171,14 +171,25 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)  # before any measurement: a run of minutes must not fail at its last line
 
     if args.benchmark == "attention":
-        from cinet.bench.attention import DEFAULT_SIZES, TINY_SIZES, parse_dtypes, parse_sizes, run_attention
+        from cinet.bench.attention import (
+            DEFAULT_SIZES,
+            IMPLS,
+            TINY_SIZES,
+            parse_dtypes,
+            parse_sizes,
+            run_attention,
+        )
 
         sizes = args.sizes or (TINY_SIZES if args.tiny else DEFAULT_SIZES)
-        try:  # bad sizes / dtypes: one line, exit 2, before any measurement
+        try:  # bad sizes / dtypes / paths: one line, exit 2, before any measurement
             parse_sizes(sizes)
             parse_dtypes(args.dtypes)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        if args.impls:
+            from cinet.bench.common import parse_choices
+
+            args.impls = ",".join(parse_choices(args.impls, IMPLS, "", option="--impls"))
         result = run_attention(
             sizes, args.device, args.repeat, args.warmup, args.impls, args.tile, dtypes=args.dtypes
         )
