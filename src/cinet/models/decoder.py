@@ -76,7 +76,8 @@ class DepthHead(nn.Module):
 
         The convolution runs in float32 also inside a bf16 autocast region: a bf16 output steps by 2^-7 between 2 and
         4 (1.6 cm at 3 m), coarser than most neighbouring-pixel differences the pair and normal losses (Eq. 9, 10)
-        compare, and training in bf16 cost δ1 0.013 (3 seeds, paired; docs/results.md, "bf16 vs float32").
+        compare: with the head in bf16, training in bf16 cost δ1 0.013 (3 seeds, paired); with it in float32, every
+        metric is within the seed noise (docs/results.md, "bf16 vs float32").
         """
         with float32_region(x.device.type):
             return F.softplus(self.conv(x.float())) + self.min_depth
