@@ -35,6 +35,43 @@ logger = logging.getLogger(__name__)
 DEFAULT_SIZE = (480, 640)
 
 
+#: The oldest opset the TorchScript exporter writes (torch.onnx); the newest is the installed onnx's.
+MIN_OPSET = 7
+
+
+#: Options that act only with another one: ``dest`` -> (option, default, what it needs). Given without what it needs,
+#: an option would silently do nothing (``--num-calib 64`` without ``--quantize int8``): refused.
+DEPENDENT_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    **{
+        dest: (option, default, "--onnx FILE")
+        for dest, option, default in (
+            ("height", "--height", None),
+            ("width", "--width", None),
+            ("dynamic", "--dynamic", False),
+            ("opset", "--opset", None),
+            ("exporter", "--exporter", "auto"),
+            ("tolerance", "--tolerance", 1e-4),
+            ("no_check", "--no-check", False),
+            ("quantize", "--quantize", None),
+        )
+    },
+    **{
+        dest: (option, default, "--quantize int8")
+        for dest, option, default in (
+            ("calibration_images", "--calibration-images", None),
+            ("num_calib", "--num-calib", 16),
+            ("eval_split", "--eval-split", None),
+            ("num_eval", "--num-eval", 50),
+            ("keep_float", "--keep-float", None),
+            ("max_delta1_drop", "--max-delta1-drop", 0.01),
+            ("max_miou_drop", "--max-miou-drop", 1.0),
+            ("config", "--config", None),
+        )
+    },
+    "metrics": ("--metrics", None, "--pretrained DIR or --push-to-hub"),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``cinet export``."""
     parser.add_argument(
@@ -103,10 +140,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR_OR_SPLIT",
         help="folder of images or a split of the checkpoint's dataset (default: its training split)",
     )
-    q.add_argument("--num-calib", type=int, default=16, help="calibration images (default 16)")
+    q.add_argument(
+        "--num-calib",
+        type=int,
+        default=DEPENDENT_OPTIONS["num_calib"][1],
+        help="calibration images (default 16)",
+    )
     q.add_argument("--eval-split", default=None, help="held-out split for the accuracy check (default: test)")
     q.add_argument(
-        "--num-eval", type=int, default=50, help="held-out images for the accuracy check (default 50)"
+        "--num-eval",
+        type=int,
+        default=DEPENDENT_OPTIONS["num_eval"][1],
+        help="held-out images for the accuracy check (default 50)",
     )
     q.add_argument(
         "--keep-float",
@@ -115,10 +160,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: attention, chosen by measurement)",
     )
     q.add_argument(
-        "--max-delta1-drop", type=float, default=0.01, help="refuse above this δ1 drop (default 0.01)"
+        "--max-delta1-drop",
+        type=float,
+        default=DEPENDENT_OPTIONS["max_delta1_drop"][1],
+        help="refuse above this δ1 drop (default 0.01)",
     )
     q.add_argument(
-        "--max-miou-drop", type=float, default=1.0, help="refuse above this mIoU drop, in points (default 1)"
+        "--max-miou-drop",
+        type=float,
+        default=DEPENDENT_OPTIONS["max_miou_drop"][1],
+        help="refuse above this mIoU drop, in points (default 1)",
     )
     q.add_argument(
         "--config",
@@ -136,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     repo_id = getattr(args, "push_to_hub", None)
     if args.onnx is None and pretrained is None and repo_id is None:
         raise InputError("cinet export: give --onnx FILE, --pretrained DIR or --push-to-hub USER/NAME")
+    check_dependent_options(args)
     # every output and option that can be checked without the model, before anything is written or uploaded
     if pretrained is not None:
         check_new_folder(pretrained, "--pretrained folder")
@@ -193,6 +245,41 @@ def run(args: argparse.Namespace) -> int:
         return _quantize_checked(args, data, payload, spec, fp32, out)
 
 
+def check_opset(opset: int | None) -> None:
+    """Refuse an ``--opset`` no exporter can write (a negative or future one) before the model is loaded.
+
+    Raises:
+        InputError: ``--opset: must be between 7 and <newest>``.
+    """
+    if opset is None:
+        return
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise InputError(
+            f"--opset: must be between {MIN_OPSET} and {newest} (this onnx's newest), got {opset}"
+        )
+
+
+def check_dependent_options(args: argparse.Namespace) -> None:
+    """Refuse an option given without the one it acts with (:data:`DEPENDENT_OPTIONS`), before any work.
+
+    Raises:
+        InputError: ``--num-calib: acts only with --quantize int8; add it, or drop --num-calib``.
+    """
+    present = {
+        "--onnx FILE": args.onnx is not None,
+        "--quantize int8": bool(args.quantize),
+        "--pretrained DIR or --push-to-hub": bool(
+            getattr(args, "pretrained", None) or getattr(args, "push_to_hub", None)
+        ),
+    }
+    for dest, (option, default, needs) in DEPENDENT_OPTIONS.items():
+        if not present[needs] and getattr(args, dest, default) != default:
+            raise InputError(f"{option}: acts only with {needs}; add it, or drop {option}")
+
+
 def check_onnx_outputs(args: argparse.Namespace) -> None:
     """Refuse, before the model is loaded, an ``--onnx`` output (and, with ``--quantize``, its INT8 files and
     options) that cannot be used.
@@ -205,6 +292,7 @@ def check_onnx_outputs(args: argparse.Namespace) -> None:
     Raises:
         InputError: One line naming the file or option.
     """
+    check_opset(getattr(args, "opset", None))
     out: Path = args.onnx
     inputs: dict[str, Any] = {"--checkpoint": args.checkpoint, "--config": getattr(args, "config", None)}
     if not args.quantize:

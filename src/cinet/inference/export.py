@@ -153,6 +153,11 @@ def save_checked_onnx(proto: Any, path: str | Path, metadata: dict[str, str]) ->
     atomic_write_bytes(path, proto.SerializeToString())
 
 
+def written_opset(proto: Any) -> int | None:
+    """The default-domain (``ai.onnx``) opset of an ONNX model proto, None when it imports none."""
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -174,7 +179,8 @@ def export_onnx(
         height: Input height of the traced sample (the fixed input size unless ``dynamic``).
         width: Input width of the traced sample.
         dynamic: Batch, height and width are dynamic axes.
-        opset: ONNX opset (default: the exporter's).
+        opset: ONNX opset (default: the exporter's). An exporter that writes another opset (torch's dynamo exporter
+            falls back to its own, >= 18, when it cannot convert) counts as failed: ``auto`` tries TorchScript.
         dataset_info: Stored as JSON metadata (``cinet.dataset``), needed by ``cinet predict --onnx``.
         model_kwargs: build_model arguments, stored as ``cinet.model`` (default: ``model.build_kwargs``).
         exporter: ``auto`` (dynamo, then TorchScript), ``dynamo`` or ``torchscript``.
@@ -212,6 +218,9 @@ def export_onnx(
                     warnings.simplefilter("ignore")
                     fn = _export_dynamo if name == "dynamo" else _export_torchscript
                     fn(wrapper, sample, tmp_path, dynamic, opset)
+                written = written_opset(onnx.load(str(tmp_path), load_external_data=False))
+                if opset is not None and written != opset:  # the dynamo exporter falls back to its own opset
+                    raise RuntimeError(f"wrote opset {written}, not the requested {opset}")
                 used = name
                 break
             except Exception as exc:  # try the next exporter
