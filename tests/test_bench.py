@@ -188,7 +188,14 @@ def test_bench_training_input_too_small_is_one_line(
             ["inference", "--modes", "eager"],
             "--modes: 'onnxruntime' is required (the reference of the ratios)",
         ),
-        (["inference", "--device", "cuda"], "--device: the inference benchmark compares on the CPU only"),
+        (
+            ["inference", "--device", "cuda"],
+            "--device: the inference benchmark runs on the CPU only (cpu), got 'cuda'",
+        ),
+        (
+            ["encoders", "--device", "abc"],
+            "--device: the encoders benchmark runs on the CPU only (cpu), got 'abc'",
+        ),
         (["encoders", "--flops-size", "abc"], "--flops-size: 'abc' must be HxW in pixels, e.g. 480x640"),
         (
             ["attention", "--impls", "naive,bogus"],

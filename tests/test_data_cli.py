@@ -35,6 +35,9 @@ def test_preview_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert f"{tmp_path / 'none'}: NYUv2 root not found" in capsys.readouterr().err
     assert main(["data", "preview", "synthetic", "colour=red", "--out", str(tmp_path)]) == 2
     assert "data.options.colour: unknown option" in capsys.readouterr().err
+    # a folder for the rendered dataset would be ignored
+    assert main(["data", "preview", "synthetic", "--root", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "error: --root: the synthetic dataset is rendered and reads no folder" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
 
 

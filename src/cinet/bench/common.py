@@ -59,6 +59,16 @@ def parse_choices(
     return names
 
 
+def check_cpu_only(device: str, benchmark: str) -> None:
+    """A CPU-only benchmark (``inference``, ``encoders``) refuses any ``--device`` but ``cpu`` / ``auto``.
+
+    Raises:
+        InputError: ``--device: the <benchmark> benchmark runs on the CPU only (cpu), got 'cuda'``.
+    """
+    if device not in ("auto", "cpu"):
+        raise InputError(f"--device: the {benchmark} benchmark runs on the CPU only (cpu), got {device!r}")
+
+
 def parse_hw(text: str, option: str) -> tuple[int, int]:
     """``"480x640"`` -> ``(480, 640)``: a size option ``HxW`` in pixels, both >= 1.
 

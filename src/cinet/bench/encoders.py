@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cinet.bench.common import hardware, parse_hw, time_calls
+from cinet.bench.common import check_cpu_only, hardware, parse_hw, time_calls
 from cinet.bench.peak import add_peak_fractions
 from cinet.bench.train_step import (
     build,
@@ -133,6 +133,7 @@ def measure(encoder: str, s: dict[str, Any]) -> dict[str, Any]:
 
 def run_encoders(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every encoder of ``--encoders`` in one run; JSON-ready dict with ratios to the first row."""
+    check_cpu_only(args.device, "encoders")
     s = settings_of(args)
     for encoder in s["encoders"]:  # every row's size checked before the first is measured
         with torch.device("meta"):

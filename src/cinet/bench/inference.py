@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cinet.bench.common import hardware, parse_choices, time_calls
+from cinet.bench.common import check_cpu_only, hardware, parse_choices, time_calls
 from cinet.bench.encoders import forward_flops
 from cinet.bench.peak import add_peak_fractions
 from cinet.bench.train_step import build, model_settings
-from cinet.errors import InputError
 from cinet.inference.export import export_onnx
 from cinet.inference.quantize import parse_keep_float, quantize_int8
 from cinet.inference.runtime import agreement
@@ -63,10 +62,7 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
     device = torch.device("cpu")
-    if args.device not in ("auto", "cpu"):
-        raise InputError(
-            f"--device: the inference benchmark compares on the CPU only (cpu), got {args.device!r}"
-        )
+    check_cpu_only(args.device, "inference")
     modes = parse_choices(
         getattr(args, "modes", None), MODES, "eager,onnxruntime,int8", required="onnxruntime"
     )

@@ -114,6 +114,8 @@ def preview(
 
     if num < 1:
         raise ConfigError(f"--num: must be >= 1, got {num}")
+    if name == "synthetic" and root is not None:  # it would be ignored: the synthetic world is rendered
+        raise ConfigError("--root: the synthetic dataset is rendered and reads no folder; drop --root")
     check_writable_dir(out)
     check_output_file(Path(out) / f"{name}_{split}_preview.png", "cinet data preview")  # not a folder
     with dataset_keys(name, options):  # a bad option: one line naming it
