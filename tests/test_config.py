@@ -57,6 +57,9 @@ def test_yaml_and_overrides() -> None:
         ("data.crop_size=[a,4]", "config key 'data.crop_size.0': expected int"),
         ("trainer.channels_last=maybe", "config key 'trainer.channels_last': expected bool"),
         ("trainer.precision=17", "config key 'trainer.precision': '17' is not one of"),
+        # Lightning casts the weights, not cinet's batches: a dtype-mismatch traceback after the run dir was written
+        ("trainer.precision=64", "config key 'trainer.precision': '64' is not one of"),
+        ("trainer.precision=bf16-true", "config key 'trainer.precision': 'bf16-true' is not one of"),
         ("train.stages.7.lr=1", "config key 'train.stages.7': list index out of range"),
         ("stage=4", "config key 'stage': stage 4 is not in train.stages"),
         ("nokey", "expected key=value"),

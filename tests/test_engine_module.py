@@ -228,6 +228,34 @@ def test_stage_plan_and_trainer_kwargs() -> None:
     assert builders.trainer_kwargs(cfg, StageConfig(stage=2))["strategy"] == "ddp"
 
 
+def test_auto_strategy_with_several_processes_tells_ddp_of_unused_parameters() -> None:
+    """Under ``auto`` Lightning picks plain DDP for two processes: the default variant's stage 1 (no gradient to
+    the SUM's Q/K) crashed at its second step."""
+    cfg = load_config(SMOKE, ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32"])
+    assert cfg.trainer.strategy == "auto"
+    assert builders.trainer_kwargs(cfg, StageConfig(stage=1))["strategy"] == "ddp_find_unused_parameters_true"
+    assert builders.trainer_kwargs(cfg, StageConfig(stage=2))["strategy"] == "auto"  # every parameter is used
+    one = load_config(SMOKE, ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32"])
+    assert builders.trainer_kwargs(one, StageConfig(stage=1))["strategy"] == "auto"  # one process: no DDP
+
+
+def test_hardware_that_cannot_run_here_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cinet.errors import ConfigError
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cfg = load_config(SMOKE, ["trainer.accelerator=cpu", "trainer.devices=3", "trainer.precision=32"])
+    with pytest.raises(
+        ConfigError, match=r"trainer.devices='3': 3 CPU training processes on this machine's 2 cores"
+    ):
+        builders.check_trainer_hardware(cfg)
+    builders.check_trainer_hardware(load_config(SMOKE, ["trainer.accelerator=cpu", "trainer.devices=2"]))
+    for key in ("NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_ID", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = load_config(SMOKE, ["trainer.accelerator=cpu", "trainer.num_nodes=2", "trainer.precision=32"])
+    with pytest.raises(ConfigError, match="trainer.num_nodes=2: no multi-node launcher found"):
+        builders.check_trainer_hardware(cfg)  # it waited for the other node forever, deaf to Ctrl-C
+
+
 @pytest.mark.parametrize(
     ("bf16_units", "expected"),
     [({"amx_bf16": True}, "bf16-mixed"), ({"avx512_bf16": True}, "bf16-mixed"), ({}, "32-true")],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -308,17 +309,16 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
     """
     t, hw = cfg.train, cfg.trainer
     strategy: Any = hw.strategy
-    # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told
-    if build_recipe(cfg, stage_cfg.stage).ddp_find_unused and strategy in (
-        "ddp",
-        "ddp_spawn",
-        "ddp_fork",
-        "ddp_notebook",
-    ):
-        strategy = f"{strategy}_find_unused_parameters_true"
     devices: Any = hw.devices
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
+    # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told; under
+    # ``auto`` Lightning picks plain DDP for more than one process (the default variant crashed at step 2)
+    if build_recipe(cfg, stage_cfg.stage).ddp_find_unused:
+        if strategy == "auto" and _bare_trainer(hw.accelerator, devices, hw.num_nodes, "auto").world_size > 1:
+            strategy = "ddp"
+        if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+            strategy = f"{strategy}_find_unused_parameters_true"
     precision = resolve_precision(hw.precision, hw.accelerator).precision
     kwargs: dict[str, Any] = {
         "accelerator": hw.accelerator,
@@ -410,6 +410,29 @@ def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
 HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
 
 
+def _bare_trainer(accelerator: Any, devices: Any, num_nodes: int, strategy: Any) -> Any:
+    """A ``lightning.Trainer`` of these hardware settings only (no logger, no callbacks; nothing launched), to
+    ask Lightning what it makes of them (``world_size``, the accelerator, the cluster environment)."""
+    chatter = logging.getLogger(
+        "lightning.pytorch.utilities.rank_zero"
+    )  # "GPU available: ...": the real one says it
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
+    try:
+        return L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    finally:
+        chatter.setLevel(level)
+
+
 def check_trainer_hardware(cfg: Config) -> None:
     """Pre-flight check of ``trainer.accelerator`` / ``devices`` / ``num_nodes`` / ``strategy`` by Lightning itself.
 
@@ -421,26 +444,28 @@ def check_trainer_hardware(cfg: Config) -> None:
         ConfigError: ``trainer.<key>=<value>: <Lightning's reason>`` (the key Lightning's message names, else all
             four).
     """
-    kw = trainer_kwargs(cfg, cfg.train.stages[0])
-    chatter = logging.getLogger(
-        "lightning.pytorch.utilities.rank_zero"
-    )  # "GPU available: ...", said by the real one
-    level = chatter.level
-    chatter.setLevel(logging.WARNING)
+    hw = cfg.trainer
     try:
-        L.Trainer(
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            **{k: kw[k] for k in HARDWARE_KEYS},
-        )
+        kw = trainer_kwargs(cfg, cfg.train.stages[0])
+        trainer = _bare_trainer(*(kw[k] for k in HARDWARE_KEYS))
     except (TypeError, ValueError, RuntimeError, MisconfigurationException) as exc:
         named = [k for k in HARDWARE_KEYS if k in str(exc)] or list(HARDWARE_KEYS)
-        settings = ", ".join(f"trainer.{k}={getattr(cfg.trainer, k)!r}" for k in named)
+        settings = ", ".join(f"trainer.{k}={getattr(hw, k)!r}" for k in named)
         raise ConfigError(f"{settings}: refused by Lightning: {first_line(exc)}") from exc
-    finally:
-        chatter.setLevel(level)
+    cores = os.cpu_count() or 1
+    if type(trainer.accelerator).__name__ == "CPUAccelerator" and trainer.num_devices > cores:
+        # one training process per device: 64 of them on 2 cores filled the memory (the kernel's OOM kill)
+        raise ConfigError(
+            f"trainer.devices={hw.devices!r}: {trainer.num_devices} CPU training processes on this machine's "
+            f"{cores} cores; use at most {cores}"
+        )
+    environment = type(getattr(trainer.strategy, "cluster_environment", None)).__name__
+    if hw.num_nodes > 1 and environment == "LightningEnvironment" and "NODE_RANK" not in os.environ:
+        # without a launcher every node waits for the others forever (and ignores Ctrl-C)
+        raise ConfigError(
+            f"trainer.num_nodes={hw.num_nodes}: no multi-node launcher found; start one process per node with "
+            "torchrun or srun (SLURM), or set MASTER_ADDR, MASTER_PORT and NODE_RANK on every node"
+        )
 
 
 def build_test_trainer(cfg: Config) -> Any:

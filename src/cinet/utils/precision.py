@@ -195,10 +195,10 @@ def resolve_precision(
             stand-in ``features`` and no speed-up, the flags alone decide.
 
     Returns:
-        The precision and one line saying why (``32`` and ``64`` become ``32-true`` / ``64-true``).
+        The precision and one line saying why (``32`` becomes ``32-true``).
     """
     if precision != "auto":
-        resolved = f"{precision}-true" if precision in ("32", "64") else precision
+        resolved = "32-true" if precision == "32" else precision
         return PrecisionChoice(resolved, f"{resolved} (set in the config)")
     kind = accelerator
     if kind == "auto":
