@@ -30,6 +30,10 @@ def test_run_dir_refusals_name_the_folder_and_the_option(tmp_path: Path) -> None
     other = tmp_path / "photos"
     other.mkdir()
     (other / "a.png").write_bytes(b"")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("config.yaml", "notes.txt", "000464_depth.png"):
+        (mine / name).write_text("keep", encoding="utf-8")
 
     cases = [
         (other, {"resume": True}, f"{other}: not a cinet run directory (no state.json); nothing to resume"),
@@ -43,6 +47,12 @@ def test_run_dir_refusals_name_the_folder_and_the_option(tmp_path: Path) -> None
             run,
             {"stage": 2},
             f"{run / 'stage2'}: stage 2 already has a checkpoint (use --resume {run} or --overwrite)",
+        ),
+        (  # a user's folder that holds a config.yaml among its own files: --overwrite deleted them
+            mine,
+            {"overwrite": True},
+            f"{mine}: holds files cinet train did not write (000464_depth.png, notes.txt); refusing to overwrite it "
+            "(nothing deleted): choose another --run-dir, or move them",
         ),
     ]
     for path, kw, message in cases:

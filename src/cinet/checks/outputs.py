@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from cinet.engine.distributed import global_rank
-from cinet.engine.rundir import STATE_FILE, is_run_dir
+from cinet.engine.rundir import STATE_FILE, foreign_entries, is_run_dir
 from cinet.errors import ConfigError, InputError
 from cinet.utils.io import blocking_file
 
@@ -297,3 +297,10 @@ def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, stage: 
             )
         if not is_run_dir(run_dir):
             raise ConfigError(f"{run_dir}: exists and is not a cinet run directory; refusing to overwrite it")
+        foreign = foreign_entries(run_dir)
+        if foreign:  # a user's folder that merely holds a config.yaml: its other files would be deleted
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ConfigError(
+                f"{run_dir}: holds files cinet train did not write ({shown}); refusing to overwrite it "
+                "(nothing deleted): choose another --run-dir, or move them"
+            )

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from cinet.build.training import train
 from cinet.commands.common import PathArgument, quiet_lightning
 from cinet.config import load_config
 from cinet.data.base import to_uint8_image
+from cinet.engine.rundir import RUN_ENTRIES, foreign_entries
 from cinet.errors import CinetError, InputError
 from cinet.inference.files import FileOptions, prediction_files
 from cinet.inference.predictor import Predictor
@@ -52,10 +52,7 @@ def metrics_not_better(model: dict[str, Any], baseline: dict[str, Any]) -> list[
 
 #: What a ``make demo`` run directory holds (``cinet.build.training.train``'s files, then the demo's own); a
 #: folder with anything else is not replaced.
-DEMO_ENTRIES = frozenset(
-    {"config.yaml", "state.json", "precision.json", "last.ckpt", "metrics.json", "tb", "profile"}
-    | {"demo.json", "inputs", "predictions"}
-)
+DEMO_ENTRIES = RUN_ENTRIES | {"demo.json", "inputs", "predictions"}
 
 
 def check_demo_dir(run_dir: Path, config_name: str) -> None:
@@ -71,11 +68,7 @@ def check_demo_dir(run_dir: Path, config_name: str) -> None:
         return
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: is a file, not a folder (the demo's run directory)")
-    foreign = sorted(
-        p.name
-        for p in run_dir.iterdir()
-        if p.name not in DEMO_ENTRIES and not re.fullmatch(r"stage\d+|\..*", p.name)
-    )
+    foreign = foreign_entries(run_dir, DEMO_ENTRIES)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise InputError(

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -38,6 +39,21 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 LOSS_LOG = "losses.csv"
 RUN_DIR_ENV = "CINET_RUN_DIR"
+#: What ``cinet train`` (and ``cinet eval``'s default output) writes at the top of a run directory, besides
+#: ``stage<N>`` folders and hidden temporaries: a folder holding anything else is not a run to replace.
+RUN_ENTRIES = frozenset(
+    {
+        "config.yaml",
+        STATE_FILE,
+        "precision.json",
+        "last.ckpt",
+        "metrics.json",
+        "tb",
+        "profile",
+        LOSS_LOG,
+        "eval",
+    }
+)
 
 __all__ = [
     "LOSS_LOG",
@@ -86,6 +102,21 @@ def default_run_dir(name: str, config_path: str | Path | None) -> Path:
     if not job or job == "none":
         job = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stem}-{job}"
+
+
+def foreign_entries(path: Path, allowed: frozenset[str] = RUN_ENTRIES) -> list[str]:
+    """Names in folder ``path`` that cinet did not write there: not in ``allowed``, not ``stage<N>``, not hidden.
+
+    Args:
+        path: An existing folder.
+        allowed: The top-level names cinet writes there (default: a training run's, :data:`RUN_ENTRIES`).
+
+    Returns:
+        The foreign names, sorted (empty: a folder cinet may replace).
+    """
+    return sorted(
+        p.name for p in path.iterdir() if p.name not in allowed and not re.fullmatch(r"stage\d+|\..*", p.name)
+    )
 
 
 def is_run_dir(path: Path) -> bool:
