@@ -32,7 +32,9 @@ def photo(tmp_path: Path) -> Path:
 
 
 def _predict(ckpt: Path, photo: Path, out: Path, *extra: str) -> int:
-    return main(["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out), "--no-progress", *extra])
+    return main(
+        ["predict", "--checkpoint", str(ckpt), str(photo), "--out", str(out), "--no-progress", *extra]
+    )
 
 
 def _stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
