@@ -21,9 +21,8 @@ def test_float32_region_turns_bf16_autocast_off_on_cpu() -> None:
 
 def test_float32_region_is_a_no_op_where_autocast_does_not_exist() -> None:
     # torch.autocast(device_type="meta", enabled=False) itself raises; the FLOP count runs the model on meta
-    with pytest.raises(RuntimeError):
-        with torch.autocast(device_type="meta", enabled=False):
-            pass
+    with pytest.raises(RuntimeError), torch.autocast(device_type="meta", enabled=False):
+        pass
     x = torch.empty(2, 3, device="meta")
     with float32_region("meta"):
         y = x * 2

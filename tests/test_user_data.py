@@ -179,8 +179,7 @@ def test_wrong_depth_scale_is_named(tmp_path: Path, caplog, capsys: pytest.Captu
     assert "100% of valid depth is outside the dataset's range 0.001-10 m" in lines[0]
     assert (
         "(observed 1000-4000 m (1st-99th percentile, median 2500 m) in 4 samples); check depth_scale=N (depth PNG "
-        "units per metre: 1000 = millimetres, 5000 = NYU exports)"
-        in lines[0]
+        "units per metre: 1000 = millimetres, 5000 = NYU exports)" in lines[0]
     ), lines[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the right scale: no warning

@@ -28,13 +28,17 @@ from cinet.errors import ConfigError, InputError
 from cinet.utils.io import blocking_file
 
 __all__ = [
+    "CINET_PLY_COMMENT",
+    "CINET_PNG_MARK",
     "check_new_folder",
     "check_not_an_input",
     "check_output_file",
+    "check_own_outputs",
     "check_replaceable",
     "check_run_dir",
     "check_writable_dir",
     "ensure_output_dir",
+    "is_cinet_file",
     "is_onnx_model",
 ]
 
@@ -303,4 +307,77 @@ def check_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool, stage: 
             raise ConfigError(
                 f"{run_dir}: holds files cinet train did not write ({shown}); refusing to overwrite it "
                 "(nothing deleted): choose another --run-dir, or move them"
+            )
+
+
+#: The PNG text entry (key, value) on every PNG ``cinet predict`` (and ``cinet serve``) writes: what marks it as cinet's.
+CINET_PNG_MARK = ("Software", "cinet")
+#: The word that opens a header comment of every PLY ``cinet predict`` writes (``comment cinet <image name>``).
+CINET_PLY_COMMENT = "cinet"
+#: The most bytes of a PLY header read to find :data:`CINET_PLY_COMMENT`.
+MAX_PLY_HEADER_BYTES = 64 << 10
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_cinet_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG carrying the text entry :data:`CINET_PNG_MARK` (read from its header chunks)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+                return False
+        from PIL import Image
+
+        with Image.open(path) as img:
+            key, value = CINET_PNG_MARK
+            return img.info.get(key) == value
+    except Exception:  # OSError, PIL's UnidentifiedImageError / SyntaxError on a broken file: not cinet's
+        return False
+
+
+def _is_cinet_ply(path: Path) -> bool:
+    """Whether ``path`` is a PLY whose header has a ``comment cinet ...`` line (:data:`CINET_PLY_COMMENT`)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(MAX_PLY_HEADER_BYTES)
+    except OSError:
+        return False
+    if not head.startswith(b"ply\n") or b"end_header\n" not in head:
+        return False
+    lines = head[: head.index(b"end_header\n")].decode("ascii", errors="replace").splitlines()
+    return any(line.split()[:2] == ["comment", CINET_PLY_COMMENT] for line in lines)
+
+
+def is_cinet_file(path: str | Path) -> bool:
+    """Whether the existing file ``path`` is one ``cinet predict`` wrote: a ``.png`` with :data:`CINET_PNG_MARK`,
+    a ``.ply`` with a ``comment cinet`` header line. Any other file (a folder too) is not."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return _is_cinet_png(path)
+    if suffix == ".ply":
+        return _is_cinet_ply(path)
+    return False
+
+
+def check_own_outputs(paths: Iterable[str | Path], what: str) -> None:
+    """Refuse, before any work, to replace an existing file at one of ``paths`` that cinet did not write.
+
+    A file cinet wrote (:func:`is_cinet_file`: an earlier run into the same folder) may be replaced; anything
+    else standing at an output path (the user's own ``room_depth.png``, a folder) stops the command.
+
+    Args:
+        paths: Every file the command will write.
+        what: The command, for the message (``"cinet predict"``).
+
+    Raises:
+        InputError: One line naming the first such path; nothing is written.
+    """
+    for path in paths:
+        path = Path(path)
+        if (path.exists() or path.is_symlink()) and not is_cinet_file(path):
+            found = "is a folder" if path.is_dir() else "exists"
+            raise InputError(
+                f"{path}: {found} and was not written by {what} (nothing written); move it or choose another --out"
             )

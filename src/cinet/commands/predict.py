@@ -4,6 +4,10 @@ Per image ``<stem>``: ``_depth.png`` (uint16 mm, 0 = invalid), ``_depth_color.pn
 ``_seg_color.png``, ``_overlay.png`` and ``_panel.png`` (both with a legend of the classes present); optionally ``.ply`` (``--ply``), the SUM attention of a
 pixel (``--attention X,Y``, Fig. 7) and the FSM / LSU features of Eq. 14 (``--features``, Fig. 8).
 
+An existing file at any of these paths is replaced only when an earlier ``cinet predict`` wrote it (its PNG text
+entry ``Software=cinet``, its PLY ``comment cinet`` line); any other file stops the command before the model
+runs, with nothing written.
+
 No torch import at module level (``cinet --help`` stays fast).
 """
 
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinet.checks.files import check_before_writing, check_images
-from cinet.checks.outputs import check_writable_dir, ensure_output_dir
+from cinet.checks.outputs import check_own_outputs, check_writable_dir, ensure_output_dir
 from cinet.commands.common import PathArgument, add_model_options, check_model_options, load_predictor
 from cinet.errors import InputError
 from cinet.inference import IMAGE_EXTENSIONS
@@ -142,6 +146,12 @@ def output_suffixes(args: argparse.Namespace, attention_points: list[tuple[float
     if getattr(args, "ply", False):
         suffixes.append(".ply")
     return suffixes
+
+
+def output_paths(out: Path, stems: Iterable[str], suffixes: Iterable[str]) -> list[Path]:
+    """Every file ``cinet predict`` may write into ``out`` for these output stems (see :func:`output_suffixes`)."""
+    suffixes = list(suffixes)
+    return [out / f"{stem}{suffix}" for stem in stems for suffix in suffixes]
 
 
 def inputs_in(out: Path | None, inputs: list[Path]) -> list[str]:
@@ -296,10 +306,13 @@ def run(args: argparse.Namespace) -> int:
     files = check_images(files, args.skip_bad)  # then every pixel, once: a truncated file stops the run here
     if not files:
         raise InputError(f"{', '.join(args.inputs)}: no readable images")
+    suffixes = output_suffixes(args, points)
+    stems = unique_stems(files, suffixes, args.out, given)
+    # a file cinet did not write is never replaced: refused before the model runs, nothing written
+    check_own_outputs(output_paths(args.out, stems, suffixes), "cinet predict")
     ensure_output_dir(args.out)
     keep_output = bool(points or args.features)
 
-    stems = unique_stems(files, output_suffixes(args, points), args.out, given)
     written_paths: set[Path] = set()
     n_images = 0
     bar = tqdm(

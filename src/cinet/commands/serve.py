@@ -18,10 +18,13 @@ No torch or Gradio import at module level (``cinet --help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import threading
 from collections import deque
@@ -61,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most points shown in the 3D viewer (default 150000)",
     )
     parser.add_argument(
-        "--max-file-size", default="20MB", help="largest upload accepted, e.g. 20MB, 500KB (default: 20MB)"
+        "--max-file-size",
+        default="20MB",
+        help="largest upload accepted: a whole number of B, KB, MB, GB or TB (1 KB = 1024 B), e.g. 20MB, "
+        "500KB (default: 20MB)",
     )
     parser.add_argument(
         "--concurrency",
@@ -393,7 +399,8 @@ def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
         ``(Gradio Blocks, PageServer, local URL)``; call ``blocks.close()`` and ``server.close()`` to stop.
 
     Raises:
-        CinetError: Gradio missing (the install line), a bad option, an unreadable checkpoint.
+        CinetError: Gradio missing (the install line), a bad option (``--max-file-size``, a ``--host`` /
+            ``--port`` the server cannot listen on), an unreadable checkpoint.
     """
     import_gradio()
     from cinet.inference.files import FileOptions
@@ -405,6 +412,9 @@ def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
         raise InputError(f"--concurrency: must be >= 1, got {args.concurrency}")
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port: must be in 0..65535, got {args.port}")
+    max_file_size = parse_file_size(args.max_file_size)
+    # before the model loads: a port in use, an address not of this machine
+    check_listen(args.host, args.port)
     predictor = load_predictor(args)
     if intrinsics is None and predictor.info.intrinsics is None:  # the page works, without the 3D points
         print(
@@ -422,15 +432,13 @@ def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
         title = f"CI-Net: {Path(predictor.source).name} ({variant}, {predictor.info.name})"
         page = build_page(server, examples, title)
         page.queue(default_concurrency_limit=args.concurrency)
-        port = args.port or _free_port(args.host)
-        _, url, _ = page.launch(
-            server_name=args.host,
-            server_port=port,
-            prevent_thread_lock=True,
+        url = launch(
+            page,
+            args,
             share=False,
             show_error=True,
             quiet=True,
-            max_file_size=args.max_file_size,
+            max_file_size=max_file_size,
             allowed_paths=[str(server.root), *{str(p.parent) for p in examples}],
             footer_links=[],
             ssr_mode=False,
@@ -441,12 +449,96 @@ def start(args: argparse.Namespace) -> tuple[Any, PageServer, str]:
     return page, server, url
 
 
-def _free_port(host: str) -> int:
-    import socket
+FILE_SIZE_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
+
+def parse_file_size(text: str) -> int:
+    """``--max-file-size`` in bytes: a whole number with an optional unit of :data:`FILE_SIZE_UNITS` (``20MB``).
+
+    Raises:
+        InputError: One line naming ``--max-file-size`` when ``text`` is not such a size (``lots``, ``0``, ``1.5MB``).
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if match is None or (unit and unit not in FILE_SIZE_UNITS):
+        raise InputError(
+            f"--max-file-size: expected a whole number of {', '.join(FILE_SIZE_UNITS)} (e.g. 20MB), got {text!r}"
+        )
+    size = int(match.group(1)) * FILE_SIZE_UNITS[unit or "B"]
+    if size < 1:
+        raise InputError(f"--max-file-size: must be at least 1 byte, got {text!r}")
+    return size
+
+
+def _socket_family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bind_host(host: str) -> str:
+    """``host`` as a socket binds it: an IPv6 address without the brackets of a URL (``[::1]`` -> ``::1``)."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def listen_error(host: str, port: int, exc: OSError) -> InputError:
+    """The one-line error for an address the server cannot listen on, naming the option at fault.
+
+    An address not of this machine (``EADDRNOTAVAIL``) or a host name that does not resolve names ``--host``;
+    a port in use or not permitted (``EADDRINUSE``, ``EACCES``) and anything else names ``--port``.
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        option = f"--host {host}"
+    else:
+        option = f"--port {port}"
+    return InputError(f"{option}: cannot listen on {host}:{port} ({reason})")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, before the model is loaded, an address the server cannot listen on (as Gradio probes it).
+
+    Binds a socket with ``SO_REUSEADDR`` (as uvicorn does: a port left in ``TIME_WAIT`` by a stopped server is
+    free) and closes it at once; port 0 asks only whether ``host`` is an address of this machine.
+
+    Raises:
+        InputError: See :func:`listen_error`.
+    """
+    try:
+        with socket.socket(_socket_family(host)) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((_bind_host(host), port))
+    except OSError as exc:
+        raise listen_error(host, port, exc) from None
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(_socket_family(host)) as s:
+        s.bind((_bind_host(host), 0))
         return int(s.getsockname()[1])
+
+
+def launch(page: Any, args: argparse.Namespace, **kwargs: Any) -> str:
+    """Launch ``page`` on ``--host`` / ``--port`` without blocking; returns the local URL.
+
+    Gradio reports an address it cannot bind as ``OSError: Cannot find empty port in range`` (a traceback): that
+    becomes :func:`listen_error`'s one line, naming ``--host`` or ``--port`` (probed again for the reason).
+
+    Raises:
+        InputError: The server cannot listen on the address.
+    """
+    host = args.host
+    try:
+        port = args.port or _free_port(host)
+    except OSError as exc:
+        raise listen_error(host, args.port, exc) from None
+    try:
+        _, url, _ = page.launch(server_name=host, server_port=port, prevent_thread_lock=True, **kwargs)
+    except OSError as exc:
+        try:
+            check_listen(host, port)  # the reason in words: in use, not an address of this machine
+        except InputError as refused:
+            raise refused from None
+        raise listen_error(host, port, exc) from None
+    return url
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 :func:`prediction_files` turns a :class:`~cinet.inference.predictor.Prediction` into the files ``cinet predict``
 writes for it (``<stem>_depth.png`` uint16 millimetres, ``_depth_color.png``, ``_labels.png``,
 ``_seg_color.png``, ``_overlay.png``, ``_panel.png``; optionally ``_attention_X_Y.png`` (Fig. 7),
-``_features_stageK_{d,s}.png`` (Fig. 8 / Eq. 14) and ``<stem>.ply``), and
+``_features_stageK_{d,s}.png`` (Fig. 8 / Eq. 14) and ``<stem>.ply``; every PNG carries the text entry
+``Software=cinet`` and the PLY a ``comment cinet`` header line, so that a later run may replace them and nothing
+else: :func:`cinet.checks.outputs.check_own_outputs`), and
 :meth:`PredictionFiles.write` writes them, each atomically. The web page of ``cinet serve`` shows and offers the
 very same arrays and files, so both commands stay one prediction path.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cinet.checks.outputs import CINET_PLY_COMMENT, CINET_PNG_MARK
 from cinet.data.info import DatasetInfo
 from cinet.errors import InputError
 from cinet.inference import figures, pointcloud, visualize
@@ -173,6 +176,8 @@ def prediction_files(
             pngs[f"{stem}_features_stage{k}_d.png"] = (f_d, {"figure": FEATURES_NOTE})
             pngs[f"{stem}_features_stage{k}_s.png"] = (f_s, {"figure": FEATURES_NOTE})
 
+    key, value = CINET_PNG_MARK  # every PNG is marked as cinet's: a later run may replace it, nothing else
+    pngs = {name: (arr, {**(text or {}), key: value}) for name, (arr, text) in pngs.items()}
     files = PredictionFiles(pngs=pngs, depth_range=(lo, hi), ply_binary=options.ply_binary)
     if options.ply:
         intr = options.intrinsics or info.intrinsics_for(w, h)
@@ -183,7 +188,7 @@ def prediction_files(
             pred.depth, pred.image, pred.labels, intr, stride=options.ply_stride
         )
         files.ply_comments = [
-            f"cinet {Path(source).name}",
+            f"{CINET_PLY_COMMENT} {Path(source).name}",  # marks the file as cinet's (see pngs above)
             "intrinsics fx,fy,cx,cy = " + ",".join(f"{v:.6g}" for v in intr),
         ]
     return files
