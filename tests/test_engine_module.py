@@ -252,7 +252,7 @@ def test_hardware_that_cannot_run_here_is_refused(monkeypatch: pytest.MonkeyPatc
     for key in ("NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_ID", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK"):
         monkeypatch.delenv(key, raising=False)
     cfg = load_config(SMOKE, ["trainer.accelerator=cpu", "trainer.num_nodes=2", "trainer.precision=32"])
-    with pytest.raises(ConfigError, match="trainer.num_nodes=2: no multi-node launcher found"):
+    with pytest.raises(ConfigError, match=r"trainer\.num_nodes=2: no multi-node launcher found"):
         builders.check_trainer_hardware(cfg)  # it waited for the other node forever, deaf to Ctrl-C
 
 
