@@ -97,6 +97,21 @@ def test_poly_lr_decays_to_zero_in_stage3(smoke_run: Path) -> None:
     assert ckpt1["lr_schedulers"][0]["_last_lr"][1] == pytest.approx(1e-3)  # constant in stage 1
 
 
+def test_eval_keeps_the_runs_own_metrics(smoke_run: Path, tmp_path: Path) -> None:
+    """By default eval wrote the run's metrics.json (the one the model card publishes): an evaluation under other
+    settings replaced the training's numbers unseen. It now writes eval/metrics.json beside the checkpoint."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("last.ckpt", "metrics.json"):
+        shutil.copy2(smoke_run / name, run / name)
+    before = (run / "metrics.json").read_bytes()
+    assert main(["eval", "--checkpoint", str(run / "last.ckpt"), "train.eval.reduction=pooled"]) == 0
+    assert (run / "metrics.json").read_bytes() == before
+    assert json.loads((run / "eval" / "metrics.json").read_text())["protocol"]["reduction"] == "pooled"
+
+
 def test_eval_reproduces_training_metrics(
     smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", help="split to evaluate (default: data.test_split)")
     parser.add_argument(
-        "--out", action=PathArgument, help="folder for metrics.json (default: next to the checkpoint)"
+        "--out",
+        action=PathArgument,
+        help="folder for metrics.json (default: eval/ beside the checkpoint: the training run's own metrics.json, "
+        "which the model card publishes, is never replaced by default)",
     )
     parser.add_argument(
         "--protocol",
@@ -75,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from cinet.metrics import format_table
 
     quiet_lightning(getattr(args, "verbose", 0))
-    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
+    # not the checkpoint's own folder: its metrics.json is the training's, published by `export --pretrained`;
+    # an evaluation under other settings (another dataset root, a depth scale) replaced it unseen
+    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
     check_writable_dir(out_dir)  # before the evaluation
     check_not_an_input([out_dir / "metrics.json"], {"--checkpoint": args.checkpoint, "--config": args.config})
     check_output_file(out_dir / "metrics.json", "cinet eval", kind="json")  # never a user's file
