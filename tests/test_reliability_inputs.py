@@ -454,6 +454,8 @@ def test_dataset_options_at_their_bounds_pass(tmp_path: Path) -> None:
         ("abc", "--seeds: expected comma-separated integers, got 'abc'"),  # was a ValueError traceback
         ("-1", "--seeds: -1 is not a seed (0..2147483647)"),
         ("1,1", "--seeds: a seed is listed twice in '1,1'"),
+        ("", "--seeds: expected comma-separated integers, got ''"),  # ran the config's seed alone, unseen
+        (" ", "--seeds: expected comma-separated integers, got ' '"),
     ],
 )
 def test_ablate_bad_seeds_before_anything_trains(

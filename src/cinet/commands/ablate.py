@@ -98,7 +98,7 @@ def parse_seeds(text: str) -> list[int]:
             given twice (its runs would share a folder); the message names ``--seeds``.
     """
     try:
-        seeds = [int(x) for x in text.split(",")]
+        seeds = [int(x) for x in text.split(",")]  # "" and "1,,2" fail here
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got {text!r}") from None
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
@@ -457,7 +457,7 @@ def run(args: argparse.Namespace) -> int:
         list(args.overrides), getattr(args, "protocol", None), bool(getattr(args, "flip", False))
     )
     rows = parse_rows(args.variants, list(getattr(args, "row", []) or []))
-    if args.seeds:
+    if args.seeds is not None:  # "" too: an unset shell variable ran the config's seed alone, unseen
         parse_seeds(args.seeds)  # before any config is read
     base = load_config(args.config, args.overrides)
     # every row's config (and its encoder weights file) is valid before anything trains
@@ -469,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
         if args.run_dir
         else Path("runs") / f"ablate-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    seeds = parse_seeds(args.seeds) if args.seeds else [base.train.seed]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [base.train.seed]
     row_dirs = {
         (name, seed): run_dir / name / f"seed{seed}" if args.seeds else run_dir / name
         for seed in seeds
