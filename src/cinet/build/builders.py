@@ -413,9 +413,8 @@ HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
 def _bare_trainer(accelerator: Any, devices: Any, num_nodes: int, strategy: Any) -> Any:
     """A ``lightning.Trainer`` of these hardware settings only (no logger, no callbacks; nothing launched), to
     ask Lightning what it makes of them (``world_size``, the accelerator, the cluster environment)."""
-    chatter = logging.getLogger(
-        "lightning.pytorch.utilities.rank_zero"
-    )  # "GPU available: ...": the real one says it
+    # quiet: "GPU available: ..." is said by the real Trainer
+    chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = chatter.level
     chatter.setLevel(logging.WARNING)
     try:
