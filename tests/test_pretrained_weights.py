@@ -201,7 +201,7 @@ def test_train_overwrite_with_bad_encoder_weights_keeps_the_old_run(
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / STATE_FILE).write_text('{"completed": [1, 2, 3]}')
-    (run_dir / "precious.txt").write_text("kept")
+    (run_dir / "metrics.json").write_text("kept")  # the old run's (a foreign file is refused before: test_checks)
     bad = tmp_path / "resnet18_wrong.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     for weights, message in [
@@ -221,7 +221,7 @@ def test_train_overwrite_with_bad_encoder_weights_keeps_the_old_run(
         )
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and str(weights) in err and message in err
-        assert (run_dir / "precious.txt").read_text() == "kept"
+        assert (run_dir / "metrics.json").read_text() == "kept"
 
 
 # ------------------------------------------------------------------------ the real weights (package installed)
