@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -315,7 +316,7 @@ def trainer_kwargs(cfg: Config, stage_cfg: StageConfig, train_batches: int | Non
     # e.g. stage 1 feeds the ideal map: the SUM's Q/K projections get no gradient, which DDP must be told; under
     # ``auto`` Lightning picks plain DDP for more than one process (the default variant crashed at step 2)
     if build_recipe(cfg, stage_cfg.stage).ddp_find_unused:
-        if strategy == "auto" and _bare_trainer(hw.accelerator, devices, hw.num_nodes, "auto").world_size > 1:
+        if strategy == "auto" and _auto_world_size(hw.accelerator, devices, hw.num_nodes) > 1:
             strategy = "ddp"
         if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
             strategy = f"{strategy}_find_unused_parameters_true"
@@ -408,6 +409,13 @@ def train_batches_per_epoch(cfg: Config, train_len: int) -> int:
 
 #: The ``trainer.*`` keys that Lightning's accelerator connector parses (checked by :func:`check_trainer_hardware`).
 HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy")
+
+
+@functools.cache
+def _auto_world_size(accelerator: str, devices: int | str, num_nodes: int) -> int:
+    """Processes Lightning starts for these settings under ``strategy: auto`` (asked once per process: every
+    stage's trainer and the preflight ask the same question)."""
+    return int(_bare_trainer(accelerator, devices, num_nodes, "auto").world_size)
 
 
 def _bare_trainer(accelerator: Any, devices: Any, num_nodes: int, strategy: Any) -> Any:

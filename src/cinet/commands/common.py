@@ -38,8 +38,9 @@ MODEL_DEFAULTS: dict[str, Any] = {
 class PathArgument(argparse.Action):
     """``action=`` of every option and argument of the command line that names a file or folder.
 
-    An empty or blank string (``--out ""``, ``--out " "``, a shell variable that was never set) is refused with one line naming the
-    option, :class:`~cinet.errors.InputError`, while the command line is parsed, before anything runs:
+    An empty or blank string (``--out ""``, ``--out " "``, a shell variable that was never set) is refused with
+    one line naming the option, :class:`~cinet.errors.InputError`, while the command line is parsed, before
+    anything runs:
     ``Path("")`` is the current folder, where the command would otherwise read or write. ``type=`` (e.g.
     ``Path``) converts the other values as usual; empty values of options that name no file stay allowed.
     """
@@ -64,9 +65,8 @@ class PathArgument(argparse.Action):
         """
         many = isinstance(values, list)
         items = values if many else [values]
-        if any(
-            not v.strip() for v in items
-        ):  # "" and " " (a quoted, unset variable): almost surely a mistake
+        # "" and " " (a quoted, unset variable): almost surely a mistake
+        if any(not v.strip() for v in items):
             name = max(self.option_strings, key=len) if self.option_strings else self.metavar or self.dest
             raise InputError(f"{name}: empty path; give a file or folder name")
         if self.convert is not None:

@@ -39,36 +39,27 @@ DEFAULT_SIZE = (480, 640)
 MIN_OPSET = 7
 
 
-#: Options that act only with another one: ``dest`` -> (option, default, what it needs). Given without what it needs,
-#: an option would silently do nothing (``--num-calib 64`` without ``--quantize int8``): refused.
-DEPENDENT_OPTIONS: dict[str, tuple[str, Any, str]] = {
-    **{
-        dest: (option, default, "--onnx FILE")
-        for dest, option, default in (
-            ("height", "--height", None),
-            ("width", "--width", None),
-            ("dynamic", "--dynamic", False),
-            ("opset", "--opset", None),
-            ("exporter", "--exporter", "auto"),
-            ("tolerance", "--tolerance", 1e-4),
-            ("no_check", "--no-check", False),
-            ("quantize", "--quantize", None),
-        )
-    },
-    **{
-        dest: (option, default, "--quantize int8")
-        for dest, option, default in (
-            ("calibration_images", "--calibration-images", None),
-            ("num_calib", "--num-calib", 16),
-            ("eval_split", "--eval-split", None),
-            ("num_eval", "--num-eval", 50),
-            ("keep_float", "--keep-float", None),
-            ("max_delta1_drop", "--max-delta1-drop", 0.01),
-            ("max_miou_drop", "--max-miou-drop", 1.0),
-            ("config", "--config", None),
-        )
-    },
-    "metrics": ("--metrics", None, "--pretrained DIR or --push-to-hub"),
+#: Options that act only with another one: ``dest`` -> what it needs. Given without it (any value but the parser's
+#: default), an option would silently do nothing (``--num-calib 64`` without ``--quantize int8``): refused.
+DEPENDENT_OPTIONS: dict[str, str] = {
+    **dict.fromkeys(
+        ("height", "width", "dynamic", "opset", "exporter", "tolerance", "no_check", "quantize"),
+        "--onnx FILE",
+    ),
+    **dict.fromkeys(
+        (
+            "calibration_images",
+            "num_calib",
+            "eval_split",
+            "num_eval",
+            "keep_float",
+            "max_delta1_drop",
+            "max_miou_drop",
+            "config",
+        ),
+        "--quantize int8",
+    ),
+    "metrics": "--pretrained DIR or --push-to-hub",
 }
 
 
@@ -143,14 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--num-calib",
         type=int,
-        default=DEPENDENT_OPTIONS["num_calib"][1],
+        default=16,
         help="calibration images (default 16)",
     )
     q.add_argument("--eval-split", default=None, help="held-out split for the accuracy check (default: test)")
     q.add_argument(
         "--num-eval",
         type=int,
-        default=DEPENDENT_OPTIONS["num_eval"][1],
+        default=50,
         help="held-out images for the accuracy check (default 50)",
     )
     q.add_argument(
@@ -162,13 +153,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--max-delta1-drop",
         type=float,
-        default=DEPENDENT_OPTIONS["max_delta1_drop"][1],
+        default=0.01,
         help="refuse above this δ1 drop (default 0.01)",
     )
     q.add_argument(
         "--max-miou-drop",
         type=float,
-        default=DEPENDENT_OPTIONS["max_miou_drop"][1],
+        default=1.0,
         help="refuse above this mIoU drop, in points (default 1)",
     )
     q.add_argument(
@@ -275,8 +266,12 @@ def check_dependent_options(args: argparse.Namespace) -> None:
             getattr(args, "pretrained", None) or getattr(args, "push_to_hub", None)
         ),
     }
-    for dest, (option, default, needs) in DEPENDENT_OPTIONS.items():
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)  # the defaults, from their one place
+    for dest, needs in DEPENDENT_OPTIONS.items():
+        default = parser.get_default(dest)
         if not present[needs] and getattr(args, dest, default) != default:
+            option = "--" + dest.replace("_", "-")
             raise InputError(f"{option}: acts only with {needs}; add it, or drop {option}")
 
 

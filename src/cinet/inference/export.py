@@ -218,7 +218,8 @@ def export_onnx(
                     warnings.simplefilter("ignore")
                     fn = _export_dynamo if name == "dynamo" else _export_torchscript
                     fn(wrapper, sample, tmp_path, dynamic, opset)
-                written = written_opset(onnx.load(str(tmp_path), load_external_data=False))
+                proto = onnx.load(str(tmp_path))  # read once: checked here, saved with metadata below
+                written = written_opset(proto)
                 if opset is not None and written != opset:  # the dynamo exporter falls back to its own opset
                     raise RuntimeError(f"wrote opset {written}, not the requested {opset}")
                 used = name
@@ -228,7 +229,6 @@ def export_onnx(
                 logger.info("ONNX export with %s failed: %s", name, first_line(exc))
         if used is None:
             raise RuntimeError("ONNX export failed: " + " | ".join(errors))
-        proto = onnx.load(str(tmp_path))
     meta = {
         META_DATASET: json.dumps(_info_dict(dataset_info)),
         META_MODEL: json.dumps(model_kwargs if model_kwargs is not None else build_kwargs_of(model)),
