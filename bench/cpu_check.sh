@@ -16,15 +16,7 @@ QUICK=${QUICK:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 CINET="$PY -m cinet.cli"
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-step() {  # step NAME SECONDS COMMAND...: run with a limit, stdout+stderr to $OUT/NAME.log, rc in steps.log
-    local name=$1 limit=$2
-    shift 2
-    log "start $name (limit ${limit}s)"
-    local t0=$SECONDS
-    timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
-    log "end $name rc=$? $((SECONDS - t0))s"
-}
+. "$(dirname "$0")/steps.sh"  # log, step
 
 if [ -n "$QUICK" ]; then
     STEP="--tiny --repeat 2 --warmup 1"

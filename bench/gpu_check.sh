@@ -15,15 +15,7 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 CINET="$PY -m cinet.cli"
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-step() {  # step NAME SECONDS COMMAND...: run with a limit, stdout+stderr to $OUT/NAME.log, rc in steps.log
-    local name=$1 limit=$2
-    shift 2
-    log "start $name (limit ${limit}s)"
-    local t0=$SECONDS
-    timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
-    log "end $name rc=$? $((SECONDS - t0))s"
-}
+. "$(dirname "$0")/steps.sh"  # log, step
 
 if [ "$DEVICE" = cpu ]; then
     TINY=--tiny
